@@ -1,0 +1,58 @@
+"""Milliseconds per full render (Markdown to final HTML and text), median of repeated runs.
+
+    python bench/render.py [--runs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from newsletter import config, content, render  # noqa: E402
+
+
+def generated_issue(folder: Path, items: int) -> Path:
+    body = "\n".join(
+        f"## {i}. A linked item about pipelines, number {i}\n\n"
+        f"[Read the article](https://example.org/articles/{i}) explains *why* it matters, with "
+        f"`inline code`, a **strong claim** & a literal < sign.\n\n- first point\n- second point\n"
+        f"  1. nested\n\n```python\nfor row in rows:\n    send(row)  # item {i}\n```\n"
+        for i in range(1, items + 1)
+    )
+    path = folder / f"generated-{items}.md"
+    path.write_text(f"---\nsubject: Generated {items}\ndate: 2026-12-01\npreheader: bench\n---\n\n{body}")
+    return path
+
+
+def median_ms(path: Path, cfg: config.Config, runs: int) -> tuple[float, int]:
+    times, size = [], 0
+    for _ in range(runs + 2):
+        start = time.perf_counter()
+        issue = content.parse(path, base_url=cfg.newsletter.base_url)
+        size = render.render(issue, cfg.newsletter, cfg.templates_dir).size
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[2:]) * 1000, size  # the first runs warm cssutils' caches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    cfg = config.load(ROOT / "config.toml")
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [("sample issue", ROOT / "issues" / "2026-12-01.md")]
+        cases += [(f"{n}-item issue", generated_issue(Path(tmp), n)) for n in (13, 50)]
+        for label, path in cases:
+            ms, size = median_ms(path, cfg, args.runs)
+            print(f"{label:>15}: {ms:6.1f} ms per render (median of {args.runs}), HTML {size / 1024:.1f} KB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Load and check `config.toml`.
+
+Every key is declared once, as a dataclass field; unknown keys, wrong types and missing required
+keys are one-line errors naming the file and the key, so a typo never passes silently.
+Secrets are never read from the file: the file names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, TokenError, UnknownListError
+
+CONFIG_ENV = "NEWSLETTER_CONFIG"
+DEFAULT_CONFIG = "config.toml"
+
+
+@dataclass(frozen=True)
+class NewsletterSettings:
+    name: str
+    from_email: str
+    from_name: str = ""
+    reply_to: str = ""
+    base_url: str = ""
+    postal_address: str = ""
+    secret_env: str = "NEWSLETTER_SECRET"
+    templates: str = "templates"
+    issues_dir: str = "issues"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "sqlite:///subscribers/newsletter.db"
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    title: str
+    description: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    backend: str = "sendgrid"
+
+
+@dataclass(frozen=True)
+class SendGridSettings:
+    api_key_env: str = "SENDGRID_API_KEY"
+    api_base: str = "https://api.sendgrid.com"
+    batch_size: int = 1000
+    timeout: float = 30.0
+    max_retries: int = 5
+    webhook_public_key: str = ""
+    webhook_tolerance: int = 600
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password_env: str = "SMTP_PASSWORD"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    cron: str = "0 9 * * MON"
+    timezone: str = "UTC"
+    list: str = ""
+    misfire_grace: int = 21600
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    confirm_ttl: int = 172800
+    rate_limit_per_ip: int = 10
+    rate_limit_per_email: int = 3
+    rate_limit_window: int = 3600
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    newsletter: NewsletterSettings
+    store: StoreSettings
+    lists: dict[str, ListSettings]
+    provider: ProviderSettings = field(default_factory=ProviderSettings)
+    sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+
+    @property
+    def root(self) -> Path:
+        """Relative paths in the file are relative to the file's own folder."""
+        return self.path.parent
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / self.newsletter.templates
+
+    @property
+    def issues_dir(self) -> Path:
+        return self.root / self.newsletter.issues_dir
+
+    def list(self, name: str) -> ListSettings:
+        """The declared list `name`, or an error naming the lists that exist."""
+        try:
+            return self.lists[name]
+        except KeyError:
+            known = ", ".join(sorted(self.lists)) or "none"
+            raise UnknownListError(
+                f"unknown list {name!r}; lists declared in {self.path.name}: {known}"
+            ) from None
+
+    def secret(self) -> bytes:
+        """The signing secret for tokens; there is deliberately no built-in default."""
+        value = os.environ.get(self.newsletter.secret_env, "")
+        if not value:
+            raise TokenError(
+                f"environment variable {self.newsletter.secret_env} is not set; "
+                f"set it to a long random string (it signs unsubscribe and confirmation links)"
+            )
+        return value.encode("utf-8")
+
+    def require_base_url(self) -> str:
+        if not self.newsletter.base_url:
+            raise ConfigError(
+                f"{self.path}: [newsletter] base_url is required for links in sent mail"
+            )
+        return self.newsletter.base_url.rstrip("/")
+
+
+_SECTIONS: dict[str, type] = {
+    "newsletter": NewsletterSettings,
+    "store": StoreSettings,
+    "provider": ProviderSettings,
+    "sendgrid": SendGridSettings,
+    "smtp": SmtpSettings,
+    "schedule": ScheduleSettings,
+    "web": WebSettings,
+}
+_REQUIRED_SECTIONS = ("newsletter",)
+_CHOICES = {
+    ("provider", "backend"): ("sendgrid", "smtp"),
+    ("smtp", "security"): ("starttls", "ssl", "none"),
+}
+
+
+def _build(cls: type, table: Any, section: str, path: Path) -> Any:
+    where = f"{path}: [{section}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "name" or cls is not ListSettings}
+    for key in table:
+        if key not in fields:
+            raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name not in table:
+            if f.default is dataclasses.MISSING:
+                raise ConfigError(f"{where} {name}: required key missing")
+            continue
+        value, want = table[name], hints[name]
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(f"{where} {name}: expected {want.__name__}, got {type(value).__name__}")
+        choices = _CHOICES.get((section.split(".")[0], name))
+        if choices and value not in choices:
+            raise ConfigError(f"{where} {name}: must be one of {', '.join(choices)}, got {value!r}")
+        if want in (int, float) and value <= 0:
+            raise ConfigError(f"{where} {name}: must be positive, got {value}")
+        values[name] = value
+    return cls(**values)
+
+
+def _resolve_store_url(url: str, root: Path) -> str:
+    """Make a relative SQLite path relative to the config file, not to the working directory."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+        rest = url[len(prefix):]
+        if rest and rest != ":memory:" and not rest.startswith("file:"):
+            return prefix + str((root / rest).resolve())
+    return url
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config at `path`, else at $NEWSLETTER_CONFIG, else ./config.toml."""
+    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    try:
+        raw = chosen.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{chosen}: config file not found; pass --config PATH or set {CONFIG_ENV}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{chosen}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: invalid TOML: {exc}") from None
+    path_ = chosen.resolve()
+    for key in data:
+        if key not in _SECTIONS and key != "lists":
+            raise ConfigError(f"{path_}: [{key}]: unknown section (known: {', '.join([*_SECTIONS, 'lists'])})")
+    for key in _REQUIRED_SECTIONS:
+        if key not in data:
+            raise ConfigError(f"{path_}: [{key}]: required section missing")
+    sections = {name: _build(cls, data.get(name, {}), name, path_) for name, cls in _SECTIONS.items()}
+    lists_table = data.get("lists", {})
+    if not isinstance(lists_table, dict):
+        raise ConfigError(f"{path_}: [lists] must hold one table per list, e.g. [lists.weekly]")
+    lists = {
+        name: dataclasses.replace(_build(ListSettings, table, f"lists.{name}", path_), name=name)
+        for name, table in lists_table.items()
+    }
+    nl = sections["newsletter"]
+    for key in ("from_email", "reply_to", "from_name", "name"):
+        if any(c in getattr(nl, key) for c in "\r\n"):
+            raise ConfigError(f"{path_}: [newsletter] {key}: must not contain line breaks")
+    if nl.base_url and urlsplit(nl.base_url).scheme not in ("http", "https"):
+        raise ConfigError(f"{path_}: [newsletter] base_url: must start with https:// or http://")
+    store = StoreSettings(url=_resolve_store_url(sections["store"].url, path_.parent))
+    return Config(path=path_, lists=lists, **{**sections, "store": store})

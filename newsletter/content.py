@@ -1,0 +1,221 @@
+"""Read an issue file: YAML front matter, then a CommonMark body (GFM tables and strikethrough).
+
+The body is parsed once into a syntax tree; `render` turns the same tree into the HTML fragment
+and the plain-text part, so both always carry the same content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import yaml
+from markdown_it import MarkdownIt
+from markdown_it.tree import SyntaxTreeNode
+
+from . import placeholders
+from .errors import ContentError
+
+FRONT_MATTER_KEYS = ("subject", "date", "preheader", "slug", "from", "reply_to")
+REQUIRED_KEYS = ("subject", "date")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_ABSOLUTE_SCHEMES = ("http", "https", "mailto", "tel")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One weekly issue as written by the operator."""
+
+    path: Path
+    subject: str
+    date: dt.date
+    body: str
+    body_line: int
+    preheader: str = ""
+    slug: str = ""
+    from_header: str = ""
+    reply_to: str = ""
+    tree: SyntaxTreeNode | None = field(default=None, compare=False, repr=False)
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """Safe YAML that leaves dates as text, so a bad date gets our message and line, not a crash."""
+
+
+_FrontMatterLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    normalize = md.normalizeLink
+
+    def keep_placeholders(url: str) -> str:
+        # markdown-it would percent-encode the `%%` of a placeholder inside a link target.
+        names = placeholders.PATTERN.findall(url)
+        masked = placeholders.PATTERN.sub("\x00", url)
+        out = normalize(masked)
+        for name in names:
+            out = out.replace("%00", f"%%{name}%%", 1)
+        return out
+
+    md.normalizeLink = keep_placeholders  # type: ignore[method-assign]
+    return md
+
+
+MARKDOWN = _markdown()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ContentError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ContentError(f"{path}: is a directory, not an issue file") from None
+    except OSError as exc:
+        raise ContentError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ContentError(f"{path}:{line}: not UTF-8 text (byte {exc.start})") from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+
+
+def _split_front_matter(path: Path, text: str) -> tuple[str, str, int]:
+    lines = text.split("\n")
+    if not lines or lines[0].strip() != "---":
+        raise ContentError(f"{path}:1: missing front matter: the file must start with a '---' line")
+    for index in range(1, len(lines)):
+        if lines[index].strip() == "---":
+            return "\n".join(lines[1:index]), "\n".join(lines[index + 1 :]), index + 2
+    raise ContentError(f"{path}:1: front matter is not closed: add a '---' line after it")
+
+
+def _key_line(front: str, key: str) -> int:
+    for number, line in enumerate(front.split("\n"), start=2):
+        if line.startswith(f"{key}:"):
+            return number
+    return 1
+
+
+def _parse_date(path: Path, line: int, value: Any) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ContentError(f"{path}:{line}: date: {value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _address(path: Path, line: int, key: str, value: Any) -> str:
+    text = str(value)
+    if "\r" in text or "\n" in text or "@" not in parseaddr(text)[1]:
+        raise ContentError(f"{path}:{line}: {key}: {text!r} is not an email address")
+    return text
+
+
+def parse(path: str | Path, *, base_url: str = "") -> Issue:
+    """Read and check the issue at `path`; every problem is a ContentError naming file and line."""
+    path = Path(path)
+    text = _read_text(path)
+    front, body, body_line = _split_front_matter(path, text)
+    try:
+        meta = yaml.load(front, Loader=_FrontMatterLoader) if front.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ContentError(f"{path}:{line}: front matter: {problem}") from None
+    if not isinstance(meta, dict):
+        raise ContentError(f"{path}:2: front matter must be 'key: value' lines")
+    for key in meta:
+        if key not in FRONT_MATTER_KEYS:
+            raise ContentError(
+                f"{path}:{_key_line(front, str(key))}: front matter: unknown key {key!r} "
+                f"(known: {', '.join(FRONT_MATTER_KEYS)})"
+            )
+    for key in REQUIRED_KEYS:
+        if meta.get(key) in (None, ""):
+            raise ContentError(f"{path}:1: front matter: required key {key!r} is missing")
+    subject = str(meta["subject"])
+    if "\r" in subject or "\n" in subject:
+        raise ContentError(f"{path}:{_key_line(front, 'subject')}: subject must be one line")
+    slug = str(meta.get("slug") or path.stem)
+    if not _SLUG.match(slug):
+        raise ContentError(
+            f"{path}:{_key_line(front, 'slug')}: slug {slug!r} may hold only a-z, 0-9, '.', '_' and '-'"
+        )
+    preheader = " ".join(str(meta.get("preheader") or "").split())
+    issue = Issue(
+        path=path,
+        subject=subject,
+        date=_parse_date(path, _key_line(front, "date"), meta["date"]),
+        body=body,
+        body_line=body_line,
+        preheader=preheader,
+        slug=slug,
+        from_header=_address(path, _key_line(front, "from"), "from", meta["from"]) if meta.get("from") else "",
+        reply_to=_address(path, _key_line(front, "reply_to"), "reply_to", meta["reply_to"]) if meta.get("reply_to") else "",
+    )
+    _check_placeholders(issue, front)
+    tree = SyntaxTreeNode(MARKDOWN.parse(body))
+    _resolve_links(issue, tree, base_url)
+    return dataclasses.replace(issue, tree=tree)
+
+
+def _check_placeholders(issue: Issue, front: str) -> None:
+    for key, text, line in (
+        ("subject", issue.subject, _key_line(front, "subject")),
+        ("preheader", issue.preheader, _key_line(front, "preheader")),
+    ):
+        for name in placeholders.used(text):
+            if not placeholders.is_known(name):
+                raise ContentError(f"{issue.path}:{line}: {key}: unknown placeholder %%{name}%%")
+    for number, line_text in enumerate(issue.body.split("\n"), start=issue.body_line):
+        for name in placeholders.used(line_text):
+            if not placeholders.is_known(name):
+                raise ContentError(
+                    f"{issue.path}:{number}: unknown placeholder %%{name}%% "
+                    f"(known: {', '.join(placeholders.FIXED)}, attr.KEY)"
+                )
+
+
+def _line_of(node: SyntaxTreeNode, issue: Issue) -> int:
+    while node is not None:
+        if node.map:
+            return issue.body_line + node.map[0]
+        node = node.parent  # type: ignore[assignment]
+    return issue.body_line
+
+
+def absolute_url(url: str, base_url: str) -> str | None:
+    """`url` made absolute against `base_url`; None when it is relative and there is no base."""
+    if url.startswith("%%") or urlsplit(url).scheme in _ABSOLUTE_SCHEMES:
+        return url
+    if not base_url:
+        return None
+    return urljoin(base_url.rstrip("/") + "/", url)
+
+
+def _resolve_links(issue: Issue, tree: SyntaxTreeNode, base_url: str) -> None:
+    for node in tree.walk():
+        attr = {"link": "href", "image": "src"}.get(node.type)
+        if attr is None:
+            continue
+        url = str(node.attrs.get(attr, ""))
+        resolved = absolute_url(url, base_url)
+        if resolved is None:
+            raise ContentError(
+                f"{issue.path}:{_line_of(node, issue)}: relative link {url!r} needs "
+                f"[newsletter] base_url in the config"
+            )
+        token = node.token or node.nester_tokens.opening
+        token.attrSet(attr, resolved)

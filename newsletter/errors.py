@@ -1,0 +1,60 @@
+"""One exception hierarchy: every expected failure is a NewsletterError with a one-line message.
+
+The CLI prints the message and exits with `exit_code`; anything else is a bug and keeps its traceback.
+"""
+
+
+class NewsletterError(Exception):
+    """Base of every error the operator can fix; its message is one line that says what to do."""
+
+    exit_code = 2
+
+
+class ConfigError(NewsletterError):
+    """The configuration file is missing, malformed, or names an unset environment variable."""
+
+
+class ContentError(NewsletterError):
+    """An issue file cannot be read or parsed (front matter, encoding, links)."""
+
+
+class RenderError(NewsletterError):
+    """A template or the MJML it produces is broken."""
+
+
+class StoreError(NewsletterError):
+    """The subscriber store refused an operation (unknown list, unknown address, bad schema)."""
+
+
+class UnknownListError(StoreError):
+    """A list name that `config.toml` does not declare."""
+
+
+class InputError(NewsletterError):
+    """Operator input such as a CSV file or an address is unusable."""
+
+
+class TokenError(NewsletterError):
+    """A signed token is forged, altered, expired, or cannot be made without a secret."""
+
+
+class SendError(NewsletterError):
+    """A send could not go ahead or did not finish; the ledger says exactly where it stopped."""
+
+
+class SendLockedError(SendError):
+    """Another process is already sending the same issue to the same list."""
+
+
+class ProviderError(SendError):
+    """The email provider refused or failed in a way that stops the whole send."""
+
+
+class ProviderAuthError(ProviderError):
+    """The provider rejected the credentials: nothing was sent and nothing is marked failed."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached or kept failing; the batch stays pending for the next run."""
+
+    exit_code = 1

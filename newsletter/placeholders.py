@@ -1,0 +1,56 @@
+"""Per-recipient placeholders: `%%name%%`, `%%email%%`, `%%unsubscribe_url%%`, `%%view_url%%`, `%%attr.KEY%%`.
+
+An issue is rendered once with these left in; `fill` puts one recipient's values in. The `%%…%%`
+form was chosen because it survives Markdown, MJML, premailer and lxml's URL escaping of `href`
+byte for byte (`{{…}}`, `*|…|*` and `[…]` do not).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+
+PATTERN = re.compile(r"%%([A-Za-z0-9_]+(?:\.[A-Za-z0-9_-]+)?)%%")
+FIXED = ("name", "email", "unsubscribe_url", "view_url")
+
+# Values shown by `preview` and in test copies sent without a real subscriber.
+SAMPLE_VALUES = {
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+}
+
+
+def is_known(name: str) -> bool:
+    """True for the fixed placeholders and any `attr.KEY` (a subscriber attribute)."""
+    return name in FIXED or (name.startswith("attr.") and len(name) > 5)
+
+
+def used(text: str) -> set[str]:
+    """The placeholder names that occur in `text`."""
+    return set(PATTERN.findall(text))
+
+
+def fill(template: str, values: Mapping[str, str], *, html_escape: bool) -> str:
+    """Replace each placeholder with its value ("" when the recipient has none).
+
+    HTML parts get escaped values; text parts and headers get them plain, with line breaks
+    turned into spaces so that no value can start a new header line.
+    """
+    def value(match: re.Match[str]) -> str:
+        raw = values.get(match.group(1), "")
+        raw = raw.replace("\r", " ").replace("\n", " ")
+        return html.escape(raw, quote=True) if html_escape else raw
+
+    if "%%" not in template:
+        return template
+    return PATTERN.sub(value, template)
+
+
+def recipient_values(
+    email: str, name: str, attributes: Mapping[str, object], unsubscribe_url: str, view_url: str
+) -> dict[str, str]:
+    """The placeholder values of one recipient, every one a string."""
+    values = {f"attr.{key}": "" if val is None else str(val) for key, val in attributes.items()}
+    values.update(name=name or "", email=email, unsubscribe_url=unsubscribe_url, view_url=view_url)
+    return values

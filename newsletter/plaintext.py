@@ -1,0 +1,136 @@
+"""The plain-text part, written from the Markdown syntax tree rather than by stripping HTML.
+
+Links read as `text (URL)`, lists keep their bullets and numbers, code blocks stay verbatim, and
+prose wraps near 76 columns without ever breaking a URL or a long word.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from markdown_it.tree import SyntaxTreeNode
+
+WIDTH = 76
+
+
+def inline(node: SyntaxTreeNode) -> str:
+    """The readable text of an inline node and its children."""
+    parts: list[str] = []
+    for child in node.children:
+        kind = child.type
+        if kind == "text":
+            parts.append(child.content)
+        elif kind == "code_inline":
+            parts.append(f"`{child.content}`")
+        elif kind == "softbreak":
+            parts.append(" ")
+        elif kind == "hardbreak":
+            parts.append("\n")
+        elif kind == "link":
+            label, href = inline(child), str(child.attrs.get("href", ""))
+            same = label in (href, href.removeprefix("mailto:"))
+            parts.append(href if same else f"{label} ({href})")
+        elif kind == "image":
+            alt = inline(child) or "image"
+            parts.append(f"[{alt}] ({child.attrs.get('src', '')})")
+        elif kind == "em":
+            parts.append(f"_{inline(child)}_")
+        elif kind == "strong":
+            parts.append(f"*{inline(child)}*")
+        elif kind == "s":
+            parts.append(f"~~{inline(child)}~~")
+        else:
+            parts.append(inline(child) if child.children else child.content)
+    return "".join(parts)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for piece in text.split("\n"):
+        lines.extend(
+            textwrap.wrap(
+                piece, width=max(width, 20), break_long_words=False, break_on_hyphens=False
+            )
+            or [""]
+        )
+    return lines
+
+
+def _indent(lines: list[str], first: str, rest: str) -> list[str]:
+    return [(first if i == 0 else rest) + line if line else "" for i, line in enumerate(lines)]
+
+
+def _list(node: SyntaxTreeNode, width: int) -> list[str]:
+    ordered = node.type == "ordered_list"
+    start = int(node.attrs.get("start", 1)) if ordered else 1
+    items = [child for child in node.children if child.type == "list_item"]
+    markers = [f"{start + i}. " if ordered else "- " for i in range(len(items))]
+    pad = max(len(m) for m in markers) if markers else 2
+    tight = all(p.hidden for item in items for p in item.children if p.type == "paragraph")
+    out: list[str] = []
+    for marker, item in zip(markers, items):
+        if out and not tight:
+            out.append("")
+        body = blocks(item.children, width - pad, tight=tight)
+        out.extend(_indent(body or [""], marker.ljust(pad), " " * pad))
+    return out
+
+
+def _table(node: SyntaxTreeNode) -> list[str]:
+    rows = [
+        [inline(cell.children[0]) if cell.children else "" for cell in row.children]
+        for section in node.children
+        for row in section.children
+    ]
+    if not rows:
+        return []
+    widths = [max(len(row[i]) if i < len(row) else 0 for row in rows) for i in range(len(rows[0]))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return [line(rows[0]), rule, *(line(row) for row in rows[1:])]
+
+
+def block(node: SyntaxTreeNode, width: int) -> list[str]:
+    """The lines of one block node."""
+    kind = node.type
+    if kind == "paragraph":
+        return _wrap(inline(node.children[0]), width)
+    if kind == "heading":
+        text = inline(node.children[0])
+        if node.tag in ("h1", "h2"):
+            return [text, ("=" if node.tag == "h1" else "-") * min(len(text), width)]
+        return [text]
+    if kind in ("bullet_list", "ordered_list"):
+        return _list(node, width)
+    if kind == "blockquote":
+        return _indent(blocks(node.children, width - 2), "> ", "> ")
+    if kind in ("fence", "code_block"):
+        return node.content.rstrip("\n").split("\n")
+    if kind == "hr":
+        return ["-" * 24]
+    if kind == "table":
+        return _table(node)
+    if kind == "inline":
+        return _wrap(inline(node), width)
+    return _wrap(node.content, width) if node.content else []
+
+
+def blocks(nodes: list[SyntaxTreeNode], width: int = WIDTH, *, tight: bool = False) -> list[str]:
+    """Block nodes one after another, separated by blank lines (none inside a tight list item)."""
+    out: list[str] = []
+    for node in nodes:
+        lines = block(node, width)
+        if not lines:
+            continue
+        if out and not tight:
+            out.append("")
+        out.extend(lines)
+    return out
+
+
+def wrap(text: str, width: int = WIDTH) -> list[str]:
+    """Wrap a line of prose (used for the header and footer of the text part)."""
+    return _wrap(text, width)

@@ -1,0 +1,165 @@
+"""Turn a parsed issue into the finished email: Jinja2 → MJML → mjml-python → premailer.
+
+Rendering happens once per issue. Per-recipient values stay as `%%…%%` placeholders (see
+`placeholders`) so that a send to a million people costs one render plus a cheap fill each.
+This module knows nothing of subscribers or the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import html as html_lib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import mjml
+import premailer
+from markdown_it.renderer import RendererHTML
+from markupsafe import Markup
+
+from . import plaintext
+from .config import NewsletterSettings
+from .content import MARKDOWN, Issue
+from .errors import RenderError
+
+GMAIL_CLIP_BYTES = 102 * 1024
+SUBJECT_WARN_CHARS = 78
+CONTENT_WIDTH_PX = 552  # 600 px body minus the 24 px padding on each side
+COLOR_SCHEME_META = (
+    '<meta name="color-scheme" content="light">'
+    '<meta name="supported-color-schemes" content="light">'
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A finished issue, placeholders still in: what every provider sends."""
+
+    slug: str
+    date: dt.date
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    size: int
+    warnings: tuple[str, ...] = ()
+
+
+class _EmailHTML(RendererHTML):
+    """markdown-it's HTML renderer with email-safe images."""
+
+    def image(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        token = tokens[idx]
+        alt = self.renderInlineAsText(token.children or [], options, env)
+        src = html_lib.escape(str(token.attrGet("src") or ""), quote=True)
+        title = token.attrGet("title")
+        title_attr = f' title="{html_lib.escape(str(title), quote=True)}"' if title else ""
+        return (
+            f'<img src="{src}" alt="{html_lib.escape(alt, quote=True)}"{title_attr} '
+            f'width="{CONTENT_WIDTH_PX}" style="display:block;width:100%;'
+            f'max-width:{CONTENT_WIDTH_PX}px;height:auto;border:0;">'
+        )
+
+
+_RENDERER = _EmailHTML(MARKDOWN)
+
+
+@functools.lru_cache(maxsize=8)
+def environment(templates_dir: Path) -> jinja2.Environment:
+    """One Jinja2 environment per template folder; autoescape is on for MJML and HTML."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml", "html", "xml")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render_template(templates_dir: Path, name: str, context: Mapping[str, Any]) -> str:
+    """Render one Jinja2 template; its errors become one-line RenderErrors naming file and line."""
+    try:
+        return environment(templates_dir).get_template(name).render(**context)
+    except jinja2.TemplateNotFound as exc:
+        raise RenderError(f"{templates_dir / str(exc.name)}: template not found") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}") from None
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"{templates_dir / name}: template error: {exc}") from None
+
+
+def mjml_to_html(source: str, origin: str) -> str:
+    """Compile MJML and inline its CSS, keeping the doctype, `@media` rules and `!important`."""
+    try:
+        compiled = mjml.mjml2html(source, fonts={}, disable_comments=True)
+    except ValueError as exc:
+        raise RenderError(f"{origin}: MJML error: {exc}") from None
+    compiled = compiled.replace("</head>", COLOR_SCHEME_META + "</head>", 1)
+    inliner = premailer.Premailer(
+        compiled,
+        strip_important=False,
+        keep_style_tags=True,
+        remove_classes=False,
+        allow_network=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    out = inliner.transform(pretty_print=False)
+    if not out.lstrip().lower().startswith("<!doctype"):
+        out = "<!doctype html>" + out
+    return out
+
+
+def _date_label(date: dt.date) -> str:
+    return f"{date.day} {date:%B %Y}"
+
+
+def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path) -> Rendered:
+    """Render `issue` once into HTML and text, with placeholders left for `placeholders.fill`."""
+    if issue.tree is None:
+        raise RenderError(f"{issue.path}: issue was not parsed")
+    warnings: list[str] = []
+    tokens = issue.tree.to_tokens()
+    fragment = _RENDERER.render(tokens, MARKDOWN.options, {})
+    for node in issue.tree.walk():
+        if node.type == "image" and not plaintext.inline(node).strip():
+            line = issue.body_line + (node.parent.map[0] if node.parent and node.parent.map else 0)
+            warnings.append(f"{issue.path}:{line}: image without alt text")
+    context = {
+        "newsletter": settings,
+        "subject": issue.subject,
+        "preheader": issue.preheader,
+        "date": _date_label(issue.date),
+        "slug": issue.slug,
+    }
+    source = render_template(templates_dir, "issue.mjml", {**context, "content": Markup(fragment)})
+    html = mjml_to_html(source, str(templates_dir / "issue.mjml"))
+    body_text = "\n".join(plaintext.blocks(issue.tree.children))
+    text = render_template(
+        templates_dir,
+        "issue.txt",
+        {**context, "content": body_text, "wrap": lambda s: "\n".join(plaintext.wrap(s))},
+    )
+    size = len(html.encode("utf-8"))
+    if size > GMAIL_CLIP_BYTES:
+        warnings.append(
+            f"HTML is {size / 1024:.0f} KB: Gmail clips messages over {GMAIL_CLIP_BYTES // 1024} KB"
+        )
+    if len(issue.subject) > SUBJECT_WARN_CHARS:
+        warnings.append(f"subject is {len(issue.subject)} characters: many clients cut it near 60")
+    if not issue.preheader:
+        warnings.append("no preheader: clients will show the first words of the body instead")
+    return Rendered(
+        slug=issue.slug,
+        date=issue.date,
+        subject=issue.subject,
+        preheader=issue.preheader,
+        html=html,
+        text=text,
+        size=size,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,86 @@
+"""Headless Chromium helpers for tests: screenshots and measurements taken from the page itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--mute-audio",
+]
+
+
+def chromium() -> str:
+    """The Chromium binary; in CI its absence is a failure, elsewhere a visible skip."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("CI"):
+        pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+    pytest.skip("chromium not installed (apt-get install chromium)")
+
+
+def run(args: list[str], profile: Path, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def screenshot(url: str, out: Path, width: int, height: int, profile: Path) -> Path:
+    run([f"--window-size={width},{height}", f"--screenshot={out}", url], profile)
+    assert out.exists() and out.stat().st_size > 0, f"no screenshot at {out}"
+    return out
+
+
+MEASURE = """
+<script>
+(function () {
+  var cols = Array.prototype.map.call(document.querySelectorAll('.mj-column-per-50'), function (e) {
+    var r = e.getBoundingClientRect(); return {left: r.left, top: r.top, right: r.right, bottom: r.bottom};
+  });
+  var wide = [];
+  Array.prototype.forEach.call(document.querySelectorAll('body *'), function (e) {
+    var r = e.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0 && r.right > window.innerWidth + 0.5) wide.push(e.tagName + ' ' + Math.round(r.right));
+  });
+  parent.postMessage(JSON.stringify({inner: window.innerWidth, scroll: document.documentElement.scrollWidth, cols: cols, wide: wide}), '*');
+})();
+</script>
+"""
+
+# Chromium's headless window is never narrower than 500 px, so the page is measured inside an
+# iframe of the wanted width: its media queries see the iframe's width as the viewport.
+FRAME = """<!doctype html><html><body style="margin:0">
+<iframe src="{src}" style="width:{width}px;height:900px;border:0"></iframe>
+<script>
+window.addEventListener('message', function (event) {{
+  var out = document.createElement('pre'); out.id = 'measurement'; out.textContent = event.data;
+  document.body.appendChild(out);
+}});
+</script></body></html>"""
+
+
+def measure(html: str, width: int, workdir: Path) -> dict:
+    """Load `html` at `width` px and return what the page measured of its own layout."""
+    page = workdir / f"measure-{width}.html"
+    page.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    frame = workdir / f"frame-{width}.html"
+    frame.write_text(FRAME.format(src=page.name, width=width), encoding="utf-8")
+    result = run(
+        ["--window-size=1024,900", "--virtual-time-budget=5000", "--allow-file-access-from-files",
+         "--dump-dom", frame.as_uri()],
+        workdir / f"profile-{width}",
+    )
+    start = result.stdout.find('<pre id="measurement">')
+    assert start >= 0, f"no measurement from chromium: {result.stderr[-500:]}"
+    raw = result.stdout[start + len('<pre id="measurement">'):].split("</pre>")[0]
+    return json.loads(raw.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))

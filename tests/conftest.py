@@ -1,0 +1,99 @@
+"""Shared fixtures: a config in a temporary folder that uses the repo's templates and sample issue."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter import config as config_mod
+from newsletter.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_ISSUE = ROOT / "issues" / "2026-12-01.md"
+SHARED = ROOT.parent / "shared"
+SECRET = "test-secret-please-change"
+
+
+def write_config(folder: Path, extra: str = "", *, base_url: str = "https://news.example.com",
+                 backend: str = "sendgrid", api_base: str = "http://127.0.0.1:9", smtp_port: int = 25,
+                 batch_size: int = 1000) -> Path:
+    """A complete config in `folder`, pointing at the repo's templates and a store inside `folder`."""
+    path = folder / "config.toml"
+    path.write_text(
+        f"""
+[newsletter]
+name = "Test Weekly"
+from_email = "weekly@example.com"
+from_name = "Test Weekly"
+reply_to = "editor@example.com"
+base_url = "{base_url}"
+postal_address = "1 Test Street, Testville"
+secret_env = "NEWSLETTER_SECRET"
+templates = "{ROOT / 'templates'}"
+issues_dir = "issues"
+
+[store]
+url = "sqlite:///newsletter.db"
+
+[lists.weekly]
+title = "Test Weekly"
+description = "A test list."
+
+[lists.daily]
+title = "Test Daily"
+
+[provider]
+backend = "{backend}"
+
+[sendgrid]
+api_base = "{api_base}"
+batch_size = {batch_size}
+timeout = 2
+max_retries = 3
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+timeout = 5
+{extra}
+""",
+        encoding="utf-8",
+    )
+    (folder / "issues").mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def cfg(config_path: Path) -> config_mod.Config:
+    return config_mod.load(config_path)
+
+
+@pytest.fixture
+def sample_issue(tmp_path: Path) -> Path:
+    target = tmp_path / "issues" / SAMPLE_ISSUE.name
+    target.parent.mkdir(exist_ok=True)
+    shutil.copy(SAMPLE_ISSUE, target)
+    return target
+
+
+@pytest.fixture
+def run(config_path: Path):
+    """Run the CLI in-process with the test config; returns click's Result."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(cli, ["--config", str(config_path), *map(str, args)], input=input,
+                             catch_exceptions=False)
+
+    return invoke

@@ -1,0 +1,256 @@
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from lxml import html as lxml_html
+
+from newsletter import config as config_mod, content, placeholders, render
+from newsletter.errors import ContentError, RenderError
+
+from .conftest import ROOT, write_config
+
+
+def render_file(cfg, path):
+    issue = content.parse(path, base_url=cfg.newsletter.base_url)
+    return render.render(issue, cfg.newsletter, cfg.templates_dir)
+
+
+@pytest.fixture
+def rendered(cfg, sample_issue):
+    return render_file(cfg, sample_issue)
+
+
+@pytest.fixture
+def doc(rendered):
+    return lxml_html.document_fromstring(rendered.html)
+
+
+def markdown_links(path: Path) -> list[str]:
+    return re.findall(r"\]\(([^)\s]+)\)", path.read_text())
+
+
+def test_doctype_title_and_color_scheme(rendered, doc):
+    assert rendered.html.lower().startswith("<!doctype html>")
+    assert doc.findtext(".//title") == rendered.subject
+    assert doc.xpath('//meta[@name="color-scheme"]')
+    assert doc.xpath('//meta[@name="viewport"]')
+
+
+def test_preheader_present_and_hidden(rendered, doc):
+    hidden = [d for d in doc.xpath("//body//div") if "display:none" in (d.get("style") or "").replace(" ", "")]
+    assert hidden, "no hidden preview div"
+    assert hidden[0].text_content().strip() == rendered.preheader
+    assert rendered.preheader.startswith("Why at-least-once")
+
+
+def test_every_link_is_absolute(doc, sample_issue):
+    hrefs = [a.get("href") for a in doc.xpath("//a[@href]")]
+    assert len(hrefs) >= len(markdown_links(sample_issue))
+    for href in hrefs:
+        assert href.startswith(("https://", "http://", "mailto:", "%%")), href
+    # the sample's relative link was resolved against base_url
+    assert "https://news.example.com/archive" in hrefs
+
+
+def test_images_have_alt_width_and_fluid_style(doc):
+    images = doc.xpath("//img")
+    assert images
+    for img in images:
+        assert img.get("alt"), img.get("src")
+        assert img.get("width")
+        style = img.get("style").replace(" ", "")
+        assert "max-width:" in style and "height:auto" in style
+
+
+def test_code_block_whitespace_intact_and_wrapping(doc, sample_issue):
+    pres = doc.xpath("//pre")
+    sql = next(p for p in pres if "CREATE TABLE ledger" in p.text_content())
+    expected = sample_issue.read_text().split("```sql\n")[1].split("```")[0]
+    assert sql.text_content() == expected
+    assert "white-space:pre-wrap" in sql.get("style").replace(" ", "")
+    assert "monospace" in sql.get("style")
+
+
+def test_table_lists_quote_strikethrough_rendered(doc):
+    rows = doc.xpath("//td[contains(@class,'content')]//table//tr")
+    assert len(rows) == 4
+    assert [c.text_content() for c in rows[2].xpath("td")] == ["Builder export", "131 KB", "yes"]
+    assert doc.xpath("//ol/li//ul/li")  # nested list
+    assert doc.xpath("//ol/li//pre")  # code block inside a list item
+    assert doc.xpath("//blockquote")
+    assert doc.xpath("//s[text()='images']")
+
+
+def test_raw_html_is_escaped_and_literals_survive(doc, rendered):
+    assert not doc.xpath("//td[contains(@class,'content')]//b")
+    assert "<b>this is not bold</b>" in doc.text_content()
+    assert "1 < 2 stays" in doc.text_content()
+    assert "&lt;b&gt;this is not bold" in rendered.html
+
+
+def test_placeholders_survive_mjml_and_inlining(rendered, doc):
+    hrefs = [a.get("href") for a in doc.xpath("//a")]
+    assert "%%unsubscribe_url%%" in hrefs
+    assert "%%view_url%%" in hrefs
+    assert "%%unsubscribe_url%%" in rendered.html  # byte for byte, not %25%25...
+    assert "Hello %%name%%," in rendered.html
+    assert "%%unsubscribe_url%%" in rendered.text and "%%view_url%%" in rendered.text
+
+
+def test_media_queries_and_important_survive_inlining(rendered):
+    assert "@media only screen and (min-width:480px)" in rendered.html
+    assert "width:50% !important" in rendered.html
+    # CSS from the template was inlined onto the content elements
+    assert re.search(r"<pre style=['\"][^>]*monospace", rendered.html)
+
+
+def test_text_part_has_links_and_code_verbatim(rendered, sample_issue):
+    for url in markdown_links(sample_issue):
+        assert content.absolute_url(url, "https://news.example.com") in rendered.text
+    source = sample_issue.read_text()
+    sql = source.split("```sql\n")[1].split("```")[0]
+    assert sql.rstrip("\n") in rendered.text
+    bash = source.split("```bash\n")[1].split("```")[0].strip()
+    assert any(line.strip() == bash for line in rendered.text.splitlines())
+    assert "1. Columns sit side by side" in rendered.text
+    assert "- hold a lock so two runs never overlap;" in rendered.text
+
+
+def test_text_part_wraps_prose_but_not_code_or_urls(rendered):
+    in_code = False
+    for line in rendered.text.splitlines():
+        if len(line) > 76:
+            assert "CREATE" in line or "://" in line or line.startswith(("|", " ")), line
+    assert max(len(l) for l in rendered.text.splitlines() if "://" not in l and "|" not in l) <= 80
+
+
+def test_fill_escapes_html_and_keeps_text_plain(rendered):
+    values = placeholders.recipient_values(
+        "x@example.com", "<script>alert(1)</script> & Sons", {}, "https://u/1?a=1&b=2", "https://v"
+    )
+    html = placeholders.fill(rendered.html, values, html_escape=True)
+    text = placeholders.fill(rendered.text, values, html_escape=False)
+    assert "<script>" not in html
+    assert "Hello &lt;script&gt;alert(1)&lt;/script&gt; &amp; Sons," in html
+    assert 'href="https://u/1?a=1&amp;b=2"' in html
+    assert "Hello <script>alert(1)</script> & Sons," in text
+    assert "%%" not in html and "%%" not in text
+    parsed = lxml_html.document_fromstring(html)
+    assert not parsed.xpath("//script")
+
+
+def test_fill_strips_line_breaks_and_fills_attributes():
+    values = placeholders.recipient_values("a@b.c", "Eve\r\nBcc: x@y.z", {"city": "Berlin"}, "u", "v")
+    assert placeholders.fill("%%name%%|%%attr.city%%|%%attr.zip%%", values, html_escape=False) == (
+        "Eve  Bcc: x@y.z|Berlin|"
+    )
+
+
+def digest(items: int) -> str:
+    body = "\n".join(
+        f"## {i}. Item number {i}\n\n[Read item {i}](https://example.org/items/{i}) is about "
+        f"*things* & `code`, with a list:\n\n- one\n- two\n\n```python\nprint({i})\n```\n"
+        for i in range(items)
+    )
+    return f"---\nsubject: Digest\ndate: 2026-12-08\npreheader: p\n---\n\n{body}"
+
+
+def test_thirteen_item_digest_stays_under_gmail_clip(cfg, tmp_path):
+    path = tmp_path / "issues" / "digest.md"
+    path.write_text(digest(13))
+    rendered = render_file(cfg, path)
+    assert rendered.size < render.GMAIL_CLIP_BYTES
+    assert not any("clips" in w for w in rendered.warnings)
+
+
+def test_oversized_issue_warns(cfg, tmp_path):
+    path = tmp_path / "issues" / "huge.md"
+    path.write_text(digest(150))
+    rendered = render_file(cfg, path)
+    assert rendered.size > render.GMAIL_CLIP_BYTES
+    assert any("Gmail clips" in w for w in rendered.warnings)
+
+
+def test_render_command_writes_both_parts(run, sample_issue, tmp_path):
+    out = tmp_path / "out"
+    result = run("render", sample_issue, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "2026-12-01.html").read_text().startswith("<!doctype html>")
+    assert "Designing a delivery ledger" in (out / "2026-12-01.txt").read_text()
+    assert "KB" in result.output
+
+
+BAD_ISSUES = {
+    "no-front-matter": ("# Hi\n", ":1: missing front matter"),
+    "unclosed": ("---\nsubject: x\ndate: 2026-12-01\n\nbody\n", "front matter is not closed"),
+    "no-subject": ("---\ndate: 2026-12-01\n---\nbody\n", "required key 'subject'"),
+    "no-date": ("---\nsubject: x\n---\nbody\n", "required key 'date'"),
+    "bad-date": ("---\nsubject: x\ndate: 2026-13-45\n---\nbody\n", ":3: date: '2026-13-45' is not an ISO date"),
+    "unknown-key": ("---\nsubject: x\ndate: 2026-12-01\nsubjcet: y\n---\nbody\n", ":4: front matter: unknown key 'subjcet'"),
+    "bad-yaml": ("---\nsubject: [x\ndate: 2026-12-01\n---\nbody\n", "front matter:"),
+    "bad-placeholder": ("---\nsubject: x\ndate: 2026-12-01\n---\n\nHi %%nmae%%\n", ":6: unknown placeholder %%nmae%%"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ISSUES))
+def test_bad_issue_is_one_line_exit_2_nothing_written(run, tmp_path, case):
+    text, message = BAD_ISSUES[case]
+    path = tmp_path / "issues" / f"{case}.md"
+    path.write_text(text)
+    out = tmp_path / "out"
+    result = run("render", path, "--out", out)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert str(path) in result.output
+    assert result.output.strip().count("\n") == 0
+    assert not out.exists()
+
+
+def test_missing_and_non_utf8_files(run, tmp_path):
+    result = run("render", tmp_path / "nope.md", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "nope.md: file not found" in result.output
+    bad = tmp_path / "latin1.md"
+    bad.write_bytes("---\nsubject: Caf\xe9\ndate: 2026-12-01\n---\n".encode("latin-1"))
+    result = run("render", bad, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "latin1.md:2: not UTF-8" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_relative_link_without_base_url(tmp_path, monkeypatch):
+    path = write_config(tmp_path, base_url="")
+    path.write_text(path.read_text().replace('base_url = ""\n', ""))
+    cfg = config_mod.load(path)
+    issue = tmp_path / "issues" / "rel.md"
+    issue.write_text("---\nsubject: x\ndate: 2026-12-01\n---\n\nSee [the archive](/archive).\n")
+    with pytest.raises(ContentError, match=r"rel.md:6: relative link '/archive' needs \[newsletter\] base_url"):
+        content.parse(issue, base_url=cfg.newsletter.base_url)
+
+
+def templates_copy(tmp_path: Path, name: str, text: str) -> Path:
+    folder = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", folder)
+    (folder / name).write_text(text)
+    return folder
+
+
+def test_template_error_names_file_and_line(cfg, sample_issue, tmp_path):
+    folder = templates_copy(tmp_path, "issue.mjml", "<mjml>\n<mj-body>{% if %}</mj-body></mjml>")
+    issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
+    with pytest.raises(RenderError, match=r"issue.mjml:2: template error"):
+        render.render(issue, cfg.newsletter, folder)
+
+
+def test_mjml_error_is_reported(cfg, sample_issue, tmp_path):
+    folder = templates_copy(tmp_path, "issue.mjml", "<mjml><mj-body><mj-section>{{ content }}")
+    issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
+    with pytest.raises(RenderError, match=r"issue.mjml: MJML error"):
+        render.render(issue, cfg.newsletter, folder)
+
+
+def test_cli_reports_template_error_without_writing(config_path, sample_issue, tmp_path, run):
+    folder = templates_copy(tmp_path, "issue.mjml", "<mjml><mj-body><mj-section>{{ content }}")
+    config_path.write_text(config_path.read_text().replace(f'templates = "{ROOT / "templates"}"', f'templates = "{folder}"'))
+    result = run("render", sample_issue, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "MJML error" in result.output
+    assert not (tmp_path / "out").exists()
