@@ -254,3 +254,24 @@ def test_cli_reports_template_error_without_writing(config_path, sample_issue, t
     result = run("render", sample_issue, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "MJML error" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_preview_server_serves_filled_issue(cfg, sample_issue):
+    import threading
+    import urllib.request
+
+    from newsletter.preview import make_server, sample_values
+
+    rendered = render_file(cfg, sample_issue)
+    server = make_server(rendered, sample_values(cfg.newsletter.base_url, rendered.slug), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
+        text = urllib.request.urlopen(base + "/text", timeout=5).read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Hello Ada Lovelace," in page and "%%" not in page
+    assert "https://news.example.com/archive/2026-12-01" in text
