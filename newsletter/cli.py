@@ -112,6 +112,168 @@ def preview(state: _State, issue: str, host: str, port: int, open_browser: bool)
         server.server_close()
 
 
+def _store(state: _State):
+    from .store import Store
+
+    return Store(state.config)
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage subscribers, lists and suppressions."""
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path())
+@click.option("--list", "list_name", required=True, help="List to import into.")
+@click.option("--status", type=click.Choice(["active", "unconfirmed"]), default="active", show_default=True)
+@click.option("--strict", is_flag=True, help="Fail on the first bad row and change nothing.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False),
+              help="Where to write rejected rows (default: FILE.rejects.csv beside FILE).")
+@pass_state
+def subscribers_import(state: _State, file: str, list_name: str, status: str, strict: bool,
+                       rejects_path: str | None) -> None:
+    """Import subscribers from a CSV file with an 'email' column."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .csvio import import_csv
+
+    with _store(state) as store, Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=err, transient=True, disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("importing", total=None)
+        report = import_csv(store, file, list_name, status=status, strict=strict, rejects_path=rejects_path,
+                            progress=lambda n: progress.update(task, description=f"importing: {n:,} rows read"))
+    out.print(report.summary())
+    for line, reason in report.reject_samples:
+        err.print(f"{file}:{line}: rejected: {reason}")
+    if report.rejects_path:
+        more = report.rejected - len(report.reject_samples)
+        err.print(f"{report.rejected} rejected rows{f' ({more} more than shown)' if more > 0 else ''} "
+                  f"written to {report.rejects_path}")
+
+
+def _attrs(pairs: tuple[str, ...]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--attr")
+        result[key.strip()] = value
+    return result
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--list", "list_name", required=True)
+@click.option("--name", default="")
+@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="An attribute; repeatable.")
+@click.option("--status", type=click.Choice(["active", "unconfirmed"]), default="active", show_default=True)
+@pass_state
+def subscribers_add(state: _State, email: str, list_name: str, name: str, attrs: tuple[str, ...], status: str) -> None:
+    """Add one subscriber to a list (or update their name and attributes)."""
+    with _store(state) as store:
+        subscriber, outcome = store.add(email, list_name, name=name, attributes=_attrs(attrs), status=status)
+    out.print(f"{subscriber.email}: {outcome} on {list_name}")
+
+
+@subscribers.command("show")
+@click.argument("email")
+@pass_state
+def subscribers_show(state: _State, email: str) -> None:
+    """Show one subscriber: name, attributes, lists and suppression."""
+    from rich.markup import escape
+
+    with _store(state) as store:
+        s = store.get(email)
+    out.print(f"email:      {escape(s.email)}")
+    out.print(f"name:       {escape(s.name)}")
+    out.print(f"since:      {s.created_at:%Y-%m-%d %H:%M} UTC")
+    for key, value in sorted(s.attributes.items()):
+        out.print(f"attr.{escape(key)}: {escape(value)}")
+    for list_name, (status, at, source) in sorted(s.memberships.items()):
+        out.print(f"list {list_name}: {status} since {at:%Y-%m-%d %H:%M} UTC ({escape(source)})")
+    if s.suppressed:
+        out.print(f"suppressed: {escape(s.suppressed)}")
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@click.option("--list", "list_name", help="The list to leave.")
+@click.option("--all", "all_lists", is_flag=True, help="Leave every list.")
+@pass_state
+def subscribers_unsubscribe(state: _State, email: str, list_name: str | None, all_lists: bool) -> None:
+    """Unsubscribe an address from one list or from all of them."""
+    if bool(list_name) == all_lists:
+        raise click.UsageError("give exactly one of --list NAME or --all")
+    with _store(state) as store:
+        changed = store.unsubscribe(email, list_name)
+    out.print(f"unsubscribed from {', '.join(changed)}" if changed else "already unsubscribed")
+
+
+@subscribers.command("suppress")
+@click.argument("email")
+@click.option("--reason", required=True)
+@pass_state
+def subscribers_suppress(state: _State, email: str, reason: str) -> None:
+    """Never mail an address again, on any list."""
+    with _store(state) as store:
+        new = store.suppress(email, reason)
+    out.print("suppressed" if new else "already suppressed")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def subscribers_remove(state: _State, email: str, yes: bool) -> None:
+    """Erase a person (GDPR): only a hash stays, so they are never imported again."""
+    if not yes:
+        click.confirm(f"Erase {email} and everything stored about them?", abort=True, err=True)
+    with _store(state) as store:
+        store.remove(email)
+    out.print("erased; a hashed suppression entry keeps the address from being imported again")
+
+
+@subscribers.command("lists")
+@pass_state
+def subscribers_lists(state: _State) -> None:
+    """Count each list's members by status."""
+    from rich.table import Table
+
+    from .store import STATUSES
+
+    with _store(state) as store:
+        counts = store.list_counts()
+    table = Table("list", *STATUSES, "suppressed")
+    for name, by_status in counts.items():
+        table.add_row(name, *(f"{by_status[s]:,}" for s in (*STATUSES, "suppressed")))
+    out.print(table)
+
+
+@subscribers.command("export")
+@click.option("--list", "list_name", required=True)
+@click.option("--status", type=click.Choice(["unconfirmed", "active", "unsubscribed", "bounced", "complained", "all"]),
+              default="active", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="File to write (default: standard output).")
+@pass_state
+def subscribers_export(state: _State, list_name: str, status: str, out_path: str | None) -> None:
+    """Export a list as CSV with the columns import reads."""
+    import io
+
+    from .csvio import export_csv
+
+    with _store(state) as store:
+        if out_path is None:
+            export_csv(store, list_name, sys.stdout, None if status == "all" else status)
+            return
+        buffer = io.StringIO()
+        count = export_csv(store, list_name, buffer, None if status == "all" else status)
+    atomic_write(Path(out_path), buffer.getvalue())
+    err.print(f"{count} subscribers written to {out_path}")
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 

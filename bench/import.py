@@ -1,0 +1,43 @@
+"""Import a generated CSV of 1,000,000 rows into a fresh store: seconds and peak RSS.
+
+    python bench/import.py [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import run_measured, write_config  # noqa: E402
+
+
+def generate(path: Path, rows: int) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write("email,name,city,plan\n")
+        for i in range(rows):
+            handle.write(f"reader{i}@example{i % 97}.com,Reader {i},City {i % 500},{'pro' if i % 3 else 'free'}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config = write_config(folder)
+        csv_path = folder / "readers.csv"
+        generate(csv_path, args.rows)
+        seconds, peak, output = run_measured(
+            ["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"]
+        )
+        print(output.strip())
+        print(f"imported {args.rows:,} rows in {seconds:.1f} s ({args.rows / seconds:,.0f} rows/s), "
+              f"peak RSS {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""The subscriber store: lists, subscribers, memberships and suppressions, on SQLAlchemy Core.
+
+Any SQLAlchemy URL works. Everything SQLite-specific (WAL, busy timeout, BEGIN IMMEDIATE) sits in
+`_sqlite_setup`. The schema carries a version; `MIGRATIONS` upgrades it in order, so later
+changes never lose data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import addresses
+from .config import Config, ListSettings
+from .errors import StoreError
+
+ACTIVE, UNCONFIRMED, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
+    "active", "unconfirmed", "unsubscribed", "bounced", "complained",
+)
+STATUSES = (UNCONFIRMED, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+LEFT = (UNSUBSCRIBED, BOUNCED, COMPLAINED)  # never made active again except by a confirmed resubscribe
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+lists = sa.Table(
+    "lists", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+subscribers = sa.Table(
+    "subscribers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(300), nullable=False, default=""),
+    sa.Column("attributes", sa.Text, nullable=False, default="{}"),  # JSON object of strings
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+memberships = sa.Table(
+    "memberships", metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("changed_at", sa.DateTime, nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Index("ix_memberships_list_status", "list_id", "status", "subscriber_id"),
+)
+
+suppressions = sa.Table(
+    "suppressions", metadata,
+    sa.Column("email_hash", sa.String(64), primary_key=True),
+    sa.Column("email_key", sa.String(320), nullable=True, unique=True),  # NULL once the person is erased
+    sa.Column("reason", sa.String(300), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+
+def now() -> dt.datetime:
+    """UTC now, naive, as every timestamp in the store."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+Migration = Callable[[Connection], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int, description: str) -> Callable[[Migration], Migration]:
+    def register(fn: Migration) -> Migration:
+        MIGRATIONS.append((version, description, fn))
+        MIGRATIONS.sort(key=lambda m: m[0])
+        return fn
+
+    return register
+
+
+@migration(1, "lists, subscribers, memberships, suppressions")
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[lists, subscribers, memberships, suppressions])
+
+
+# -- engine -------------------------------------------------------------------------------------
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """SQLite only: WAL, a busy timeout, and BEGIN IMMEDIATE so that read-then-write is atomic."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise StoreError(f"store url {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_setup(engine)
+    return engine
+
+
+def upgrade(engine: Engine) -> int:
+    """Bring the schema to the newest version; returns the version."""
+    with engine.begin() as conn:
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+        newest = MIGRATIONS[-1][0]
+        if current > newest:
+            raise StoreError(
+                f"the store's schema is version {current}, newer than this program knows ({newest}); upgrade newsletter"
+            )
+        for version, _description, fn in MIGRATIONS:
+            if version > current:
+                fn(conn)
+                conn.execute(schema_version.delete())
+                conn.execute(schema_version.insert().values(version=version))
+                current = version
+    return current
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    attributes: dict[str, str]
+    created_at: dt.datetime
+    memberships: dict[str, tuple[str, dt.datetime, str]] = field(default_factory=dict)
+    suppressed: str = ""
+
+
+def clean_text(value: str) -> str:
+    """Subscriber text as stored: line breaks become spaces (they could start a header)."""
+    if "\r" in value or "\n" in value:
+        value = value.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    return value.strip()
+
+
+def executemany(conn: Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
+    """Run a Core statement for many rows straight through the driver.
+
+    SQLAlchemy's per-row parameter processing costs more than the database does in bulk
+    imports and sends; this compiles the statement once for the connection's dialect and hands
+    plain values to the driver's executemany (still bound parameters, never SQL text built from
+    values). Values must already be what the driver takes: str, int, None, or `db_time()`.
+    """
+    if not rows:
+        return
+    keys = list(rows[0]) if isinstance(statement, sa.Insert) else None
+    compiled = statement.compile(dialect=conn.dialect, column_keys=keys)
+    names = compiled.positiontup
+    fixed = {k: v for k, v in compiled.params.items() if k not in rows[0]}  # literals in the statement
+    if fixed:
+        rows = [{**fixed, **row} for row in rows]
+    params: list[Any] = [tuple(row[n] for n in names) for row in rows] if names else rows
+    conn.exec_driver_sql(str(compiled), params)
+
+
+def db_time(conn: Connection, value: dt.datetime) -> Any:
+    """`value` as the dialect stores a DateTime, for use with `executemany`."""
+    processor = sa.DateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return processor(value) if processor else value
+
+
+class Store:
+    """The store behind one config: lists are declared there and created here on first use."""
+
+    def __init__(self, config: Config, engine: Engine | None = None) -> None:
+        self.config = config
+        self.engine = engine or make_engine(config.store.url)
+        self.version = upgrade(self.engine)
+        self._list_ids: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # lists
+
+    def list_id(self, name: str, conn: Connection | None = None) -> int:
+        """The id of declared list `name`, creating its row on first use."""
+        if name in self._list_ids:
+            return self._list_ids[name]
+        declared: ListSettings = self.config.list(name)
+        with self._conn(conn) as c:
+            found = c.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar()
+            if found is None:
+                found = c.execute(
+                    lists.insert().values(name=name, title=declared.title, description=declared.description,
+                                          created_at=now())
+                ).inserted_primary_key[0]
+        self._list_ids[name] = int(found)
+        return self._list_ids[name]
+
+    def list_counts(self) -> dict[str, dict[str, int]]:
+        """Per declared list: members by status, and how many active ones are suppressed."""
+        result = {name: {s: 0 for s in (*STATUSES, "suppressed")} for name in sorted(self.config.lists)}
+        for name in result:
+            self.list_id(name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(lists.c.name, memberships.c.status, sa.func.count())
+                .join(memberships, memberships.c.list_id == lists.c.id)
+                .group_by(lists.c.name, memberships.c.status)
+            )
+            for name, status, count in rows:
+                if name in result:
+                    result[name][status] = count
+            rows = conn.execute(
+                sa.select(lists.c.name, sa.func.count())
+                .select_from(memberships.join(lists).join(subscribers))
+                .join(suppressions, suppressions.c.email_key == subscribers.c.email_key)
+                .where(memberships.c.status == ACTIVE)
+                .group_by(lists.c.name)
+            )
+            for name, count in rows:
+                if name in result:
+                    result[name]["suppressed"] = count
+        return result
+
+    # subscribers
+
+    def _conn(self, conn: Connection | None) -> Any:
+        if conn is not None:
+            return nullcontext(conn)
+        return self.engine.begin()
+
+    def find(self, email: str, conn: Connection | None = None) -> Subscriber | None:
+        """The subscriber with this address (any case), with memberships and suppression."""
+        key = addresses.normalize(email).key
+        with self._conn(conn) as c:
+            row = c.execute(sa.select(subscribers).where(subscribers.c.email_key == key)).mappings().first()
+            suppressed = c.execute(
+                sa.select(suppressions.c.reason).where(suppressions.c.email_hash == addresses.hash_key(key))
+            ).scalar()
+            if row is None:
+                return None
+            found = c.execute(
+                sa.select(lists.c.name, memberships.c.status, memberships.c.changed_at, memberships.c.source)
+                .join(lists, lists.c.id == memberships.c.list_id)
+                .where(memberships.c.subscriber_id == row["id"])
+            )
+            member = {name: (status, at, source) for name, status, at, source in found}
+        return Subscriber(
+            id=row["id"], email=row["email"], name=row["name"], attributes=json.loads(row["attributes"]),
+            created_at=row["created_at"], memberships=member, suppressed=suppressed or "",
+        )
+
+    def get(self, email: str) -> Subscriber:
+        found = self.find(email)
+        if found is None:
+            raise StoreError(f"no subscriber with address {email.strip()!r}")
+        return found
+
+    def add(self, email: str, list_name: str, *, name: str = "", attributes: Mapping[str, str] | None = None,
+            status: str = ACTIVE, source: str = "cli") -> tuple[Subscriber, str]:
+        """Add or update one subscriber on one list; returns it and what happened.
+
+        What happened is "added", "updated", "already present" or "kept out" (the address left
+        the list or is suppressed, and only a confirmed resubscription brings it back).
+        """
+        address = addresses.normalize(email)
+        with self.engine.begin() as conn:
+            list_id = self.list_id(list_name, conn)
+            outcome = self._upsert(conn, address, list_id, clean_text(name),
+                                   {k: clean_text(str(v)) for k, v in (attributes or {}).items()}, status, source)
+            return self.find(address.email, conn), outcome  # type: ignore[return-value]
+
+    def _upsert(self, conn: Connection, address: addresses.Address, list_id: int, name: str,
+                attributes: dict[str, str], status: str, source: str) -> str:
+        stamp = now()
+        row = conn.execute(
+            sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes)
+            .where(subscribers.c.email_key == address.key)
+        ).first()
+        changed = False
+        if row is None:
+            subscriber_id = conn.execute(
+                subscribers.insert().values(email=address.email, email_key=address.key, name=name,
+                                            attributes=json.dumps(attributes), created_at=stamp, updated_at=stamp)
+            ).inserted_primary_key[0]
+        else:
+            subscriber_id = row.id
+            merged_name, merged_attrs = merge(row.name, json.loads(row.attributes), name, attributes)
+            if (merged_name, merged_attrs) != (row.name, json.loads(row.attributes)):
+                conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
+                    name=merged_name, attributes=json.dumps(merged_attrs), updated_at=stamp))
+                changed = True
+        if self.is_suppressed(address.key, conn):
+            return "kept out"
+        current = conn.execute(
+            sa.select(memberships.c.status).where(memberships.c.subscriber_id == subscriber_id,
+                                                  memberships.c.list_id == list_id)
+        ).scalar()
+        if current is None:
+            conn.execute(memberships.insert().values(subscriber_id=subscriber_id, list_id=list_id, status=status,
+                                                     changed_at=stamp, source=source))
+            return "added"
+        if current in LEFT:
+            return "kept out"
+        if current == UNCONFIRMED and status == ACTIVE:
+            self._set_status(conn, subscriber_id, list_id, ACTIVE, source)
+            return "updated"
+        return "updated" if changed else "already present"
+
+    def is_suppressed(self, key: str, conn: Connection) -> bool:
+        return conn.execute(
+            sa.select(suppressions.c.reason).where(suppressions.c.email_hash == addresses.hash_key(key))
+        ).first() is not None
+
+    def _set_status(self, conn: Connection, subscriber_id: int, list_id: int, status: str, source: str) -> bool:
+        result = conn.execute(
+            memberships.update()
+            .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id,
+                   memberships.c.status != status)
+            .values(status=status, changed_at=now(), source=source)
+        )
+        return result.rowcount > 0
+
+    def set_status(self, subscriber_id: int, list_name: str, status: str, source: str) -> bool:
+        """Set one membership's status; True when it changed (so repeating it is harmless)."""
+        with self.engine.begin() as conn:
+            return self._set_status(conn, subscriber_id, self.list_id(list_name, conn), status, source)
+
+    def unsubscribe(self, email: str, list_name: str | None, source: str = "cli") -> list[str]:
+        """Unsubscribe from one list, or from every list when `list_name` is None; returns the lists changed."""
+        subscriber = self.get(email)
+        names = [list_name] if list_name else sorted(subscriber.memberships)
+        if list_name:
+            self.config.list(list_name)
+            if list_name not in subscriber.memberships:
+                raise StoreError(f"{subscriber.email} is not on list {list_name!r}")
+        return [n for n in names if self.set_status(subscriber.id, n, UNSUBSCRIBED, source)]
+
+    def suppress(self, email: str, reason: str, source: str = "cli", conn: Connection | None = None) -> bool:
+        """Suppress an address on every list, known or not; True when it was not suppressed yet."""
+        address = addresses.normalize(email)
+        with self._conn(conn) as c:
+            if self.is_suppressed(address.key, c):
+                return False
+            c.execute(suppressions.insert().values(email_hash=address.hash, email_key=address.key,
+                                                   reason=clean_text(reason) or "suppressed", source=source,
+                                                   created_at=now()))
+            return True
+
+    def remove(self, email: str, source: str = "cli") -> None:
+        """Erase a person: their row and memberships go; only a hash stays, so no import brings them back."""
+        address = addresses.normalize(email)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).first()
+            if row is None and not self.is_suppressed(address.key, conn):
+                raise StoreError(f"no subscriber with address {email.strip()!r}")
+            if row is not None:
+                self._erase_rows(conn, row.id)
+            if not self.is_suppressed(address.key, conn):
+                conn.execute(suppressions.insert().values(email_hash=address.hash, email_key=None,
+                                                          reason="erased on request", source=source,
+                                                          created_at=now()))
+            else:
+                conn.execute(suppressions.update().where(suppressions.c.email_hash == address.hash)
+                             .values(email_key=None))
+
+    def _erase_rows(self, conn: Connection, subscriber_id: int) -> None:
+        for hook in ERASE_HOOKS:
+            hook(conn, subscriber_id)
+        conn.execute(memberships.delete().where(memberships.c.subscriber_id == subscriber_id))
+        conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
+
+    def members(self, list_name: str, status: str | None = ACTIVE, batch: int = 5000) -> Iterator[dict[str, Any]]:
+        """Stream a list's members (email, name, attributes) in id order, in pages of `batch`."""
+        list_id = self.list_id(list_name)
+        last = 0
+        while True:
+            query = (
+                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.attributes)
+                .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
+                .where(memberships.c.list_id == list_id, subscribers.c.id > last)
+                .order_by(subscribers.c.id).limit(batch)
+            )
+            if status:
+                query = query.where(memberships.c.status == status)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield {"id": row.id, "email": row.email, "name": row.name, "attributes": json.loads(row.attributes)}
+            last = rows[-1].id
+
+
+# Other modules (the ledger) register cleanups for an erased subscriber's rows here.
+ERASE_HOOKS: list[Callable[[Connection, int], None]] = []
+
+
+def merge(old_name: str, old_attrs: Mapping[str, str], name: str, attrs: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """New non-empty values win; empty cells never erase what is stored."""
+    merged = dict(old_attrs)
+    merged.update({k: v for k, v in attrs.items() if v != ""})
+    return (name or old_name), merged
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
