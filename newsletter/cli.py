@@ -274,6 +274,187 @@ def subscribers_export(state: _State, list_name: str, status: str, out_path: str
     err.print(f"{count} subscribers written to {out_path}")
 
 
+def _mailing(state: _State, issue_path: str, list_name: str, *, dry_run: bool = False):
+    from .send import Mailing
+
+    cfg = state.config
+    issue = content.parse(issue_path, base_url=cfg.newsletter.base_url)
+    rendered = render_mod.render(issue, cfg.newsletter, cfg.templates_dir)
+    return Mailing(cfg, rendered, list_name, dry_run=dry_run, from_header=issue.from_header, reply_to=issue.reply_to)
+
+
+def _list_option(f):  # type: ignore[no-untyped-def]
+    return click.option("--list", "list_name", help="The list (default: [schedule] list in the config).")(f)
+
+
+def _resolve_list(state: _State, list_name: str | None) -> str:
+    name = list_name or state.config.schedule.list
+    if not name:
+        raise click.UsageError("give --list NAME (or set [schedule] list in the config)")
+    state.config.list(name)
+    return name
+
+
+def _print_dry_run(report) -> None:  # type: ignore[no-untyped-def]
+    out.print(f"Dry run of {report.issue} to list {report.list_name}: nothing was sent or recorded.")
+    out.print(f"  recipients:   {report.recipients:,} in {report.batches:,} batches of up to {report.batch_size:,}")
+    if report.already_sent:
+        out.print(f"  already sent: {report.already_sent:,}")
+    for reason, count in sorted(report.skipped_reasons.items()):
+        out.print(f"  skipped:      {count:,} {reason}")
+    out.print(f"  message size: HTML {report.html_bytes / 1024:.1f} KB, text {report.text_bytes / 1024:.1f} KB")
+    for path in report.written:
+        out.print(f"  wrote {path}")
+    _warn(report.warnings)
+
+
+def _print_send(report) -> None:  # type: ignore[no-untyped-def]
+    from .ledger import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
+
+    run = report.this_run
+    rate = run[SENT] / report.duration if report.duration > 0 else 0.0
+    out.print(
+        f"{report.issue} to {report.list_name}: this run sent {run[SENT]:,}, failed {run[FAILED]:,}, "
+        f"unknown {run['unknown']:,}, skipped {run[SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)"
+    )
+    c = report.counts
+    out.print(f"in total: sent {c[SENT]:,}, failed {c[FAILED]:,}, unknown {c[UNKNOWN]:,}, skipped {c[SKIPPED]:,}, "
+              f"pending {c[PENDING]:,}")
+    for reason, count in sorted(report.skipped_reasons.items()):
+        out.print(f"  skipped {count:,}: {reason}")
+    if report.stopped:
+        out.print(f"stopped early: {report.stopped}; run send again to continue")
+    if report.recovered:
+        err.print(f"[bold red]{report.recovered:,} messages were in flight when an earlier run died: marked unknown[/]",
+                  markup=True)
+    if c[UNKNOWN]:
+        err.print(
+            f"[bold red]UNKNOWN: {c[UNKNOWN]:,} messages may or may not have been delivered.[/] They are not re-sent; "
+            f"see `newsletter status`, and re-send them with --resend-unknown if you are sure.", markup=True)
+    for email, state_, error, attempts in report.problems[:20]:
+        err.print(f"  {state_}: {email}: {error}", markup=False)
+
+
+class _Progress:
+    """A rich progress bar (count, rate, ETA) on a terminal, a log line every few seconds elsewhere."""
+
+    def __init__(self, label: str) -> None:
+        import time
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+                return Text(f"{task.speed or 0:,.0f}/s")
+
+        self._time = time.monotonic
+        self._last = 0.0
+        self.label = label
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                            TimeRemainingColumn(), console=err, transient=True) if err.is_terminal else None
+        self.task = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            if self.task is None:
+                self.task = self.bar.add_task(self.label, total=total)
+            self.bar.update(self.task, completed=done)
+        elif self._time() - self._last >= 5 or done >= total:
+            self._last = self._time()
+            click.echo(f"{self.label}: {done:,}/{total:,}", err=True)
+
+
+@cli.command("send")
+@click.argument("issue", type=click.Path())
+@_list_option
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="With --dry-run: write sample .eml files and the first SendGrid request here.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most N now (with --dry-run: messages to write, default 3).")
+@click.option("--to", "to_address", help="Send one test copy to this address; not recorded.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for cron).")
+@click.option("--max-rate", type=click.FloatRange(min=0.1), help="At most N messages per second.")
+@click.option("--resend-unknown", is_flag=True, help="Re-send messages whose delivery is unknown after a crash.")
+@pass_state
+def send_command(state: _State, issue: str, list_name: str | None, dry_run: bool, out_dir: str | None,
+                 limit: int | None, to_address: str | None, yes: bool, max_rate: float | None,
+                 resend_unknown: bool) -> None:
+    """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
+    from . import send as send_mod
+    from .ledger import Ledger
+
+    cfg = state.config
+    name = _resolve_list(state, list_name)
+    mailing = _mailing(state, issue, name, dry_run=dry_run)
+    with _store(state) as store:
+        if dry_run:
+            report = send_mod.dry_run(store, mailing, send_mod.batch_size(cfg),
+                                      out_dir=Path(out_dir) if out_dir else None, limit=limit or 3)
+            _print_dry_run(report)
+            return
+        provider = send_mod.make_provider(cfg)
+        try:
+            if to_address:
+                result = send_mod.send_test_copy(store, mailing, provider, to_address)
+                out.print(f"test copy to {to_address}: {result.status}"
+                          + (f" ({result.error})" if result.error else ""))
+                _warn(mailing.rendered.warnings)
+                if result.status != "sent":
+                    sys.exit(1)
+                return
+            _warn(mailing.rendered.warnings)
+            recipients, already, _skipped = Ledger(store, mailing.rendered.slug, name).forecast()
+            if recipients == 0:
+                out.print(f"nothing to send: {mailing.rendered.slug} has no pending recipients on {name}"
+                          + (f" ({already:,} already sent)" if already else ""))
+            elif not yes:
+                if not sys.stdin.isatty():
+                    raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
+                click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {name} via "
+                              f"{cfg.provider.backend}?", abort=True, err=True)
+            with _Progress(f"sending {mailing.rendered.slug}") as progress:
+                report = send_mod.send(store, mailing, provider, limit=limit, max_rate=max_rate,
+                                       resend_unknown=resend_unknown, progress=progress)
+        finally:
+            provider.close()
+    _print_send(report)
+    sys.exit(report.exit_code)
+
+
+@cli.command("status")
+@click.argument("issue", type=click.Path())
+@_list_option
+@pass_state
+def status_command(state: _State, issue: str, list_name: str | None) -> None:
+    """Who got ISSUE, who failed and why, and what is still pending or unknown."""
+    from .ledger import Ledger, STATES
+
+    name = _resolve_list(state, list_name)
+    slug = content.parse(issue, base_url=state.config.newsletter.base_url).slug
+    with _store(state) as store:
+        ledger = Ledger(store, slug, name, create=False)
+        if not ledger.started():
+            out.print(f"{slug} has not been sent to {name}")
+            return
+        counts = ledger.counts()
+        problems = ledger.problems(limit=200)
+    out.print(f"{slug} to {name}: " + ", ".join(f"{s} {counts[s]:,}" for s in STATES))
+    if counts["unknown"]:
+        err.print(f"[bold red]{counts['unknown']:,} unknown[/]: may or may not have been delivered; "
+                  f"`send --resend-unknown` re-sends them", markup=True)
+    for email, state_, error, attempts in problems:
+        out.print(f"  {state_}: {email} (attempts {attempts}): {error}", markup=False)
+
+
 def main() -> None:
     cli(prog_name="newsletter")
 

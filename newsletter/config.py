@@ -59,6 +59,7 @@ class SendGridSettings:
     batch_size: int = 1000
     timeout: float = 30.0
     max_retries: int = 5
+    retry_backoff: float = 1.0
     webhook_public_key: str = ""
     webhook_tolerance: int = 600
 

@@ -210,7 +210,7 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             report.present += 1
             seen.name, seen.attributes = merge(seen.name, seen.attributes, row.name, row.attributes)
     keys = list(merged)
-    with store.engine.begin() as conn:
+    with store.write() as conn:
         stamp = db_time(conn, now())
         hashes = {addresses.hash_key(k): k for k in keys}
         suppressed = {

@@ -47,7 +47,15 @@ class SendLockedError(SendError):
 
 
 class ProviderError(SendError):
-    """The email provider refused or failed in a way that stops the whole send."""
+    """The email provider refused or failed in a way that stops the whole send.
+
+    `partial` holds the results of recipients the provider did handle before it stopped, so
+    that they are recorded and never sent again.
+    """
+
+    def __init__(self, message: str, partial: list | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(message)
+        self.partial = partial or []
 
 
 class ProviderAuthError(ProviderError):

@@ -8,8 +8,11 @@ changes never lose data.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
 import json
-from contextlib import nullcontext
+import os
+from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import addresses
 from .config import Config, ListSettings
-from .errors import StoreError
+from .errors import SendLockedError, StoreError
 
 ACTIVE, UNCONFIRMED, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
     "active", "unconfirmed", "unsubscribed", "bounced", "complained",
@@ -101,7 +104,7 @@ def _v1(conn: Connection) -> None:
 
 
 def _sqlite_setup(engine: Engine) -> None:
-    """SQLite only: WAL, a busy timeout, and BEGIN IMMEDIATE so that read-then-write is atomic."""
+    """SQLite only: WAL, a busy timeout, and BEGIN IMMEDIATE for `Store.write()` transactions."""
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -115,7 +118,8 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no deadlock upgrading a read); readers do not block.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
 def make_engine(url: str) -> Engine:
@@ -133,7 +137,7 @@ def make_engine(url: str) -> Engine:
 
 def upgrade(engine: Engine) -> int:
     """Bring the schema to the newest version; returns the version."""
-    with engine.begin() as conn:
+    with engine.execution_options(write=True).begin() as conn:
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
         newest = MIGRATIONS[-1][0]
@@ -203,11 +207,56 @@ class Store:
     def __init__(self, config: Config, engine: Engine | None = None) -> None:
         self.config = config
         self.engine = engine or make_engine(config.store.url)
+        self._writer = self.engine.execution_options(write=True)
         self.version = upgrade(self.engine)
         self._list_ids: dict[str, int] = {}
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def write(self) -> Any:
+        """A write transaction (on SQLite: BEGIN IMMEDIATE, so read-then-write is atomic)."""
+        return self._writer.begin()
+
+    @contextmanager
+    def lock(self, name: str, busy_message: str) -> Iterator[None]:
+        """Hold an exclusive, crash-safe lock called `name`, or raise SendLockedError at once.
+
+        SQLite: an flock on a file beside the database (the kernel drops it when the process dies).
+        PostgreSQL: a session advisory lock. Other databases are refused rather than unguarded.
+        """
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            database = self.engine.url.database or ""
+            if not database or database == ":memory:":
+                yield
+                return
+            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+            path = Path(f"{database}.{digest}.lock")
+            handle = path.open("a+")
+            try:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise SendLockedError(busy_message) from None
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{name} pid {os.getpid()}\n")
+                handle.flush()
+                yield
+            finally:
+                handle.close()
+        elif dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            with self.engine.connect() as conn:
+                if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    raise SendLockedError(busy_message)
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        else:
+            raise StoreError(f"locks are implemented for SQLite and PostgreSQL stores, not {dialect}")
 
     def __enter__(self) -> Store:
         return self
@@ -217,11 +266,14 @@ class Store:
 
     # lists
 
-    def list_id(self, name: str, conn: Connection | None = None) -> int:
-        """The id of declared list `name`, creating its row on first use."""
+    def list_id(self, name: str, conn: Connection | None = None, *, create: bool = True) -> int:
+        """The id of declared list `name`, creating its row on first use (0 when absent and not `create`)."""
         if name in self._list_ids:
             return self._list_ids[name]
         declared: ListSettings = self.config.list(name)
+        if not create:
+            with self.engine.connect() as c:
+                return int(c.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar() or 0)
         with self._conn(conn) as c:
             found = c.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar()
             if found is None:
@@ -263,7 +315,7 @@ class Store:
     def _conn(self, conn: Connection | None) -> Any:
         if conn is not None:
             return nullcontext(conn)
-        return self.engine.begin()
+        return self.write()
 
     def find(self, email: str, conn: Connection | None = None) -> Subscriber | None:
         """The subscriber with this address (any case), with memberships and suppression."""
@@ -300,7 +352,7 @@ class Store:
         the list or is suppressed, and only a confirmed resubscription brings it back).
         """
         address = addresses.normalize(email)
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             list_id = self.list_id(list_name, conn)
             outcome = self._upsert(conn, address, list_id, clean_text(name),
                                    {k: clean_text(str(v)) for k, v in (attributes or {}).items()}, status, source)
@@ -359,7 +411,7 @@ class Store:
 
     def set_status(self, subscriber_id: int, list_name: str, status: str, source: str) -> bool:
         """Set one membership's status; True when it changed (so repeating it is harmless)."""
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             return self._set_status(conn, subscriber_id, self.list_id(list_name, conn), status, source)
 
     def unsubscribe(self, email: str, list_name: str | None, source: str = "cli") -> list[str]:
@@ -386,7 +438,7 @@ class Store:
     def remove(self, email: str, source: str = "cli") -> None:
         """Erase a person: their row and memberships go; only a hash stays, so no import brings them back."""
         address = addresses.normalize(email)
-        with self.engine.begin() as conn:
+        with self.write() as conn:
             row = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).first()
             if row is None and not self.is_suppressed(address.key, conn):
                 raise StoreError(f"no subscriber with address {email.strip()!r}")

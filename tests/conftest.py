@@ -97,3 +97,33 @@ def run(config_path: Path):
                              catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def sendgrid_server():
+    from .fake_sendgrid import FakeSendGrid
+
+    server = FakeSendGrid("SG.test-key").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sg_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sendgrid_server) -> Path:
+    """A config whose SendGrid backend is the fake server, with the sample list imported."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    path = write_config(tmp_path, api_base=sendgrid_server.url)
+    text = path.read_text().replace("max_retries = 3", "max_retries = 3\nretry_backoff = 0.01")
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def sg_run(sg_config: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(cli, ["--config", str(sg_config), *map(str, args)], catch_exceptions=False)
+
+    return invoke

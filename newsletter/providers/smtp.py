@@ -1,0 +1,135 @@
+"""SMTP with smtplib: one message per recipient over a reused connection.
+
+Messages are built with the standard `email` package (multipart/alternative: text, then HTML).
+Each message is sent as MAIL, RCPT and DATA separately, so a dropped connection before DATA is
+known to have sent nothing (reconnect and retry), while one during DATA is reported unknown.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import time
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+
+from ..config import SmtpSettings
+from ..errors import ProviderAuthError, ProviderUnavailable
+from ..placeholders import fill
+from .base import Envelope, Recipient, Result
+
+RECONNECT_TRIES = 3
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
+    """The complete message for one recipient, exactly as it goes over SMTP."""
+    rendered = envelope.rendered
+    msg = EmailMessage()
+    msg["Subject"] = _one_line(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
+    msg["From"] = envelope.from_header
+    name = _one_line(recipient.name)
+    msg["To"] = formataddr((name, recipient.email)) if name else recipient.email
+    if envelope.reply_to:
+        msg["Reply-To"] = envelope.reply_to
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    domain = envelope.from_email.rpartition("@")[2] or None
+    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["List-Id"] = _one_line(envelope.list_id)
+    msg["List-Unsubscribe"] = f"<{_one_line(recipient.unsubscribe_url)}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(fill(rendered.text, recipient.values, html_escape=False), subtype="plain", charset="utf-8")
+    msg.add_alternative(fill(rendered.html, recipient.values, html_escape=True), subtype="html", charset="utf-8")
+    return msg
+
+
+class SmtpProvider:
+    name = "smtp"
+    max_batch = 100
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.password = os.environ.get(settings.password_env, "") if settings.username else ""
+        if settings.username and not self.password:
+            raise ProviderAuthError(f"environment variable {settings.password_env} is not set (SMTP password)")
+        self._conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        try:
+            if s.security == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout,
+                                                      context=ssl.create_default_context())
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+                if s.security == "starttls":
+                    conn.starttls(context=ssl.create_default_context())
+            if s.username:
+                conn.login(s.username, self.password)
+        except smtplib.SMTPAuthenticationError:
+            raise ProviderAuthError(f"SMTP server {s.host}:{s.port} refused the login for {s.username!r}") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise ProviderUnavailable(f"cannot reach SMTP server {s.host}:{s.port}: {exc}") from None
+        return conn
+
+    def _deliver(self, envelope: Envelope, recipient: Recipient) -> Result:
+        msg = build_message(envelope, recipient)
+        for attempt in range(RECONNECT_TRIES):
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                code, reply = conn.mail(envelope.from_email, ["SMTPUTF8"] if not recipient.email.isascii() else [])
+                if code >= 400:
+                    conn.rset()
+                    return Result(recipient.key, "failed", error=f"MAIL FROM refused: {code} {reply.decode(errors='replace')}")
+                code, reply = conn.rcpt(recipient.email)
+                if code >= 400:
+                    conn.rset()
+                    return Result(recipient.key, "failed", error=f"{code} {reply.decode(errors='replace')}")
+            except (smtplib.SMTPServerDisconnected, OSError):
+                # Nothing was handed over yet: reconnect and try again.
+                self._drop()
+                time.sleep(0.1 * attempt)
+                continue
+            try:
+                code, reply = conn.data(msg.as_bytes())
+            except smtplib.SMTPDataError as exc:
+                return Result(recipient.key, "failed", error=f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}")
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                self._drop()
+                return Result(recipient.key, "unknown", error=f"connection lost during DATA: {exc}")
+            return Result(recipient.key, "sent", message_id=str(msg["Message-ID"]))
+        raise ProviderUnavailable(f"SMTP server {self.settings.host}:{self.settings.port} keeps dropping the connection")
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+        results: list[Result] = []
+        for recipient in recipients:
+            try:
+                results.append(self._deliver(envelope, recipient))
+            except ProviderUnavailable as exc:
+                exc.partial = results
+                raise
+        return results
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._conn = None
+

@@ -1,0 +1,240 @@
+"""Sending an issue: the one place that joins a rendered issue, the store, the ledger and a provider.
+
+The guarantees: recipients are fixed when a send starts; a row is claimed (in_flight) before
+the provider is called and marked after, so a crash leaves `unknown` rows, never a silent
+re-send; members who leave mid-send are skipped at claim time; one process per (issue, list).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import placeholders, tokens
+from .config import Config
+from .errors import ProviderError, TokenError
+from .files import atomic_write
+from .ledger import FAILED, PENDING, SENT, SKIPPED, UNKNOWN, Claimed, Ledger
+from .providers.base import Envelope, Provider, Recipient, Result
+from .render import Rendered
+from .store import Store
+
+TEST_PREFIX = "[TEST] "
+
+
+def make_provider(config: Config) -> Provider:
+    """The provider `config.toml` chooses; it reads its secret from the environment."""
+    if config.provider.backend == "smtp":
+        from .providers.smtp import SmtpProvider
+
+        return SmtpProvider(config.smtp)
+    from .providers.sendgrid import SendGridProvider
+
+    return SendGridProvider(config.sendgrid)
+
+
+def batch_size(config: Config) -> int:
+    from .providers.sendgrid import MAX_RECIPIENTS
+    from .providers.smtp import SmtpProvider
+
+    return SmtpProvider.max_batch if config.provider.backend == "smtp" else min(config.sendgrid.batch_size, MAX_RECIPIENTS)
+
+
+class Mailing:
+    """One rendered issue addressed to one list: builds each recipient's values and links."""
+
+    def __init__(self, config: Config, rendered: Rendered, list_name: str, *, dry_run: bool = False,
+                 from_header: str = "", reply_to: str = "") -> None:
+        self.config, self.rendered, self.list_name = config, rendered, list_name
+        self.base_url = config.require_base_url()
+        declared = config.list(list_name)
+        self.warnings: list[str] = []
+        try:
+            self._signer: tokens.Signer | None = tokens.unsubscribe_signer(config.secret())
+        except TokenError:
+            if not dry_run:
+                raise
+            self._signer = None
+            self.warnings.append(f"{config.newsletter.secret_env} is not set: unsubscribe links in this dry run "
+                                 f"are placeholders, and a real send will refuse to start")
+        nl = config.newsletter
+        from_name, from_email = nl.from_name, nl.from_email
+        if from_header:
+            from email.utils import parseaddr
+
+            from_name, from_email = parseaddr(from_header)
+        host = urlsplit(self.base_url).hostname or "localhost"
+        self.envelope = Envelope(
+            rendered=rendered, from_email=from_email, from_name=from_name, reply_to=reply_to or nl.reply_to,
+            list_id=f"{declared.title} <{list_name}.{host}>", category=rendered.slug,
+        )
+        self.view_url = f"{self.base_url}/archive/{rendered.slug}"
+
+    def unsubscribe_url(self, subscriber_id: int) -> str:
+        token = self._signer.make(subscriber_id, self.list_name, self.rendered.slug) if self._signer else "dry-run"
+        return f"{self.base_url}/unsubscribe/{token}"
+
+    def recipient(self, c: Claimed) -> Recipient:
+        url = self.unsubscribe_url(c.subscriber_id)
+        return Recipient(
+            key=c.subscriber_id, email=c.email, name=c.name,
+            values=placeholders.recipient_values(c.email, c.name, c.attributes, url, self.view_url),
+            unsubscribe_url=url,
+            custom_args={"issue": self.rendered.slug, "list": self.list_name, "subscriber": str(c.subscriber_id)},
+        )
+
+
+@dataclass
+class SendReport:
+    issue: str
+    list_name: str
+    counts: dict[str, int]
+    this_run: Counter[str] = field(default_factory=Counter)
+    skipped_reasons: Counter[str] = field(default_factory=Counter)
+    recovered: int = 0
+    started_now: bool = False
+    duration: float = 0.0
+    stopped: str = ""
+    problems: list[tuple[str, str, str, int]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.counts.get(FAILED) or self.counts.get(UNKNOWN) else 0
+
+
+def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | None = None,
+         max_rate: float | None = None, resend_unknown: bool = False,
+         progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
+         sleep: Callable[[float], None] = time.sleep) -> SendReport:
+    """Send (or continue sending) the mailing to its list. See the module docstring."""
+    slug, list_name = mailing.rendered.slug, mailing.list_name
+    ledger = Ledger(store, slug, list_name)
+    started = time.monotonic()
+    with store.lock(f"send:{slug}:{list_name}",
+                    f"another `newsletter send` of {slug} to {list_name} is running; wait for it to finish"):
+        report = SendReport(slug, list_name, {})
+        report.recovered = ledger.recover(resend_unknown)
+        report.started_now = ledger.start(mailing.rendered.subject)
+        counts = ledger.counts()
+        total, done = counts[PENDING], 0
+        batch = provider.max_batch
+        if max_rate:
+            batch = max(1, min(batch, int(max_rate)))
+        try:
+            while True:
+                if limit is not None and done >= limit:
+                    report.stopped = f"--limit {limit} reached"
+                    break
+                if should_stop():
+                    report.stopped = "stopped by signal"
+                    break
+                size = batch if limit is None else min(batch, limit - done)
+                claimed, skipped = ledger.claim(size)
+                report.skipped_reasons.update(skipped)
+                report.this_run[SKIPPED] += sum(skipped.values())
+                if not claimed:
+                    if not skipped:
+                        break
+                    continue
+                _deliver(ledger, provider, mailing, claimed, report)
+                done += len(claimed)
+                if progress:
+                    progress(done + report.this_run[SKIPPED], total)
+                if max_rate:
+                    ahead = done / max_rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        sleep(ahead)
+        finally:
+            report.counts = ledger.counts()
+            report.problems = ledger.problems()
+            report.duration = time.monotonic() - started
+            ledger.finish_if_done()
+    return report
+
+
+def _deliver(ledger: Ledger, provider: Provider, mailing: Mailing, claimed: list[Claimed], report: SendReport) -> None:
+    recipients = [mailing.recipient(c) for c in claimed]
+    try:
+        results = provider.send(mailing.envelope, recipients)
+    except ProviderError as exc:
+        _record(ledger, recipients, exc.partial, report)
+        raise
+    _record(ledger, recipients, results, report)
+
+
+def _record(ledger: Ledger, recipients: list[Recipient], results: list[Result], report: SendReport) -> None:
+    ledger.mark((r.key, r.status, r.message_id, r.error) for r in results)
+    report.this_run.update(r.status for r in results)
+    handled = {r.key for r in results}
+    untouched = [r.key for r in recipients if r.key not in handled]
+    if untouched:
+        ledger.release(untouched)
+
+
+def send_test_copy(store: Store, mailing: Mailing, provider: Provider, address: str) -> Result:
+    """Send one copy marked [TEST] with that subscriber's values (or sample ones); not in the ledger."""
+    found = store.find(address)
+    if found is not None:
+        claimed = Claimed(found.id, found.email, found.name, found.attributes)
+    else:
+        from .addresses import normalize
+
+        claimed = Claimed(0, normalize(address).email, placeholders.SAMPLE_VALUES["name"], {})
+    envelope = Envelope(**{**mailing.envelope.__dict__, "subject_prefix": TEST_PREFIX})
+    recipient = mailing.recipient(claimed)
+    recipient = Recipient(**{**recipient.__dict__, "custom_args": {**recipient.custom_args, "test": "1"}})
+    results = provider.send(envelope, [recipient])
+    return results[0] if results else Result(recipient.key, "unknown", error="not attempted")
+
+
+@dataclass
+class DryRunReport:
+    issue: str
+    list_name: str
+    recipients: int
+    batches: int
+    batch_size: int
+    already_sent: int
+    skipped_reasons: Counter[str]
+    html_bytes: int
+    text_bytes: int
+    warnings: list[str]
+    written: list[Path] = field(default_factory=list)
+
+
+def dry_run(store: Store, mailing: Mailing, batch_size: int, *, out_dir: Path | None = None,
+            limit: int = 3) -> DryRunReport:
+    """Everything a send would do up to the provider call, changing nothing in the store."""
+    from .providers.sendgrid import Payload
+    from .providers.smtp import build_message
+
+    slug, list_name = mailing.rendered.slug, mailing.list_name
+    ledger = Ledger(store, slug, list_name, create=False)
+    preview = ledger.preview(max(limit, batch_size) if out_dir else 0)
+    recipients, already, skipped = ledger.forecast()
+    report = DryRunReport(
+        issue=slug, list_name=list_name, recipients=recipients,
+        batches=math.ceil(recipients / batch_size) if recipients else 0, batch_size=batch_size,
+        already_sent=already, skipped_reasons=skipped, html_bytes=mailing.rendered.size,
+        text_bytes=len(mailing.rendered.text.encode()), warnings=[*mailing.rendered.warnings, *mailing.warnings],
+    )
+    if out_dir is not None:
+        prepared = [mailing.recipient(c) for c in preview]
+        for index, recipient in enumerate(prepared[:limit], start=1):
+            path = out_dir / f"{slug}-{index:03d}.eml"
+            atomic_write(path, build_message(mailing.envelope, recipient).as_bytes())
+            report.written.append(path)
+        if prepared:
+            path = out_dir / f"{slug}-sendgrid-request.json"
+            body = Payload(mailing.envelope).body(prepared[:batch_size])
+            atomic_write(path, json.dumps(body, indent=2, ensure_ascii=False))
+            report.written.append(path)
+    return report
+
+

@@ -1,0 +1,245 @@
+import email
+import email.policy
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from newsletter import config as config_mod, tokens
+from newsletter.ledger import Ledger
+from newsletter.store import Store
+
+from .conftest import ROOT, SECRET, SHARED
+from .test_store import dump
+
+SAMPLE = ROOT / "subscribers" / "sample.csv"
+
+
+@pytest.fixture
+def issue(sample_issue):
+    return sample_issue
+
+
+@pytest.fixture
+def imported(sg_run):
+    result = sg_run("subscribers", "import", SAMPLE, "--list", "weekly")
+    assert "added 12" in result.output
+    return 12
+
+
+def states(config_path) -> dict:
+    cfg = config_mod.load(config_path)
+    with Store(cfg) as store:
+        return Ledger(store, "2026-12-01", "weekly").counts()
+
+
+def test_send_delivers_each_recipient_once_with_personal_values(sg_run, sg_config, sendgrid_server, issue, imported):
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "this run sent 12" in result.output
+    assert sorted(sendgrid_server.received) == sorted(
+        line.split(",")[0] for line in SAMPLE.read_text().splitlines()[1:])
+    body = sendgrid_server.bodies[0]
+    assert body["categories"] == ["2026-12-01"]
+    assert body["headers"]["List-Id"] == "Test Weekly <weekly.news.example.com>"
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["reply_to"] == {"email": "editor@example.com"}
+    signer = tokens.unsubscribe_signer(SECRET.encode())
+    for p in body["personalizations"]:
+        args = p["custom_args"]
+        assert set(args) == {"issue", "list", "subscriber"} and all(isinstance(v, str) for v in args.values())
+        url = p["headers"]["List-Unsubscribe"]
+        assert url.startswith("<https://news.example.com/unsubscribe/") and url.endswith(">")
+        claims = signer.check(url[1:-1].rsplit("/", 1)[1])
+        assert (str(claims.subscriber_id), claims.list_name, claims.extra) == (args["subscriber"], "weekly", "2026-12-01")
+        assert p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert p["substitutions"]["%%unsubscribe_url%%"] == url[1:-1]
+        assert p["substitutions"]["%%unsubscribe_url:t%%"] == url[1:-1]
+    ada = next(p for p in body["personalizations"] if p["to"][0]["email"] == "ada@example.com")
+    assert ada["to"][0]["name"] == "Ada Lovelace" and ada["substitutions"]["%%name%%"] == "Ada Lovelace"
+    assert "%%name%%" in body["content"][1]["value"] and "%%name:t%%" in body["content"][0]["value"]
+    assert states(sg_config)["sent"] == 12
+    # A second run continues where the first stopped: nothing is left, nothing is sent again.
+    again = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert again.exit_code == 0 and "nothing to send" in again.output
+    assert len(sendgrid_server.received) == 12
+
+
+def test_request_bodies_match_sendgrids_openapi_schema(sg_run, sendgrid_server, issue, imported, tmp_path):
+    spec_path = SHARED / "sendgrid" / "tsg_mail_v3.json"
+    if not spec_path.exists():
+        pytest.skip(f"{spec_path} is absent: cannot check request bodies against SendGrid's OpenAPI description")
+    import jsonschema
+
+    spec = json.loads(spec_path.read_text())
+    schema = spec["components"]["requestBodies"]["PostMailSend"]["content"]["application/json"]["schema"]
+    root = {**schema, "components": spec["components"]}
+    validator = jsonschema.Draft202012Validator(root)
+    sg_run("subscribers", "add", "eve@example.com", "--list", "weekly", "--name", "Eve <b>&</b>\r\nBcc: x@y.z")
+    sg_run("send", issue, "--list", "weekly", "--to", "me@example.com")
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    assert len(sendgrid_server.bodies) == 2
+    for body in sendgrid_server.bodies:
+        errors = sorted(validator.iter_errors(body), key=str)
+        assert not errors, errors[0].message
+
+
+def test_html_and_text_values_are_escaped_separately(sg_run, sendgrid_server, issue):
+    sg_run("subscribers", "add", "eve@example.com", "--list", "weekly", "--name", "<script>x</script> & Co")
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    subs = sendgrid_server.bodies[0]["personalizations"][0]["substitutions"]
+    assert subs["%%name%%"] == "&lt;script&gt;x&lt;/script&gt; &amp; Co"
+    assert subs["%%name:t%%"] == "<script>x</script> & Co"
+
+
+def test_dry_run_changes_nothing_needs_no_key_and_writes_samples(sg_run, sg_config, sendgrid_server, issue, imported,
+                                                                 tmp_path, monkeypatch):
+    cfg = config_mod.load(sg_config)
+    before = dump(cfg)
+    monkeypatch.delenv("SENDGRID_API_KEY")
+    out = tmp_path / "dry"
+    result = sg_run("send", issue, "--list", "weekly", "--dry-run", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "recipients:   12 in 1 batches" in result.output
+    assert dump(cfg) == before
+    assert sendgrid_server.requests == 0
+    emls = sorted(out.glob("*.eml"))
+    assert len(emls) == 3
+    msg = email.message_from_bytes(emls[0].read_bytes(), policy=email.policy.default)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    body = json.loads((out / "2026-12-01-sendgrid-request.json").read_text())
+    assert len(body["personalizations"]) == 12
+    assert "SG.test-key" not in result.output
+
+
+def test_dry_run_reports_skips(sg_run, issue, imported):
+    sg_run("subscribers", "unsubscribe", "ada@example.com", "--list", "weekly")
+    sg_run("subscribers", "suppress", "grace@example.org", "--reason", "complaint")
+    result = sg_run("send", issue, "--list", "weekly", "--dry-run")
+    assert "recipients:   10" in result.output
+    assert "1 unsubscribed" in result.output and "1 suppressed" in result.output
+
+
+def test_rate_limit_waits_for_reset_then_sends(sg_run, sendgrid_server, issue, imported):
+    import time
+
+    sendgrid_server.answer_next(429, {"X-RateLimit-Reset": str(int(time.time()) + 1)})
+    start = time.monotonic()
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 0
+    assert time.monotonic() - start >= 0.5
+    assert len(sendgrid_server.received) == 12 and sendgrid_server.requests == 2
+
+
+def test_server_errors_retry_then_leave_batch_pending(sg_run, sg_config, sendgrid_server, issue, imported):
+    sendgrid_server.answer_next(500, times=2)
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    assert len(sendgrid_server.received) == 12
+
+
+def test_persistent_server_errors_exit_1_and_keep_pending(sg_run, sg_config, sendgrid_server, issue, imported):
+    sendgrid_server.answer_next(500, times=3)
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 1
+    assert "SendGrid failed 3 times" in result.output and "stays pending" in result.output
+    assert states(sg_config)["pending"] == 12 and sendgrid_server.received == []
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    assert len(sendgrid_server.received) == 12
+
+
+def test_bad_request_isolates_the_named_recipient(sg_run, sg_config, sendgrid_server, issue, imported):
+    sendgrid_server.reject["alan@example.com"] = "Does not contain a valid address."
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 1
+    assert sorted(sendgrid_server.received) == sorted(
+        line.split(",")[0] for line in SAMPLE.read_text().splitlines()[1:] if not line.startswith("alan"))
+    counts = states(sg_config)
+    assert (counts["sent"], counts["failed"]) == (11, 1)
+    status = sg_run("status", issue, "--list", "weekly")
+    assert "failed: alan@example.com" in status.output and "Does not contain a valid address" in status.output
+
+
+def test_unauthorized_stops_without_marking_failed(sg_run, sg_config, sendgrid_server, issue, imported, monkeypatch):
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-secret-key")
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 2
+    assert "SendGrid refused the API key (401" in result.output and "SENDGRID_API_KEY" in result.output
+    assert "SG.wrong-secret-key" not in result.output
+    counts = states(sg_config)
+    assert counts["failed"] == 0 and counts["pending"] == 12
+
+
+def test_payload_too_large_splits_batch(sg_run, sendgrid_server, issue, imported, tmp_path):
+    sg_run("send", issue, "--list", "weekly", "--dry-run", "--out", tmp_path / "dry")
+    full = json.loads((tmp_path / "dry" / "2026-12-01-sendgrid-request.json").read_text())
+    one = {**full, "personalizations": full["personalizations"][:1]}
+    # Room for about half the recipients: the batch must be split to get through.
+    sendgrid_server.max_body = (len(json.dumps(full)) + len(json.dumps(one))) // 2
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    assert sorted(set(sendgrid_server.received)) == sorted(sendgrid_server.received)
+    assert len(sendgrid_server.received) == 12 and len(sendgrid_server.bodies) > 1
+
+
+def test_timeout_after_sending_is_unknown_and_not_resent(sg_run, sg_config, sendgrid_server, issue, imported):
+    sendgrid_server.stall = 3  # past the client's 2 s timeout; the server did accept the request
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 1
+    assert "UNKNOWN: 12 messages" in result.output
+    assert states(sg_config)["unknown"] == 12
+    sendgrid_server.stall = 0
+    again = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert "nothing to send" in again.output and len(sendgrid_server.received) == 12
+    assert "unknown 12" in sg_run("status", issue, "--list", "weekly").output
+    resent = sg_run("send", issue, "--list", "weekly", "--yes", "--resend-unknown")
+    assert resent.exit_code == 0 and len(sendgrid_server.received) == 24
+    assert states(sg_config)["sent"] == 12
+
+
+def test_second_concurrent_send_is_refused(sg_run, sg_config, issue, imported):
+    cfg = config_mod.load(sg_config)
+    with Store(cfg) as store, store.lock("send:2026-12-01:weekly", "busy"):
+        result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 2
+    assert "another `newsletter send` of 2026-12-01 to weekly is running" in result.output
+
+
+def test_leavers_mid_send_are_skipped_and_joiners_not_added(sg_run, sg_config, sendgrid_server, issue, imported):
+    cfg = config_mod.load(sg_config)
+    first = sg_run("send", issue, "--list", "weekly", "--yes", "--limit", "4")
+    assert first.exit_code == 0 and "--limit 4 reached" in first.output
+    assert len(sendgrid_server.received) == 4 and states(sg_config)["pending"] == 8
+    sg_run("subscribers", "unsubscribe", "radia@example.org", "--list", "weekly")
+    sg_run("subscribers", "suppress", "ken@example.com", "--reason", "bounced elsewhere")
+    sg_run("subscribers", "remove", "frances@example.org", "--yes")
+    sg_run("subscribers", "add", "late@example.com", "--list", "weekly")
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    received = set(sendgrid_server.received)
+    assert len(sendgrid_server.received) == len(received) == 9
+    assert not received & {"radia@example.org", "ken@example.com", "frances@example.org", "late@example.com"}
+    counts = states(sg_config)
+    assert (counts["sent"], counts["skipped"]) == (9, 3)
+
+
+def test_test_copy_is_marked_and_not_recorded(sg_run, sg_config, sendgrid_server, issue, imported):
+    result = sg_run("send", issue, "--list", "weekly", "--to", "ada@example.com")
+    assert result.exit_code == 0 and "test copy to ada@example.com: sent" in result.output
+    p = sendgrid_server.bodies[0]["personalizations"][0]
+    assert p["subject"].startswith("[TEST] ") and p["custom_args"]["test"] == "1"
+    assert p["substitutions"]["%%name%%"] == "Ada Lovelace"
+    cfg = config_mod.load(sg_config)
+    with Store(cfg) as store:
+        assert not Ledger(store, "2026-12-01", "weekly").started()
+
+
+def test_send_refuses_without_secret_or_yes(sg_run, issue, imported, monkeypatch):
+    no_yes = sg_run("send", issue, "--list", "weekly")
+    assert no_yes.exit_code == 2 and "pass --yes" in no_yes.output
+    monkeypatch.delenv("NEWSLETTER_SECRET")
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 2 and "NEWSLETTER_SECRET is not set" in result.output
+
+
+def test_unknown_list_for_send(sg_run, issue):
+    result = sg_run("send", issue, "--list", "nope", "--dry-run")
+    assert result.exit_code == 2 and "unknown list 'nope'" in result.output
