@@ -7,6 +7,7 @@ known to have sent nothing (reconnect and retry), while one during DATA is repor
 
 from __future__ import annotations
 
+import email.policy
 import os
 import smtplib
 import ssl
@@ -27,10 +28,15 @@ def _one_line(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
+# CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
+# limit: a folded List-Unsubscribe would be turned into an encoded word that clients cannot use.
+POLICY = email.policy.SMTP.clone(max_line_length=998)
+
+
 def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     """The complete message for one recipient, exactly as it goes over SMTP."""
     rendered = envelope.rendered
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["Subject"] = _one_line(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
     msg["From"] = envelope.from_header
     name = _one_line(recipient.name)
@@ -43,8 +49,11 @@ def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     msg["List-Id"] = _one_line(envelope.list_id)
     msg["List-Unsubscribe"] = f"<{_one_line(recipient.unsubscribe_url)}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(fill(rendered.text, recipient.values, html_escape=False), subtype="plain", charset="utf-8")
-    msg.add_alternative(fill(rendered.html, recipient.values, html_escape=True), subtype="html", charset="utf-8")
+    # Quoted-printable keeps every line under SMTP's 998-octet limit (the HTML is one long line).
+    msg.set_content(fill(rendered.text, recipient.values, html_escape=False), subtype="plain", charset="utf-8",
+                    cte="quoted-printable")
+    msg.add_alternative(fill(rendered.html, recipient.values, html_escape=True), subtype="html", charset="utf-8",
+                        cte="quoted-printable")
     return msg
 
 
@@ -69,6 +78,7 @@ class SmtpProvider:
                 conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
                 if s.security == "starttls":
                     conn.starttls(context=ssl.create_default_context())
+            conn.ehlo_or_helo_if_needed()
             if s.username:
                 conn.login(s.username, self.password)
         except smtplib.SMTPAuthenticationError:
@@ -84,13 +94,14 @@ class SmtpProvider:
                 self._conn = self._connect()
             conn = self._conn
             try:
-                code, reply = conn.mail(envelope.from_email, ["SMTPUTF8"] if not recipient.email.isascii() else [])
+                utf8 = not recipient.email.isascii() and conn.has_extn("smtputf8")
+                code, reply = conn.mail(envelope.from_email, ["SMTPUTF8"] if utf8 else [])
                 if code >= 400:
-                    conn.rset()
+                    self._reset(conn)
                     return Result(recipient.key, "failed", error=f"MAIL FROM refused: {code} {reply.decode(errors='replace')}")
                 code, reply = conn.rcpt(recipient.email)
                 if code >= 400:
-                    conn.rset()
+                    self._reset(conn)
                     return Result(recipient.key, "failed", error=f"{code} {reply.decode(errors='replace')}")
             except (smtplib.SMTPServerDisconnected, OSError):
                 # Nothing was handed over yet: reconnect and try again.
@@ -100,10 +111,14 @@ class SmtpProvider:
             try:
                 code, reply = conn.data(msg.as_bytes())
             except smtplib.SMTPDataError as exc:
+                self._reset(conn)
                 return Result(recipient.key, "failed", error=f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}")
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._drop()
                 return Result(recipient.key, "unknown", error=f"connection lost during DATA: {exc}")
+            if code != 250:  # smtplib raises only for the 354 step; the final answer is ours to check
+                self._reset(conn)
+                return Result(recipient.key, "failed", error=f"{code} {reply.decode(errors='replace')}")
             return Result(recipient.key, "sent", message_id=str(msg["Message-ID"]))
         raise ProviderUnavailable(f"SMTP server {self.settings.host}:{self.settings.port} keeps dropping the connection")
 
@@ -116,6 +131,12 @@ class SmtpProvider:
                 exc.partial = results
                 raise
         return results
+
+    def _reset(self, conn: smtplib.SMTP) -> None:
+        try:
+            conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -1,0 +1,94 @@
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+
+from . import smtp_server
+from .conftest import ROOT, SECRET, write_config
+
+SAMPLE = ROOT / "subscribers" / "sample.csv"
+
+
+@pytest.fixture
+def smtp(tmp_path, monkeypatch):
+    controller, inbox = smtp_server.start()
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    config = write_config(tmp_path, backend="smtp", smtp_port=controller.port)
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(cli, ["--config", str(config), *map(str, args)], catch_exceptions=False)
+
+    yield run, inbox
+    controller.stop()
+
+
+def test_smtp_send_builds_complete_messages(smtp, sample_issue):
+    run, inbox = smtp
+    run("subscribers", "import", SAMPLE, "--list", "weekly")
+    run("subscribers", "add", "eve@example.com", "--list", "weekly", "--name", "Eve\r\nBcc: victim@example.net",
+        "--attr", "city=<b>Paris</b> & co")
+    result = run("send", sample_issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 0, result.output
+    assert len(inbox.messages) == 13, result.output
+    assert sorted(r[0] for _f, r, _m in inbox.messages) == sorted(
+        [line.split(",")[0] for line in SAMPLE.read_text().splitlines()[1:]] + ["eve@example.com"])
+    assert inbox.connections == 1  # one connection reused for every message
+    mail_from, rcpt, msg = next(m for m in inbox.messages if m[1] == ["ada@example.com"])
+    assert mail_from == "weekly@example.com"
+    assert msg["Subject"] == "The Pipeline Weekly #48: idempotent sends, MJML & the 102 KB limit"
+    assert msg["To"] == "Ada Lovelace <ada@example.com>"
+    assert msg["From"] == "Test Weekly <weekly@example.com>"
+    assert msg["Reply-To"] == "editor@example.com"
+    assert msg["Date"] and msg["Message-ID"].endswith("@example.com>")
+    assert msg["List-Id"] == "Test Weekly <weekly.news.example.com>"
+    assert msg["List-Unsubscribe"].startswith("<https://news.example.com/unsubscribe/")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in msg.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "Hello Ada Lovelace," in text and "Hello Ada Lovelace," in html
+    unsubscribe = msg["List-Unsubscribe"][1:-1]
+    assert unsubscribe in text and unsubscribe in html
+    assert "%%" not in text and "%%" not in html
+    # A name with CR/LF cannot add a header.
+    _f, _r, eve = next(m for m in inbox.messages if m[1] == ["eve@example.com"])
+    assert eve["Bcc"] is None
+    assert "victim" not in "".join(f"{k}" for k in eve.keys())
+    assert eve["To"].addresses[0].addr_spec == "eve@example.com"
+    assert "\n" not in str(eve["To"])
+
+
+def test_smtp_reconnects_when_the_server_drops(smtp, sample_issue):
+    run, inbox = smtp
+    inbox.drop_after = 5
+    run("subscribers", "import", SAMPLE, "--list", "weekly")
+    result = run("send", sample_issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 0, result.output
+    received = [r[0] for _f, r, _m in inbox.messages]
+    assert len(received) == len(set(received)) == 12
+    assert inbox.connections >= 3
+
+
+def test_smtp_refused_recipient_fails_alone(smtp, sample_issue):
+    run, inbox = smtp
+    run("subscribers", "import", SAMPLE, "--list", "weekly")
+    run("subscribers", "add", "refuse-me@example.com", "--list", "weekly")
+    result = run("send", sample_issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 1
+    assert len(inbox.messages) == 12
+    assert "failed: refuse-me@example.com: 550" in result.output
+
+
+def test_smtp_server_down_leaves_everything_pending(tmp_path, monkeypatch, sample_issue):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    config = write_config(tmp_path, backend="smtp", smtp_port=smtp_server.free_port())
+    runner = CliRunner()
+    runner.invoke(cli, ["--config", str(config), "subscribers", "import", str(SAMPLE), "--list", "weekly"])
+    result = runner.invoke(cli, ["--config", str(config), "send", str(sample_issue), "--list", "weekly", "--yes"])
+    assert result.exit_code == 1
+    assert "cannot reach SMTP server" in result.output
+    status = runner.invoke(cli, ["--config", str(config), "status", str(sample_issue), "--list", "weekly"])
+    assert "pending 12" in status.output
