@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +31,21 @@ timeout = 60
     return path
 
 
+# Runs the command as its own child and reports that child's peak RSS alone, so that earlier
+# steps of a benchmark (an import, say) do not count.
+_WRAPPER = (
+    "import resource, subprocess, sys, time;"
+    "t = time.perf_counter(); r = subprocess.run(sys.argv[1:]); t = time.perf_counter() - t;"
+    "print(f'@@ {r.returncode} {t} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)"
+)
+
+
 def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run `newsletter ARGS` in a child process: (seconds, peak RSS in MB, stdout)."""
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "newsletter.cli", *args], capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - start
-    if result.returncode not in (0,):
-        raise SystemExit(f"newsletter {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return seconds, peak, result.stdout
+    result = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-m", "newsletter.cli", *args],
+                            capture_output=True, text=True, env=env)
+    marker = result.stderr.rsplit("@@ ", 1)[-1].split()
+    code, seconds, peak_kb = int(marker[0]), float(marker[1]), int(marker[2])
+    if code != 0:
+        raise SystemExit(f"newsletter {' '.join(args)} failed ({code}): {result.stderr.strip()[-2000:]}")
+    return seconds, peak_kb / 1024, result.stdout

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -45,7 +44,8 @@ deliveries = sa.Table(
     sa.Column("message_id", sa.String(200), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
-    sa.Index("ix_deliveries_send_state", "issue", "list_id", "state", "subscriber_id"),
+    # No index on state on purpose: every row changes state two or three times, and claims walk
+    # the primary key in subscriber order from a cursor instead.
 )
 
 
@@ -66,14 +66,18 @@ def _erase(conn: Connection, subscriber_id: int) -> None:
 ERASE_HOOKS.append(_erase)
 
 
-@dataclass(frozen=True)
-class Claimed:
+class Claimed(NamedTuple):
     """A recipient claimed for sending."""
 
     subscriber_id: int
     email: str
     name: str
-    attributes: dict[str, Any]
+    attributes_json: str = "{}"
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """Parsed on demand: most issues use no attribute, and a million parses add up."""
+        return json.loads(self.attributes_json) if self.attributes_json != "{}" else {}
 
 
 def _eligible(list_id: int) -> sa.Select[Any]:
@@ -96,6 +100,7 @@ class Ledger:
         self.store, self.issue, self.list_name = store, issue, list_name
         self.list_id = store.list_id(list_name, create=create)
         self._where = (deliveries.c.issue == issue, deliveries.c.list_id == self.list_id)
+        self._cursor = 0  # claims move forward through subscriber ids
 
     def started(self) -> bool:
         with self.store.engine.connect() as conn:
@@ -166,7 +171,7 @@ class Ledger:
                 .join(ids, ids.c.subscriber_id == subscribers.c.id)
                 .order_by(subscribers.c.id).limit(limit)
             ).all()
-        return [Claimed(r.id, r.email, r.name, json.loads(r.attributes)) for r in rows]
+        return [Claimed(r.id, r.email, r.name, r.attributes) for r in rows]
 
     def start(self, subject: str) -> bool:
         """Fix the recipients with one set-based insert; False when the send had started before."""
@@ -212,10 +217,12 @@ class Ledger:
                 .outerjoin(memberships, sa.and_(memberships.c.subscriber_id == deliveries.c.subscriber_id,
                                                 memberships.c.list_id == deliveries.c.list_id))
                 .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
-                .where(*self._where, deliveries.c.state == PENDING)
+                .where(*self._where, deliveries.c.state == PENDING, deliveries.c.subscriber_id > self._cursor)
                 .order_by(deliveries.c.subscriber_id)
                 .limit(size)
             ).all()
+            if rows:
+                self._cursor = rows[-1][0]
             claimed: list[Claimed] = []
             skipped: dict[str, list[int]] = defaultdict(list)
             for sid, email, name, attributes, status, suppressed in rows:
@@ -226,11 +233,19 @@ class Ledger:
                 elif status != ACTIVE:
                     skipped[status or "left the list"].append(sid)
                 else:
-                    claimed.append(Claimed(sid, email, name, json.loads(attributes)))
+                    claimed.append(Claimed(sid, email, name, attributes))
             stamp = db_time(conn, now())
-            self._set(conn, [c.subscriber_id for c in claimed], IN_FLIGHT, stamp, attempt=True)
             for reason, ids in skipped.items():
                 self._set(conn, ids, SKIPPED, stamp, error=reason)
+            if claimed:
+                # Everything still pending between the first and last claimed id is claimed:
+                # one range update instead of one per row.
+                conn.execute(
+                    deliveries.update()
+                    .where(*self._where, deliveries.c.state == PENDING,
+                           deliveries.c.subscriber_id.between(claimed[0].subscriber_id, claimed[-1].subscriber_id))
+                    .values(state=IN_FLIGHT, attempts=deliveries.c.attempts + 1, updated_at=now())
+                )
         return claimed, Counter({reason: len(ids) for reason, ids in skipped.items()})
 
     def _set(self, conn: Connection, ids: list[int], state: str, stamp: Any, *, error: str | None = None,
@@ -249,18 +264,37 @@ class Ledger:
             {"b_issue": self.issue, "b_id": i, "b_at": stamp, "b_error": error, "b_mid": message_id} for i in ids
         ])
 
-    def mark(self, results: Iterable[tuple[int, str, str, str]]) -> None:
-        """Record (subscriber_id, state, message_id, error) results of one provider call."""
+    def mark(self, results: Iterable[tuple[int, str, str, str]], batch: list[int] | None = None) -> None:
+        """Record (subscriber_id, state, message_id, error) results of one provider call.
+
+        When one outcome covers the whole claimed `batch` (the common case), it is one range
+        update over the batch's in_flight rows; this process holds the send lock, so no other
+        rows of this send are in flight.
+        """
         groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         for sid, state, message_id, error in results:
             groups[(state, message_id, error)].append(sid)
         with self.store.write() as conn:
+            if batch and len(groups) == 1 and len(next(iter(groups.values()))) == len(batch):
+                (state, message_id, error), = groups
+                conn.execute(
+                    deliveries.update()
+                    .where(*self._where, deliveries.c.state == IN_FLIGHT,
+                           deliveries.c.subscriber_id.between(min(batch), max(batch)))
+                    .values(state=state, message_id=message_id or None, error=error or None, updated_at=now())
+                )
+                return
             stamp = db_time(conn, now())
             for (state, message_id, error), ids in groups.items():
                 self._set(conn, ids, state, stamp, error=error or None, message_id=message_id or None)
 
     def release(self, ids: list[int]) -> None:
-        """Put claimed rows back to pending: the provider certainly did not take them."""
+        """Put claimed rows back to pending: the provider certainly did not take them.
+
+        The claim cursor moves back too, so this run can still pick them up.
+        """
+        if ids:
+            self._cursor = min(self._cursor, min(ids) - 1)
         with self.store.write() as conn:
             self._set(conn, ids, PENDING, db_time(conn, now()), error=None)
             conn.execute(deliveries.update().where(*self._where, deliveries.c.subscriber_id.in_(ids))

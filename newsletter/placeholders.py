@@ -31,16 +31,30 @@ def used(text: str) -> set[str]:
     return set(PATTERN.findall(text))
 
 
-def fill(template: str, values: Mapping[str, str], *, html_escape: bool) -> str:
+_NEEDS_WORK = re.compile(r"[\r\n&<>\"']")
+
+
+def clean(value: str, *, html_escape: bool) -> str:
+    """One value as it goes into a part: line breaks become spaces; escaped for HTML."""
+    if _NEEDS_WORK.search(value) is None:  # the common case, checked in one pass
+        return value
+    if "\r" in value or "\n" in value:
+        value = value.replace("\r", " ").replace("\n", " ")
+    return html.escape(value, quote=True) if html_escape else value
+
+
+def fill(template: str, values: Mapping[str, str], *, html_escape: bool, only: bool = False) -> str:
     """Replace each placeholder with its value ("" when the recipient has none).
 
     HTML parts get escaped values; text parts and headers get them plain, with line breaks
-    turned into spaces so that no value can start a new header line.
+    turned into spaces so that no value can start a new header line. With `only`, placeholders
+    missing from `values` are left in place (for values shared by every recipient).
     """
     def value(match: re.Match[str]) -> str:
-        raw = values.get(match.group(1), "")
-        raw = raw.replace("\r", " ").replace("\n", " ")
-        return html.escape(raw, quote=True) if html_escape else raw
+        name = match.group(1)
+        if only and name not in values:
+            return match.group(0)
+        return clean(values.get(name, ""), html_escape=html_escape)
 
     if "%%" not in template:
         return template

@@ -12,7 +12,8 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,11 +71,20 @@ class Mailing:
 
             from_name, from_email = parseaddr(from_header)
         host = urlsplit(self.base_url).hostname or "localhost"
+        self.view_url = f"{self.base_url}/archive/{rendered.slug}"
+        # The view-in-browser link is the same for everyone: fill it once, not per recipient.
+        shared = {"view_url": self.view_url}
+        rendered = replace(
+            rendered,
+            html=placeholders.fill(rendered.html, shared, html_escape=True, only=True),
+            text=placeholders.fill(rendered.text, shared, html_escape=False, only=True),
+        )
+        self.rendered = rendered
+        self._uses_attributes = "%%attr." in rendered.html or "%%attr." in rendered.text or "%%attr." in rendered.subject
         self.envelope = Envelope(
             rendered=rendered, from_email=from_email, from_name=from_name, reply_to=reply_to or nl.reply_to,
             list_id=f"{declared.title} <{list_name}.{host}>", category=rendered.slug,
         )
-        self.view_url = f"{self.base_url}/archive/{rendered.slug}"
 
     def unsubscribe_url(self, subscriber_id: int) -> str:
         token = self._signer.make(subscriber_id, self.list_name, self.rendered.slug) if self._signer else "dry-run"
@@ -84,7 +94,8 @@ class Mailing:
         url = self.unsubscribe_url(c.subscriber_id)
         return Recipient(
             key=c.subscriber_id, email=c.email, name=c.name,
-            values=placeholders.recipient_values(c.email, c.name, c.attributes, url, self.view_url),
+            values=placeholders.recipient_values(c.email, c.name, c.attributes if self._uses_attributes else {},
+                                                 url, self.view_url),
             unsubscribe_url=url,
             custom_args={"issue": self.rendered.slug, "list": self.list_name, "subscriber": str(c.subscriber_id)},
         )
@@ -126,31 +137,48 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
         batch = provider.max_batch
         if max_rate:
             batch = max(1, min(batch, int(max_rate)))
+        # One batch is with the provider (in a worker thread) while the next is claimed and
+        # prepared here: the provider's network wait overlaps our work.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider")
+        in_flight: tuple[list[Recipient], Future[list[Result]]] | None = None
         try:
             while True:
+                claimed: list[Claimed] = []
                 if limit is not None and done >= limit:
                     report.stopped = f"--limit {limit} reached"
-                    break
-                if should_stop():
+                elif should_stop():
                     report.stopped = "stopped by signal"
+                else:
+                    size = batch if limit is None else min(batch, limit - done)
+                    claimed, skipped = ledger.claim(size)
+                    report.skipped_reasons.update(skipped)
+                    report.this_run[SKIPPED] += sum(skipped.values())
+                    if not claimed and skipped:
+                        continue
+                recipients = [mailing.recipient(c) for c in claimed]
+                if in_flight is not None:
+                    previous, in_flight = in_flight, None
+                    try:
+                        _finish(ledger, previous[0], previous[1], report)
+                    except BaseException:
+                        if recipients:
+                            ledger.release([r.key for r in recipients])  # claimed, never handed over
+                        raise
+                    if progress:
+                        progress(done + report.this_run[SKIPPED], total)
+                if not recipients:
                     break
-                size = batch if limit is None else min(batch, limit - done)
-                claimed, skipped = ledger.claim(size)
-                report.skipped_reasons.update(skipped)
-                report.this_run[SKIPPED] += sum(skipped.values())
-                if not claimed:
-                    if not skipped:
-                        break
-                    continue
-                _deliver(ledger, provider, mailing, claimed, report)
-                done += len(claimed)
-                if progress:
-                    progress(done + report.this_run[SKIPPED], total)
                 if max_rate:
                     ahead = done / max_rate - (time.monotonic() - started)
                     if ahead > 0:
                         sleep(ahead)
+                in_flight = (recipients, pool.submit(provider.send, mailing.envelope, recipients))
+                done += len(recipients)
         finally:
+            if in_flight is not None:
+                # Interrupted (Ctrl-C): let the batch with the provider finish and record it.
+                _finish(ledger, in_flight[0], in_flight[1], report)
+            pool.shutdown(wait=True)
             report.counts = ledger.counts()
             report.problems = ledger.problems()
             report.duration = time.monotonic() - started
@@ -158,10 +186,10 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     return report
 
 
-def _deliver(ledger: Ledger, provider: Provider, mailing: Mailing, claimed: list[Claimed], report: SendReport) -> None:
-    recipients = [mailing.recipient(c) for c in claimed]
+def _finish(ledger: Ledger, recipients: list[Recipient], future: Future[list[Result]], report: SendReport) -> None:
+    """Record what the provider did with one batch (or its partial results when it stopped)."""
     try:
-        results = provider.send(mailing.envelope, recipients)
+        results = future.result()
     except ProviderError as exc:
         _record(ledger, recipients, exc.partial, report)
         raise
@@ -169,7 +197,7 @@ def _deliver(ledger: Ledger, provider: Provider, mailing: Mailing, claimed: list
 
 
 def _record(ledger: Ledger, recipients: list[Recipient], results: list[Result], report: SendReport) -> None:
-    ledger.mark((r.key, r.status, r.message_id, r.error) for r in results)
+    ledger.mark(((r.key, r.status, r.message_id, r.error) for r in results), [r.key for r in recipients])
     report.this_run.update(r.status for r in results)
     handled = {r.key for r in results}
     untouched = [r.key for r in recipients if r.key not in handled]
@@ -181,14 +209,14 @@ def send_test_copy(store: Store, mailing: Mailing, provider: Provider, address: 
     """Send one copy marked [TEST] with that subscriber's values (or sample ones); not in the ledger."""
     found = store.find(address)
     if found is not None:
-        claimed = Claimed(found.id, found.email, found.name, found.attributes)
+        claimed = Claimed(found.id, found.email, found.name, json.dumps(found.attributes))
     else:
         from .addresses import normalize
 
-        claimed = Claimed(0, normalize(address).email, placeholders.SAMPLE_VALUES["name"], {})
-    envelope = Envelope(**{**mailing.envelope.__dict__, "subject_prefix": TEST_PREFIX})
+        claimed = Claimed(0, normalize(address).email, placeholders.SAMPLE_VALUES["name"])
+    envelope = replace(mailing.envelope, subject_prefix=TEST_PREFIX)
     recipient = mailing.recipient(claimed)
-    recipient = Recipient(**{**recipient.__dict__, "custom_args": {**recipient.custom_args, "test": "1"}})
+    recipient = recipient._replace(custom_args={**recipient.custom_args, "test": "1"})
     results = provider.send(envelope, [recipient])
     return results[0] if results else Result(recipient.key, "unknown", error="not attempted")
 
@@ -232,8 +260,7 @@ def dry_run(store: Store, mailing: Mailing, batch_size: int, *, out_dir: Path | 
             report.written.append(path)
         if prepared:
             path = out_dir / f"{slug}-sendgrid-request.json"
-            body = Payload(mailing.envelope).body(prepared[:batch_size])
-            atomic_write(path, json.dumps(body, indent=2, ensure_ascii=False))
+            atomic_write(path, Payload(mailing.envelope).body(prepared[:batch_size]))
             report.written.append(path)
     return report
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -21,8 +20,11 @@ UNSUBSCRIBE = "unsubscribe"
 CONFIRM = "confirm"
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -42,12 +44,11 @@ class Signer:
     def __init__(self, secret: bytes, purpose: str) -> None:
         if not secret:
             raise TokenError("a signing secret is required")
-        self._mac = hmac.new(secret, purpose.encode() + b"\x00", hashlib.sha256)
+        self._secret = secret
+        self._prefix = purpose.encode() + b"\x00"
 
     def _signature(self, payload: bytes) -> bytes:
-        mac = self._mac.copy()
-        mac.update(payload)
-        return mac.digest()
+        return hmac.digest(self._secret, self._prefix + payload, "sha256")
 
     def make(self, subscriber_id: int, list_name: str, extra: str = "") -> str:
         payload = f"{subscriber_id}|{list_name}|{extra}".encode()

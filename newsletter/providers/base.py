@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formataddr
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from ..render import Rendered
 
@@ -29,20 +29,21 @@ class Envelope:
         return formataddr((self.from_name, self.from_email)) if self.from_name else self.from_email
 
 
-@dataclass(frozen=True)
-class Recipient:
-    """One recipient: `key` is opaque to the provider and comes back in its Result."""
+class Recipient(NamedTuple):
+    """One recipient: `key` is opaque to the provider and comes back in its Result.
+
+    (Recipients and Results are tuples: a send makes a million of each.)
+    """
 
     key: int
     email: str
     name: str
     values: dict[str, str]  # placeholder values, plain (see `placeholders`)
     unsubscribe_url: str
-    custom_args: dict[str, str] = field(default_factory=dict)
+    custom_args: dict[str, str] = {}
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     key: int
     status: Status
     message_id: str = ""
