@@ -375,8 +375,9 @@ class _Progress:
 
 
 @cli.command("send")
-@click.argument("issue", type=click.Path())
+@click.argument("issue", type=click.Path(), required=False)
 @_list_option
+@click.option("--due", is_flag=True, help="Send the oldest issue that is due and not yet sent (for cron); never asks.")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="With --dry-run: write sample .eml files and the first SendGrid request here.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N now (with --dry-run: messages to write, default 3).")
@@ -385,15 +386,27 @@ class _Progress:
 @click.option("--max-rate", type=click.FloatRange(min=0.1), help="At most N messages per second.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send messages whose delivery is unknown after a crash.")
 @pass_state
-def send_command(state: _State, issue: str, list_name: str | None, dry_run: bool, out_dir: str | None,
-                 limit: int | None, to_address: str | None, yes: bool, max_rate: float | None,
-                 resend_unknown: bool) -> None:
+def send_command(state: _State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
+                 out_dir: str | None, limit: int | None, to_address: str | None, yes: bool,
+                 max_rate: float | None, resend_unknown: bool) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
+    from . import schedule
     from . import send as send_mod
     from .ledger import Ledger
 
     cfg = state.config
     name = _resolve_list(state, list_name)
+    if due:
+        if issue or dry_run or to_address:
+            raise click.UsageError("--due picks the issue itself: give no ISSUE, --dry-run or --to with it")
+        schedule.trigger(cfg)
+        schedule.install_stop_handlers()
+        line, code = schedule.send_due(cfg, name)
+        if line:
+            out.print(line, markup=False)
+        sys.exit(code)
+    if not issue:
+        raise click.UsageError("give the ISSUE file to send (or --due)")
     mailing = _mailing(state, issue, name, dry_run=dry_run)
     with _store(state) as store:
         if dry_run:
@@ -421,9 +434,11 @@ def send_command(state: _State, issue: str, list_name: str | None, dry_run: bool
                     raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
                 click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {name} via "
                               f"{cfg.provider.backend}?", abort=True, err=True)
+            schedule.install_stop_handlers()
             with _Progress(f"sending {mailing.rendered.slug}") as progress:
                 report = send_mod.send(store, mailing, provider, limit=limit, max_rate=max_rate,
-                                       resend_unknown=resend_unknown, progress=progress)
+                                       resend_unknown=resend_unknown, progress=progress,
+                                       should_stop=schedule.STOP.is_set)
         finally:
             provider.close()
     _print_send(report)
@@ -453,6 +468,83 @@ def status_command(state: _State, issue: str, list_name: str | None) -> None:
                   f"`send --resend-unknown` re-sends them", markup=True)
     for email, state_, error, attempts in problems:
         out.print(f"  {state_}: {email} (attempts {attempts}): {error}", markup=False)
+
+
+class _ScheduleGroup(_Group):
+    """`schedule ISSUE --at TIME` pins a send; `schedule list` and `schedule cancel ID` manage them."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[no-untyped-def]
+        if args and args[0] not in self.commands:
+            args = ["add", *args]
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=_ScheduleGroup)
+def schedule() -> None:
+    """Pin an issue to a time, list what is scheduled, cancel a pinned send."""
+
+
+@schedule.command("add", hidden=True)
+@click.argument("issue", type=click.Path())
+@click.option("--at", "at", required=True, help="'YYYY-MM-DD HH:MM' in the schedule's time zone.")
+@_list_option
+@pass_state
+def schedule_add(state: _State, issue: str, at: str, list_name: str | None) -> None:
+    """Pin a send of ISSUE to a time."""
+    from . import schedule as schedule_mod
+
+    cfg = state.config
+    name = schedule_mod.schedule_list(cfg, list_name)
+    job_id, when = schedule_mod.pin(cfg, Path(issue), schedule_mod.parse_at(at), name)
+    out.print(f"{job_id}: {issue} to {name} at {when:%Y-%m-%d %H:%M %Z} "
+              f"({when.astimezone(__import__('datetime').UTC):%Y-%m-%d %H:%M} UTC)", markup=False)
+
+
+@schedule.command("list")
+@pass_state
+def schedule_list_command(state: _State) -> None:
+    """What is scheduled and when it runs next, in the schedule's zone and UTC."""
+    import datetime as dt
+
+    from . import schedule as schedule_mod
+
+    cfg = state.config
+    tz = schedule_mod.timezone(cfg)
+    weekly = schedule_mod.trigger(cfg).get_next_fire_time(None, dt.datetime.now(tz))
+    if weekly and cfg.schedule.list:
+        out.print(f"weekly:{cfg.schedule.list}  weekly send ({cfg.schedule.cron}) next at "
+                  f"{weekly:%Y-%m-%d %H:%M %Z} ({weekly.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)", markup=False)
+    for job in schedule_mod.jobs(cfg):
+        if job.id.startswith(schedule_mod.WEEKLY_PREFIX):
+            continue
+        when = (f"{job.next_run.astimezone(tz):%Y-%m-%d %H:%M %Z} ({job.next_run.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
+                if job.next_run else "paused")
+        out.print(f"{job.id}  {job.name} at {when}", markup=False)
+
+
+@schedule.command("cancel")
+@click.argument("job_id")
+@pass_state
+def schedule_cancel(state: _State, job_id: str) -> None:
+    """Remove a pinned send."""
+    from . import schedule as schedule_mod
+
+    schedule_mod.cancel(state.config, job_id)
+    out.print(f"cancelled {job_id}", markup=False)
+
+
+@cli.command("scheduler")
+@_list_option
+@pass_state
+def scheduler_command(state: _State, list_name: str | None) -> None:
+    """Run the weekly schedule and pinned sends until SIGTERM or Ctrl-C."""
+    import logging
+
+    from . import schedule as schedule_mod
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = state.config
+    schedule_mod.run_scheduler(cfg, schedule_mod.schedule_list(cfg, list_name))
 
 
 def main() -> None:

@@ -1,0 +1,408 @@
+"""Weekly sends on a schedule: the cron expression, what is due, pinned sends, the scheduler.
+
+Two ways to run: `newsletter scheduler` (APScheduler 3 with its jobs in the store's database,
+so they survive restarts) or the system's cron calling `newsletter send --due`. Both send the
+oldest issue that is due and not yet sent to the list; the ledger and the send lock make either
+safe to run again and again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+
+from . import config as config_mod
+from .config import Config
+from .content import parse
+from .errors import ConfigError, ContentError, NewsletterError, SendLockedError
+from .ledger import PENDING, Ledger
+from .store import Store
+
+log = logging.getLogger("newsletter.schedule")
+
+JOB_TABLE = "apscheduler_jobs"
+WEEKLY_PREFIX = "weekly:"
+PIN_PREFIX = "pin:"
+WAKE_SECONDS = 30  # how soon a running scheduler sees a send pinned by another process
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_DAY_NUMBERS = {name: number for number, name in enumerate(_DAY_NAMES)}
+
+# Set by SIGTERM/SIGINT in a scheduler or a send: the batch with the provider finishes, the rest waits.
+STOP = threading.Event()
+
+
+def timezone(config: Config) -> zoneinfo.ZoneInfo:
+    name = config.schedule.timezone
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{config.path}: [schedule] timezone: unknown time zone {name!r} "
+                          f"(use an IANA name such as Europe/Berlin)") from None
+
+
+def _weekday(token: str) -> int:
+    token = token.strip().lower()
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token) % 7
+    if token[:3] in _DAY_NUMBERS:
+        return _DAY_NUMBERS[token[:3]]
+    raise ValueError(f"bad weekday {token!r}")
+
+
+def cron_weekdays(field: str) -> str:
+    """Cron's day-of-week field (0 or 7 = Sunday) as APScheduler day names.
+
+    APScheduler 3 numbers weekdays from Monday = 0, so "1" would silently mean Tuesday there;
+    names mean the same in both, so every number is turned into a name.
+    """
+    if field.strip() in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"bad step in {part!r}")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            a, b = span.split("-", 1)
+            first, last = _weekday(a), _weekday(b)
+            if b.strip() == "7":
+                last = 7
+        else:
+            first = last = _weekday(span)
+        if last < first:
+            raise ValueError(f"bad range {part!r}")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_DAY_NAMES[d] for d in sorted(days, key=lambda d: (d - 1) % 7))
+
+
+def trigger(config: Config) -> CronTrigger:
+    """The weekly trigger from `[schedule] cron`, checked now rather than at the first run."""
+    expression = config.schedule.cron
+    fields = expression.split()
+    where = f"{config.path}: [schedule] cron: {expression!r}"
+    if len(fields) != 5:
+        raise ConfigError(f"{where} must have 5 fields: minute hour day-of-month month day-of-week")
+    minute, hour, day, month, weekday = fields
+    try:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=cron_weekdays(weekday),
+                           timezone=timezone(config))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def schedule_list(config: Config, list_name: str | None = None) -> str:
+    name = list_name or config.schedule.list
+    if not name:
+        raise ConfigError(f"{config.path}: [schedule] list: required for scheduled sends (or pass --list)")
+    config.list(name)
+    return name
+
+
+# -- what is due ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueIssue:
+    path: Path
+    slug: str
+    date: dt.date
+
+
+def _send_open(store: Store, slug: str, list_name: str) -> bool:
+    """True when the issue has not been sent to the list, or its send still has pending rows."""
+    ledger = Ledger(store, slug, list_name, create=False)
+    return not ledger.started() or ledger.counts()[PENDING] > 0
+
+
+def due_issue(config: Config, store: Store, list_name: str, now: dt.datetime | None = None,
+              exclude: set[str] | None = None) -> DueIssue | None:
+    """The oldest issue due now: its date has come and a scheduled slot has passed since then.
+
+    Issues pinned to a time (`exclude`) are left to their pin. Files that cannot be parsed are
+    logged and passed over, so that next week's unfinished draft does not stop this week's issue.
+    """
+    tz = timezone(config)
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
+    weekly = trigger(config)
+    candidates = []
+    for path in sorted(config.issues_dir.glob("*.md")):
+        try:
+            issue = parse(path, base_url=config.newsletter.base_url)
+        except ContentError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        if issue.date > now.date() or issue.slug in (exclude or set()):
+            continue
+        day_start = dt.datetime.combine(issue.date, dt.time(), tzinfo=tz)
+        slot = weekly.get_next_fire_time(None, day_start)
+        if slot is not None and slot <= now:
+            candidates.append(DueIssue(path, issue.slug, issue.date))
+    for candidate in sorted(candidates, key=lambda c: (c.date, c.slug)):
+        if _send_open(store, candidate.slug, list_name):
+            return candidate
+    return None
+
+
+# -- sending from the schedule -------------------------------------------------------------------
+
+
+def send_due(config: Config, list_name: str, issue_path: Path | None = None) -> tuple[str, int]:
+    """Send the due issue (or `issue_path`) to `list_name`.
+
+    Returns a one-line account of the run ("" when nothing was due) and the exit code.
+    """
+    from . import render as render_mod
+    from .send import Mailing, make_provider, send
+
+    with Store(config) as store:
+        if issue_path is None:
+            found = due_issue(config, store, list_name, exclude=pinned_slugs(config, store))
+            if found is None:
+                return "", 0
+            issue_path = found.path
+        issue = parse(issue_path, base_url=config.newsletter.base_url)
+        rendered = render_mod.render(issue, config.newsletter, config.templates_dir)
+        mailing = Mailing(config, rendered, list_name, from_header=issue.from_header, reply_to=issue.reply_to)
+        provider = make_provider(config)
+        try:
+            report = send(store, mailing, provider, should_stop=STOP.is_set)
+        except SendLockedError as exc:
+            return f"{issue.slug}: {exc}", 0
+        finally:
+            provider.close()
+    run = report.this_run
+    line = (f"{issue.slug} to {list_name}: sent {run['sent']}, failed {run['failed']}, unknown {run['unknown']}, "
+            f"skipped {run['skipped']}, pending {report.counts['pending']} in {report.duration:.1f} s"
+            + (f" ({report.stopped})" if report.stopped else ""))
+    return line, report.exit_code
+
+
+def run_weekly(config_path: str, list_name: str) -> None:
+    """The scheduler's weekly job (referenced by import path, so it survives restarts)."""
+    config = config_mod.load(config_path)
+    try:
+        line, _code = send_due(config, list_name)
+    except NewsletterError as exc:
+        log.error("weekly send to %s failed: %s", list_name, exc)
+        raise
+    log.info("weekly run: %s", line or f"nothing due for {list_name}")
+
+
+def run_pinned(config_path: str, issue_path: str, list_name: str) -> None:
+    """The scheduler's job for a send pinned to a time."""
+    config = config_mod.load(config_path)
+    try:
+        line, _code = send_due(config, list_name, Path(issue_path))
+    except NewsletterError as exc:
+        log.error("pinned send of %s to %s failed: %s", issue_path, list_name, exc)
+        raise
+    log.info("pinned run: %s", line)
+
+
+def _wake() -> None:
+    """A no-op job: its runs make the scheduler look at the job store for newly pinned sends."""
+
+
+# -- the job store -------------------------------------------------------------------------------
+
+
+def jobstore(store: Store) -> SQLAlchemyJobStore:
+    return SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)
+
+
+def _offline_scheduler(config: Config, store: Store) -> BaseScheduler:
+    """A scheduler started paused: reads and writes the job store, runs nothing."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(jobstores={"default": jobstore(store)}, timezone=timezone(config))
+    scheduler.start(paused=True)
+    return scheduler
+
+
+def pin(config: Config, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
+    """Pin a send of an issue to a time; returns the job id and the time (aware)."""
+    issue = parse(issue_path, base_url=config.newsletter.base_url)
+    tz = timezone(config)
+    when = at if at.tzinfo else at.replace(tzinfo=tz)
+    if when <= dt.datetime.now(dt.UTC):
+        raise ConfigError(f"{when:%Y-%m-%d %H:%M %Z} has passed; pin a send to a future time")
+    job_id = f"{PIN_PREFIX}{issue.slug}:{list_name}"
+    with Store(config) as store:
+        scheduler = _offline_scheduler(config, store)
+        try:
+            scheduler.add_job(
+                "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz), id=job_id,
+                args=[str(config.path), str(issue_path.resolve()), list_name], replace_existing=True,
+                misfire_grace_time=config.schedule.misfire_grace, coalesce=True, max_instances=1,
+                name=f"{issue.slug} to {list_name}",
+            )
+        finally:
+            scheduler.shutdown(wait=False)
+    return job_id, when
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    id: str
+    name: str
+    next_run: dt.datetime | None
+
+
+def jobs(config: Config) -> list[ScheduledJob]:
+    with Store(config) as store:
+        scheduler = _offline_scheduler(config, store)
+        try:
+            return [ScheduledJob(j.id, j.name, j.next_run_time) for j in scheduler.get_jobs()
+                    if not j.id.startswith("wake")]
+        finally:
+            scheduler.shutdown(wait=False)
+
+
+def cancel(config: Config, job_id: str) -> None:
+    from apscheduler.jobstores.base import JobLookupError
+
+    with Store(config) as store:
+        scheduler = _offline_scheduler(config, store)
+        try:
+            scheduler.remove_job(job_id)
+        except JobLookupError:
+            known = ", ".join(j.id for j in scheduler.get_jobs()) or "none"
+            raise ConfigError(f"no scheduled job {job_id!r} (scheduled: {known})") from None
+        finally:
+            scheduler.shutdown(wait=False)
+
+
+def pinned_slugs(config: Config, store: Store) -> set[str]:
+    """Slugs with a pinned send still waiting: the weekly rule leaves them alone."""
+    try:
+        scheduler = _offline_scheduler(config, store)
+    except Exception:  # noqa: BLE001 - no job table yet means nothing is pinned
+        return set()
+    try:
+        return {j.id[len(PIN_PREFIX):].rsplit(":", 1)[0] for j in scheduler.get_jobs() if j.id.startswith(PIN_PREFIX)}
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+# -- the long-running scheduler -------------------------------------------------------------------
+
+
+def _on_event(event: JobExecutionEvent) -> None:
+    if event.code == EVENT_JOB_MISSED:
+        log.error("MISSED: job %s was due at %s, outside the misfire grace period; it was not run "
+                  "(send it by hand with `newsletter send`)", event.job_id, event.scheduled_run_time)
+    elif event.code == EVENT_JOB_ERROR:
+        log.error("job %s failed: %s", event.job_id, event.exception)
+
+
+def build_scheduler(config: Config, store: Store, list_name: str) -> BaseScheduler:
+    """A BlockingScheduler with the weekly job; pinned jobs are already in the store."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    weekly = trigger(config)
+    scheduler = BlockingScheduler(
+        jobstores={"default": jobstore(store)}, timezone=timezone(config),
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": config.schedule.misfire_grace},
+    )
+    scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+    job_id = f"{WEEKLY_PREFIX}{list_name}"
+    options: dict[str, Any] = {}
+    existing = jobstore_lookup(config, store, job_id)
+    if existing is not None and str(existing.trigger) == str(weekly) and existing.args == [str(config.path), list_name]:
+        # Re-adding would recompute the next run from now and silently drop a run missed while
+        # the scheduler was down; keep the stored one so the misfire rules apply to it.
+        options["next_run_time"] = existing.next_run_time
+    else:
+        # A first start (or a changed schedule) after a slot within the grace period: run it now.
+        now = dt.datetime.now(timezone(config))
+        recent = weekly.get_next_fire_time(None, now - dt.timedelta(seconds=config.schedule.misfire_grace))
+        if recent is not None and recent <= now:
+            options["next_run_time"] = recent
+    scheduler.add_job("newsletter.schedule:run_weekly", weekly, id=job_id, name=f"weekly send to {list_name}",
+                      args=[str(config.path), list_name], replace_existing=True, **options)
+    scheduler.add_job("newsletter.schedule:_wake", "interval", seconds=WAKE_SECONDS, id="wake",
+                      replace_existing=True)
+    return scheduler
+
+
+def jobstore_lookup(config: Config, store: Store, job_id: str) -> Any:
+    scheduler = _offline_scheduler(config, store)
+    try:
+        return scheduler.get_job(job_id)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+_AT = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}$")
+
+
+def parse_at(text: str) -> dt.datetime:
+    """'YYYY-MM-DD HH:MM' (in the schedule's zone) as a naive datetime."""
+    if not _AT.match(text.strip()):
+        raise ConfigError(f"--at {text!r}: use 'YYYY-MM-DD HH:MM'")
+    try:
+        return dt.datetime.fromisoformat(text.strip().replace(" ", "T"))
+    except ValueError as exc:
+        raise ConfigError(f"--at {text!r}: {exc}") from None
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM and SIGINT set STOP: the batch with the provider finishes, the rest stays pending."""
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        if STOP.is_set():
+            return
+        log.info("received %s: finishing the batch in flight, then stopping", signal.Signals(signum).name)
+        STOP.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def run_scheduler(config: Config, list_name: str) -> None:
+    """Run until SIGTERM or SIGINT. A second scheduler on the same store refuses to start."""
+    trigger(config)  # configuration errors now, not at the first run
+    with Store(config) as store, store.lock(
+        "scheduler", "another `newsletter scheduler` is running on this store; only one may run at a time"
+    ):
+        scheduler = build_scheduler(config, store, list_name)
+        STOP.clear()
+        install_stop_handlers()
+
+        def watch() -> None:
+            STOP.wait()
+            scheduler.shutdown(wait=True)  # lets a running send finish its batch
+
+        threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+        # Not scheduler.get_jobs() here: a listener runs in the job's thread, and shutdown holds
+        # the job store lock while it waits for that thread.
+        scheduler.add_listener(
+            lambda e: e.job_id != "wake" and log.info("next run: %s", next_run(config)), EVENT_JOB_EXECUTED)
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # not every wake-up
+        log.info("scheduler started for list %s (%s, %s); next runs: %s", list_name, config.schedule.cron,
+                 config.schedule.timezone, next_run(config))
+        scheduler.start()
+    log.info("scheduler stopped")
+
+
+def next_run(config: Config) -> str:
+    weekly = trigger(config)
+    now = dt.datetime.now(timezone(config))
+    upcoming = weekly.get_next_fire_time(None, now)
+    return f"weekly send at {upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "none"
