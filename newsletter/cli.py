@@ -451,6 +451,7 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
 @pass_state
 def status_command(state: _State, issue: str, list_name: str | None) -> None:
     """Who got ISSUE, who failed and why, and what is still pending or unknown."""
+    from . import events
     from .ledger import Ledger, STATES
 
     name = _resolve_list(state, list_name)
@@ -462,7 +463,9 @@ def status_command(state: _State, issue: str, list_name: str | None) -> None:
             return
         counts = ledger.counts()
         problems = ledger.problems(limit=200)
+        tracked = events.issue_counts(store, slug)
     out.print(f"{slug} to {name}: " + ", ".join(f"{s} {counts[s]:,}" for s in STATES))
+    out.print("provider events: " + ", ".join(f"{kind} {n:,}" for kind, n in tracked.items()))
     if counts["unknown"]:
         err.print(f"[bold red]{counts['unknown']:,} unknown[/]: may or may not have been delivered; "
                   f"`send --resend-unknown` re-sends them", markup=True)
@@ -545,6 +548,20 @@ def scheduler_command(state: _State, list_name: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = state.config
     schedule_mod.run_scheduler(cfg, schedule_mod.schedule_list(cfg, list_name))
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@pass_state
+def serve(state: _State, host: str, port: int) -> None:
+    """Serve subscribe, confirm, unsubscribe, the provider webhook and the archive."""
+    import uvicorn
+
+    from .web import create_app
+
+    app = create_app(state.config)
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="info")
 
 
 def main() -> None:

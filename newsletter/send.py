@@ -221,6 +221,33 @@ def send_test_copy(store: Store, mailing: Mailing, provider: Provider, address: 
     return results[0] if results else Result(recipient.key, "unknown", error="not attempted")
 
 
+def send_confirmation(config: Config, provider: Provider, *, subscriber_id: int, email: str, name: str,
+                      list_name: str) -> Result:
+    """Mail a double opt-in request with a signed, expiring confirmation link."""
+    import datetime as dt
+
+    from .render import mjml_to_html, render_template
+
+    base_url = config.require_base_url()
+    token = tokens.make_confirm(config.secret(), subscriber_id, list_name, config.web.confirm_ttl)
+    declared = config.list(list_name)
+    context = {"newsletter": config.newsletter, "list": declared, "name": name, "email": email,
+               "confirm_url": f"{base_url}/confirm/{token}", "hours": config.web.confirm_ttl // 3600}
+    html = mjml_to_html(render_template(config.templates_dir, "confirm.mjml", context),
+                        str(config.templates_dir / "confirm.mjml"))
+    text = render_template(config.templates_dir, "confirm.txt", context)
+    rendered = Rendered(slug="confirmation", date=dt.date.today(), subject=f"Please confirm: {declared.title}",
+                        preheader="One click to confirm your subscription.", html=html, text=text,
+                        size=len(html.encode()))
+    host = urlsplit(base_url).hostname or "localhost"
+    envelope = Envelope(rendered=rendered, from_email=config.newsletter.from_email,
+                        from_name=config.newsletter.from_name, reply_to=config.newsletter.reply_to,
+                        list_id=f"{declared.title} <{list_name}.{host}>", category="confirmation")
+    recipient = Recipient(subscriber_id, email, name, {}, "", {"list": list_name, "subscriber": str(subscriber_id)})
+    results = provider.send(envelope, [recipient])
+    return results[0] if results else Result(subscriber_id, "unknown", error="not attempted")
+
+
 @dataclass
 class DryRunReport:
     issue: str

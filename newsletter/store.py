@@ -137,6 +137,8 @@ def make_engine(url: str) -> Engine:
 
 def upgrade(engine: Engine) -> int:
     """Bring the schema to the newest version; returns the version."""
+    from . import events, ledger  # noqa: F401 - their tables' migrations register on import
+
     with engine.execution_options(write=True).begin() as conn:
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
@@ -457,6 +459,56 @@ class Store:
             hook(conn, subscriber_id)
         conn.execute(memberships.delete().where(memberships.c.subscriber_id == subscriber_id))
         conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
+
+    def request_subscription(self, email: str, list_name: str, name: str = "", source: str = "web") -> tuple[int, bool]:
+        """A subscribe request (double opt-in): (subscriber id, whether to mail a confirmation).
+
+        New addresses and leavers become `unconfirmed` and get a confirmation mail; active
+        members stay as they are; suppressed or complained addresses get nothing.
+        """
+        address = addresses.normalize(email)
+        with self.write() as conn:
+            list_id = self.list_id(list_name, conn)
+            known = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).first()
+            # An unauthenticated form never changes what we hold about a known address.
+            self._upsert(conn, address, list_id, "" if known else clean_text(name)[:300], {}, UNCONFIRMED, source)
+            subscriber_id = conn.execute(
+                sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar_one()
+            if self.is_suppressed(address.key, conn):
+                return subscriber_id, False
+            status = conn.execute(sa.select(memberships.c.status).where(
+                memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)).scalar()
+            if status in (UNSUBSCRIBED, BOUNCED):  # a leaver must confirm again
+                self._set_status(conn, subscriber_id, list_id, UNCONFIRMED, source)
+                status = UNCONFIRMED
+            return subscriber_id, status == UNCONFIRMED
+
+    def confirm(self, subscriber_id: int, list_name: str, source: str = "web confirm") -> str | None:
+        """Activate an unconfirmed membership; returns the status after, None when there is none."""
+        with self.write() as conn:
+            list_id = self.list_id(list_name, conn)
+            row = conn.execute(
+                sa.select(memberships.c.status, subscribers.c.email_key)
+                .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+                .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
+            ).first()
+            if row is None:
+                return None
+            if row.status == UNCONFIRMED and not self.is_suppressed(row.email_key, conn):
+                self._set_status(conn, subscriber_id, list_id, ACTIVE, source)
+                return ACTIVE
+            return str(row.status)
+
+    def membership(self, subscriber_id: int, list_name: str) -> tuple[str, str] | None:
+        """(email, status) of one membership, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(subscribers.c.email, memberships.c.status)
+                .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
+                .join(lists, lists.c.id == memberships.c.list_id)
+                .where(subscribers.c.id == subscriber_id, lists.c.name == list_name)
+            ).first()
+        return (row.email, row.status) if row else None
 
     def members(self, list_name: str, status: str | None = ACTIVE, batch: int = 5000) -> Iterator[dict[str, Any]]:
         """Stream a list's members (email, name, attributes) in id order, in pages of `batch`."""

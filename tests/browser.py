@@ -84,3 +84,23 @@ def measure(html: str, width: int, workdir: Path) -> dict:
     assert start >= 0, f"no measurement from chromium: {result.stderr[-500:]}"
     raw = result.stdout[start + len('<pre id="measurement">'):].split("</pre>")[0]
     return json.loads(raw.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+
+
+def webdriver(tmp_path: Path, width: int = 390, height: int = 900):
+    """Selenium driving Debian's chromium through Debian's chromedriver (nothing is downloaded)."""
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromedriver is not installed; .ci/run installs Debian's chromium-driver package")
+        pytest.skip("chromedriver not installed (apt-get install chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")
+    from selenium import webdriver as wd
+    from selenium.webdriver.chrome.service import Service
+
+    options = wd.ChromeOptions()
+    options.binary_location = chromium()
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--window-size={width},{height}")
+    options.add_argument(f"--user-data-dir={tmp_path / 'selenium-profile'}")
+    return wd.Chrome(service=Service(driver_path), options=options)

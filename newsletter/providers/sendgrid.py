@@ -150,8 +150,10 @@ class Payload:
             '{"to":[{"email":', _json_str(r.email), ',"name":' + _json_str(name) if name else "",
             '}],"substitutions":{',
             ",".join(key + _json_str(clean(values.get(n, ""), html_escape=escape)) for n, escape, key in keys),
-            '},"headers":{"List-Unsubscribe":', _json_str(f"<{_clean(r.unsubscribe_url)}>"),
-            ',"List-Unsubscribe-Post":"List-Unsubscribe=One-Click"},"custom_args":{',
+            '},"headers":{',
+            ('"List-Unsubscribe":' + _json_str(f"<{_clean(r.unsubscribe_url)}>")
+             + ',"List-Unsubscribe-Post":"List-Unsubscribe=One-Click"') if r.unsubscribe_url else "",
+            '},"custom_args":{',
             ",".join(_json_str(k) + ":" + _json_str(str(v)) for k, v in r.custom_args.items()), "}",
         ]
         if self._personal_subject:
@@ -301,3 +303,64 @@ class SendGridProvider:
 
     def close(self) -> None:
         return None
+
+
+# -- the Event Webhook ----------------------------------------------------------------------------
+
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+_EVENT_KINDS = {
+    "delivered": "delivered", "deferred": "deferred", "dropped": "dropped", "spamreport": "complained",
+    "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed", "open": "opened", "click": "clicked",
+}
+
+
+def verify_webhook(public_key: str, payload: bytes, signature: str, timestamp: str, tolerance: int,
+                   now: float | None = None) -> bool:
+    """True when SendGrid signed this payload (ECDSA over timestamp + body) recently enough."""
+    from sendgrid.helpers.eventwebhook import EventWebhook
+
+    if not public_key or not signature or not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    try:
+        verifier = EventWebhook(public_key)
+        return bool(verifier.verify_signature(payload.decode("utf-8"), signature, timestamp))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return False
+
+
+def parse_events(payload: bytes) -> list[Any]:
+    """SendGrid's event batch as TrackingEvents; unknown event types are left out."""
+    import datetime as dt
+
+    from ..events import TrackingEvent
+
+    data = json.loads(payload)
+    if not isinstance(data, list):
+        raise ValueError("the body is not a JSON array of events")
+    parsed = []
+    for raw in data:
+        if not isinstance(raw, dict) or not raw.get("email"):
+            continue
+        kind = raw.get("event")
+        if kind == "bounce":
+            kind = "blocked" if raw.get("type") == "blocked" else "bounced"
+        else:
+            kind = _EVENT_KINDS.get(str(kind))
+        if kind is None:
+            continue
+        try:
+            stamp = dt.datetime.fromtimestamp(int(raw.get("timestamp", 0)), dt.UTC).replace(tzinfo=None)
+        except (TypeError, ValueError, OverflowError):
+            stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        subscriber = str(raw.get("subscriber", ""))
+        parsed.append(TrackingEvent(
+            kind=kind, email=str(raw["email"]), timestamp=stamp, event_id=str(raw.get("sg_event_id", "")),
+            message_id=str(raw.get("sg_message_id", "")).split(".")[0], issue=str(raw.get("issue", "")),
+            list_name=str(raw.get("list", "")), subscriber_id=int(subscriber) if subscriber.isdigit() else None,
+            reason=str(raw.get("reason") or raw.get("response") or raw.get("url") or ""),
+        ))
+    return parsed

@@ -47,8 +47,9 @@ def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     domain = envelope.from_email.rpartition("@")[2] or None
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["List-Id"] = _one_line(envelope.list_id)
-    msg["List-Unsubscribe"] = f"<{_one_line(recipient.unsubscribe_url)}>"
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if recipient.unsubscribe_url:  # transactional mail (a confirmation request) has none
+        msg["List-Unsubscribe"] = f"<{_one_line(recipient.unsubscribe_url)}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     # Quoted-printable keeps every line under SMTP's 998-octet limit (the HTML is one long line).
     msg.set_content(fill(rendered.text, recipient.values, html_escape=False), subtype="plain", charset="utf-8",
                     cte="quoted-printable")

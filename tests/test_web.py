@@ -1,0 +1,334 @@
+import email
+import email.policy
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from newsletter import config as config_mod, tokens
+from newsletter.cli import cli
+from newsletter.store import Store
+from newsletter.web import create_app, mask
+
+from . import smtp_server
+from .conftest import ROOT, SECRET, write_config
+from .test_store import dump
+from .webhelpers import LiveServer, WebhookSigner, event_batch
+
+SAMPLE = ROOT / "subscribers" / "sample.csv"
+
+
+@pytest.fixture
+def smtp():
+    controller, inbox = smtp_server.start()
+    yield controller, inbox
+    controller.stop()
+
+
+@pytest.fixture
+def signer():
+    return WebhookSigner()
+
+
+@pytest.fixture
+def web_config(tmp_path, monkeypatch, smtp, signer):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    path = write_config(tmp_path, backend="smtp", smtp_port=smtp[0].port, base_url="https://testserver")
+    text = path.read_text().replace("[sendgrid]", f'[sendgrid]\nwebhook_public_key = "{signer.public_key}"\n'
+                                                  f"webhook_tolerance = 300")
+    path.write_text(text + "\n[web]\nrate_limit_per_ip = 5\nrate_limit_per_email = 2\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(path), "subscribers", "import", str(SAMPLE), "--list", "weekly"]).exit_code == 0
+    return config_mod.load(path)
+
+
+@pytest.fixture
+def clock():
+    return {"now": time.time()}
+
+
+@pytest.fixture
+def client(web_config, clock):
+    with TestClient(create_app(web_config, clock=lambda: clock["now"]), base_url="https://testserver") as c:
+        yield c
+
+
+def status(cfg, address, list_name="weekly"):
+    with Store(cfg) as store:
+        found = store.find(address)
+        return found.memberships.get(list_name, (None,))[0] if found else None
+
+
+def csrf(page_text: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page_text).group(1)
+
+
+def subscribe(client, address, name="", list_name="weekly"):
+    page = client.get(f"/subscribe/{list_name}")
+    return client.post(f"/subscribe/{list_name}", data={"email": address, "name": name, "csrf": csrf(page.text)})
+
+
+def confirmation_link(inbox, address) -> str:
+    for _from, rcpt, msg in reversed(inbox.messages):
+        if rcpt == [address]:
+            text = msg.get_body(("plain",)).get_content()
+            return re.search(r"https://testserver(/confirm/\S+)", text).group(1)
+    raise AssertionError(f"no confirmation mail to {address}")
+
+
+def test_pages_carry_security_headers(client):
+    page = client.get("/subscribe/weekly")
+    assert page.status_code == 200
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert '<meta name="viewport"' in page.text and "Test Weekly" in page.text
+
+
+def test_subscribe_then_confirm(client, web_config, smtp):
+    _controller, inbox = smtp
+    answer = subscribe(client, "new@example.com", "New <b>Reader</b>")
+    assert answer.status_code == 200 and "Check your inbox" in answer.text
+    assert status(web_config, "new@example.com") == "unconfirmed"
+    _f, rcpt, msg = inbox.messages[-1]
+    assert rcpt == ["new@example.com"] and msg["Subject"] == "Please confirm: Test Weekly"
+    assert msg["List-Unsubscribe"] is None  # a confirmation request is not list mail
+    html = msg.get_body(("html",)).get_content()
+    assert "New &lt;b&gt;Reader&lt;/b&gt;" in html  # the name is escaped in the mail
+    link = confirmation_link(inbox, "new@example.com")
+    page = client.get(link)
+    assert page.status_code == 200 and "Confirm my subscription" in page.text
+    assert status(web_config, "new@example.com") == "unconfirmed"  # GET changes nothing
+    done = client.post(link, data={"csrf": csrf(page.text)})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert status(web_config, "new@example.com") == "active"
+    again = client.post(link, data={"csrf": csrf(page.text)})
+    assert again.status_code == 200 and status(web_config, "new@example.com") == "active"
+
+
+def test_subscribe_answer_does_not_reveal_membership(client, web_config, smtp):
+    _controller, inbox = smtp
+    with Store(web_config) as store:
+        store.suppress("suppressed@example.com", "complaint")
+        store.add("complained@example.com", "weekly")
+        store.set_status(store.get("complained@example.com").id, "weekly", "complained", "test")
+    answers = {a: subscribe(client, a) for a in ("ada@example.com", "fresh@example.com", "suppressed@example.com",
+                                                 "complained@example.com")}
+    texts = {a: re.sub(re.escape(a), "ADDRESS", r.text) for a, r in answers.items()}
+    assert len(set(texts.values())) == 1 and all(r.status_code == 200 for r in answers.values())
+    assert [rcpt for _f, rcpt, _m in inbox.messages] == [["fresh@example.com"]]
+    assert status(web_config, "ada@example.com") == "active"
+    assert status(web_config, "complained@example.com") == "complained"
+
+
+def test_a_leaver_must_confirm_again(client, web_config, smtp):
+    with Store(web_config) as store:
+        store.unsubscribe("ada@example.com", "weekly")
+    subscribe(client, "ada@example.com")
+    assert status(web_config, "ada@example.com") == "unconfirmed"
+    link = confirmation_link(smtp[1], "ada@example.com")
+    page = client.get(link)
+    client.post(link, data={"csrf": csrf(page.text)})
+    assert status(web_config, "ada@example.com") == "active"
+
+
+def test_subscribe_rejections(client, web_config):
+    before = dump(web_config)
+    assert client.get("/subscribe/nope").status_code == 404
+    no_csrf = client.post("/subscribe/weekly", data={"email": "x@example.com"})
+    assert no_csrf.status_code == 403
+    page = client.get("/subscribe/weekly")
+    forged = client.post("/subscribe/weekly", data={"email": "x@example.com", "csrf": "forged"})
+    assert forged.status_code == 403
+    bad = client.post("/subscribe/weekly", data={"email": "not an <address>", "csrf": csrf(page.text)})
+    assert bad.status_code == 400 and "does not look like an email address" in bad.text
+    assert "not an &lt;address&gt;" in bad.text
+    assert dump(web_config) == before
+
+
+def test_rate_limits_per_client_and_per_address(client, web_config, smtp):
+    _controller, inbox = smtp
+    for _ in range(3):
+        assert subscribe(client, "target@example.com").status_code == 200
+    assert len(inbox.messages) == 2  # rate_limit_per_email = 2: no third mail, same answer
+    assert subscribe(client, "other1@example.com").status_code == 200
+    assert subscribe(client, "other2@example.com").status_code == 200  # the fifth request is the last allowed
+    limited = subscribe(client, "other3@example.com")
+    assert limited.status_code == 429  # rate_limit_per_ip = 5
+    assert status(web_config, "other3@example.com") is None
+
+
+def test_confirm_rejections(client, web_config, clock):
+    assert client.get("/confirm/garbage").status_code == 400
+    with Store(web_config) as store:
+        sid = store.request_subscription("late@example.com", "weekly")[0]
+    token = tokens.make_confirm(SECRET.encode(), sid, "weekly", ttl=3600, now=clock["now"])
+    clock["now"] += 3601
+    expired = client.get(f"/confirm/{token}")
+    assert expired.status_code == 400 and "expired" in expired.text
+    clock["now"] -= 3601
+    page = client.get(f"/confirm/{token}")
+    assert client.post(f"/confirm/{token}", data={"csrf": "nope"}).status_code == 403
+    assert status(web_config, "late@example.com") == "unconfirmed"
+    other_list = tokens.make_confirm(SECRET.encode(), sid, "monthly", ttl=3600, now=clock["now"])
+    assert client.get(f"/confirm/{other_list}").status_code == 404
+    assert csrf(page.text)
+
+
+def unsubscribe_token(cfg, address, list_name="weekly", secret=SECRET):
+    with Store(cfg) as store:
+        sid = store.get(address).id
+    return tokens.unsubscribe_signer(secret.encode()).make(sid, list_name, "2026-12-01")
+
+
+def test_unsubscribe_page_then_one_click(client, web_config):
+    token = unsubscribe_token(web_config, "grace@example.org")
+    page = client.get(f"/unsubscribe/{token}")
+    assert page.status_code == 200
+    assert "Test Weekly" in page.text and mask("grace@example.org") in page.text
+    assert "grace@example.org" not in page.text
+    assert status(web_config, "grace@example.org") == "active"  # GET never unsubscribes
+    fresh = TestClient(client.app, base_url="https://testserver")  # a mail client: no cookies
+    answer = fresh.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
+                        headers={"Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+    assert answer.status_code == 200
+    with Store(web_config) as store:
+        state, _at, source = store.get("grace@example.org").memberships["weekly"]
+    assert (state, source) == ("unsubscribed", "one-click")
+    again = fresh.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert again.status_code == 200 and status(web_config, "grace@example.org") == "unsubscribed"
+
+
+def test_unsubscribe_button(client, web_config):
+    token = unsubscribe_token(web_config, "alan@example.com")
+    page = client.get(f"/unsubscribe/{token}")
+    done = client.post(f"/unsubscribe/{token}", data={"csrf": csrf(page.text)})
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert status(web_config, "alan@example.com") == "unsubscribed"
+
+
+def test_unsubscribe_rejections_change_nothing(client, web_config):
+    before = dump(web_config)
+    token = unsubscribe_token(web_config, "ada@example.com")
+    payload, signature = token.split(".")
+    altered = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + signature
+    foreign = unsubscribe_token(web_config, "ada@example.com", secret="another-secret")
+    unknown_list = unsubscribe_token(web_config, "ada@example.com", list_name="monthly")
+    with Store(web_config) as store:
+        gone = tokens.unsubscribe_signer(SECRET.encode()).make(999_999, "weekly", "")
+    one_click = {"List-Unsubscribe": "One-Click"}
+    assert client.post(f"/unsubscribe/{altered}", data=one_click).status_code == 400
+    assert client.post(f"/unsubscribe/{foreign}", data=one_click).status_code == 400
+    assert client.post("/unsubscribe/not-a-token", data=one_click).status_code == 400
+    assert client.post(f"/unsubscribe/{unknown_list}", data=one_click).status_code == 404
+    assert client.post(f"/unsubscribe/{gone}", data=one_click).status_code == 404
+    assert client.post(f"/unsubscribe/{token}", data={"csrf": "forged"}).status_code == 403
+    assert dump(web_config) == before
+
+
+def ids(cfg) -> dict[str, int]:
+    with Store(cfg) as store:
+        return {line.split(",")[0]: store.get(line.split(",")[0]).id for line in SAMPLE.read_text().splitlines()[1:]}
+
+
+def test_webhook_events_are_verified_recorded_and_acted_on(client, web_config, signer):
+    body = event_batch("2026-12-01", ids(web_config), int(time.time()))
+    answer = client.post("/webhooks/sendgrid", content=body, headers=signer.headers(body))
+    assert answer.status_code == 200, answer.text
+    counts = answer.json()
+    assert counts["received"] == 8  # "processed" and the unknown type are left out
+    with Store(web_config) as store:
+        assert store.get("grace@example.org").memberships["weekly"][0] == "bounced"
+        assert store.get("grace@example.org").suppressed.startswith("bounced: 550")
+        assert store.get("alan@example.com").memberships["weekly"][0] == "active"  # blocked: recorded only
+        assert not store.get("alan@example.com").suppressed
+        assert store.get("katherine@example.org").memberships["weekly"][0] == "complained"
+        assert store.get("katherine@example.org").suppressed
+        assert store.get("edsger@example.com").memberships["weekly"][0] == "unsubscribed"
+    again = client.post("/webhooks/sendgrid", content=body, headers=signer.headers(body))
+    assert again.status_code == 200 and again.json()["duplicate"] == 8
+    result = CliRunner().invoke(cli, ["--config", str(web_config.path), "status", str(ROOT / "issues" / "2026-12-01.md"),
+                                      "--list", "weekly"])
+    # The issue was never sent, yet its events are counted once each.
+    assert "has not been sent" in result.output
+    from newsletter import events
+
+    with Store(web_config) as store:
+        tracked = events.issue_counts(store, "2026-12-01")
+    assert (tracked["delivered"], tracked["opened"], tracked["clicked"], tracked["bounced"], tracked["complained"],
+            tracked["blocked"], tracked["unsubscribed"], tracked["deferred"]) == (1, 1, 1, 1, 1, 1, 1, 1)
+
+
+def test_webhook_rejects_tampering_and_old_timestamps(client, web_config, signer):
+    before = dump(web_config)
+    body = event_batch("2026-12-01", ids(web_config), int(time.time()))
+    headers = signer.headers(body)
+    tampered = body.replace(b'"bounce"', b'"bounc3"', 1)
+    assert client.post("/webhooks/sendgrid", content=tampered, headers=headers).status_code == 403
+    one_byte = bytearray(body)
+    one_byte[10] ^= 1
+    assert client.post("/webhooks/sendgrid", content=bytes(one_byte), headers=headers).status_code == 403
+    old = signer.headers(body, timestamp=int(time.time()) - 3600)
+    assert client.post("/webhooks/sendgrid", content=body, headers=old).status_code == 403
+    assert client.post("/webhooks/sendgrid", content=body).status_code == 403
+    other = WebhookSigner()
+    assert client.post("/webhooks/sendgrid", content=body, headers=other.headers(body)).status_code == 403
+    assert dump(web_config) == before
+
+
+def test_archive_lists_only_sent_issues_without_personal_data(client, web_config, smtp, tmp_path):
+    issue = tmp_path / "issues" / "2026-12-01.md"
+    issue.write_text((ROOT / "issues" / "2026-12-01.md").read_text())
+    assert "No issue has been sent yet" in client.get("/archive").text
+    assert client.get("/archive/2026-12-01").status_code == 404  # drafts are not published
+    runner = CliRunner()
+    sent = runner.invoke(cli, ["--config", str(web_config.path), "send", str(issue), "--list", "weekly", "--yes"])
+    assert sent.exit_code == 0, sent.output
+    listing = client.get("/archive")
+    assert "The Pipeline Weekly #48" in listing.text and 'href="/archive/2026-12-01"' in listing.text
+    page = client.get("/archive/2026-12-01")
+    assert page.status_code == 200 and "Hello reader," in page.text
+    assert "%%" not in page.text
+    assert not any(line.split(",")[0] in page.text for line in SAMPLE.read_text().splitlines()[1:])
+    feed = ET.fromstring(client.get("/archive/feed.xml").content)
+    ns = {"a": "http://www.w3.org/2005/Atom"}
+    entries = feed.findall("a:entry", ns)
+    assert len(entries) == 1
+    assert entries[0].find("a:link", ns).get("href") == "https://testserver/archive/2026-12-01"
+
+
+def test_one_click_from_a_dry_run_eml_on_a_real_server(tmp_path, monkeypatch, smtp):
+    """The List-Unsubscribe URL a message carries works against `newsletter serve`'s app."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    port = smtp_server.free_port()
+    path = write_config(tmp_path, backend="smtp", smtp_port=smtp[0].port, base_url=f"http://127.0.0.1:{port}")
+    runner = CliRunner()
+    run = lambda *a: runner.invoke(cli, ["--config", str(path), *map(str, a)])  # noqa: E731
+    run("subscribers", "import", SAMPLE, "--list", "weekly")
+    issue = ROOT / "issues" / "2026-12-01.md"
+    assert run("send", issue, "--list", "weekly", "--dry-run", "--out", tmp_path / "dry").exit_code == 0
+    first = sorted((tmp_path / "dry").glob("*.eml"))[0]
+    msg = email.message_from_bytes(first.read_bytes(), policy=email.policy.default)
+    url = msg["List-Unsubscribe"].strip("<>")
+    address = msg["To"].addresses[0].addr_spec
+    cfg = config_mod.load(path)
+    with LiveServer(create_app(cfg), port=port):
+        request = urllib.request.Request(url, data=b"List-Unsubscribe=One-Click", method="POST",
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        try:
+            urllib.request.urlopen(urllib.request.Request(url + "x", data=b"List-Unsubscribe=One-Click"), timeout=10)
+            raise AssertionError("an altered token was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400
+    assert status(cfg, address) == "unsubscribed"
+    sent = run("send", issue, "--list", "weekly", "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert address not in [r[0] for _f, r, _m in smtp[1].messages]
+    assert len(smtp[1].messages) == 11

@@ -1,0 +1,80 @@
+"""A person's path through the real server in headless Chromium: subscribe, confirm, unsubscribe."""
+
+import re
+
+import pytest
+from click.testing import CliRunner
+from selenium.webdriver.common.by import By
+
+from newsletter import config as config_mod
+from newsletter.cli import cli
+from newsletter.store import Store
+from newsletter.web import create_app
+
+from . import browser, smtp_server
+from .conftest import ROOT, SECRET, write_config
+from .webhelpers import LiveServer
+
+pytestmark = pytest.mark.browser
+
+
+def membership(cfg, address):
+    with Store(cfg) as store:
+        found = store.find(address)
+        return found.memberships.get("weekly") if found else None
+
+
+def test_subscribe_confirm_and_unsubscribe_in_a_browser(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    controller, inbox = smtp_server.start()
+    port = smtp_server.free_port()
+    path = write_config(tmp_path, backend="smtp", smtp_port=controller.port, base_url=f"http://127.0.0.1:{port}")
+    cfg = config_mod.load(path)
+    driver = browser.webdriver(tmp_path)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        with LiveServer(create_app(cfg), port=port) as server:
+            driver.get(f"{server.url}/subscribe/weekly")
+            assert "Subscribe to Test Weekly" in driver.title
+            driver.find_element(By.ID, "email").send_keys("browser.reader@example.com")
+            driver.find_element(By.ID, "name").send_keys("Browser Reader")
+            driver.save_screenshot(str(shots / "1-subscribe.png"))
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            assert "Check your inbox" in driver.find_element(By.TAG_NAME, "h1").text
+            driver.save_screenshot(str(shots / "2-check-inbox.png"))
+            assert membership(cfg, "browser.reader@example.com")[0] == "unconfirmed"
+
+            _from, rcpt, msg = inbox.messages[-1]
+            assert rcpt == ["browser.reader@example.com"]
+            link = re.search(r"(http://127\.0\.0\.1:\d+/confirm/\S+)", msg.get_body(("plain",)).get_content()).group(1)
+            driver.get(link)
+            assert membership(cfg, "browser.reader@example.com")[0] == "unconfirmed"  # opening it is not enough
+            driver.save_screenshot(str(shots / "3-confirm.png"))
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            assert "You are subscribed" in driver.find_element(By.TAG_NAME, "h1").text
+            assert membership(cfg, "browser.reader@example.com")[0] == "active"
+
+            # The issue goes out; its unsubscribe link leads to the page with the button.
+            sent = CliRunner().invoke(cli, ["--config", str(path), "send", str(ROOT / "issues" / "2026-12-01.md"),
+                                            "--list", "weekly", "--yes"])
+            assert sent.exit_code == 0, sent.output
+            issue_mail = inbox.messages[-1][2]
+            unsubscribe = issue_mail["List-Unsubscribe"].strip("<>")
+            assert unsubscribe in issue_mail.get_body(("html",)).get_content()
+            driver.get(unsubscribe)
+            assert "b***r@example.com" in driver.page_source
+            assert membership(cfg, "browser.reader@example.com")[0] == "active"
+            driver.save_screenshot(str(shots / "4-unsubscribe.png"))
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            assert "You are unsubscribed" in driver.find_element(By.TAG_NAME, "h1").text
+            driver.save_screenshot(str(shots / "5-unsubscribed.png"))
+            state, _at, source = membership(cfg, "browser.reader@example.com")
+            assert (state, source) == ("unsubscribed", "web")
+            # The page fits a phone: nothing wider than the viewport.
+            assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    finally:
+        driver.quit()
+        controller.stop()
+    assert all((shots / f).stat().st_size > 5_000 for f in
+               ("1-subscribe.png", "2-check-inbox.png", "3-confirm.png", "4-unsubscribe.png", "5-unsubscribed.png"))
