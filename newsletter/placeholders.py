@@ -65,6 +65,7 @@ def recipient_values(
     email: str, name: str, attributes: Mapping[str, object], unsubscribe_url: str, view_url: str
 ) -> dict[str, str]:
     """The placeholder values of one recipient, every one a string."""
-    values = {f"attr.{key}": "" if val is None else str(val) for key, val in attributes.items()}
-    values.update(name=name or "", email=email, unsubscribe_url=unsubscribe_url, view_url=view_url)
+    values = {"name": name or "", "email": email, "unsubscribe_url": unsubscribe_url, "view_url": view_url}
+    if attributes:
+        values.update({f"attr.{key}": "" if val is None else str(val) for key, val in attributes.items()})
     return values

@@ -84,6 +84,7 @@ class Mailing:
         self.envelope = Envelope(
             rendered=rendered, from_email=from_email, from_name=from_name, reply_to=reply_to or nl.reply_to,
             list_id=f"{declared.title} <{list_name}.{host}>", category=rendered.slug,
+            custom_args={"issue": rendered.slug, "list": list_name},
         )
 
     def unsubscribe_url(self, subscriber_id: int) -> str:
@@ -97,7 +98,7 @@ class Mailing:
             values=placeholders.recipient_values(c.email, c.name, c.attributes if self._uses_attributes else {},
                                                  url, self.view_url),
             unsubscribe_url=url,
-            custom_args={"issue": self.rendered.slug, "list": self.list_name, "subscriber": str(c.subscriber_id)},
+            custom_args={"subscriber": str(c.subscriber_id)},
         )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formataddr
 from typing import Literal, NamedTuple, Protocol
 
@@ -23,6 +23,7 @@ class Envelope:
     list_id: str  # the List-Id header value, e.g. "Weekly <weekly.news.example.com>"
     category: str  # the issue slug
     subject_prefix: str = ""  # "[TEST] " for test copies
+    custom_args: dict[str, str] = field(default_factory=dict)  # shared by every recipient (issue, list)
 
     @property
     def from_header(self) -> str:
@@ -40,7 +41,7 @@ class Recipient(NamedTuple):
     name: str
     values: dict[str, str]  # placeholder values, plain (see `placeholders`)
     unsubscribe_url: str
-    custom_args: dict[str, str] = {}
+    custom_args: dict[str, str] = {}  # this recipient's own, added to the envelope's
 
 
 class Result(NamedTuple):

@@ -63,6 +63,9 @@ def _message(body: Any) -> list[dict[str, Any]]:
 
 
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_UNSUBSCRIBE_HEADERS = '"List-Unsubscribe":%s,"List-Unsubscribe-Post":"List-Unsubscribe=One-Click"'
+# One personalization: email, name member, substitutions, headers, custom_args, subject member.
+_PERSONALIZATION_JSON = '{"to":[{"email":%s%s}],"substitutions":{%s},"headers":{%s},"custom_args":{%s}%s}'
 CONTENT_TYPE = "application/json; charset=utf-8"
 
 
@@ -87,6 +90,8 @@ class Payload:
         self._key_bytes = sum(len(n) + 10 for n in self._names) * 2
         self._personal_subject = bool(PATTERN.search(rendered.subject)) or bool(envelope.subject_prefix)
         self._suffixes: dict[frozenset[str], str] = {}
+        # custom_args shared by every recipient, as JSON members
+        self._shared_args = [f"{_json_str(k)}:{_json_str(str(v))}" for k, v in envelope.custom_args.items()]
 
     def _suffix(self, shared: frozenset[str]) -> str:
         """Everything after the personalizations, for one choice of shared keys."""
@@ -135,32 +140,32 @@ class Payload:
             if n in self._html_names and n in self._text_names
             and all(_NEEDS_WORK.search(r.values.get(n, "")) is None for r in recipients)
         )
-        keys: list[tuple[str, bool, str]] = []  # (name, escape, JSON-encoded key with colon)
+        keys: list[tuple[str, bool | None, str]] = []  # (name, escape (None: shared, needs nothing), key)
         for n in names:
-            if n in shared or n in self._html_names:
-                keys.append((n, n not in shared, _json_str(f"%%{n}%%") + ":"))
-            if n in self._text_names and n not in shared:
+            if n in shared:
+                keys.append((n, None, _json_str(f"%%{n}%%") + ":"))
+                continue
+            if n in self._html_names:
+                keys.append((n, True, _json_str(f"%%{n}%%") + ":"))
+            if n in self._text_names:
                 keys.append((n, False, _json_str(f"%%{n}:t%%") + ":"))
         return '{"personalizations":[' + ",".join(self._personalization(r, keys) for r in recipients) + self._suffix(shared)
 
-    def _personalization(self, r: Recipient, keys: list[tuple[str, bool, str]]) -> str:
+    def _personalization(self, r: Recipient, keys: list[tuple[str, bool | None, str]]) -> str:
         values = r.values
-        name = _clean(r.name).replace(";", " ").replace(",", " ").strip()
-        parts = [
-            '{"to":[{"email":', _json_str(r.email), ',"name":' + _json_str(name) if name else "",
-            '}],"substitutions":{',
-            ",".join(key + _json_str(clean(values.get(n, ""), html_escape=escape)) for n, escape, key in keys),
-            '},"headers":{',
-            ('"List-Unsubscribe":' + _json_str(f"<{_clean(r.unsubscribe_url)}>")
-             + ',"List-Unsubscribe-Post":"List-Unsubscribe=One-Click"') if r.unsubscribe_url else "",
-            '},"custom_args":{',
-            ",".join(_json_str(k) + ":" + _json_str(str(v)) for k, v in r.custom_args.items()), "}",
-        ]
+        name = _clean(r.name).replace(";", " ").replace(",", " ").strip() if r.name else ""
+        subs = ",".join([
+            key + _json_str(values.get(n, "") if escape is None else clean(values.get(n, ""), html_escape=escape))
+            for n, escape, key in keys
+        ])
+        headers = (_UNSUBSCRIBE_HEADERS % _json_str(f"<{_clean(r.unsubscribe_url)}>")) if r.unsubscribe_url else ""
+        args = ",".join([*self._shared_args, *(f"{_json_str(k)}:{_json_str(str(v))}" for k, v in r.custom_args.items())])
+        subject = ""
         if self._personal_subject:
-            subject = self.envelope.subject_prefix + fill(self.envelope.rendered.subject, values, html_escape=False)
-            parts += [',"subject":', _json_str(_clean(subject))]
-        parts.append("}")
-        return "".join(parts)
+            text = self.envelope.subject_prefix + fill(self.envelope.rendered.subject, values, html_escape=False)
+            subject = ',"subject":' + _json_str(_clean(text))
+        return _PERSONALIZATION_JSON % (_json_str(r.email), ',"name":' + _json_str(name) if name else "", subs,
+                                        headers, args, subject)
 
 
 class SendGridProvider:
