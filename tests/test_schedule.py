@@ -120,10 +120,26 @@ def due_sample(folder: Path) -> Path:
     return path
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes():
+    """Whatever a test asserts, the processes it started do not outlive it."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
 def run_cli(config_path: Path, *args: str, **kw):
     env = {**os.environ, "NEWSLETTER_SECRET": SECRET, "SENDGRID_API_KEY": "SG.test-key"}
-    return subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(config_path), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(config_path), *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    _STARTED.append(proc)
+    return proc
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def test_sigkill_never_sends_twice_and_never_skips(tmp_path, sendgrid_server, sa
             proc.wait(timeout=rng.uniform(0.4, 1.4))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            proc.communicate()
             kills += 1
             continue
         out, errors = proc.communicate()
