@@ -331,7 +331,7 @@ def _print_send(report) -> None:  # type: ignore[no-untyped-def]
         err.print(
             f"[bold red]UNKNOWN: {c[UNKNOWN]:,} messages may or may not have been delivered.[/] They are not re-sent; "
             f"see `newsletter status`, and re-send them with --resend-unknown if you are sure.", markup=True)
-    for email, state_, error, attempts in report.problems[:20]:
+    for email, state_, error, _attempts in report.problems[:20]:
         err.print(f"  {state_}: {email}: {error}", markup=False)
 
 
@@ -494,13 +494,15 @@ def schedule() -> None:
 @pass_state
 def schedule_add(state: _State, issue: str, at: str, list_name: str | None) -> None:
     """Pin a send of ISSUE to a time."""
+    import datetime as dt
+
     from . import schedule as schedule_mod
 
     cfg = state.config
     name = schedule_mod.schedule_list(cfg, list_name)
     job_id, when = schedule_mod.pin(cfg, Path(issue), schedule_mod.parse_at(at), name)
     out.print(f"{job_id}: {issue} to {name} at {when:%Y-%m-%d %H:%M %Z} "
-              f"({when.astimezone(__import__('datetime').UTC):%Y-%m-%d %H:%M} UTC)", markup=False)
+              f"({when.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)", markup=False)
 
 
 @schedule.command("list")

@@ -44,7 +44,7 @@ class StoreSettings:
 class ListSettings:
     title: str
     description: str = ""
-    name: str = ""
+    name: str = field(default="", metadata={"from_file": False})  # the table's name, set by `load`
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def _build(cls: type, table: Any, section: str, path: Path) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "name" or cls is not ListSettings}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("from_file", True)}
     for key in table:
         if key not in fields:
             raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(fields)})")

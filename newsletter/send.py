@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from . import placeholders, tokens
 from .config import Config
 from .errors import ProviderError, TokenError
 from .files import atomic_write
-from .ledger import FAILED, PENDING, SENT, SKIPPED, UNKNOWN, Claimed, Ledger
+from .ledger import FAILED, PENDING, SKIPPED, UNKNOWN, Claimed, Ledger
 from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
 from .store import Store
@@ -67,8 +68,6 @@ class Mailing:
         nl = config.newsletter
         from_name, from_email = nl.from_name, nl.from_email
         if from_header:
-            from email.utils import parseaddr
-
             from_name, from_email = parseaddr(from_header)
         host = urlsplit(self.base_url).hostname or "localhost"
         self.view_url = f"{self.base_url}/archive/{rendered.slug}"

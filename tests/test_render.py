@@ -118,7 +118,6 @@ def test_text_part_has_links_and_code_verbatim(rendered, sample_issue):
 
 
 def test_text_part_wraps_prose_but_not_code_or_urls(rendered):
-    in_code = False
     for line in rendered.text.splitlines():
         if len(line) > 76:
             assert "CREATE" in line or "://" in line or line.startswith(("|", " ")), line

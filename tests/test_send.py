@@ -1,8 +1,6 @@
 import email
 import email.policy
 import json
-import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -222,7 +220,6 @@ def test_second_concurrent_send_is_refused(sg_run, sg_config, issue, imported):
 
 
 def test_leavers_mid_send_are_skipped_and_joiners_not_added(sg_run, sg_config, sendgrid_server, issue, imported):
-    cfg = config_mod.load(sg_config)
     first = sg_run("send", issue, "--list", "weekly", "--yes", "--limit", "4")
     assert first.exit_code == 0 and "--limit 4 reached" in first.output
     assert len(sendgrid_server.received) == 4 and states(sg_config)["pending"] == 8

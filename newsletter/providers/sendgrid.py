@@ -10,13 +10,11 @@ because the request may have been accepted (SendGrid has no idempotency key).
 
 from __future__ import annotations
 
-import html
 import http.client
 import json
 import os
 import random
 import re
-import socket
 import time
 import urllib.error
 from collections.abc import Callable, Sequence
@@ -217,7 +215,7 @@ class SendGridProvider:
                     wait = self._backoff(attempt)
                     if reset and str(reset).isdigit():
                         wait = min(MAX_RATE_LIMIT_WAIT, max(0.0, int(reset) - time.time()) + 0.05)
-                    last = f"429 rate limited"
+                    last = "429 rate limited"
                     self._sleep(wait)
                     continue
                 if status >= 500:
@@ -230,7 +228,7 @@ class SendGridProvider:
                 last = f"connection failed: {exc.reason}"
                 self._sleep(self._backoff(attempt))
                 continue
-            except (socket.timeout, TimeoutError, http.client.RemoteDisconnected, ConnectionResetError) as exc:
+            except (TimeoutError, http.client.RemoteDisconnected, ConnectionResetError) as exc:
                 raise _MaybeSent(f"no answer from SendGrid after the request was sent ({exc or 'timeout'})") from None
         raise ProviderUnavailable(
             f"SendGrid failed {self.settings.max_retries} times (last: {last}); the batch stays pending, run send again"
