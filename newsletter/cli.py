@@ -311,15 +311,18 @@ def _print_dry_run(report) -> None:  # type: ignore[no-untyped-def]
 def _print_send(report) -> None:  # type: ignore[no-untyped-def]
     from .ledger import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
 
-    run = report.this_run
-    rate = run[SENT] / report.duration if report.duration > 0 else 0.0
-    out.print(
-        f"{report.issue} to {report.list_name}: this run sent {run[SENT]:,}, failed {run[FAILED]:,}, "
-        f"unknown {run['unknown']:,}, skipped {run[SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)"
-    )
-    c = report.counts
-    out.print(f"in total: sent {c[SENT]:,}, failed {c[FAILED]:,}, unknown {c[UNKNOWN]:,}, skipped {c[SKIPPED]:,}, "
-              f"pending {c[PENDING]:,}")
+    run, c = report.this_run, report.counts
+    if not sum(run.values()) and not c[PENDING]:
+        out.print(f"nothing to send: {report.issue} has no pending recipients on {report.list_name}"
+                  + (f" ({c[SENT]:,} already sent)" if c[SENT] else ""))
+    else:
+        rate = run[SENT] / report.duration if report.duration > 0 else 0.0
+        out.print(
+            f"{report.issue} to {report.list_name}: this run sent {run[SENT]:,}, failed {run[FAILED]:,}, "
+            f"unknown {run[UNKNOWN]:,}, skipped {run[SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)"
+        )
+        out.print(f"in total: sent {c[SENT]:,}, failed {c[FAILED]:,}, unknown {c[UNKNOWN]:,}, "
+                  f"skipped {c[SKIPPED]:,}, pending {c[PENDING]:,}")
     for reason, count in sorted(report.skipped_reasons.items()):
         out.print(f"  skipped {count:,}: {reason}")
     if report.stopped:
@@ -425,15 +428,13 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
                     sys.exit(1)
                 return
             _warn(mailing.rendered.warnings)
-            recipients, already, _skipped = Ledger(store, mailing.rendered.slug, name).forecast()
-            if recipients == 0:
-                out.print(f"nothing to send: {mailing.rendered.slug} has no pending recipients on {name}"
-                          + (f" ({already:,} already sent)" if already else ""))
-            elif not yes:
+            if not yes:
                 if not sys.stdin.isatty():
                     raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
-                click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {name} via "
-                              f"{cfg.provider.backend}?", abort=True, err=True)
+                recipients, _already, _skipped = Ledger(store, mailing.rendered.slug, name).forecast()
+                if recipients:
+                    click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {name} via "
+                                  f"{cfg.provider.backend}?", abort=True, err=True)
             schedule.install_stop_handlers()
             with _Progress(f"sending {mailing.rendered.slug}") as progress:
                 report = send_mod.send(store, mailing, provider, limit=limit, max_rate=max_rate,

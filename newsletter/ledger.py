@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .store import (
-    ACTIVE, ERASE_HOOKS, Store, db_time, executemany, lists, memberships, metadata, migration, now, subscribers,
+    ACTIVE, ERASE_HOOKS, Prepared, Store, db_time, executemany, lists, memberships, metadata, migration, now, subscribers,
     suppressions,
 )
 
@@ -101,6 +101,7 @@ class Ledger:
         self.list_id = store.list_id(list_name, create=create)
         self._where = (deliveries.c.issue == issue, deliveries.c.list_id == self.list_id)
         self._cursor = 0  # claims move forward through subscriber ids
+        self._claim_sql: Prepared | None = None
 
     def started(self) -> bool:
         with self.store.engine.connect() as conn:
@@ -206,10 +207,9 @@ class Ledger:
                              .values(state=PENDING, updated_at=now()))
         return lost
 
-    def claim(self, size: int) -> tuple[list[Claimed], Counter[str]]:
-        """Mark up to `size` pending rows in_flight; rows whose member left or was suppressed are skipped."""
-        with self.store.write() as conn:
-            rows = conn.execute(
+    def _claim_query(self, conn: Connection) -> Prepared:
+        if self._claim_sql is None:
+            self._claim_sql = Prepared(
                 sa.select(deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
                           subscribers.c.attributes, memberships.c.status, suppressions.c.reason)
                 .select_from(deliveries)
@@ -217,10 +217,19 @@ class Ledger:
                 .outerjoin(memberships, sa.and_(memberships.c.subscriber_id == deliveries.c.subscriber_id,
                                                 memberships.c.list_id == deliveries.c.list_id))
                 .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
-                .where(*self._where, deliveries.c.state == PENDING, deliveries.c.subscriber_id > self._cursor)
+                .where(deliveries.c.issue == sa.bindparam("b_issue"), deliveries.c.list_id == sa.bindparam("b_list"),
+                       deliveries.c.state == PENDING, deliveries.c.subscriber_id > sa.bindparam("b_cursor"))
                 .order_by(deliveries.c.subscriber_id)
-                .limit(size)
-            ).all()
+                .limit(sa.bindparam("b_size")),
+                conn.dialect,
+            )
+        return self._claim_sql
+
+    def claim(self, size: int) -> tuple[list[Claimed], Counter[str]]:
+        """Mark up to `size` pending rows in_flight; rows whose member left or was suppressed are skipped."""
+        with self.store.write() as conn:
+            rows = self._claim_query(conn).execute(
+                conn, {"b_issue": self.issue, "b_list": self.list_id, "b_cursor": self._cursor, "b_size": size})
             if rows:
                 self._cursor = rows[-1][0]
             claimed: list[Claimed] = []
@@ -307,8 +316,8 @@ class Ledger:
             ).all())
         return {state: found.get(state, 0) for state in STATES}
 
-    def finish_if_done(self) -> bool:
-        counts = self.counts()
+    def finish_if_done(self, counts: dict[str, int] | None = None) -> bool:
+        counts = counts or self.counts()
         if counts[PENDING] or counts[IN_FLIGHT]:
             return False
         with self.store.write() as conn:

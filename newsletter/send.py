@@ -182,7 +182,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
             report.counts = ledger.counts()
             report.problems = ledger.problems()
             report.duration = time.monotonic() - started
-            ledger.finish_if_done()
+            ledger.finish_if_done(report.counts)
     return report
 
 

@@ -177,24 +177,36 @@ def clean_text(value: str) -> str:
     return value.strip()
 
 
-def executemany(conn: Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
-    """Run a Core statement for many rows straight through the driver.
+class Prepared:
+    """A Core statement compiled once for a dialect and run straight through the driver.
 
-    SQLAlchemy's per-row parameter processing costs more than the database does in bulk
-    imports and sends; this compiles the statement once for the connection's dialect and hands
-    plain values to the driver's executemany (still bound parameters, never SQL text built from
-    values). Values must already be what the driver takes: str, int, None, or `db_time()`.
+    SQLAlchemy's per-row parameter and result processing costs more than the database does in
+    bulk imports and sends. Values are still bound parameters, never SQL text built from values;
+    they must be what the driver takes: str, int, None, or `db_time()`.
     """
+
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect, column_keys: list[str] | None = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = str(compiled)
+        self._order = compiled.positiontup
+        self._fixed = dict(compiled.params)  # literals written in the statement
+
+    def params(self, values: dict[str, Any]) -> Any:
+        merged = {**self._fixed, **values} if self._fixed else values
+        return tuple(merged[n] for n in self._order) if self._order else merged
+
+    def execute(self, conn: Connection, values: dict[str, Any]) -> list[Any]:
+        """Run once and return the rows as plain tuples."""
+        result = conn.exec_driver_sql(self.sql, self.params(values))
+        return result.fetchall() if result.returns_rows else []
+
+
+def executemany(conn: Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
+    """Run a Core statement for many rows through the driver's executemany (see `Prepared`)."""
     if not rows:
         return
-    keys = list(rows[0]) if isinstance(statement, sa.Insert) else None
-    compiled = statement.compile(dialect=conn.dialect, column_keys=keys)
-    names = compiled.positiontup
-    fixed = {k: v for k, v in compiled.params.items() if k not in rows[0]}  # literals in the statement
-    if fixed:
-        rows = [{**fixed, **row} for row in rows]
-    params: list[Any] = [tuple(row[n] for n in names) for row in rows] if names else rows
-    conn.exec_driver_sql(str(compiled), params)
+    prepared = Prepared(statement, conn.dialect, list(rows[0]) if isinstance(statement, sa.Insert) else None)
+    conn.exec_driver_sql(prepared.sql, [prepared.params(row) for row in rows])
 
 
 def db_time(conn: Connection, value: dt.datetime) -> Any:

@@ -158,13 +158,16 @@ def test_tokens_reject_tampering():
     signer = tokens.unsubscribe_signer(b"secret-one")
     token = signer.make(42, "weekly", "2026-12-01")
     assert signer.check(token) == tokens.Claims(42, "weekly", "2026-12-01")
-    payload, sig = token.split(".")
+    subscriber, context, sig = token.split(".")
+    flip = lambda text: text[:-1] + ("A" if text[-1] != "A" else "B")  # noqa: E731
     for bad in (
-        payload[:-1] + ("A" if payload[-1] != "A" else "B") + "." + sig,
-        payload + "." + sig[:-1] + ("A" if sig[-1] != "A" else "B"),
+        f"{subscriber}.{flip(context)}.{sig}",
+        f"{subscriber}.{context}.{flip(sig)}",
+        f"43.{context}.{sig}",  # another subscriber
+        f"042.{context}.{sig}",
         tokens.unsubscribe_signer(b"secret-two").make(42, "weekly", "2026-12-01"),
-        signer.make(43, "weekly", "2026-12-01").split(".")[0] + "." + sig,
-        "garbage", "", "a.b.c",
+        signer.make(42, "daily", "2026-12-01").rsplit(".", 1)[0] + "." + sig,  # another list
+        "garbage", "", "a.b.c", "42.b.c.d",
     ):
         with pytest.raises(TokenError):
             signer.check(bad)
