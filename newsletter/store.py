@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import operator
 import os
 from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -206,7 +207,15 @@ def executemany(conn: Connection, statement: sa.Executable, rows: list[dict[str,
     if not rows:
         return
     prepared = Prepared(statement, conn.dialect, list(rows[0]) if isinstance(statement, sa.Insert) else None)
-    conn.exec_driver_sql(prepared.sql, [prepared.params(row) for row in rows])
+    literals = {k: v for k, v in prepared._fixed.items() if k not in rows[0]}
+    if literals:
+        rows = [{**literals, **row} for row in rows]
+    if prepared._order:
+        pick = operator.itemgetter(*prepared._order)
+        params: list[Any] = [pick(row) if len(prepared._order) > 1 else (pick(row),) for row in rows]
+    else:
+        params = rows
+    conn.exec_driver_sql(prepared.sql, params)
 
 
 def db_time(conn: Connection, value: dt.datetime) -> Any:
