@@ -257,3 +257,20 @@ def test_send_refuses_without_secret_or_yes(sg_run, issue, imported, monkeypatch
 def test_unknown_list_for_send(sg_run, issue):
     result = sg_run("send", issue, "--list", "nope", "--dry-run")
     assert result.exit_code == 2 and "unknown list 'nope'" in result.output
+
+
+def test_max_rate_paces_batches(sg_config, sendgrid_server, issue, imported):
+    from newsletter import content, render
+    from newsletter.providers.sendgrid import SendGridProvider
+    from newsletter.send import Mailing, send
+
+    cfg = config_mod.load(sg_config)
+    rendered = render.render(content.parse(issue, base_url=cfg.newsletter.base_url), cfg.newsletter, cfg.templates_dir)
+    waits: list[float] = []
+    with Store(cfg) as store:
+        report = send(store, Mailing(cfg, rendered, "weekly"), SendGridProvider(cfg.sendgrid), max_rate=4,
+                      sleep=waits.append)
+    assert report.this_run["sent"] == 12
+    assert [len(b["personalizations"]) for b in sendgrid_server.bodies] == [4, 4, 4]  # batches no larger than a second's worth
+    # Before each batch after the first, it waits until the rate allows it: ~1 s, then ~2 s after the start.
+    assert len(waits) == 2 and 0.5 < waits[0] <= 1.0 and waits[1] > 0.5
