@@ -202,6 +202,31 @@ class Prepared:
         return result.fetchall() if result.returns_rows else []
 
 
+IN_BLOCK = 500
+_IN_QUERIES: dict[tuple[str, str], tuple[Prepared, list[str]]] = {}
+
+
+def select_in(conn: Connection, name: str, build: Callable[[list[sa.BindParameter[Any]]], sa.Select[Any]],
+              values: list[Any], **fixed: Any) -> list[Any]:
+    """Rows of the query `build(IN list)` for many values, in blocks of IN_BLOCK bound values.
+
+    The query (named `name`) is compiled once: the last block is padded by repeating a value,
+    which changes nothing in an IN list. SQLAlchemy's "expanding" parameters would rebuild the
+    statement for every call, one parameter name per value.
+    """
+    key = (name, conn.dialect.name)
+    if key not in _IN_QUERIES:
+        names = [f"in_{i}" for i in range(IN_BLOCK)]
+        _IN_QUERIES[key] = (Prepared(build([sa.bindparam(n) for n in names]), conn.dialect), names)
+    prepared, names = _IN_QUERIES[key]
+    rows: list[Any] = []
+    for start in range(0, len(values), IN_BLOCK):
+        block = values[start:start + IN_BLOCK]
+        block += [block[0]] * (IN_BLOCK - len(block))
+        rows.extend(prepared.execute(conn, {**fixed, **dict(zip(names, block))}))
+    return rows
+
+
 def executemany(conn: Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
     """Run a Core statement for many rows through the driver's executemany (see `Prepared`)."""
     if not rows:
