@@ -7,24 +7,21 @@ unsubscribes end the membership.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from . import addresses
 from .errors import InputError
+from .providers.base import KINDS, TrackingEvent
 from .store import (
     ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED, Store, lists, memberships, metadata, migration, now,
     subscribers, suppressions,
 )
 
-DELIVERED, DEFERRED, BOUNCE, BLOCKED, DROPPED = "delivered", "deferred", "bounced", "blocked", "dropped"
-COMPLAINT, UNSUBSCRIBE, OPENED, CLICKED = "complained", "unsubscribed", "opened", "clicked"
-KINDS = (DELIVERED, DEFERRED, BOUNCE, BLOCKED, DROPPED, COMPLAINT, UNSUBSCRIBE, OPENED, CLICKED)
+BOUNCE, COMPLAINT, UNSUBSCRIBE = "bounced", "complained", "unsubscribed"
 
 events = sa.Table(
     "events", metadata,
@@ -45,25 +42,6 @@ events = sa.Table(
 @migration(3, "provider events")
 def _v3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[events])
-
-
-@dataclass(frozen=True)
-class TrackingEvent:
-    """One provider event, normalised (after django-anymail's AnymailTrackingEvent)."""
-
-    kind: str
-    email: str
-    timestamp: dt.datetime  # UTC, naive
-    event_id: str = ""
-    message_id: str = ""
-    issue: str = ""
-    list_name: str = ""
-    subscriber_id: int | None = None
-    reason: str = ""
-
-    @property
-    def key(self) -> str:
-        return self.event_id or f"{self.message_id}|{self.kind}|{self.timestamp.isoformat()}|{self.email.lower()}"
 
 
 def _set_status(conn: Connection, subscriber_id: int, list_name: str, status: str, source: str) -> None:

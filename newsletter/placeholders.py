@@ -31,12 +31,13 @@ def used(text: str) -> set[str]:
     return set(PATTERN.findall(text))
 
 
-_NEEDS_WORK = re.compile(r"[\r\n&<>\"']")
+# A value without these characters is the same plain, escaped for HTML, and in a header.
+SPECIAL = re.compile(r"[\r\n&<>\"']")
 
 
 def clean(value: str, *, html_escape: bool) -> str:
     """One value as it goes into a part: line breaks become spaces; escaped for HTML."""
-    if _NEEDS_WORK.search(value) is None:  # the common case, checked in one pass
+    if SPECIAL.search(value) is None:  # the common case, checked in one pass
         return value
     if "\r" in value or "\n" in value:
         value = value.replace("\r", " ").replace("\n", " ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formataddr
@@ -65,3 +67,26 @@ class Provider(Protocol):
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]: ...
 
     def close(self) -> None: ...
+
+
+# The kinds of delivery event every provider's events are normalised to.
+KINDS = ("delivered", "deferred", "bounced", "blocked", "dropped", "complained", "unsubscribed", "opened", "clicked")
+
+
+@dataclass(frozen=True)
+class TrackingEvent:
+    """One provider event, normalised (after django-anymail's AnymailTrackingEvent)."""
+
+    kind: str
+    email: str
+    timestamp: dt.datetime  # UTC, naive
+    event_id: str = ""
+    message_id: str = ""
+    issue: str = ""
+    list_name: str = ""
+    subscriber_id: int | None = None
+    reason: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.event_id or f"{self.message_id}|{self.kind}|{self.timestamp.isoformat()}|{self.email.lower()}"

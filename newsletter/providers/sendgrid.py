@@ -25,8 +25,8 @@ from python_http_client.exceptions import HTTPError
 
 from ..config import SendGridSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderUnavailable
-from ..placeholders import _NEEDS_WORK, PATTERN, clean, fill
-from .base import Envelope, Recipient, Result
+from ..placeholders import SPECIAL, PATTERN, clean, fill
+from .base import Envelope, Recipient, Result, TrackingEvent
 
 MAX_RECIPIENTS = 1000
 MAX_SUBSTITUTION_BYTES = 10_000
@@ -125,7 +125,7 @@ class Payload:
             value = r.values.get(name, "")
             size = len(value) if value.isascii() else len(value.encode())
             if name in self._html_names:
-                total += len(name) + 4 + size * (6 if _NEEDS_WORK.search(value) else 1)  # &quot; is 6 bytes
+                total += len(name) + 4 + size * (6 if SPECIAL.search(value) else 1)  # &quot; is 6 bytes
             if name in self._text_names:
                 total += len(name) + 6 + size
         return total
@@ -136,7 +136,7 @@ class Payload:
         shared = frozenset(
             n for n in names
             if n in self._html_names and n in self._text_names
-            and all(_NEEDS_WORK.search(r.values.get(n, "")) is None for r in recipients)
+            and all(SPECIAL.search(r.values.get(n, "")) is None for r in recipients)
         )
         keys: list[tuple[str, bool | None, str]] = []  # (name, escape (None: shared, needs nothing), key)
         for n in names:
@@ -335,11 +335,9 @@ def verify_webhook(public_key: str, payload: bytes, signature: str, timestamp: s
         return False
 
 
-def parse_events(payload: bytes) -> list[Any]:
+def parse_events(payload: bytes) -> list[TrackingEvent]:
     """SendGrid's event batch as TrackingEvents; unknown event types are left out."""
     import datetime as dt
-
-    from ..events import TrackingEvent
 
     data = json.loads(payload)
     if not isinstance(data, list):
