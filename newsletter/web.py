@@ -39,6 +39,7 @@ from .store import ACTIVE, UNSUBSCRIBED, Store, clean_text
 
 log = logging.getLogger("newsletter.web")
 CSRF_COOKIE = "newsletter_csrf"
+MAX_WEBHOOK_BYTES = 5 * 1024 * 1024  # SendGrid posts batches far smaller than this
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -236,7 +237,12 @@ class WebApp:
     # -- provider webhook -----------------------------------------------------------------------
 
     async def sendgrid_webhook(self, request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
         body = await request.body()
+        if len(body) > MAX_WEBHOOK_BYTES:
+            return JSONResponse({"error": "body too large"}, status_code=413)
         settings = self.config.sendgrid
         if not settings.webhook_public_key:
             log.error("SendGrid webhook called but [sendgrid] webhook_public_key is not set: refused")

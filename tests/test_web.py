@@ -276,6 +276,8 @@ def test_webhook_rejects_tampering_and_old_timestamps(client, web_config, signer
     assert client.post("/webhooks/sendgrid", content=body).status_code == 403
     other = WebhookSigner()
     assert client.post("/webhooks/sendgrid", content=body, headers=other.headers(body)).status_code == 403
+    huge = b"[" + b" " * (6 * 1024 * 1024) + b"]"
+    assert client.post("/webhooks/sendgrid", content=huge, headers=signer.headers(huge)).status_code == 413
     assert dump(web_config) == before
 
 
