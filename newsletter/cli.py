@@ -16,6 +16,8 @@ from .files import atomic_write
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out = Console(highlight=False, soft_wrap=True, width=160)  # tables in logs and pipes are not cut at 80
 
 
 class _Group(click.Group):
