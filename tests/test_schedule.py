@@ -231,7 +231,7 @@ def test_pinned_send_survives_a_restart_and_fires_once(tmp_path, sendgrid_server
     cfg = cfg_with(tmp_path, cron="0 9 1 1 *", api_base=sendgrid_server.url)  # weekly job far away
     assert run_cli(cfg.path, "subscribers", "import", str(SAMPLE), "--list", "weekly").wait(60) == 0
     # --at has minute precision: pin through the library for a time seconds away
-    schedule.pin(cfg, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=8), "weekly")
+    schedule.pin(cfg, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=12), "weekly")
     first = run_cli(cfg.path, "scheduler")
     assert wait_for(lambda: "scheduler started" in (first.stderr.readline() or ""), 30)
     out, err = stop(first)
