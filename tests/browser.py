@@ -35,10 +35,15 @@ def run(args: list[str], profile: Path, timeout: int = 60) -> subprocess.Complet
     )
 
 
+ATTEMPTS = 3  # a headless browser start can fail for reasons of its own; the page is not at fault
+
+
 def screenshot(url: str, out: Path, width: int, height: int, profile: Path) -> Path:
-    run([f"--window-size={width},{height}", f"--screenshot={out}", url], profile)
-    assert out.exists() and out.stat().st_size > 0, f"no screenshot at {out}"
-    return out
+    for _ in range(ATTEMPTS):
+        run([f"--window-size={width},{height}", f"--screenshot={out}", url], profile)
+        if out.exists() and out.stat().st_size > 0:
+            return out
+    raise AssertionError(f"no screenshot at {out}")
 
 
 MEASURE = """
@@ -75,12 +80,15 @@ def measure(html: str, width: int, workdir: Path) -> dict:
     page.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
     frame = workdir / f"frame-{width}.html"
     frame.write_text(FRAME.format(src=page.name, width=width), encoding="utf-8")
-    result = run(
-        ["--window-size=1024,900", "--virtual-time-budget=5000", "--allow-file-access-from-files",
-         "--dump-dom", frame.as_uri()],
-        workdir / f"profile-{width}",
-    )
-    start = result.stdout.find('<pre id="measurement">')
+    for _ in range(ATTEMPTS):
+        result = run(
+            ["--window-size=1024,900", "--virtual-time-budget=5000", "--allow-file-access-from-files",
+             "--dump-dom", frame.as_uri()],
+            workdir / f"profile-{width}",
+        )
+        start = result.stdout.find('<pre id="measurement">')
+        if start >= 0:
+            break
     assert start >= 0, f"no measurement from chromium: {result.stderr[-500:]}"
     raw = result.stdout[start + len('<pre id="measurement">'):].split("</pre>")[0]
     return json.loads(raw.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
