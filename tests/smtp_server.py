@@ -22,6 +22,7 @@ class Inbox:
         self.messages: list[tuple[str, list[str], EmailMessage]] = []
         self.connections = 0
         self.drop_after: int | None = None  # close the connection after this many messages
+        self.hang_up_on: str = ""  # close the connection instead of answering DATA for this recipient
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if address.startswith("refuse"):
@@ -30,6 +31,9 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.hang_up_on in envelope.rcpt_tos:
+            server.transport.close()  # the message arrived, but its sender never hears so
+            return "250 never sent"
         msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
         if self.drop_after and len(self.messages) % self.drop_after == 0:

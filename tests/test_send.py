@@ -274,3 +274,18 @@ def test_max_rate_paces_batches(sg_config, sendgrid_server, issue, imported):
     assert [len(b["personalizations"]) for b in sendgrid_server.bodies] == [4, 4, 4]  # batches no larger than a second's worth
     # Before each batch after the first, it waits until the rate allows it: ~1 s, then ~2 s after the start.
     assert len(waits) == 2 and 0.5 < waits[0] <= 1.0 and waits[1] > 0.5
+
+
+def test_provider_failure_mid_send_leaves_nothing_in_flight(sg_config, sendgrid_server, issue, imported, sg_run):
+    config_text = sg_config.read_text().replace("batch_size = 1000", "batch_size = 4")
+    sg_config.write_text(config_text)
+    sendgrid_server.answer_next(202)  # the first batch goes through...
+    sendgrid_server.answer_next(500, times=3)  # ...then the provider fails for good
+    result = sg_run("send", issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 1 and "stays pending" in result.output
+    counts = states(sg_config)
+    # The failed batch and the one claimed behind it are pending again; nothing is in flight or unknown.
+    assert (counts["sent"], counts["pending"], counts["in_flight"], counts["unknown"]) == (4, 8, 0, 0)
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    assert sorted(sendgrid_server.received) == sorted(set(sendgrid_server.received))
+    assert len(sendgrid_server.received) == 12

@@ -92,3 +92,18 @@ def test_smtp_server_down_leaves_everything_pending(tmp_path, monkeypatch, sampl
     assert "cannot reach SMTP server" in result.output
     status = runner.invoke(cli, ["--config", str(config), "status", str(sample_issue), "--list", "weekly"])
     assert "pending 12" in status.output
+
+
+def test_smtp_connection_lost_during_data_is_unknown_not_resent(smtp, sample_issue):
+    run, inbox = smtp
+    run("subscribers", "import", SAMPLE, "--list", "weekly")
+    inbox.hang_up_on = "alan@example.com"
+    result = run("send", sample_issue, "--list", "weekly", "--yes")
+    assert result.exit_code == 1
+    assert "unknown: alan@example.com: connection lost during DATA" in result.output
+    assert len(inbox.messages) == 11  # everyone else, over a new connection
+    inbox.hang_up_on = ""
+    again = run("send", sample_issue, "--list", "weekly", "--yes")
+    assert "nothing to send" in again.output and len(inbox.messages) == 11
+    resent = run("send", sample_issue, "--list", "weekly", "--yes", "--resend-unknown")
+    assert resent.exit_code == 0 and [r for _f, r, _m in inbox.messages][-1] == ["alan@example.com"]
