@@ -4,7 +4,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from newsletter import config as config_mod
 from newsletter.cli import cli
@@ -16,6 +18,12 @@ from .conftest import ROOT, SECRET, write_config
 from .webhelpers import LiveServer
 
 pytestmark = pytest.mark.browser
+
+
+def heading_becomes(driver, text: str) -> None:
+    """Wait for the page after a click: a click returns before the next page has loaded."""
+    WebDriverWait(driver, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
+        lambda d: text in d.find_element(By.TAG_NAME, "h1").text)
 
 
 def membership(cfg, address):
@@ -41,7 +49,7 @@ def test_subscribe_confirm_and_unsubscribe_in_a_browser(tmp_path, monkeypatch):
             driver.find_element(By.ID, "name").send_keys("Browser Reader")
             driver.save_screenshot(str(shots / "1-subscribe.png"))
             driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-            assert "Check your inbox" in driver.find_element(By.TAG_NAME, "h1").text
+            heading_becomes(driver, "Check your inbox")
             driver.save_screenshot(str(shots / "2-check-inbox.png"))
             assert membership(cfg, "browser.reader@example.com")[0] == "unconfirmed"
 
@@ -49,10 +57,11 @@ def test_subscribe_confirm_and_unsubscribe_in_a_browser(tmp_path, monkeypatch):
             assert rcpt == ["browser.reader@example.com"]
             link = re.search(r"(http://127\.0\.0\.1:\d+/confirm/\S+)", msg.get_body(("plain",)).get_content()).group(1)
             driver.get(link)
+            heading_becomes(driver, "Confirm your subscription")
             assert membership(cfg, "browser.reader@example.com")[0] == "unconfirmed"  # opening it is not enough
             driver.save_screenshot(str(shots / "3-confirm.png"))
             driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-            assert "You are subscribed" in driver.find_element(By.TAG_NAME, "h1").text
+            heading_becomes(driver, "You are subscribed")
             assert membership(cfg, "browser.reader@example.com")[0] == "active"
 
             # The issue goes out; its unsubscribe link leads to the page with the button.
@@ -63,11 +72,12 @@ def test_subscribe_confirm_and_unsubscribe_in_a_browser(tmp_path, monkeypatch):
             unsubscribe = issue_mail["List-Unsubscribe"].strip("<>")
             assert unsubscribe in issue_mail.get_body(("html",)).get_content()
             driver.get(unsubscribe)
+            heading_becomes(driver, "Unsubscribe from Test Weekly")
             assert "b***r@example.com" in driver.page_source
             assert membership(cfg, "browser.reader@example.com")[0] == "active"
             driver.save_screenshot(str(shots / "4-unsubscribe.png"))
             driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-            assert "You are unsubscribed" in driver.find_element(By.TAG_NAME, "h1").text
+            heading_becomes(driver, "You are unsubscribed")
             driver.save_screenshot(str(shots / "5-unsubscribed.png"))
             state, _at, source = membership(cfg, "browser.reader@example.com")
             assert (state, source) == ("unsubscribed", "web")
