@@ -14,7 +14,7 @@ import json
 import operator
 import os
 from contextlib import contextmanager, nullcontext
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -587,14 +587,3 @@ def merge(old_name: str, old_attrs: Mapping[str, str], name: str, attrs: Mapping
     merged = dict(old_attrs)
     merged.update({k: v for k, v in attrs.items() if v != ""})
     return (name or old_name), merged
-
-
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
