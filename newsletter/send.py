@@ -42,6 +42,7 @@ def make_provider(config: Config) -> Provider:
 
 
 def batch_size(config: Config) -> int:
+    """Recipients per provider call for the configured backend (what a dry run reports)."""
     from .providers.sendgrid import MAX_RECIPIENTS
     from .providers.smtp import SmtpProvider
 
