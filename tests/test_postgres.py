@@ -1,0 +1,69 @@
+"""The store, ledger and send path on PostgreSQL, when a server is available.
+
+Set NEWSLETTER_TEST_POSTGRES to a server URL without a database name, for example
+postgresql+psycopg://postgres@/?host=/tmp&port=55432 (`.ci/run` starts one when it can).
+"""
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from newsletter import config as config_mod
+from newsletter.cli import cli
+from newsletter.ledger import Ledger
+from newsletter.store import Store
+
+from .conftest import ROOT, SECRET, write_config
+
+SERVER = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
+pytestmark = pytest.mark.skipif(not SERVER, reason="NEWSLETTER_TEST_POSTGRES is not set: no PostgreSQL server to test on")
+SAMPLE = ROOT / "subscribers" / "sample.csv"
+
+
+@pytest.fixture
+def pg_config(tmp_path, monkeypatch, sendgrid_server):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(SERVER.replace("/?", "/postgres?"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    path = write_config(tmp_path, api_base=sendgrid_server.url)
+    path.write_text(path.read_text().replace('url = "sqlite:///newsletter.db"',
+                                             f'url = "{SERVER.replace("/?", f"/{name}?")}"'))
+    yield config_mod.load(path)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_import_send_and_lock_on_postgresql(pg_config, sendgrid_server):
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(cli, ["--config", str(pg_config.path), *map(str, args)])
+
+    issue = ROOT / "issues" / "2026-12-01.md"
+    assert "added 12" in run("subscribers", "import", SAMPLE, "--list", "weekly").output
+    assert "added 0" in run("subscribers", "import", SAMPLE, "--list", "weekly").output
+    assert "recipients:   12" in run("send", issue, "--list", "weekly", "--dry-run").output
+    first = run("send", issue, "--list", "weekly", "--yes", "--limit", "5")
+    assert first.exit_code == 0, first.output
+    run("subscribers", "unsubscribe", "radia@example.org", "--list", "weekly")
+    run("subscribers", "remove", "ken@example.com", "--yes")
+    with Store(pg_config) as store, store.lock("send:2026-12-01:weekly", "busy"):
+        refused = run("send", issue, "--list", "weekly", "--yes")
+    assert refused.exit_code == 2 and "is running" in refused.output
+    rest = run("send", issue, "--list", "weekly", "--yes")
+    assert rest.exit_code == 0, rest.output
+    received = sendgrid_server.received
+    assert len(received) == len(set(received)) == 10
+    assert not {"radia@example.org", "ken@example.com"} & set(received)
+    with Store(pg_config) as store:
+        counts = Ledger(store, "2026-12-01", "weekly").counts()
+        assert (counts["sent"], counts["skipped"], counts["pending"]) == (10, 2, 0)
+        assert store.find("ken@example.com") is None
+    assert run("subscribers", "import", SAMPLE, "--list", "weekly").output.count("kept out 2") == 1
