@@ -177,7 +177,9 @@ def subscribers_add(state: _State, email: str, list_name: str, name: str, attrs:
     """Add one subscriber to a list (or update their name and attributes)."""
     with _store(state) as store:
         subscriber, outcome = store.add(email, list_name, name=name, attributes=_attrs(attrs), status=status)
-    out.print(f"{subscriber.email}: {outcome} on {list_name}")
+    shown = subscriber.email if subscriber else email.strip()
+    out.print(f"{shown}: {outcome} on {list_name}" + ("" if subscriber else " (the address is suppressed)"),
+              markup=False)
 
 
 @subscribers.command("show")

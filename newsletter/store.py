@@ -393,18 +393,19 @@ class Store:
         return found
 
     def add(self, email: str, list_name: str, *, name: str = "", attributes: Mapping[str, str] | None = None,
-            status: str = ACTIVE, source: str = "cli") -> tuple[Subscriber, str]:
+            status: str = ACTIVE, source: str = "cli") -> tuple[Subscriber | None, str]:
         """Add or update one subscriber on one list; returns it and what happened.
 
         What happened is "added", "updated", "already present" or "kept out" (the address left
-        the list or is suppressed, and only a confirmed resubscription brings it back).
+        the list or is suppressed, and only a confirmed resubscription brings it back). A
+        suppressed address that is not stored yet stays unstored, and None is returned for it.
         """
         address = addresses.normalize(email)
         with self.write() as conn:
             list_id = self.list_id(list_name, conn)
             outcome = self._upsert(conn, address, list_id, clean_text(name),
                                    {k: clean_text(str(v)) for k, v in (attributes or {}).items()}, status, source)
-            return self.find(address.email, conn), outcome  # type: ignore[return-value]
+            return self.find(address.email, conn), outcome
 
     def _upsert(self, conn: Connection, address: addresses.Address, list_id: int, name: str,
                 attributes: dict[str, str], status: str, source: str) -> str:
@@ -414,6 +415,8 @@ class Store:
             .where(subscribers.c.email_key == address.key)
         ).first()
         changed = False
+        if row is None and self.is_suppressed(address.key, conn):
+            return "kept out"  # a suppressed (perhaps erased) address is not stored again
         if row is None:
             subscriber_id = conn.execute(
                 subscribers.insert().values(email=address.email, email_key=address.key, name=name,
@@ -506,11 +509,13 @@ class Store:
         conn.execute(memberships.delete().where(memberships.c.subscriber_id == subscriber_id))
         conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
 
-    def request_subscription(self, email: str, list_name: str, name: str = "", source: str = "web") -> tuple[int, bool]:
+    def request_subscription(self, email: str, list_name: str, name: str = "",
+                             source: str = "web") -> tuple[int | None, bool]:
         """A subscribe request (double opt-in): (subscriber id, whether to mail a confirmation).
 
         New addresses and leavers become `unconfirmed` and get a confirmation mail; active
-        members stay as they are; suppressed or complained addresses get nothing.
+        members stay as they are; suppressed or complained addresses get nothing, and a
+        suppressed address that is not stored (an erased person) is not stored again.
         """
         address = addresses.normalize(email)
         with self.write() as conn:
@@ -519,8 +524,8 @@ class Store:
             # An unauthenticated form never changes what we hold about a known address.
             self._upsert(conn, address, list_id, "" if known else clean_text(name)[:300], {}, UNCONFIRMED, source)
             subscriber_id = conn.execute(
-                sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar_one()
-            if self.is_suppressed(address.key, conn):
+                sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
+            if subscriber_id is None or self.is_suppressed(address.key, conn):
                 return subscriber_id, False
             status = conn.execute(sa.select(memberships.c.status).where(
                 memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)).scalar()

@@ -163,7 +163,7 @@ class WebApp:
     def _request_subscription(self, email: str, list_name: str, person: str) -> None:
         subscriber_id, should_mail = self.store.request_subscription(email, list_name, person)
         key = addresses.normalize(email).key
-        if not should_mail or not self.per_email.allow(key):
+        if subscriber_id is None or not should_mail or not self.per_email.allow(key):
             return
         from .send import send_confirmation
 

@@ -152,6 +152,8 @@ def test_remove_erases_and_keeps_only_a_hash(store, cfg, dirty):
     assert not any("alice" in repr(table) for table in dump(cfg))
     report = import_csv(store, dirty, "weekly")
     assert report.kept_out == 1 and store.find("alice@example.com") is None
+    assert store.add("alice@example.com", "weekly")[1] == "kept out"
+    assert store.find("alice@example.com") is None
 
 
 def test_tokens_reject_tampering():
@@ -243,6 +245,8 @@ def test_cli_subscriber_commands(run, dirty, tmp_path):
     assert "already unsubscribed" in run("subscribers", "unsubscribe", "bob@example.org", "--all").output
     assert run("subscribers", "suppress", "carol@example.com", "--reason", "complaint").output.strip() == "suppressed"
     assert "erased" in run("subscribers", "remove", "erin@example.com", "--yes").output
+    again = run("subscribers", "add", "erin@example.com", "--list", "weekly")
+    assert again.exit_code == 0 and "erin@example.com: kept out on weekly (the address is suppressed)" in again.output
     lists = run("subscribers", "lists").output
     assert "weekly" in lists and "daily" in lists
     out = tmp_path / "out.csv"

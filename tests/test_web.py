@@ -116,13 +116,17 @@ def test_subscribe_answer_does_not_reveal_membership(client, web_config, smtp):
         store.suppress("suppressed@example.com", "complaint")
         store.add("complained@example.com", "weekly")
         store.set_status(store.get("complained@example.com").id, "weekly", "complained", "test")
+        store.remove("grace@example.org")  # erased: only a hash is left
     answers = {a: subscribe(client, a) for a in ("ada@example.com", "fresh@example.com", "suppressed@example.com",
-                                                 "complained@example.com")}
+                                                 "complained@example.com", "grace@example.org")}
     texts = {a: re.sub(re.escape(a), "ADDRESS", r.text) for a, r in answers.items()}
     assert len(set(texts.values())) == 1 and all(r.status_code == 200 for r in answers.values())
     assert [rcpt for _f, rcpt, _m in inbox.messages] == [["fresh@example.com"]]
     assert status(web_config, "ada@example.com") == "active"
     assert status(web_config, "complained@example.com") == "complained"
+    with Store(web_config) as store:
+        assert store.find("grace@example.org") is None  # the form does not store an erased address again
+        assert store.find("suppressed@example.com") is None
 
 
 def test_a_leaver_must_confirm_again(client, web_config, smtp):
