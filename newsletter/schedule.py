@@ -13,6 +13,8 @@ import logging
 import re
 import threading
 import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,6 +236,16 @@ def _offline_scheduler(config: Config, store: Store) -> BaseScheduler:
     return scheduler
 
 
+@contextmanager
+def _paused(config: Config, store: Store) -> Iterator[BaseScheduler]:
+    """An offline scheduler for the length of a `with` block, shut down however the block ends."""
+    scheduler = _offline_scheduler(config, store)
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown(wait=False)
+
+
 def pin(config: Config, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
     """Pin a send of an issue to a time; returns the job id and the time (aware)."""
     issue = parse(issue_path, base_url=config.newsletter.base_url)
@@ -242,17 +254,13 @@ def pin(config: Config, issue_path: Path, at: dt.datetime, list_name: str) -> tu
     if when <= dt.datetime.now(dt.UTC):
         raise ConfigError(f"{when:%Y-%m-%d %H:%M %Z} has passed; pin a send to a future time")
     job_id = f"{PIN_PREFIX}{issue.slug}:{list_name}"
-    with Store(config) as store:
-        scheduler = _offline_scheduler(config, store)
-        try:
-            scheduler.add_job(
-                "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz), id=job_id,
-                args=[str(config.path), str(issue_path.resolve()), list_name], replace_existing=True,
-                misfire_grace_time=config.schedule.misfire_grace, coalesce=True, max_instances=1,
-                name=f"{issue.slug} to {list_name}",
-            )
-        finally:
-            scheduler.shutdown(wait=False)
+    with Store(config) as store, _paused(config, store) as scheduler:
+        scheduler.add_job(
+            "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz), id=job_id,
+            args=[str(config.path), str(issue_path.resolve()), list_name], replace_existing=True,
+            misfire_grace_time=config.schedule.misfire_grace, coalesce=True, max_instances=1,
+            name=f"{issue.slug} to {list_name}",
+        )
     return job_id, when
 
 
@@ -264,27 +272,20 @@ class ScheduledJob:
 
 
 def jobs(config: Config) -> list[ScheduledJob]:
-    with Store(config) as store:
-        scheduler = _offline_scheduler(config, store)
-        try:
-            return [ScheduledJob(j.id, j.name, j.next_run_time) for j in scheduler.get_jobs()
-                    if not j.id.startswith("wake")]
-        finally:
-            scheduler.shutdown(wait=False)
+    with Store(config) as store, _paused(config, store) as scheduler:
+        return [ScheduledJob(j.id, j.name, j.next_run_time) for j in scheduler.get_jobs()
+                if not j.id.startswith("wake")]
 
 
 def cancel(config: Config, job_id: str) -> None:
     from apscheduler.jobstores.base import JobLookupError
 
-    with Store(config) as store:
-        scheduler = _offline_scheduler(config, store)
+    with Store(config) as store, _paused(config, store) as scheduler:
         try:
             scheduler.remove_job(job_id)
         except JobLookupError:
             known = ", ".join(j.id for j in scheduler.get_jobs()) or "none"
             raise ConfigError(f"no scheduled job {job_id!r} (scheduled: {known})") from None
-        finally:
-            scheduler.shutdown(wait=False)
 
 
 def pinned_slugs(config: Config, store: Store) -> set[str]:
@@ -341,11 +342,8 @@ def build_scheduler(config: Config, store: Store, list_name: str) -> BaseSchedul
 
 
 def jobstore_lookup(config: Config, store: Store, job_id: str) -> Any:
-    scheduler = _offline_scheduler(config, store)
-    try:
+    with _paused(config, store) as scheduler:
         return scheduler.get_job(job_id)
-    finally:
-        scheduler.shutdown(wait=False)
 
 
 _AT = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}$")
