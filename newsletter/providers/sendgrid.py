@@ -47,10 +47,6 @@ class _MaybeSent(Exception):
     pass
 
 
-def _clean(value: str) -> str:
-    return value.replace("\r", " ").replace("\n", " ")
-
-
 def _message(body: Any) -> list[dict[str, Any]]:
     try:
         data = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
@@ -58,6 +54,10 @@ def _message(body: Any) -> list[dict[str, Any]]:
         return errors if isinstance(errors, list) else []
     except (ValueError, AttributeError):
         return []
+
+
+def _one_line(value: str) -> str:
+    return clean(value, html_escape=False)
 
 
 _json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -102,10 +102,10 @@ class Payload:
                 sender["name"] = envelope.from_name
             rest: dict[str, Any] = {
                 "from": sender,
-                "subject": _clean(envelope.subject_prefix + fill(rendered.subject, {}, html_escape=False)),
+                "subject": _one_line(envelope.subject_prefix + fill(rendered.subject, {}, html_escape=False)),
                 "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": rendered.html}],
                 "categories": [envelope.category],
-                "headers": {"List-Id": _clean(envelope.list_id)},
+                "headers": {"List-Id": _one_line(envelope.list_id)},
             }
             if envelope.reply_to:
                 rest["reply_to"] = {"email": envelope.reply_to}
@@ -151,17 +151,17 @@ class Payload:
 
     def _personalization(self, r: Recipient, keys: list[tuple[str, bool | None, str]]) -> str:
         values = r.values
-        name = _clean(r.name).replace(";", " ").replace(",", " ").strip() if r.name else ""
+        name = _one_line(r.name).replace(";", " ").replace(",", " ").strip() if r.name else ""
         subs = ",".join([
             key + _json_str(values.get(n, "") if escape is None else clean(values.get(n, ""), html_escape=escape))
             for n, escape, key in keys
         ])
-        headers = (_UNSUBSCRIBE_HEADERS % _json_str(f"<{_clean(r.unsubscribe_url)}>")) if r.unsubscribe_url else ""
+        headers = (_UNSUBSCRIBE_HEADERS % _json_str(f"<{_one_line(r.unsubscribe_url)}>")) if r.unsubscribe_url else ""
         args = ",".join([*self._shared_args, *(f"{_json_str(k)}:{_json_str(str(v))}" for k, v in r.custom_args.items())])
         subject = ""
         if self._personal_subject:
             text = self.envelope.subject_prefix + fill(self.envelope.rendered.subject, values, html_escape=False)
-            subject = ',"subject":' + _json_str(_clean(text))
+            subject = ',"subject":' + _json_str(_one_line(text))
         return _PERSONALIZATION_JSON % (_json_str(r.email), ',"name":' + _json_str(name) if name else "", subs,
                                         headers, args, subject)
 
