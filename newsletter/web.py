@@ -162,15 +162,15 @@ class WebApp:
 
     def _request_subscription(self, email: str, list_name: str, person: str) -> None:
         subscriber_id, should_mail = self.store.request_subscription(email, list_name, person)
-        key = addresses.normalize(email).key
-        if subscriber_id is None or not should_mail or not self.per_email.allow(key):
+        address = addresses.normalize(email)
+        if subscriber_id is None or not should_mail or not self.per_email.allow(address.key):
             return
         from .send import send_confirmation
 
         provider = self.provider_factory()
         try:
             result = send_confirmation(self.config, provider, subscriber_id=subscriber_id,
-                                       email=addresses.normalize(email).email, name=person, list_name=list_name)
+                                       email=address.email, name=person, list_name=list_name)
             if result.status != "sent":
                 log.error("confirmation mail to subscriber %s: %s %s", subscriber_id, result.status, result.error)
         except NewsletterError as exc:
