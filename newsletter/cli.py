@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import webbrowser
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
-from . import __version__, config as config_mod, content, render as render_mod
+from . import __version__
+from .app import CONFIG_ENV, STATUSES, DryRunReport, Newsletter, SendReport
 from .errors import NewsletterError
-from .files import atomic_write
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -32,18 +35,47 @@ class _Group(click.Group):
 
 
 class _State:
-    def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-        self._config: config_mod.Config | None = None
+    """The newsletter of `--config`, opened on first use and closed when the command ends."""
+
+    def __init__(self, ctx: click.Context, config_path: str | None) -> None:
+        self.ctx, self.config_path = ctx, config_path
+        self._newsletter: Newsletter | None = None
 
     @property
-    def config(self) -> config_mod.Config:
-        if self._config is None:
-            self._config = config_mod.load(self.config_path)
-        return self._config
+    def nl(self) -> Newsletter:
+        if self._newsletter is None:
+            self._newsletter = Newsletter.from_config(self.config_path)
+            self.ctx.call_on_close(self._newsletter.close)
+        return self._newsletter
 
 
 pass_state = click.make_pass_decorator(_State)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An Event set by SIGTERM or SIGINT for the length of the block; the previous handlers come back after.
+
+    Only process entry points (this CLI) install handlers: the library takes the Event as a stop token.
+    """
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            click.echo(f"received {signal.Signals(signum).name}: finishing the batch in flight, then stopping",
+                       err=True)
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @click.group(cls=_Group)
@@ -51,25 +83,21 @@ pass_state = click.make_pass_decorator(_State)
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    envvar=config_mod.CONFIG_ENV,
+    envvar=CONFIG_ENV,
     help="Configuration file (default: $NEWSLETTER_CONFIG, else ./config.toml).",
 )
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Render weekly Markdown issues to email, keep subscriber lists, and send each issue once."""
-    ctx.obj = _State(config_path)
+    ctx.obj = _State(ctx, config_path)
 
 
 def _warn(warnings: tuple[str, ...] | list[str]) -> None:
+    from rich.markup import escape
+
     for warning in warnings:
-        err.print(f"[yellow]warning:[/] {warning}", markup=True)
-
-
-def render_issue(state: _State, issue_path: str) -> render_mod.Rendered:
-    cfg = state.config
-    issue = content.parse(issue_path, base_url=cfg.newsletter.base_url)
-    return render_mod.render(issue, cfg.newsletter, cfg.templates_dir)
+        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
 
 
 @cli.command()
@@ -79,11 +107,7 @@ def render_issue(state: _State, issue_path: str) -> render_mod.Rendered:
 @pass_state
 def render(state: _State, issue: str, out_dir: str) -> None:
     """Render ISSUE to HTML and plain text, with placeholders left in."""
-    rendered = render_issue(state, issue)
-    target = Path(out_dir)
-    html_path, text_path = target / f"{rendered.slug}.html", target / f"{rendered.slug}.txt"
-    atomic_write(html_path, rendered.html)
-    atomic_write(text_path, rendered.text)
+    rendered, html_path, text_path = state.nl.write_rendered(issue, out_dir)
     out.print(f"{html_path}  {rendered.size / 1024:.1f} KB")
     out.print(f"{text_path}  {len(rendered.text.encode()) / 1024:.1f} KB")
     _warn(rendered.warnings)
@@ -97,11 +121,8 @@ def render(state: _State, issue: str, out_dir: str) -> None:
 @pass_state
 def preview(state: _State, issue: str, host: str, port: int, open_browser: bool) -> None:
     """Serve ISSUE with sample subscriber values filled in, until Ctrl-C."""
-    from .preview import make_server, sample_values
-
-    rendered = render_issue(state, issue)
+    rendered, server = state.nl.preview_server(issue, host, port)
     _warn(rendered.warnings)
-    server = make_server(rendered, sample_values(state.config.newsletter.base_url, rendered.slug), host, port)
     url = f"http://{host}:{server.server_address[1]}/"
     out.print(f"Previewing {rendered.slug} at {url} (plain text at {url}text); Ctrl-C stops.")
     if open_browser:
@@ -112,12 +133,6 @@ def preview(state: _State, issue: str, host: str, port: int, open_browser: bool)
         pass
     finally:
         server.server_close()
-
-
-def _store(state: _State):
-    from .store import Store
-
-    return Store(state.config)
 
 
 @cli.group()
@@ -138,15 +153,13 @@ def subscribers_import(state: _State, file: str, list_name: str, status: str, st
     """Import subscribers from a CSV file with an 'email' column."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .csvio import import_csv
-
-    with _store(state) as store, Progress(
+    with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=err, transient=True, disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task("importing", total=None)
-        report = import_csv(store, file, list_name, status=status, strict=strict, rejects_path=rejects_path,
-                            progress=lambda n: progress.update(task, description=f"importing: {n:,} rows read"))
+        report = state.nl.import_csv(file, list_name, status=status, strict=strict, rejects_path=rejects_path,
+                                     progress=lambda n: progress.update(task, description=f"importing: {n:,} rows read"))
     out.print(report.summary())
     for line, reason in report.reject_samples:
         err.print(f"{file}:{line}: rejected: {reason}")
@@ -175,8 +188,7 @@ def _attrs(pairs: tuple[str, ...]) -> dict[str, str]:
 @pass_state
 def subscribers_add(state: _State, email: str, list_name: str, name: str, attrs: tuple[str, ...], status: str) -> None:
     """Add one subscriber to a list (or update their name and attributes)."""
-    with _store(state) as store:
-        subscriber, outcome = store.add(email, list_name, name=name, attributes=_attrs(attrs), status=status)
+    subscriber, outcome = state.nl.add_subscriber(email, list_name, name=name, attributes=_attrs(attrs), status=status)
     shown = subscriber.email if subscriber else email.strip()
     out.print(f"{shown}: {outcome} on {list_name}" + ("" if subscriber else " (the address is suppressed)"),
               markup=False)
@@ -189,8 +201,7 @@ def subscribers_show(state: _State, email: str) -> None:
     """Show one subscriber: name, attributes, lists and suppression."""
     from rich.markup import escape
 
-    with _store(state) as store:
-        s = store.get(email)
+    s = state.nl.subscriber(email)
     out.print(f"email:      {escape(s.email)}")
     out.print(f"name:       {escape(s.name)}")
     out.print(f"since:      {s.created_at:%Y-%m-%d %H:%M} UTC")
@@ -211,8 +222,7 @@ def subscribers_unsubscribe(state: _State, email: str, list_name: str | None, al
     """Unsubscribe an address from one list or from all of them."""
     if bool(list_name) == all_lists:
         raise click.UsageError("give exactly one of --list NAME or --all")
-    with _store(state) as store:
-        changed = store.unsubscribe(email, list_name)
+    changed = state.nl.unsubscribe_address(email, list_name)
     out.print(f"unsubscribed from {', '.join(changed)}" if changed else "already unsubscribed")
 
 
@@ -222,8 +232,7 @@ def subscribers_unsubscribe(state: _State, email: str, list_name: str | None, al
 @pass_state
 def subscribers_suppress(state: _State, email: str, reason: str) -> None:
     """Never mail an address again, on any list."""
-    with _store(state) as store:
-        new = store.suppress(email, reason)
+    new = state.nl.suppress(email, reason)
     out.print("suppressed" if new else "already suppressed")
 
 
@@ -235,8 +244,7 @@ def subscribers_remove(state: _State, email: str, yes: bool) -> None:
     """Erase a person (GDPR): only a hash stays, so they are never imported again."""
     if not yes:
         click.confirm(f"Erase {email} and everything stored about them?", abort=True, err=True)
-    with _store(state) as store:
-        store.remove(email)
+    state.nl.erase(email)
     out.print("erased; a hashed suppression entry keeps the address from being imported again")
 
 
@@ -246,10 +254,7 @@ def subscribers_lists(state: _State) -> None:
     """Count each list's members by status."""
     from rich.table import Table
 
-    from .store import STATUSES
-
-    with _store(state) as store:
-        counts = store.list_counts()
+    counts = state.nl.list_counts()
     table = Table("list", *STATUSES, "suppressed")
     for name, by_status in counts.items():
         table.add_row(name, *(f"{by_status[s]:,}" for s in (*STATUSES, "suppressed")))
@@ -258,48 +263,24 @@ def subscribers_lists(state: _State) -> None:
 
 @subscribers.command("export")
 @click.option("--list", "list_name", required=True)
-@click.option("--status", type=click.Choice(["unconfirmed", "active", "unsubscribed", "bounced", "complained", "all"]),
+@click.option("--status", type=click.Choice([*STATUSES, "all"]),
               default="active", show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="File to write (default: standard output).")
 @pass_state
 def subscribers_export(state: _State, list_name: str, status: str, out_path: str | None) -> None:
     """Export a list as CSV with the columns import reads."""
-    import io
-
-    from .csvio import export_csv
-
-    with _store(state) as store:
-        if out_path is None:
-            export_csv(store, list_name, sys.stdout, None if status == "all" else status)
-            return
-        buffer = io.StringIO()
-        count = export_csv(store, list_name, buffer, None if status == "all" else status)
-    atomic_write(Path(out_path), buffer.getvalue())
+    if out_path is None:
+        state.nl.export_csv(list_name, sys.stdout, None if status == "all" else status)
+        return
+    count = state.nl.export_csv(list_name, out_path, None if status == "all" else status)
     err.print(f"{count} subscribers written to {out_path}")
 
 
-def _mailing(state: _State, issue_path: str, list_name: str, *, dry_run: bool = False):
-    from .send import Mailing
-
-    cfg = state.config
-    issue = content.parse(issue_path, base_url=cfg.newsletter.base_url)
-    rendered = render_mod.render(issue, cfg.newsletter, cfg.templates_dir)
-    return Mailing(cfg, rendered, list_name, dry_run=dry_run, from_header=issue.from_header, reply_to=issue.reply_to)
-
-
-def _list_option(f):  # type: ignore[no-untyped-def]
+def _list_option(f: F) -> F:
     return click.option("--list", "list_name", help="The list (default: [schedule] list in the config).")(f)
 
 
-def _resolve_list(state: _State, list_name: str | None) -> str:
-    name = list_name or state.config.schedule.list
-    if not name:
-        raise click.UsageError("give --list NAME (or set [schedule] list in the config)")
-    state.config.list(name)
-    return name
-
-
-def _print_dry_run(report) -> None:  # type: ignore[no-untyped-def]
+def _print_dry_run(report: DryRunReport) -> None:
     out.print(f"Dry run of {report.issue} to list {report.list_name}: nothing was sent or recorded.")
     out.print(f"  recipients:   {report.recipients:,} in {report.batches:,} batches of up to {report.batch_size:,}")
     if report.already_sent:
@@ -312,9 +293,8 @@ def _print_dry_run(report) -> None:  # type: ignore[no-untyped-def]
     _warn(report.warnings)
 
 
-def _print_send(report) -> None:  # type: ignore[no-untyped-def]
-    from .ledger import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
-
+def _print_send(report: SendReport) -> None:
+    PENDING, SENT, FAILED, UNKNOWN, SKIPPED = "pending", "sent", "failed", "unknown", "skipped"  # noqa: N806
     run, c = report.this_run, report.counts
     if not sum(run.values()) and not c[PENDING]:
         out.print(f"nothing to send: {report.issue} has no pending recipients on {report.list_name}"
@@ -397,55 +377,38 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
                  out_dir: str | None, limit: int | None, to_address: str | None, yes: bool,
                  max_rate: float | None, resend_unknown: bool) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
-    from . import schedule
-    from . import send as send_mod
-    from .ledger import Ledger
-
-    cfg = state.config
-    name = _resolve_list(state, list_name)
+    nl = state.nl
     if due:
         if issue or dry_run or to_address:
             raise click.UsageError("--due picks the issue itself: give no ISSUE, --dry-run or --to with it")
-        schedule.trigger(cfg)
-        schedule.install_stop_handlers()
-        line, code = schedule.send_due(cfg, name)
-        if line:
-            out.print(line, markup=False)
-        sys.exit(code)
+        with stop_on_signals() as stop:
+            run = nl.send_due(list_name, stop=stop)
+        if run.line:
+            out.print(run.line, markup=False)
+        sys.exit(run.exit_code)
     if not issue:
         raise click.UsageError("give the ISSUE file to send (or --due)")
-    mailing = _mailing(state, issue, name, dry_run=dry_run)
-    with _store(state) as store:
-        if dry_run:
-            report = send_mod.dry_run(store, mailing, send_mod.batch_size(cfg),
-                                      out_dir=Path(out_dir) if out_dir else None, limit=limit or 3)
-            _print_dry_run(report)
-            return
-        provider = send_mod.make_provider(cfg)
-        try:
-            if to_address:
-                result = send_mod.send_test_copy(store, mailing, provider, to_address)
-                out.print(f"test copy to {to_address}: {result.status}"
-                          + (f" ({result.error})" if result.error else ""))
-                _warn(mailing.rendered.warnings)
-                if result.status != "sent":
-                    sys.exit(1)
-                return
-            _warn(mailing.rendered.warnings)
-            if not yes:
-                if not sys.stdin.isatty():
-                    raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
-                recipients, _already, _skipped = Ledger(store, mailing.rendered.slug, name).forecast()
-                if recipients:
-                    click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {name} via "
-                                  f"{cfg.provider.backend}?", abort=True, err=True)
-            schedule.install_stop_handlers()
-            with _Progress(f"sending {mailing.rendered.slug}") as progress:
-                report = send_mod.send(store, mailing, provider, limit=limit, max_rate=max_rate,
-                                       resend_unknown=resend_unknown, progress=progress,
-                                       should_stop=schedule.STOP.is_set)
-        finally:
-            provider.close()
+    name = nl.list_name(list_name)
+    if dry_run:
+        _print_dry_run(nl.dry_run(issue, name, out_dir=out_dir, limit=limit or 3))
+        return
+    mailing = nl.mailing(issue, name)
+    if to_address:
+        result = nl.send_test_copy(mailing, to_address)
+        out.print(f"test copy to {to_address}: {result.status}" + (f" ({result.error})" if result.error else ""))
+        _warn(mailing.rendered.warnings)
+        sys.exit(0 if result.status == "sent" else 1)
+    _warn(mailing.rendered.warnings)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
+        recipients = nl.recipients(mailing)
+        if recipients:
+            click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {name} via "
+                          f"{nl.config.provider.backend}?", abort=True, err=True)
+    with stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
+        report = nl.send(mailing, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
+                         progress=progress, stop=stop)
     _print_send(report)
     sys.exit(report.exit_code)
 
@@ -456,25 +419,17 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
 @pass_state
 def status_command(state: _State, issue: str, list_name: str | None) -> None:
     """Who got ISSUE, who failed and why, and what is still pending or unknown."""
-    from . import events
-    from .ledger import Ledger, STATES
-
-    name = _resolve_list(state, list_name)
-    slug = content.parse(issue, base_url=state.config.newsletter.base_url).slug
-    with _store(state) as store:
-        ledger = Ledger(store, slug, name, create=False)
-        if not ledger.started():
-            out.print(f"{slug} has not been sent to {name}")
-            return
-        counts = ledger.counts()
-        problems = ledger.problems(limit=200)
-        tracked = events.issue_counts(store, slug)
-    out.print(f"{slug} to {name}: " + ", ".join(f"{s} {counts[s]:,}" for s in STATES))
-    out.print("provider events: " + ", ".join(f"{kind} {n:,}" for kind, n in tracked.items()))
+    status = state.nl.status(issue, list_name)
+    if not status.started:
+        out.print(f"{status.issue} has not been sent to {status.list_name}")
+        return
+    counts = status.counts
+    out.print(f"{status.issue} to {status.list_name}: " + ", ".join(f"{s} {n:,}" for s, n in counts.items()))
+    out.print("provider events: " + ", ".join(f"{kind} {n:,}" for kind, n in status.events.items()))
     if counts["unknown"]:
         err.print(f"[bold red]{counts['unknown']:,} unknown[/]: may or may not have been delivered; "
                   f"`send --resend-unknown` re-sends them", markup=True)
-    for email, state_, error, attempts in problems:
+    for email, state_, error, attempts in status.problems:
         out.print(f"  {state_}: {email} (attempts {attempts}): {error}", markup=False)
 
 
@@ -499,37 +454,24 @@ def schedule() -> None:
 @pass_state
 def schedule_add(state: _State, issue: str, at: str, list_name: str | None) -> None:
     """Pin a send of ISSUE to a time."""
+    job_id, when = state.nl.pin(issue, at, list_name)
+    out.print(f"{job_id}: {issue} at {_when(when)}", markup=False)
+
+
+def _when(when: Any) -> str:
+    """A time in the schedule's zone and in UTC."""
     import datetime as dt
 
-    from . import schedule as schedule_mod
-
-    cfg = state.config
-    name = schedule_mod.schedule_list(cfg, list_name)
-    job_id, when = schedule_mod.pin(cfg, Path(issue), schedule_mod.parse_at(at), name)
-    out.print(f"{job_id}: {issue} to {name} at {when:%Y-%m-%d %H:%M %Z} "
-              f"({when.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)", markup=False)
+    return f"{when:%Y-%m-%d %H:%M %Z} ({when.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
 
 
 @schedule.command("list")
 @pass_state
 def schedule_list_command(state: _State) -> None:
     """What is scheduled and when it runs next, in the schedule's zone and UTC."""
-    import datetime as dt
-
-    from . import schedule as schedule_mod
-
-    cfg = state.config
-    tz = schedule_mod.timezone(cfg)
-    weekly = schedule_mod.trigger(cfg).get_next_fire_time(None, dt.datetime.now(tz))
-    if weekly and cfg.schedule.list:
-        out.print(f"weekly:{cfg.schedule.list}  weekly send ({cfg.schedule.cron}) next at "
-                  f"{weekly:%Y-%m-%d %H:%M %Z} ({weekly.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)", markup=False)
-    for job in schedule_mod.jobs(cfg):
-        if job.id.startswith(schedule_mod.WEEKLY_PREFIX):
-            continue
-        when = (f"{job.next_run.astimezone(tz):%Y-%m-%d %H:%M %Z} ({job.next_run.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
-                if job.next_run else "paused")
-        out.print(f"{job.id}  {job.name} at {when}", markup=False)
+    for run in state.nl.scheduled():
+        out.print(f"{run.id}  {run.description} " + (f"next at {_when(run.next_run)}" if run.next_run else "paused"),
+                  markup=False)
 
 
 @schedule.command("cancel")
@@ -537,9 +479,7 @@ def schedule_list_command(state: _State) -> None:
 @pass_state
 def schedule_cancel(state: _State, job_id: str) -> None:
     """Remove a pinned send."""
-    from . import schedule as schedule_mod
-
-    schedule_mod.cancel(state.config, job_id)
+    state.nl.cancel(job_id)
     out.print(f"cancelled {job_id}", markup=False)
 
 
@@ -550,11 +490,9 @@ def scheduler_command(state: _State, list_name: str | None) -> None:
     """Run the weekly schedule and pinned sends until SIGTERM or Ctrl-C."""
     import logging
 
-    from . import schedule as schedule_mod
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = state.config
-    schedule_mod.run_scheduler(cfg, schedule_mod.schedule_list(cfg, list_name))
+    with stop_on_signals() as stop:
+        state.nl.run_scheduler(list_name, stop=stop)
 
 
 @cli.command("serve")
@@ -563,12 +501,13 @@ def scheduler_command(state: _State, list_name: str | None) -> None:
 @pass_state
 def serve(state: _State, host: str, port: int) -> None:
     """Serve subscribe, confirm, unsubscribe, the provider webhook and the archive."""
+    import os
+
     import uvicorn
 
-    from .web import create_app
-
-    app = create_app(state.config)
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="info")
+    os.environ[CONFIG_ENV] = str(state.nl.config.path)  # the app factory below loads this config
+    uvicorn.run("newsletter.web:app", factory=True, host=host, port=port, proxy_headers=True,
+                forwarded_allow_ips="127.0.0.1", log_level="info")
 
 
 def main() -> None:
@@ -576,4 +515,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -18,12 +18,11 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from . import addresses
+from . import addresses, consent
 from .errors import InputError
-from .store import (
-    ACTIVE, LEFT, UNCONFIRMED, Store, clean_text, db_time, executemany, memberships, merge, now, select_in,
-    subscribers, suppressions,
-)
+from .consent import ACTIVE, UNCONFIRMED
+from .schema import memberships, subscribers, suppressions
+from .store import Store, clean_text, db_time, executemany, merge, now, select_in
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 5000
@@ -249,33 +248,36 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             lambda v: sa.select(memberships.c.subscriber_id, memberships.c.status)
             .where(memberships.c.list_id == sa.bindparam("list_id"), memberships.c.subscriber_id.in_(v)),
             list(ids.values()), list_id=list_id)) if existing else {}
-        to_insert, to_activate = [], []
+        to_insert: list[dict[str, Any]] = []
+        to_update: list[dict[str, Any]] = []
         for key in keys:
-            if key in suppressed:
+            subscriber_id = ids.get(key)
+            state = current.get(subscriber_id) if subscriber_id is not None else None
+            decision = consent.decide(consent.IMPORT, state, suppressed=key in suppressed, requested=status)
+            outcome = consent.outcome(decision, created=state is None and not decision.kept_out,
+                                      details_changed=key in changed)
+            if outcome == "kept out":
                 report.kept_out += 1
-                continue
-            subscriber_id = ids[key]
-            state = current.get(subscriber_id)
-            if state is None:
-                to_insert.append({"subscriber_id": subscriber_id, "list_id": list_id, "status": status,
-                                  "changed_at": stamp, "source": source})
+            elif outcome == "added":
                 report.added += 1
-            elif state in LEFT:
-                report.kept_out += 1
-            elif state == UNCONFIRMED and status == ACTIVE:
-                to_activate.append({"b_id": subscriber_id})
-                report.updated += 1
-            elif key in changed:
+            elif outcome == "updated":
                 report.updated += 1
             else:
                 report.present += 1
+            if not decision.changed:
+                continue
+            if state is None:
+                to_insert.append({"subscriber_id": subscriber_id, "list_id": list_id, "status": decision.status,
+                                  "changed_at": stamp, "source": source})
+            else:
+                to_update.append({"b_id": subscriber_id, "b_status": decision.status})
         executemany(conn, memberships.insert(), to_insert)
         executemany(
             conn,
             memberships.update()
             .where(memberships.c.list_id == sa.bindparam("b_list"), memberships.c.subscriber_id == sa.bindparam("b_id"))
-            .values(status=ACTIVE, changed_at=sa.bindparam("b_at"), source=sa.bindparam("b_source")),
-            [{**row, "b_list": list_id, "b_at": stamp, "b_source": source} for row in to_activate],
+            .values(status=sa.bindparam("b_status"), changed_at=sa.bindparam("b_at"), source=sa.bindparam("b_source")),
+            [{**row, "b_list": list_id, "b_at": stamp, "b_source": source} for row in to_update],
         )
 
 

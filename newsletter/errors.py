@@ -3,6 +3,8 @@
 The CLI prints the message and exits with `exit_code`; anything else is a bug and keeps its traceback.
 """
 
+from typing import Any
+
 
 class NewsletterError(Exception):
     """Base of every error the operator can fix; its message is one line that says what to do."""
@@ -38,6 +40,10 @@ class TokenError(NewsletterError):
     """A signed token is forged, altered, expired, or cannot be made without a secret."""
 
 
+class WebhookError(NewsletterError):
+    """A provider webhook call that cannot be trusted: bad or missing signature, or too old."""
+
+
 class SendError(NewsletterError):
     """A send could not go ahead or did not finish; the ledger says exactly where it stopped."""
 
@@ -53,9 +59,9 @@ class ProviderError(SendError):
     that they are recorded and never sent again.
     """
 
-    def __init__(self, message: str, partial: list | None = None) -> None:  # type: ignore[type-arg]
+    def __init__(self, message: str, partial: list[Any] | None = None) -> None:
         super().__init__(message)
-        self.partial = partial or []
+        self.partial: list[Any] = partial or []  # the providers' Results
 
 
 class ProviderAuthError(ProviderError):

@@ -13,45 +13,22 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import addresses
+from . import addresses, consent
 from .errors import InputError
-from .providers.base import KINDS, TrackingEvent
-from .store import (
-    ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED, Store, lists, memberships, metadata, migration, now,
-    subscribers, suppressions,
-)
+from .webhooks.base import KINDS, TrackingEvent
+from .schema import events, lists, memberships, subscribers
+from .store import Store, now
 
 BOUNCE, COMPLAINT, UNSUBSCRIBE = "bounced", "complained", "unsubscribed"
 
-events = sa.Table(
-    "events", metadata,
-    sa.Column("event_key", sa.String(200), primary_key=True),  # the provider's id, or message+kind+time
-    sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("email", sa.String(320), nullable=False),
-    sa.Column("issue", sa.String(200), nullable=True),
-    sa.Column("list_name", sa.String(100), nullable=True),
-    sa.Column("subscriber_id", sa.Integer, nullable=True),
-    sa.Column("message_id", sa.String(200), nullable=True),
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("occurred_at", sa.DateTime, nullable=False),
-    sa.Column("received_at", sa.DateTime, nullable=False),
-    sa.Index("ix_events_issue_kind", "issue", "kind", "subscriber_id"),
-)
-
-
-@migration(3, "provider events")
-def _v3(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[events])
-
-
-def _set_status(conn: Connection, subscriber_id: int, list_name: str, status: str, source: str) -> None:
+def _change(conn: Connection, subscriber_id: int, list_name: str, action: str, to: str, source: str) -> None:
+    """Apply a consent action to the member's list (every list when the event names none)."""
     query = memberships.update().where(memberships.c.subscriber_id == subscriber_id,
-                                       memberships.c.status.in_([ACTIVE, UNCONFIRMED] if status == UNSUBSCRIBED
-                                                                else [ACTIVE, UNCONFIRMED, UNSUBSCRIBED]))
+                                       memberships.c.status.in_(consent.changes_from(action, to)))
     if list_name:
         query = query.where(memberships.c.list_id == sa.select(lists.c.id).where(lists.c.name == list_name)
                             .scalar_subquery())
-    conn.execute(query.values(status=status, changed_at=now(), source=source))
+    conn.execute(query.values(status=to, changed_at=now(), source=source))
 
 
 def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[str]:
@@ -82,15 +59,14 @@ def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[
             counts[event.kind] += 1
             if event.kind in (BOUNCE, COMPLAINT):
                 if subscriber_id is not None:
-                    _set_status(conn, subscriber_id, event.list_name, BOUNCED if event.kind == BOUNCE else COMPLAINED,
-                                source)
-                if not store.is_suppressed(address.key, conn):
-                    conn.execute(suppressions.insert().values(
-                        email_hash=address.hash, email_key=address.key,
-                        reason=f"{event.kind}: {event.reason}"[:300] if event.reason else event.kind,
-                        source=source, created_at=now()))
+                    if event.kind == BOUNCE:
+                        _change(conn, subscriber_id, event.list_name, consent.BOUNCE, consent.BOUNCED, source)
+                    else:
+                        _change(conn, subscriber_id, event.list_name, consent.COMPLAINT, consent.COMPLAINED, source)
+                store.suppress(address.email, f"{event.kind}: {event.reason}" if event.reason else event.kind,
+                               source, conn)
             elif event.kind == UNSUBSCRIBE and subscriber_id is not None:
-                _set_status(conn, subscriber_id, event.list_name, UNSUBSCRIBED, source)
+                _change(conn, subscriber_id, event.list_name, consent.UNSUBSCRIBE, consent.UNSUBSCRIBED, source)
     return counts
 
 

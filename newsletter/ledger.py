@@ -16,54 +16,12 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .store import (
-    ACTIVE, ERASE_HOOKS, Prepared, Store, db_time, executemany, lists, memberships, metadata, migration, now, subscribers,
-    suppressions,
+from .consent import ACTIVE
+from .schema import (
+    DELIVERY_STATES as STATES, FAILED, IN_FLIGHT, PENDING, SENT, SKIPPED, UNKNOWN, deliveries, lists, memberships, sends,
+    subscribers, suppressions,
 )
-
-PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED = "pending", "in_flight", "sent", "failed", "unknown", "skipped"
-STATES = (PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED)
-
-sends = sa.Table(
-    "sends", metadata,
-    sa.Column("issue", sa.String(200), primary_key=True),
-    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
-    sa.Column("subject", sa.Text, nullable=False),
-    sa.Column("recipients", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.DateTime, nullable=False),
-    sa.Column("finished_at", sa.DateTime, nullable=True),
-)
-
-deliveries = sa.Table(
-    "deliveries", metadata,
-    sa.Column("issue", sa.String(200), primary_key=True),
-    sa.Column("subscriber_id", sa.Integer, primary_key=True),
-    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), nullable=False),
-    sa.Column("state", sa.String(20), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("message_id", sa.String(200), nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-    # No index on state on purpose: every row changes state two or three times, and claims walk
-    # the primary key in subscriber order from a cursor instead.
-)
-
-
-@migration(2, "delivery ledger: sends and deliveries")
-def _v2(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[sends, deliveries])
-
-
-def _erase(conn: Connection, subscriber_id: int) -> None:
-    """An erased subscriber is never sent anything still pending."""
-    conn.execute(
-        deliveries.update()
-        .where(deliveries.c.subscriber_id == subscriber_id, deliveries.c.state.in_([PENDING, UNKNOWN]))
-        .values(state=SKIPPED, error="erased", updated_at=now())
-    )
-
-
-ERASE_HOOKS.append(_erase)
+from .store import Prepared, Store, db_time, executemany, now
 
 
 class Claimed(NamedTuple):

@@ -18,7 +18,10 @@ def sample_values(base_url: str, slug: str) -> dict[str, str]:
     }
 
 
-def make_server(rendered: Rendered, values: dict[str, str], host: str, port: int) -> ThreadingHTTPServer:
+PreviewServer = ThreadingHTTPServer
+
+
+def make_server(rendered: Rendered, values: dict[str, str], host: str, port: int) -> PreviewServer:
     """A server whose `/` is the HTML part and `/text` the plain-text part, both filled with `values`."""
     pages = {
         "/": (placeholders.fill(rendered.html, values, html_escape=True), "text/html"),

@@ -3,33 +3,38 @@
 Two ways to run: `newsletter scheduler` (APScheduler 3 with its jobs in the store's database,
 so they survive restarts) or the system's cron calling `newsletter send --due`. Both send the
 oldest issue that is due and not yet sent to the list; the ledger and the send lock make either
-safe to run again and again.
+safe to run again and again. This module decides what is due and keeps the jobs; the sending
+itself is a `Runner` handed in by the front door, so nothing here reaches for process-wide state.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import re
 import threading
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
-from . import config as config_mod
 from .config import Config
 from .content import parse
-from .errors import ConfigError, ContentError, NewsletterError, SendLockedError
-from .ledger import PENDING, Ledger
+from .errors import ConfigError, ContentError, NewsletterError
+from .ledger import Ledger
+from .schema import PENDING
 from .store import Store
 
 log = logging.getLogger("newsletter.schedule")
@@ -41,8 +46,8 @@ WAKE_SECONDS = 30  # how soon a running scheduler sees a send pinned by another 
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DAY_NUMBERS = {name: number for number, name in enumerate(_DAY_NAMES)}
 
-# Set by SIGTERM/SIGINT in a scheduler or a send: the batch with the provider finishes, the rest waits.
-STOP = threading.Event()
+# What a job calls to send: (list, pinned issue file or None for what is due) -> a line for the log.
+Runner = Callable[[str, Path | None], str]
 
 
 def timezone(config: Config) -> zoneinfo.ZoneInfo:
@@ -160,64 +165,57 @@ def due_issue(config: Config, store: Store, list_name: str, now: dt.datetime | N
     return None
 
 
-# -- sending from the schedule -------------------------------------------------------------------
+# -- the jobs ------------------------------------------------------------------------------------
+# Referenced by import path in the job store, so they survive restarts; `runner` is passed in by
+# the running scheduler's executor.
 
 
-def send_due(config: Config, list_name: str, issue_path: Path | None = None) -> tuple[str, int]:
-    """Send the due issue (or `issue_path`) to `list_name`.
-
-    Returns a one-line account of the run ("" when nothing was due) and the exit code.
-    """
-    from . import render as render_mod
-    from .send import Mailing, make_provider, send
-
-    with Store(config) as store:
-        if issue_path is None:
-            found = due_issue(config, store, list_name, exclude=pinned_slugs(config, store))
-            if found is None:
-                return "", 0
-            issue_path = found.path
-        issue = parse(issue_path, base_url=config.newsletter.base_url)
-        rendered = render_mod.render(issue, config.newsletter, config.templates_dir)
-        mailing = Mailing(config, rendered, list_name, from_header=issue.from_header, reply_to=issue.reply_to)
-        provider = make_provider(config)
-        try:
-            report = send(store, mailing, provider, should_stop=STOP.is_set)
-        except SendLockedError as exc:
-            return f"{issue.slug}: {exc}", 0
-        finally:
-            provider.close()
-    run = report.this_run
-    line = (f"{issue.slug} to {list_name}: sent {run['sent']}, failed {run['failed']}, unknown {run['unknown']}, "
-            f"skipped {run['skipped']}, pending {report.counts['pending']} in {report.duration:.1f} s"
-            + (f" ({report.stopped})" if report.stopped else ""))
-    return line, report.exit_code
+def _bound(runner: Runner | None) -> Runner:
+    if runner is None:
+        raise RuntimeError("a newsletter job runs only inside `newsletter scheduler`, which passes its runner")
+    return runner
 
 
-def run_weekly(config_path: str, list_name: str) -> None:
-    """The scheduler's weekly job (referenced by import path, so it survives restarts)."""
-    config = config_mod.load(config_path)
+def run_weekly(config_path: str, list_name: str, *, runner: Runner | None = None) -> None:
+    """The weekly job: send what is due to the list."""
     try:
-        line, _code = send_due(config, list_name)
+        line = _bound(runner)(list_name, None)
     except NewsletterError as exc:
         log.error("weekly send to %s failed: %s", list_name, exc)
         raise
     log.info("weekly run: %s", line or f"nothing due for {list_name}")
 
 
-def run_pinned(config_path: str, issue_path: str, list_name: str) -> None:
-    """The scheduler's job for a send pinned to a time."""
-    config = config_mod.load(config_path)
+def run_pinned(config_path: str, issue_path: str, list_name: str, *, runner: Runner | None = None) -> None:
+    """The job for a send pinned to a time."""
     try:
-        line, _code = send_due(config, list_name, Path(issue_path))
+        line = _bound(runner)(list_name, Path(issue_path))
     except NewsletterError as exc:
         log.error("pinned send of %s to %s failed: %s", issue_path, list_name, exc)
         raise
     log.info("pinned run: %s", line)
 
 
-def _wake() -> None:
+def _wake(**_context: object) -> None:
     """A no-op job: its runs make the scheduler look at the job store for newly pinned sends."""
+
+
+class _RunnerExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """Runs each job with this scheduler's `runner` as a keyword argument.
+
+    Stored jobs hold only an import path and plain arguments; the runner (the front door's
+    send, with its stop token) belongs to the scheduler instance, not to the process.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__(max_workers=4)
+        self._runner = runner
+
+    def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        bound = copy.copy(job)  # a copy made from the job's stored state, so set what that leaves out
+        bound.kwargs = {**job.kwargs, "runner": self._runner}
+        bound._scheduler, bound._jobstore_alias = job._scheduler, job._jobstore_alias
+        super()._do_submit_job(bound, run_times)
 
 
 # -- the job store -------------------------------------------------------------------------------
@@ -246,7 +244,7 @@ def _paused(config: Config, store: Store) -> Iterator[BaseScheduler]:
         scheduler.shutdown(wait=False)
 
 
-def pin(config: Config, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
+def pin(config: Config, store: Store, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
     """Pin a send of an issue to a time; returns the job id and the time (aware)."""
     issue = parse(issue_path, base_url=config.newsletter.base_url)
     tz = timezone(config)
@@ -254,7 +252,7 @@ def pin(config: Config, issue_path: Path, at: dt.datetime, list_name: str) -> tu
     if when <= dt.datetime.now(dt.UTC):
         raise ConfigError(f"{when:%Y-%m-%d %H:%M %Z} has passed; pin a send to a future time")
     job_id = f"{PIN_PREFIX}{issue.slug}:{list_name}"
-    with Store(config) as store, _paused(config, store) as scheduler:
+    with _paused(config, store) as scheduler:
         scheduler.add_job(
             "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz), id=job_id,
             args=[str(config.path), str(issue_path.resolve()), list_name], replace_existing=True,
@@ -271,16 +269,16 @@ class ScheduledJob:
     next_run: dt.datetime | None
 
 
-def jobs(config: Config) -> list[ScheduledJob]:
-    with Store(config) as store, _paused(config, store) as scheduler:
+def jobs(config: Config, store: Store) -> list[ScheduledJob]:
+    with _paused(config, store) as scheduler:
         return [ScheduledJob(j.id, j.name, j.next_run_time) for j in scheduler.get_jobs()
                 if not j.id.startswith("wake")]
 
 
-def cancel(config: Config, job_id: str) -> None:
+def cancel(config: Config, store: Store, job_id: str) -> None:
     from apscheduler.jobstores.base import JobLookupError
 
-    with Store(config) as store, _paused(config, store) as scheduler:
+    with _paused(config, store) as scheduler:
         try:
             scheduler.remove_job(job_id)
         except JobLookupError:
@@ -311,13 +309,14 @@ def _on_event(event: JobExecutionEvent) -> None:
         log.error("job %s failed: %s", event.job_id, event.exception)
 
 
-def build_scheduler(config: Config, store: Store, list_name: str) -> BaseScheduler:
+def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner) -> BaseScheduler:
     """A BlockingScheduler with the weekly job; pinned jobs are already in the store."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     weekly = trigger(config)
     scheduler = BlockingScheduler(
-        jobstores={"default": jobstore(store)}, timezone=timezone(config),
+        jobstores={"default": jobstore(store)}, executors={"default": _RunnerExecutor(runner)},
+        timezone=timezone(config),
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": config.schedule.misfire_grace},
     )
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
@@ -359,33 +358,22 @@ def parse_at(text: str) -> dt.datetime:
         raise ConfigError(f"--at {text!r}: {exc}") from None
 
 
-def install_stop_handlers() -> None:
-    """SIGTERM and SIGINT set STOP: the batch with the provider finishes, the rest stays pending."""
-    import signal
-
-    def stop(signum: int, _frame: Any) -> None:
-        if STOP.is_set():
-            return
-        log.info("received %s: finishing the batch in flight, then stopping", signal.Signals(signum).name)
-        STOP.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-
-def run_scheduler(config: Config, list_name: str) -> None:
-    """Run until SIGTERM or SIGINT. A second scheduler on the same store refuses to start."""
+def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, stop: threading.Event) -> None:
+    """Run until `stop` is set. A second scheduler on the same store refuses to start."""
     trigger(config)  # configuration errors now, not at the first run
-    with Store(config) as store, store.lock(
-        "scheduler", "another `newsletter scheduler` is running on this store; only one may run at a time"
-    ):
-        scheduler = build_scheduler(config, store, list_name)
-        STOP.clear()
-        install_stop_handlers()
+    with store.lock("scheduler", "another `newsletter scheduler` is running on this store; only one may run at a time"):
+        scheduler = build_scheduler(config, store, list_name, runner)
+
+        finished = threading.Event()
 
         def watch() -> None:
-            STOP.wait()
-            scheduler.shutdown(wait=True)  # lets a running send finish its batch
+            stop.wait()
+            while not finished.is_set():
+                try:
+                    scheduler.shutdown(wait=True)  # lets a running send finish its batch
+                    return
+                except SchedulerNotRunningError:  # not started yet: wait for it
+                    finished.wait(0.05)
 
         threading.Thread(target=watch, name="stop-watch", daemon=True).start()
         # Not scheduler.get_jobs() here: a listener runs in the job's thread, and shutdown holds
@@ -395,7 +383,10 @@ def run_scheduler(config: Config, list_name: str) -> None:
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # not every wake-up
         log.info("scheduler started for list %s (%s, %s); next runs: %s", list_name, config.schedule.cron,
                  config.schedule.timezone, next_run(config))
-        scheduler.start()
+        try:
+            scheduler.start()
+        finally:
+            finished.set()
     log.info("scheduler stopped")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from . import placeholders, tokens
 from .config import Config
 from .errors import ProviderError, TokenError
 from .files import atomic_write
-from .ledger import FAILED, PENDING, SKIPPED, UNKNOWN, Claimed, Ledger
+from .ledger import Claimed, Ledger
+from .schema import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
 from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
 from .store import Store
@@ -30,23 +32,16 @@ from .store import Store
 TEST_PREFIX = "[TEST] "
 
 
-def make_provider(config: Config) -> Provider:
-    """The provider `config.toml` chooses; it reads its secret from the environment."""
-    if config.provider.backend == "smtp":
-        from .providers.smtp import SmtpProvider
-
-        return SmtpProvider(config.smtp)
-    from .providers.sendgrid import SendGridProvider
-
-    return SendGridProvider(config.sendgrid)
+StopToken = Callable[[], bool] | threading.Event | None
 
 
-def batch_size(config: Config) -> int:
-    """Recipients per provider call for the configured backend (what a dry run reports)."""
-    from .providers.sendgrid import MAX_RECIPIENTS
-    from .providers.smtp import SmtpProvider
-
-    return SmtpProvider.max_batch if config.provider.backend == "smtp" else min(config.sendgrid.batch_size, MAX_RECIPIENTS)
+def stop_check(stop: StopToken) -> Callable[[], bool]:
+    """A stop token (an Event, a callable, or None for "never") as a callable."""
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    return stop
 
 
 class Mailing:
@@ -119,12 +114,24 @@ class SendReport:
     def exit_code(self) -> int:
         return 1 if self.counts.get(FAILED) or self.counts.get(UNKNOWN) else 0
 
+    def summary(self) -> str:
+        """One line for logs: what this run did and what is left."""
+        run = self.this_run
+        return (f"{self.issue} to {self.list_name}: sent {run[SENT]}, failed {run[FAILED]}, unknown {run[UNKNOWN]}, "
+                f"skipped {run[SKIPPED]}, pending {self.counts.get(PENDING, 0)} in {self.duration:.1f} s"
+                + (f" ({self.stopped})" if self.stopped else ""))
+
 
 def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | None = None,
          max_rate: float | None = None, resend_unknown: bool = False,
-         progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
+         progress: Callable[[int, int], None] | None = None, stop: StopToken = None,
          sleep: Callable[[float], None] = time.sleep) -> SendReport:
-    """Send (or continue sending) the mailing to its list. See the module docstring."""
+    """Send (or continue sending) the mailing to its list. See the module docstring.
+
+    `stop` is checked before each batch: once it is set, the batch with the provider finishes
+    and the rest stays pending for the next run.
+    """
+    should_stop = stop_check(stop)
     slug, list_name = mailing.rendered.slug, mailing.list_name
     ledger = Ledger(store, slug, list_name)
     started = time.monotonic()
@@ -264,13 +271,14 @@ class DryRunReport:
     written: list[Path] = field(default_factory=list)
 
 
-def dry_run(store: Store, mailing: Mailing, batch_size: int, *, out_dir: Path | None = None,
+def dry_run(store: Store, mailing: Mailing, provider: Provider, *, out_dir: Path | None = None,
             limit: int = 3) -> DryRunReport:
-    """Everything a send would do up to the provider call, changing nothing in the store."""
-    from .providers.sendgrid import Payload
-    from .providers.smtp import build_message
+    """Everything a send would do up to the provider call, changing nothing in the store.
 
+    With `out_dir`, the provider's preview files (what it would hand over) are written there.
+    """
     slug, list_name = mailing.rendered.slug, mailing.list_name
+    batch_size = provider.max_batch
     ledger = Ledger(store, slug, list_name, create=False)
     preview = ledger.preview(max(limit, batch_size) if out_dir else 0)
     recipients, already, skipped = ledger.forecast()
@@ -281,15 +289,8 @@ def dry_run(store: Store, mailing: Mailing, batch_size: int, *, out_dir: Path | 
         text_bytes=len(mailing.rendered.text.encode()), warnings=[*mailing.rendered.warnings, *mailing.warnings],
     )
     if out_dir is not None:
-        prepared = [mailing.recipient(c) for c in preview]
-        for index, recipient in enumerate(prepared[:limit], start=1):
-            path = out_dir / f"{slug}-{index:03d}.eml"
-            atomic_write(path, build_message(mailing.envelope, recipient).as_bytes())
-            report.written.append(path)
-        if prepared:
-            path = out_dir / f"{slug}-sendgrid-request.json"
-            atomic_write(path, Payload(mailing.envelope).body(prepared[:batch_size]))
+        for name, data in provider.preview(mailing.envelope, [mailing.recipient(c) for c in preview], limit):
+            path = out_dir / name
+            atomic_write(path, data)
             report.written.append(path)
     return report
-
-

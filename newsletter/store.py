@@ -1,8 +1,7 @@
 """The subscriber store: lists, subscribers, memberships and suppressions, on SQLAlchemy Core.
 
 Any SQLAlchemy URL works. Everything SQLite-specific (WAL, busy timeout, BEGIN IMMEDIATE) sits in
-`_sqlite_setup`. The schema carries a version; `MIGRATIONS` upgrades it in order, so later
-changes never lose data.
+`_sqlite_setup`. The tables are in `schema`; every membership change is decided by `consent`.
 """
 
 from __future__ import annotations
@@ -22,83 +21,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import addresses
+from . import addresses, consent
 from .config import Config, ListSettings
+from .consent import ACTIVE, STATUSES
 from .errors import SendLockedError, StoreError
-
-ACTIVE, UNCONFIRMED, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
-    "active", "unconfirmed", "unsubscribed", "bounced", "complained",
-)
-STATUSES = (UNCONFIRMED, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
-LEFT = (UNSUBSCRIBED, BOUNCED, COMPLAINED)  # never made active again except by a confirmed resubscribe
-
-metadata = sa.MetaData()
-
-schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
-
-lists = sa.Table(
-    "lists", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(100), nullable=False, unique=True),
-    sa.Column("title", sa.String(200), nullable=False),
-    sa.Column("description", sa.Text, nullable=False, default=""),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-)
-
-subscribers = sa.Table(
-    "subscribers", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False),
-    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
-    sa.Column("name", sa.String(300), nullable=False, default=""),
-    sa.Column("attributes", sa.Text, nullable=False, default="{}"),  # JSON object of strings
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-)
-
-memberships = sa.Table(
-    "memberships", metadata,
-    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("changed_at", sa.DateTime, nullable=False),
-    sa.Column("source", sa.String(100), nullable=False),
-    sa.Index("ix_memberships_list_status", "list_id", "status", "subscriber_id"),
-)
-
-suppressions = sa.Table(
-    "suppressions", metadata,
-    sa.Column("email_hash", sa.String(64), primary_key=True),
-    sa.Column("email_key", sa.String(320), nullable=True, unique=True),  # NULL once the person is erased
-    sa.Column("reason", sa.String(300), nullable=False),
-    sa.Column("source", sa.String(100), nullable=False),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-)
-
+from .schema import PENDING, SKIPPED, UNKNOWN, deliveries, lists, memberships, subscribers, suppressions, upgrade
 
 def now() -> dt.datetime:
     """UTC now, naive, as every timestamp in the store."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-# -- migrations ---------------------------------------------------------------------------------
-
-Migration = Callable[[Connection], None]
-MIGRATIONS: list[tuple[int, str, Migration]] = []
-
-
-def migration(version: int, description: str) -> Callable[[Migration], Migration]:
-    def register(fn: Migration) -> Migration:
-        MIGRATIONS.append((version, description, fn))
-        MIGRATIONS.sort(key=lambda m: m[0])
-        return fn
-
-    return register
-
-
-@migration(1, "lists, subscribers, memberships, suppressions")
-def _v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[lists, subscribers, memberships, suppressions])
 
 
 # -- engine -------------------------------------------------------------------------------------
@@ -134,27 +65,6 @@ def make_engine(url: str) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         _sqlite_setup(engine)
     return engine
-
-
-def upgrade(engine: Engine) -> int:
-    """Bring the schema to the newest version; returns the version."""
-    from . import events, ledger  # noqa: F401 - their tables' migrations register on import
-
-    with engine.execution_options(write=True).begin() as conn:
-        schema_version.create(conn, checkfirst=True)
-        current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-        newest = MIGRATIONS[-1][0]
-        if current > newest:
-            raise StoreError(
-                f"the store's schema is version {current}, newer than this program knows ({newest}); upgrade newsletter"
-            )
-        for version, _description, fn in MIGRATIONS:
-            if version > current:
-                fn(conn)
-                conn.execute(schema_version.delete())
-                conn.execute(schema_version.insert().values(version=version))
-                current = version
-    return current
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -396,9 +306,8 @@ class Store:
             status: str = ACTIVE, source: str = "cli") -> tuple[Subscriber | None, str]:
         """Add or update one subscriber on one list; returns it and what happened.
 
-        What happened is "added", "updated", "already present" or "kept out" (the address left
-        the list or is suppressed, and only a confirmed resubscription brings it back). A
-        suppressed address that is not stored yet stays unstored, and None is returned for it.
+        What happened is "added", "updated", "already present" or "kept out" (see `consent`).
+        A suppressed address that is not stored yet stays unstored, and None is returned for it.
         """
         address = addresses.normalize(email)
         with self.write() as conn:
@@ -409,14 +318,16 @@ class Store:
 
     def _upsert(self, conn: Connection, address: addresses.Address, list_id: int, name: str,
                 attributes: dict[str, str], status: str, source: str) -> str:
+        """One row of an import or `add`: store or update the person, then apply `consent.IMPORT`."""
         stamp = now()
+        suppressed = self.is_suppressed(address.key, conn)
         row = conn.execute(
             sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes)
             .where(subscribers.c.email_key == address.key)
         ).first()
-        changed = False
-        if row is None and self.is_suppressed(address.key, conn):
+        if row is None and suppressed:
             return "kept out"  # a suppressed (perhaps erased) address is not stored again
+        details_changed = False
         if row is None:
             subscriber_id = conn.execute(
                 subscribers.insert().values(email=address.email, email_key=address.key, name=name,
@@ -428,42 +339,54 @@ class Store:
             if (merged_name, merged_attrs) != (row.name, json.loads(row.attributes)):
                 conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
                     name=merged_name, attributes=json.dumps(merged_attrs), updated_at=stamp))
-                changed = True
-        if self.is_suppressed(address.key, conn):
-            return "kept out"
-        current = conn.execute(
-            sa.select(memberships.c.status).where(memberships.c.subscriber_id == subscriber_id,
-                                                  memberships.c.list_id == list_id)
-        ).scalar()
-        if current is None:
-            conn.execute(memberships.insert().values(subscriber_id=subscriber_id, list_id=list_id, status=status,
-                                                     changed_at=stamp, source=source))
-            return "added"
-        if current in LEFT:
-            return "kept out"
-        if current == UNCONFIRMED and status == ACTIVE:
-            self._set_status(conn, subscriber_id, list_id, ACTIVE, source)
-            return "updated"
-        return "updated" if changed else "already present"
+                details_changed = True
+        current = self._status(conn, subscriber_id, list_id)
+        decision = consent.decide(consent.IMPORT, current, suppressed=suppressed, requested=status)
+        self._apply(conn, subscriber_id, list_id, current, decision, source)
+        return consent.outcome(decision, created=current is None and not decision.kept_out,
+                               details_changed=details_changed)
 
     def is_suppressed(self, key: str, conn: Connection) -> bool:
         return conn.execute(
             sa.select(suppressions.c.reason).where(suppressions.c.email_hash == addresses.hash_key(key))
         ).first() is not None
 
-    def _set_status(self, conn: Connection, subscriber_id: int, list_id: int, status: str, source: str) -> bool:
-        result = conn.execute(
-            memberships.update()
-            .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id,
-                   memberships.c.status != status)
-            .values(status=status, changed_at=now(), source=source)
-        )
-        return result.rowcount > 0
+    @staticmethod
+    def _status(conn: Connection, subscriber_id: int, list_id: int) -> str | None:
+        found = conn.execute(
+            sa.select(memberships.c.status).where(memberships.c.subscriber_id == subscriber_id,
+                                                  memberships.c.list_id == list_id)
+        ).scalar()
+        return None if found is None else str(found)
 
-    def set_status(self, subscriber_id: int, list_name: str, status: str, source: str) -> bool:
-        """Set one membership's status; True when it changed (so repeating it is harmless)."""
+    @staticmethod
+    def _apply(conn: Connection, subscriber_id: int, list_id: int, current: str | None,
+               decision: consent.Decision, source: str) -> None:
+        """Write a consent decision about one membership."""
+        if not decision.changed or decision.status is None:
+            return
+        if current is None:
+            conn.execute(memberships.insert().values(subscriber_id=subscriber_id, list_id=list_id,
+                                                     status=decision.status, changed_at=now(), source=source))
+        else:
+            conn.execute(memberships.update().where(memberships.c.subscriber_id == subscriber_id,
+                                                    memberships.c.list_id == list_id)
+                         .values(status=decision.status, changed_at=now(), source=source))
+
+    def change(self, subscriber_id: int, list_name: str, action: str, source: str) -> bool:
+        """Apply a consent action to one membership; True when its status changed."""
         with self.write() as conn:
-            return self._set_status(conn, subscriber_id, self.list_id(list_name, conn), status, source)
+            list_id = self.list_id(list_name, conn)
+            row = conn.execute(
+                sa.select(memberships.c.status, subscribers.c.email_key)
+                .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+                .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
+            ).first()
+            if row is None:
+                return False
+            decision = consent.decide(action, str(row.status), suppressed=self.is_suppressed(row.email_key, conn))
+            self._apply(conn, subscriber_id, list_id, str(row.status), decision, source)
+            return decision.changed
 
     def unsubscribe(self, email: str, list_name: str | None, source: str = "cli") -> list[str]:
         """Unsubscribe from one list, or from every list when `list_name` is None; returns the lists changed."""
@@ -473,7 +396,7 @@ class Store:
             self.config.list(list_name)
             if list_name not in subscriber.memberships:
                 raise StoreError(f"{subscriber.email} is not on list {list_name!r}")
-        return [n for n in names if self.set_status(subscriber.id, n, UNSUBSCRIBED, source)]
+        return [n for n in names if self.change(subscriber.id, n, consent.UNSUBSCRIBE, source)]
 
     def suppress(self, email: str, reason: str, source: str = "cli", conn: Connection | None = None) -> bool:
         """Suppress an address on every list, known or not; True when it was not suppressed yet."""
@@ -482,7 +405,7 @@ class Store:
             if self.is_suppressed(address.key, c):
                 return False
             c.execute(suppressions.insert().values(email_hash=address.hash, email_key=address.key,
-                                                   reason=clean_text(reason) or "suppressed", source=source,
+                                                   reason=clean_text(reason)[:300] or "suppressed", source=source,
                                                    created_at=now()))
             return True
 
@@ -494,7 +417,14 @@ class Store:
             if row is None and not self.is_suppressed(address.key, conn):
                 raise StoreError(f"no subscriber with address {email.strip()!r}")
             if row is not None:
-                self._erase_rows(conn, row.id)
+                # Nothing still waiting in a send goes to an erased person.
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.subscriber_id == row.id, deliveries.c.state.in_([PENDING, UNKNOWN]))
+                    .values(state=SKIPPED, error="erased", updated_at=now())
+                )
+                conn.execute(memberships.delete().where(memberships.c.subscriber_id == row.id))
+                conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
             if not self.is_suppressed(address.key, conn):
                 conn.execute(suppressions.insert().values(email_hash=address.hash, email_key=None,
                                                           reason="erased on request", source=source,
@@ -503,52 +433,37 @@ class Store:
                 conn.execute(suppressions.update().where(suppressions.c.email_hash == address.hash)
                              .values(email_key=None))
 
-    def _erase_rows(self, conn: Connection, subscriber_id: int) -> None:
-        for hook in ERASE_HOOKS:
-            hook(conn, subscriber_id)
-        conn.execute(memberships.delete().where(memberships.c.subscriber_id == subscriber_id))
-        conn.execute(subscribers.delete().where(subscribers.c.id == subscriber_id))
-
     def request_subscription(self, email: str, list_name: str, name: str = "",
                              source: str = "web") -> tuple[int | None, bool]:
         """A subscribe request (double opt-in): (subscriber id, whether to mail a confirmation).
 
-        New addresses and leavers become `unconfirmed` and get a confirmation mail; active
-        members stay as they are; suppressed or complained addresses get nothing, and a
+        `consent.REQUEST` decides; a confirmation is mailed while the membership is unconfirmed.
+        An unauthenticated form never changes what is held about a known address, and a
         suppressed address that is not stored (an erased person) is not stored again.
         """
         address = addresses.normalize(email)
         with self.write() as conn:
             list_id = self.list_id(list_name, conn)
-            known = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).first()
-            # An unauthenticated form never changes what we hold about a known address.
-            self._upsert(conn, address, list_id, "" if known else clean_text(name)[:300], {}, UNCONFIRMED, source)
+            suppressed = self.is_suppressed(address.key, conn)
             subscriber_id = conn.execute(
                 sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
-            if subscriber_id is None or self.is_suppressed(address.key, conn):
-                return subscriber_id, False
-            status = conn.execute(sa.select(memberships.c.status).where(
-                memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)).scalar()
-            if status in (UNSUBSCRIBED, BOUNCED):  # a leaver must confirm again
-                self._set_status(conn, subscriber_id, list_id, UNCONFIRMED, source)
-                status = UNCONFIRMED
-            return subscriber_id, status == UNCONFIRMED
+            if subscriber_id is None:
+                if suppressed:
+                    return None, False
+                stamp = now()
+                subscriber_id = conn.execute(subscribers.insert().values(
+                    email=address.email, email_key=address.key, name=clean_text(name)[:300], attributes="{}",
+                    created_at=stamp, updated_at=stamp)).inserted_primary_key[0]
+            current = self._status(conn, subscriber_id, list_id)
+            decision = consent.decide(consent.REQUEST, current, suppressed=suppressed)
+            self._apply(conn, subscriber_id, list_id, current, decision, source)
+            return subscriber_id, not decision.kept_out and decision.status == consent.UNCONFIRMED
 
     def confirm(self, subscriber_id: int, list_name: str, source: str = "web confirm") -> str | None:
         """Activate an unconfirmed membership; returns the status after, None when there is none."""
-        with self.write() as conn:
-            list_id = self.list_id(list_name, conn)
-            row = conn.execute(
-                sa.select(memberships.c.status, subscribers.c.email_key)
-                .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
-            ).first()
-            if row is None:
-                return None
-            if row.status == UNCONFIRMED and not self.is_suppressed(row.email_key, conn):
-                self._set_status(conn, subscriber_id, list_id, ACTIVE, source)
-                return ACTIVE
-            return str(row.status)
+        self.change(subscriber_id, list_name, consent.CONFIRM, source)
+        found = self.membership(subscriber_id, list_name)
+        return found[1] if found else None
 
     def membership(self, subscriber_id: int, list_name: str) -> tuple[str, str] | None:
         """(email, status) of one membership, or None."""
@@ -581,10 +496,6 @@ class Store:
             for row in rows:
                 yield {"id": row.id, "email": row.email, "name": row.name, "attributes": json.loads(row.attributes)}
             last = rows[-1].id
-
-
-# Other modules (the ledger) register cleanups for an erased subscriber's rows here.
-ERASE_HOOKS: list[Callable[[Connection, int], None]] = []
 
 
 def merge(old_name: str, old_attrs: Mapping[str, str], name: str, attrs: Mapping[str, str]) -> tuple[str, dict[str, str]]:

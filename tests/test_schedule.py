@@ -190,7 +190,7 @@ def test_schedule_commands_pin_list_and_cancel(tmp_path, monkeypatch):
     assert "2030-06-03 09:30 CEST (2030-06-03 07:30 UTC)" in pinned.output
     listing = run("schedule", "list").output
     assert "weekly:weekly  weekly send (0 9 * * MON) next at" in listing
-    assert "pin:2026-12-01:weekly  2026-12-01 to weekly at 2030-06-03 09:30 CEST (2030-06-03 07:30 UTC)" in listing
+    assert "pin:2026-12-01:weekly  2026-12-01 to weekly next at 2030-06-03 09:30 CEST (2030-06-03 07:30 UTC)" in listing
     assert run("schedule", SAMPLE_ISSUE, "--at", "2030-06-03 10:00").exit_code == 0  # re-pinning replaces
     assert run("schedule", "list").output.count("pin:2026-12-01:weekly") == 1
     past = run("schedule", SAMPLE_ISSUE, "--at", "2020-01-01 09:00")
@@ -231,7 +231,8 @@ def test_pinned_send_survives_a_restart_and_fires_once(tmp_path, sendgrid_server
     cfg = cfg_with(tmp_path, cron="0 9 1 1 *", api_base=sendgrid_server.url)  # weekly job far away
     assert run_cli(cfg.path, "subscribers", "import", str(SAMPLE), "--list", "weekly").wait(60) == 0
     # --at has minute precision: pin through the library for a time seconds away
-    schedule.pin(cfg, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=12), "weekly")
+    with Store(cfg) as store:
+        schedule.pin(cfg, store, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=12), "weekly")
     first = run_cli(cfg.path, "scheduler")
     assert wait_for(lambda: "scheduler started" in (first.stderr.readline() or ""), 30)
     out, err = stop(first)
@@ -254,7 +255,8 @@ def test_run_missed_while_down_is_sent_within_grace_else_reported(tmp_path, send
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     cfg = cfg_with(tmp_path, cron="0 9 1 1 *", grace=grace, api_base=sendgrid_server.url)
     assert run_cli(cfg.path, "subscribers", "import", str(SAMPLE), "--list", "weekly").wait(60) == 0
-    schedule.pin(cfg, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=1), "weekly")
+    with Store(cfg) as store:
+        schedule.pin(cfg, store, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=1), "weekly")
     time.sleep(4)  # the scheduler is down when the send is due
     proc = run_cli(cfg.path, "scheduler")
     if sent:

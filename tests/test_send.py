@@ -133,7 +133,7 @@ def test_rate_limit_waits_until_reset_then_sends(sendgrid_server, monkeypatch):
 
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
     waits: list[float] = []
-    provider = SendGridProvider(SendGridSettings(api_base=sendgrid_server.url, timeout=5, retry_backoff=0.01),
+    provider = SendGridProvider(SendGridSettings(api_base=sendgrid_server.url, timeout=5, retry_backoff=0.01), "SG.test-key",
                                 sleep=waits.append)
     rendered = Rendered("s", None, "Hi %%name%%", "", "<p>%%name%%</p>", "%%name%%", 20)  # type: ignore[arg-type]
     envelope = Envelope(rendered, "from@example.com", "", "", "L <l.example.com>", "s")
@@ -268,7 +268,7 @@ def test_max_rate_paces_batches(sg_config, sendgrid_server, issue, imported):
     rendered = render.render(content.parse(issue, base_url=cfg.newsletter.base_url), cfg.newsletter, cfg.templates_dir)
     waits: list[float] = []
     with Store(cfg) as store:
-        report = send(store, Mailing(cfg, rendered, "weekly"), SendGridProvider(cfg.sendgrid), max_rate=4,
+        report = send(store, Mailing(cfg, rendered, "weekly"), SendGridProvider(cfg.sendgrid, "SG.test-key"), max_rate=4,
                       sleep=waits.append)
     assert report.this_run["sent"] == 12
     assert [len(b["personalizations"]) for b in sendgrid_server.bodies] == [4, 4, 4]  # batches no larger than a second's worth

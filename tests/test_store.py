@@ -10,10 +10,11 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from newsletter import addresses, config as config_mod, tokens
+from newsletter import addresses, config as config_mod, consent, tokens
 from newsletter.csvio import export_csv, import_csv, neutralise
 from newsletter.errors import InputError, TokenError
-from newsletter.store import Store, upgrade, MIGRATIONS
+from newsletter.schema import MIGRATIONS, upgrade
+from newsletter.store import Store
 
 from .conftest import write_config
 
@@ -114,7 +115,7 @@ def test_leavers_are_not_reactivated_by_import(store, dirty):
     import_csv(store, dirty, "weekly")
     store.unsubscribe("bob@example.org", "weekly")
     store.suppress("carol@example.com", reason="asked by phone")
-    store.set_status(store.get("dave@example.com").id, "weekly", "bounced", "test")
+    store.change(store.get("dave@example.com").id, "weekly", consent.BOUNCE, "test")
     report = import_csv(store, dirty, "weekly")
     assert report.kept_out == 3
     assert store.get("bob@example.org").memberships["weekly"][0] == "unsubscribed"

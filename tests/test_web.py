@@ -10,10 +10,12 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from newsletter import config as config_mod, tokens
+from newsletter import config as config_mod, consent, tokens
 from newsletter.cli import cli
 from newsletter.store import Store
-from newsletter.web import create_app, mask
+from newsletter import Newsletter
+from newsletter.web import create_app
+from newsletter.web.security import mask
 
 from . import smtp_server
 from .conftest import ROOT, SECRET, write_config
@@ -54,7 +56,7 @@ def clock():
 
 @pytest.fixture
 def client(web_config, clock):
-    with TestClient(create_app(web_config, clock=lambda: clock["now"]), base_url="https://testserver") as c:
+    with TestClient(create_app(Newsletter(web_config), clock=lambda: clock["now"]), base_url="https://testserver") as c:
         yield c
 
 
@@ -115,7 +117,7 @@ def test_subscribe_answer_does_not_reveal_membership(client, web_config, smtp):
     with Store(web_config) as store:
         store.suppress("suppressed@example.com", "complaint")
         store.add("complained@example.com", "weekly")
-        store.set_status(store.get("complained@example.com").id, "weekly", "complained", "test")
+        store.change(store.get("complained@example.com").id, "weekly", consent.COMPLAINT, "test")
         store.remove("grace@example.org")  # erased: only a hash is left
     answers = {a: subscribe(client, a) for a in ("ada@example.com", "fresh@example.com", "suppressed@example.com",
                                                  "complained@example.com", "grace@example.org")}
@@ -321,7 +323,7 @@ def test_one_click_from_a_dry_run_eml_on_a_real_server(tmp_path, monkeypatch, sm
     url = msg["List-Unsubscribe"].strip("<>")
     address = msg["To"].addresses[0].addr_spec
     cfg = config_mod.load(path)
-    with LiveServer(create_app(cfg), port=port):
+    with LiveServer(create_app(Newsletter(cfg)), port=port):
         request = urllib.request.Request(url, data=b"List-Unsubscribe=One-Click", method="POST",
                                          headers={"Content-Type": "application/x-www-form-urlencoded"})
         with urllib.request.urlopen(request, timeout=10) as response:

@@ -11,6 +11,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from newsletter import config as config_mod
 from newsletter.cli import cli
 from newsletter.store import Store
+from newsletter import Newsletter
 from newsletter.web import create_app
 
 from . import browser, smtp_server
@@ -42,7 +43,7 @@ def test_subscribe_confirm_and_unsubscribe_in_a_browser(tmp_path, monkeypatch):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     try:
-        with LiveServer(create_app(cfg), port=port) as server:
+        with LiveServer(create_app(Newsletter(cfg)), port=port) as server:
             driver.get(f"{server.url}/subscribe/weekly")
             assert "Subscribe to Test Weekly" in driver.title
             driver.find_element(By.ID, "email").send_keys("browser.reader@example.com")

@@ -1,8 +1,36 @@
 """Email providers: each takes finished messages and returns one result per recipient.
 
-A provider knows neither the store nor the ledger; `send` joins them.
+A provider knows neither the store nor the ledger; `send` joins them. `create` picks the one
+`config.toml` names; each backend module is imported only when chosen.
 """
 
-from .base import Envelope, Provider, Recipient, Result
+from __future__ import annotations
 
-__all__ = ["Envelope", "Provider", "Recipient", "Result"]
+import os
+
+from ..config import Config
+from ..errors import ProviderAuthError
+from .base import Envelope, Preview, Provider, Recipient, Result
+
+__all__ = ["Envelope", "Preview", "Provider", "Recipient", "Result", "create"]
+
+
+def _secret(variable: str, what: str, *, required: bool) -> str:
+    value = os.environ.get(variable, "")
+    if required and not value:
+        raise ProviderAuthError(f"environment variable {variable} is not set ({what})")
+    return value
+
+
+def create(config: Config, *, dry_run: bool = False) -> Provider:
+    """The configured provider, its secret read from the environment (a dry run needs none)."""
+    if config.provider.backend == "smtp":
+        from .smtp import SmtpProvider
+
+        settings = config.smtp
+        password = _secret(settings.password_env, "SMTP password", required=not dry_run) if settings.username else ""
+        return SmtpProvider(settings, password)
+    from .sendgrid import SendGridProvider
+
+    api_key = _secret(config.sendgrid.api_key_env, "SendGrid API key", required=not dry_run)
+    return SendGridProvider(config.sendgrid, api_key)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formataddr
@@ -53,6 +51,13 @@ class Result(NamedTuple):
     error: str = ""
 
 
+class Preview(NamedTuple):
+    """One file of a dry run's preview: a name inside the output folder and its bytes."""
+
+    name: str
+    data: bytes
+
+
 class Provider(Protocol):
     """Sends one batch.
 
@@ -66,27 +71,8 @@ class Provider(Protocol):
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]: ...
 
+    def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
+        """The files a dry run writes to show what `send` would hand over; sends nothing, needs no secret."""
+        ...
+
     def close(self) -> None: ...
-
-
-# The kinds of delivery event every provider's events are normalised to.
-KINDS = ("delivered", "deferred", "bounced", "blocked", "dropped", "complained", "unsubscribed", "opened", "clicked")
-
-
-@dataclass(frozen=True)
-class TrackingEvent:
-    """One provider event, normalised (after django-anymail's AnymailTrackingEvent)."""
-
-    kind: str
-    email: str
-    timestamp: dt.datetime  # UTC, naive
-    event_id: str = ""
-    message_id: str = ""
-    issue: str = ""
-    list_name: str = ""
-    subscriber_id: int | None = None
-    reason: str = ""
-
-    @property
-    def key(self) -> str:
-        return self.event_id or f"{self.message_id}|{self.kind}|{self.timestamp.isoformat()}|{self.email.lower()}"

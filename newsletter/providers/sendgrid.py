@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
 import re
 import time
@@ -26,7 +25,8 @@ from python_http_client.exceptions import HTTPError
 from ..config import SendGridSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderUnavailable
 from ..placeholders import SPECIAL, PATTERN, clean, fill
-from .base import Envelope, Recipient, Result, TrackingEvent
+from .base import Envelope, Preview, Recipient, Result
+from .mime import eml_previews
 
 MAX_RECIPIENTS = 1000
 MAX_SUBSTITUTION_BYTES = 10_000
@@ -169,15 +169,22 @@ class Payload:
 class SendGridProvider:
     name = "sendgrid"
 
-    def __init__(self, settings: SendGridSettings, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        api_key = os.environ.get(settings.api_key_env, "")
-        if not api_key:
-            raise ProviderAuthError(f"environment variable {settings.api_key_env} is not set (SendGrid API key)")
+    def __init__(self, settings: SendGridSettings, api_key: str, *,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.max_batch = min(settings.batch_size, MAX_RECIPIENTS)
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=settings.api_base.rstrip("/"))
         self._sleep = sleep
         self._payload: Payload | None = None
+
+    def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
+        """The first `limit` messages as `.eml` files and the first request body exactly as it would be posted."""
+        files = eml_previews(envelope, recipients, limit)
+        batch = list(recipients[:self.max_batch])
+        if batch:
+            files.append(Preview(f"{envelope.rendered.slug}-sendgrid-request.json",
+                                 self._payload_for(envelope).body(batch).encode("utf-8")))
+        return files
 
     def _payload_for(self, envelope: Envelope) -> Payload:
         if self._payload is None or self._payload.envelope is not envelope:
@@ -306,62 +313,3 @@ class SendGridProvider:
 
     def close(self) -> None:
         return None
-
-
-# -- the Event Webhook ----------------------------------------------------------------------------
-
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-
-_EVENT_KINDS = {
-    "delivered": "delivered", "deferred": "deferred", "dropped": "dropped", "spamreport": "complained",
-    "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed", "open": "opened", "click": "clicked",
-}
-
-
-def verify_webhook(public_key: str, payload: bytes, signature: str, timestamp: str, tolerance: int,
-                   now: float | None = None) -> bool:
-    """True when SendGrid signed this payload (ECDSA over timestamp + body) recently enough."""
-    from sendgrid.helpers.eventwebhook import EventWebhook
-
-    if not public_key or not signature or not timestamp.isdigit():
-        return False
-    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
-        return False
-    try:
-        verifier = EventWebhook(public_key)
-        return bool(verifier.verify_signature(payload.decode("utf-8"), signature, timestamp))
-    except (ValueError, TypeError, UnicodeDecodeError):
-        return False
-
-
-def parse_events(payload: bytes) -> list[TrackingEvent]:
-    """SendGrid's event batch as TrackingEvents; unknown event types are left out."""
-    import datetime as dt
-
-    data = json.loads(payload)
-    if not isinstance(data, list):
-        raise ValueError("the body is not a JSON array of events")
-    parsed = []
-    for raw in data:
-        if not isinstance(raw, dict) or not raw.get("email"):
-            continue
-        kind = raw.get("event")
-        if kind == "bounce":
-            kind = "blocked" if raw.get("type") == "blocked" else "bounced"
-        else:
-            kind = _EVENT_KINDS.get(str(kind))
-        if kind is None:
-            continue
-        try:
-            stamp = dt.datetime.fromtimestamp(int(raw.get("timestamp", 0)), dt.UTC).replace(tzinfo=None)
-        except (TypeError, ValueError, OverflowError):
-            stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        subscriber = str(raw.get("subscriber", ""))
-        parsed.append(TrackingEvent(
-            kind=kind, email=str(raw["email"]), timestamp=stamp, event_id=str(raw.get("sg_event_id", "")),
-            message_id=str(raw.get("sg_message_id", "")).split(".")[0], issue=str(raw.get("issue", "")),
-            list_name=str(raw.get("list", "")), subscriber_id=int(subscriber) if subscriber.isdigit() else None,
-            reason=str(raw.get("reason") or raw.get("response") or raw.get("url") or ""),
-        ))
-    return parsed

@@ -1,73 +1,37 @@
 """SMTP with smtplib: one message per recipient over a reused connection.
 
-Messages are built with the standard `email` package (multipart/alternative: text, then HTML).
+Messages are built by `mime` (multipart/alternative: text, then HTML).
 Each message is sent as MAIL, RCPT and DATA separately, so a dropped connection before DATA is
 known to have sent nothing (reconnect and retry), while one during DATA is reported unknown.
 """
 
 from __future__ import annotations
 
-import email.policy
-import os
 import smtplib
 import ssl
 import time
 from collections.abc import Sequence
-from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
 
 from ..config import SmtpSettings
 from ..errors import ProviderAuthError, ProviderUnavailable
-from ..placeholders import fill
-from .base import Envelope, Recipient, Result
+from .base import Envelope, Preview, Recipient, Result
+from .mime import build_message, eml_previews
 
 RECONNECT_TRIES = 3
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
-
-
-# CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
-# limit: a folded List-Unsubscribe would be turned into an encoded word that clients cannot use.
-POLICY = email.policy.SMTP.clone(max_line_length=998)
-
-
-def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
-    """The complete message for one recipient, exactly as it goes over SMTP."""
-    rendered = envelope.rendered
-    msg = EmailMessage(policy=POLICY)
-    msg["Subject"] = _one_line(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
-    msg["From"] = envelope.from_header
-    name = _one_line(recipient.name)
-    msg["To"] = formataddr((name, recipient.email)) if name else recipient.email
-    if envelope.reply_to:
-        msg["Reply-To"] = envelope.reply_to
-    msg["Date"] = formatdate(localtime=False, usegmt=True)
-    domain = envelope.from_email.rpartition("@")[2] or None
-    msg["Message-ID"] = make_msgid(domain=domain)
-    msg["List-Id"] = _one_line(envelope.list_id)
-    if recipient.unsubscribe_url:  # transactional mail (a confirmation request) has none
-        msg["List-Unsubscribe"] = f"<{_one_line(recipient.unsubscribe_url)}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    # Quoted-printable keeps every line under SMTP's 998-octet limit (the HTML is one long line).
-    msg.set_content(fill(rendered.text, recipient.values, html_escape=False), subtype="plain", charset="utf-8",
-                    cte="quoted-printable")
-    msg.add_alternative(fill(rendered.html, recipient.values, html_escape=True), subtype="html", charset="utf-8",
-                        cte="quoted-printable")
-    return msg
 
 
 class SmtpProvider:
     name = "smtp"
     max_batch = 100
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, password: str = "") -> None:
         self.settings = settings
-        self.password = os.environ.get(settings.password_env, "") if settings.username else ""
-        if settings.username and not self.password:
-            raise ProviderAuthError(f"environment variable {settings.password_env} is not set (SMTP password)")
+        self.password = password
         self._conn: smtplib.SMTP | None = None
+
+    def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
+        """What a dry run writes: the first `limit` messages as `.eml` files."""
+        return eml_previews(envelope, recipients, limit)
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings

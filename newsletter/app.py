@@ -1,0 +1,451 @@
+"""The front door: `Newsletter(config)` is what the CLI, the scheduler and the web app call.
+
+It owns the store (opened on first use), renders issues, builds providers through one factory,
+and offers every operation the faces need, so the path issue → render → mailing → send is
+written once. It keeps no process-wide state: stopping a send is a token passed in, and
+several `Newsletter` objects can live side by side in one process.
+
+    from newsletter import Newsletter
+
+    with Newsletter.from_config("config.toml") as nl:
+        report = nl.send("issues/2026-12-01.md", "weekly")
+        print(report.summary())
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from . import addresses, consent, content, events, placeholders, providers, tokens
+from .config import CONFIG_ENV, Config, ListSettings, load
+from .consent import STATUSES
+from .csvio import ImportReport, export_csv, import_csv
+from .errors import ConfigError, ContentError, InputError, SendLockedError, WebhookError
+from .files import atomic_write
+from .ledger import Ledger, sent_issues
+from .preview import PreviewServer, make_server, sample_values
+from .providers import Provider, Result
+from .render import Rendered, render
+from .send import DryRunReport, Mailing, SendReport, StopToken, dry_run, send, send_confirmation, send_test_copy
+from .store import Store, Subscriber, clean_text
+
+__all__ = ["CONFIG_ENV", "STATUSES", "ArchivedIssue", "DryRunReport", "DueRun", "LinkedMembership", "Newsletter",
+           "ScheduledRun", "SendReport", "SendStatus", "SubscribeRequest"]
+
+IssueRef = str | os.PathLike[str] | Mailing
+
+
+class ProviderFactory(Protocol):
+    """Makes the provider for a send; `providers.create` is the default, tests pass their own."""
+
+    def __call__(self, config: Config, *, dry_run: bool = False) -> Provider: ...
+
+
+@dataclass(frozen=True)
+class SendStatus:
+    """Where the send of one issue to one list stands."""
+
+    issue: str
+    list_name: str
+    started: bool
+    counts: dict[str, int]
+    problems: list[tuple[str, str, str, int]]  # (email, state, error, attempts) of failed and unknown rows
+    events: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DueRun:
+    """What `send_due` did: the report of the send it ran, if any, and a line for the log."""
+
+    report: SendReport | None
+    line: str
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """A subscribe form submission, accepted: whether a confirmation mail should go out."""
+
+    subscriber_id: int | None
+    email: str
+    address_key: str
+    list_name: str
+    name: str
+    should_mail: bool
+
+
+@dataclass(frozen=True)
+class LinkedMembership:
+    """The membership a signed unsubscribe link points at."""
+
+    list: ListSettings
+    email: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ArchivedIssue:
+    slug: str
+    subject: str
+    date: dt.date
+    preheader: str
+    rendered: Rendered
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    id: str
+    description: str
+    next_run: dt.datetime | None  # in the schedule's zone; None when paused
+
+
+class Newsletter:
+    """One newsletter, as `config.toml` describes it: issues, subscribers, sends and schedule."""
+
+    def __init__(self, config: Config, *, provider_factory: ProviderFactory | None = None) -> None:
+        self.config = config
+        self._provider_factory: ProviderFactory = provider_factory or providers.create
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._unsubscribe_signer: tokens.Signer | None = None
+        self._archive_cache: dict[tuple[Path, float], tuple[content.Issue, Rendered]] = {}
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, *,
+                    provider_factory: ProviderFactory | None = None) -> Newsletter:
+        """Load `path` (else $NEWSLETTER_CONFIG, else ./config.toml) and open the newsletter it describes."""
+        return cls(load(path), provider_factory=provider_factory)
+
+    @property
+    def store(self) -> Store:
+        """The subscriber store, opened (and its schema upgraded) on first use."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = Store(self.config)
+            return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Newsletter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def provider(self, *, dry_run: bool = False) -> Provider:
+        """The configured provider (with its secret from the environment, unless a dry run)."""
+        return self._provider_factory(self.config, dry_run=dry_run)
+
+    # -- issues -------------------------------------------------------------------------------
+
+    def issue(self, path: str | os.PathLike[str]) -> content.Issue:
+        return content.parse(path, base_url=self.config.newsletter.base_url)
+
+    def render(self, path: str | os.PathLike[str]) -> Rendered:
+        """The issue rendered once, placeholders still in."""
+        return render(self.issue(path), self.config.newsletter, self.config.templates_dir)
+
+    def write_rendered(self, path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Rendered, Path, Path]:
+        """Render and write `<slug>.html` and `<slug>.txt` to `out_dir`, each whole or not at all."""
+        rendered = self.render(path)
+        target = Path(out_dir)
+        html_path, text_path = target / f"{rendered.slug}.html", target / f"{rendered.slug}.txt"
+        atomic_write(html_path, rendered.html)
+        atomic_write(text_path, rendered.text)
+        return rendered, html_path, text_path
+
+    def preview_server(self, path: str | os.PathLike[str], host: str, port: int) -> PreviewServer:
+        """A server for the rendered issue filled with sample values; the caller runs and closes it."""
+        rendered = self.render(path)
+        return make_server(rendered, sample_values(self.config.newsletter.base_url, rendered.slug), host, port)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def list_name(self, name: str | None = None) -> str:
+        """`name`, else `[schedule] list`; an error unless the list is declared."""
+        chosen = name or self.config.schedule.list
+        if not chosen:
+            raise ConfigError("give --list NAME (or set [schedule] list in the config)")
+        self.config.list(chosen)
+        return chosen
+
+    def mailing(self, issue: IssueRef, list_name: str | None = None, *, dry_run: bool = False) -> Mailing:
+        """The issue rendered and addressed to a list: what `send`, `dry_run` and test copies take."""
+        if isinstance(issue, Mailing):
+            return issue
+        name = self.list_name(list_name)
+        parsed = self.issue(issue)
+        rendered = render(parsed, self.config.newsletter, self.config.templates_dir)
+        return Mailing(self.config, rendered, name, dry_run=dry_run, from_header=parsed.from_header,
+                       reply_to=parsed.reply_to)
+
+    def dry_run(self, issue: IssueRef, list_name: str | None = None, *, out_dir: str | os.PathLike[str] | None = None,
+                limit: int = 3) -> DryRunReport:
+        """Everything a send would do short of the provider call; changes nothing, needs no API key."""
+        mailing = self.mailing(issue, list_name, dry_run=True)
+        provider = self.provider(dry_run=True)
+        try:
+            return dry_run(self.store, mailing, provider, out_dir=Path(out_dir) if out_dir else None, limit=limit)
+        finally:
+            provider.close()
+
+    def recipients(self, issue: IssueRef, list_name: str | None = None) -> int:
+        """How many people a send run now would mail (reads only)."""
+        mailing = self.mailing(issue, list_name, dry_run=True)
+        return Ledger(self.store, mailing.rendered.slug, mailing.list_name, create=False).forecast()[0]
+
+    def send(self, issue: IssueRef, list_name: str | None = None, *, limit: int | None = None,
+             max_rate: float | None = None, resend_unknown: bool = False,
+             progress: Callable[[int, int], None] | None = None, stop: StopToken = None) -> SendReport:
+        """Send the issue to the list, or continue an interrupted send; nobody gets it twice.
+
+        `stop` (an Event or a callable) ends the send after the batch with the provider; the
+        rest stays pending for the next call.
+        """
+        mailing = self.mailing(issue, list_name)
+        provider = self.provider()
+        try:
+            return send(self.store, mailing, provider, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
+                        progress=progress, stop=stop)
+        finally:
+            provider.close()
+
+    def send_test_copy(self, issue: IssueRef, address: str, list_name: str | None = None) -> Result:
+        """One copy marked [TEST] to `address`, with that subscriber's values; not recorded."""
+        mailing = self.mailing(issue, list_name)
+        provider = self.provider()
+        try:
+            return send_test_copy(self.store, mailing, provider, address)
+        finally:
+            provider.close()
+
+    def status(self, issue: str | os.PathLike[str], list_name: str | None = None) -> SendStatus:
+        """Counts by state, the failed and unknown rows, and provider events of one send."""
+        name = self.list_name(list_name)
+        slug = self.issue(issue).slug
+        ledger = Ledger(self.store, slug, name, create=False)
+        if not ledger.started():
+            return SendStatus(slug, name, False, {}, [], {})
+        return SendStatus(slug, name, True, ledger.counts(), ledger.problems(limit=200),
+                          events.issue_counts(self.store, slug))
+
+    def send_due(self, list_name: str | None = None, *, issue_path: str | os.PathLike[str] | None = None,
+                 now: dt.datetime | None = None, stop: StopToken = None) -> DueRun:
+        """Send the oldest issue that is due (or `issue_path`) to the list; what cron and the scheduler run.
+
+        Quiet when nothing is due; a send already running elsewhere is reported, not an error.
+        """
+        from . import schedule
+
+        name = schedule.schedule_list(self.config, list_name)
+        schedule.trigger(self.config)  # a bad schedule is an error before anything is sent
+        if issue_path is None:
+            found = schedule.due_issue(self.config, self.store, name, now,
+                                       exclude=schedule.pinned_slugs(self.config, self.store))
+            if found is None:
+                return DueRun(None, "", 0)
+            issue_path = found.path
+        mailing = self.mailing(issue_path, name)
+        try:
+            report = self.send(mailing, stop=stop)
+        except SendLockedError as exc:
+            return DueRun(None, f"{mailing.rendered.slug}: {exc}", 0)
+        return DueRun(report, report.summary(), report.exit_code)
+
+    # -- the schedule -------------------------------------------------------------------------
+
+    def pin(self, issue_path: str | os.PathLike[str], at: str, list_name: str | None = None) -> tuple[str, dt.datetime]:
+        """Pin a send of the issue to 'YYYY-MM-DD HH:MM' in the schedule's zone; returns the job id and time."""
+        from . import schedule
+
+        name = schedule.schedule_list(self.config, list_name)
+        return schedule.pin(self.config, self.store, Path(issue_path), schedule.parse_at(at), name)
+
+    def scheduled(self) -> list[ScheduledRun]:
+        """The weekly slot and the pinned sends, with their next run in the schedule's zone."""
+        from . import schedule
+
+        tz = schedule.timezone(self.config)
+        runs = []
+        weekly = schedule.trigger(self.config).get_next_fire_time(None, dt.datetime.now(tz))
+        if weekly and self.config.schedule.list:
+            runs.append(ScheduledRun(f"{schedule.WEEKLY_PREFIX}{self.config.schedule.list}",
+                                     f"weekly send ({self.config.schedule.cron})", weekly))
+        for job in schedule.jobs(self.config, self.store):
+            if not job.id.startswith(schedule.WEEKLY_PREFIX):
+                runs.append(ScheduledRun(job.id, job.name, job.next_run.astimezone(tz) if job.next_run else None))
+        return runs
+
+    def cancel(self, job_id: str) -> None:
+        """Remove a pinned send."""
+        from . import schedule
+
+        schedule.cancel(self.config, self.store, job_id)
+
+    def run_scheduler(self, list_name: str | None = None, *, stop: threading.Event) -> None:
+        """Run the weekly schedule and pinned sends until `stop` is set (blocks)."""
+        from . import schedule
+
+        name = schedule.schedule_list(self.config, list_name)
+
+        def runner(list_: str, issue_path: Path | None) -> str:
+            return self.send_due(list_, issue_path=issue_path, stop=stop).line
+
+        schedule.run_scheduler(self.config, self.store, name, runner, stop)
+
+    # -- subscribers --------------------------------------------------------------------------
+
+    def import_csv(self, path: str | os.PathLike[str], list_name: str, *, status: str = consent.ACTIVE,
+                   strict: bool = False, rejects_path: str | os.PathLike[str] | None = None,
+                   progress: Callable[[int], None] | None = None) -> ImportReport:
+        """Import subscribers from a CSV file with an 'email' column."""
+        return import_csv(self.store, path, list_name, status=status, strict=strict,
+                          rejects_path=rejects_path, progress=progress)
+
+    def export_csv(self, list_name: str, out: IO[str] | str | os.PathLike[str], status: str | None = consent.ACTIVE) -> int:
+        """Write a list as CSV to a stream, or whole-or-nothing to a file path; returns the rows written."""
+        if not isinstance(out, (str, os.PathLike)):
+            return export_csv(self.store, list_name, out, status)
+        import io
+
+        buffer = io.StringIO()
+        count = export_csv(self.store, list_name, buffer, status)
+        atomic_write(Path(out), buffer.getvalue())
+        return count
+
+    def add_subscriber(self, email: str, list_name: str, *, name: str = "", attributes: dict[str, str] | None = None,
+                       status: str = consent.ACTIVE) -> tuple[Subscriber | None, str]:
+        """Add one subscriber (or update their name and attributes); returns them and what happened."""
+        return self.store.add(email, list_name, name=name, attributes=attributes, status=status)
+
+    def subscriber(self, email: str) -> Subscriber:
+        return self.store.get(email)
+
+    def unsubscribe_address(self, email: str, list_name: str | None) -> list[str]:
+        """Unsubscribe from one list, or every list when `list_name` is None; returns the lists changed."""
+        return self.store.unsubscribe(email, list_name)
+
+    def suppress(self, email: str, reason: str) -> bool:
+        """Never mail this address again, on any list; False when it already was."""
+        return self.store.suppress(email, reason)
+
+    def erase(self, email: str) -> None:
+        """Erase a person; a hash keeps the address from being stored again."""
+        self.store.remove(email)
+
+    def list_counts(self) -> dict[str, dict[str, int]]:
+        """Per declared list: members by status, and how many active members are suppressed."""
+        return self.store.list_counts()
+
+    # -- the subscriber-facing side (web) -----------------------------------------------------
+
+    def subscribe(self, email: str, list_name: str, name: str = "") -> SubscribeRequest:
+        """A subscribe request from the public form (double opt-in). InputError for a bad address."""
+        address = addresses.normalize(email)
+        person = clean_text(name)[:200]
+        subscriber_id, should_mail = self.store.request_subscription(address.email, list_name, person)
+        return SubscribeRequest(subscriber_id, address.email, address.key, list_name, person,
+                                should_mail and subscriber_id is not None)
+
+    def send_confirmation(self, request: SubscribeRequest) -> Result:
+        """Mail the confirmation link of a subscribe request."""
+        if request.subscriber_id is None:
+            raise InputError("this subscribe request has nobody to confirm")
+        provider = self.provider()
+        try:
+            return send_confirmation(self.config, provider, subscriber_id=request.subscriber_id, email=request.email,
+                                     name=request.name, list_name=request.list_name)
+        finally:
+            provider.close()
+
+    def confirm(self, token: str, *, now: float | None = None) -> tuple[ListSettings, str | None]:
+        """Act on a confirmation link: the list and the membership's status after (None: no membership).
+
+        TokenError for a forged, altered or expired link; UnknownListError for a list no longer declared.
+        """
+        claims = tokens.check_confirm(self.config.secret(), token, now=now)
+        declared = self.config.list(claims.list_name)
+        return declared, self.store.confirm(claims.subscriber_id, claims.list_name)
+
+    def confirmation_list(self, token: str, *, now: float | None = None) -> ListSettings:
+        """The list a confirmation link is for, checking the link without acting on it."""
+        return self.config.list(tokens.check_confirm(self.config.secret(), token, now=now).list_name)
+
+    def _unsubscribe_claims(self, token: str) -> tokens.Claims:
+        if self._unsubscribe_signer is None:
+            self._unsubscribe_signer = tokens.unsubscribe_signer(self.config.secret())
+        return self._unsubscribe_signer.check(token)
+
+    def unsubscribe_link(self, token: str) -> LinkedMembership | None:
+        """What an unsubscribe link points at, without acting (mail scanners fetch links); None when gone."""
+        claims = self._unsubscribe_claims(token)
+        declared = self.config.list(claims.list_name)
+        found = self.store.membership(claims.subscriber_id, claims.list_name)
+        return LinkedMembership(declared, found[0], found[1]) if found else None
+
+    def unsubscribe(self, token: str, *, source: str = "web") -> LinkedMembership | None:
+        """Act on an unsubscribe link; repeating it is harmless. None when the membership is gone."""
+        claims = self._unsubscribe_claims(token)
+        declared = self.config.list(claims.list_name)
+        self.store.change(claims.subscriber_id, claims.list_name, consent.UNSUBSCRIBE, source)
+        found = self.store.membership(claims.subscriber_id, claims.list_name)
+        return LinkedMembership(declared, found[0], found[1]) if found else None
+
+    def receive_sendgrid_events(self, body: bytes, signature: str, timestamp: str, *,
+                                now: float | None = None) -> tuple[int, Counter[str]]:
+        """Verify and record a SendGrid Event Webhook batch: (events received, counts by kind).
+
+        WebhookError (before anything is read as events) when the signature or its time is wrong.
+        """
+        from .webhooks import sendgrid as sendgrid_webhook
+
+        settings = self.config.sendgrid
+        if not settings.webhook_public_key:
+            raise WebhookError("[sendgrid] webhook_public_key is not set: webhook calls are refused")
+        if not sendgrid_webhook.verify_webhook(settings.webhook_public_key, body, signature, timestamp,
+                                               settings.webhook_tolerance, now=now):
+            raise WebhookError("bad or missing signature")
+        try:
+            parsed = sendgrid_webhook.parse_events(body)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return len(parsed), events.apply(self.store, parsed, "sendgrid webhook")
+
+    def archive(self) -> list[ArchivedIssue]:
+        """Issues that have been sent, newest first, rendered (cached until their file changes)."""
+        sent = {row["issue"] for row in sent_issues(self.store)}
+        found: dict[str, ArchivedIssue] = {}
+        for path in sorted(self.config.issues_dir.glob("*.md")):
+            key = (path, path.stat().st_mtime)
+            if key not in self._archive_cache:
+                try:
+                    parsed = self.issue(path)
+                except ContentError:
+                    continue
+                self._archive_cache[key] = (parsed, render(parsed, self.config.newsletter, self.config.templates_dir))
+            parsed, rendered = self._archive_cache[key]
+            if parsed.slug in sent:
+                found[parsed.slug] = ArchivedIssue(parsed.slug, placeholders.fill(parsed.subject, {}, html_escape=False),
+                                                   parsed.date, parsed.preheader, rendered)
+        return sorted(found.values(), key=lambda a: (a.date, a.slug), reverse=True)
+
+    def web_version(self, slug: str) -> str | None:
+        """The archived issue as a page, personal placeholders replaced by neutral text; None if not sent."""
+        for archived in self.archive():
+            if archived.slug == slug:
+                base = self.config.require_base_url()
+                values = {"name": "reader", "email": "your address", "unsubscribe_url": f"{base}/archive",
+                          "view_url": f"{base}/archive/{slug}"}
+                return placeholders.fill(archived.rendered.html, values, html_escape=True)
+        return None
+

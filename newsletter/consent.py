@@ -1,0 +1,93 @@
+"""Membership and consent rules: the one table of what each action does to a membership.
+
+Every path that changes a membership (the subscribe form, a confirmation link, CSV import,
+`subscribers add`, unsubscribe links and commands, provider bounces and complaints) asks
+`decide` here, so the rule "a leaver is never made active again except by their own
+confirmation" has one home. Suppression and erasure act on the address, not on a list: a
+suppressed address is kept out of every list whatever its membership says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+UNCONFIRMED, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
+    "unconfirmed", "active", "unsubscribed", "bounced", "complained",
+)
+STATUSES: Final = (UNCONFIRMED, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+LEFT: Final = (UNSUBSCRIBED, BOUNCED, COMPLAINED)  # never made active again except by a confirmed resubscribe
+
+# Actions
+REQUEST = "subscribe request"  # the public form (double opt-in)
+CONFIRM = "confirm"  # the person's own confirmation link
+IMPORT = "import"  # CSV import and `subscribers add`, with a requested status (active or unconfirmed)
+UNSUBSCRIBE = "unsubscribe"  # a link, one-click, the command, or the provider's unsubscribe event
+BOUNCE = "bounce"
+COMPLAINT = "complaint"
+ACTIONS: Final = (REQUEST, CONFIRM, IMPORT, UNSUBSCRIBE, BOUNCE, COMPLAINT)
+
+# Targets that are not statuses
+SAME = "same"  # the membership stays as it is
+REQUESTED = "requested"  # the status the import or add asked for
+KEPT_OUT = "kept out"  # refused: the person left, and only their confirmation brings them back
+
+NONE = None  # no membership on this list yet
+
+# TRANSITIONS[action][current status or None] -> a status, SAME, REQUESTED or KEPT_OUT.
+TRANSITIONS: Final[dict[str, dict[str | None, str]]] = {
+    REQUEST: {NONE: UNCONFIRMED, UNCONFIRMED: SAME, ACTIVE: SAME,
+              UNSUBSCRIBED: UNCONFIRMED, BOUNCED: UNCONFIRMED, COMPLAINED: KEPT_OUT},
+    CONFIRM: {NONE: KEPT_OUT, UNCONFIRMED: ACTIVE, ACTIVE: SAME,
+              UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
+    IMPORT: {NONE: REQUESTED, UNCONFIRMED: REQUESTED, ACTIVE: SAME,
+             UNSUBSCRIBED: KEPT_OUT, BOUNCED: KEPT_OUT, COMPLAINED: KEPT_OUT},
+    UNSUBSCRIBE: {NONE: SAME, UNCONFIRMED: UNSUBSCRIBED, ACTIVE: UNSUBSCRIBED,
+                  UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
+    BOUNCE: {NONE: SAME, UNCONFIRMED: BOUNCED, ACTIVE: BOUNCED,
+             UNSUBSCRIBED: BOUNCED, BOUNCED: SAME, COMPLAINED: SAME},
+    COMPLAINT: {NONE: SAME, UNCONFIRMED: COMPLAINED, ACTIVE: COMPLAINED,
+                UNSUBSCRIBED: COMPLAINED, BOUNCED: SAME, COMPLAINED: SAME},
+}
+
+# Actions a suppressed address is refused for: nothing may move it towards being mailed.
+_REFUSED_WHEN_SUPPRESSED: Final = (REQUEST, CONFIRM, IMPORT)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an action does to one membership."""
+
+    status: str | None  # the status after; None when there is (still) no membership
+    changed: bool  # the status differs from before (or a membership is created)
+    kept_out: bool  # refused because the person left or is suppressed
+
+
+def decide(action: str, current: str | None, *, suppressed: bool = False, requested: str = ACTIVE) -> Decision:
+    """Apply the table to one membership whose status is `current` (None: not a member)."""
+    if suppressed and action in _REFUSED_WHEN_SUPPRESSED:
+        return Decision(current, False, True)
+    target = TRANSITIONS[action][current]
+    if target == REQUESTED:
+        if requested not in (ACTIVE, UNCONFIRMED):
+            raise ValueError(f"an import or add can ask for {ACTIVE} or {UNCONFIRMED}, not {requested!r}")
+        target = requested
+    if target == KEPT_OUT:
+        return Decision(current, False, True)
+    if target == SAME:
+        return Decision(current, False, False)
+    return Decision(target, target != current, False)
+
+
+def changes_from(action: str, to: str) -> tuple[str, ...]:
+    """The statuses from which `action` leads to `to`: for set-based updates of many rows."""
+    return tuple(s for s, target in TRANSITIONS[action].items() if s is not None and target == to)
+
+
+def outcome(decision: Decision, *, created: bool, details_changed: bool) -> str:
+    """How import and `add` report one row: added, updated, already present or kept out."""
+    if decision.kept_out:
+        return "kept out"
+    if created:
+        return "added"
+    return "updated" if decision.changed or details_changed else "already present"

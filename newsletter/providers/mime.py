@@ -1,0 +1,57 @@
+"""The complete MIME message for one recipient: what SMTP sends and what a dry run shows.
+
+Built with the standard `email` package: multipart/alternative with the text part first, then
+the HTML, each quoted-printable; the per-recipient headers a mass mailing needs (List-Id,
+List-Unsubscribe with its one-click companion).
+"""
+
+from __future__ import annotations
+
+import email.policy
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+
+from ..placeholders import fill
+from .base import Envelope, Preview, Recipient
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+# CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
+# limit: a folded List-Unsubscribe would be turned into an encoded word that clients cannot use.
+POLICY = email.policy.SMTP.clone(max_line_length=998)
+
+
+def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
+    """The complete message for one recipient, exactly as it goes over SMTP."""
+    rendered = envelope.rendered
+    msg = EmailMessage(policy=POLICY)
+    msg["Subject"] = _one_line(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
+    msg["From"] = envelope.from_header
+    name = _one_line(recipient.name)
+    msg["To"] = formataddr((name, recipient.email)) if name else recipient.email
+    if envelope.reply_to:
+        msg["Reply-To"] = envelope.reply_to
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    domain = envelope.from_email.rpartition("@")[2] or None
+    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["List-Id"] = _one_line(envelope.list_id)
+    if recipient.unsubscribe_url:  # transactional mail (a confirmation request) has none
+        msg["List-Unsubscribe"] = f"<{_one_line(recipient.unsubscribe_url)}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    # Quoted-printable keeps every line under SMTP's 998-octet limit (the HTML is one long line).
+    msg.set_content(fill(rendered.text, recipient.values, html_escape=False), subtype="plain", charset="utf-8",
+                    cte="quoted-printable")
+    msg.add_alternative(fill(rendered.html, recipient.values, html_escape=True), subtype="html", charset="utf-8",
+                        cte="quoted-printable")
+    return msg
+
+
+def eml_previews(envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
+    """The first `limit` recipients' messages as `.eml` files, for a dry run."""
+    slug = envelope.rendered.slug
+    return [Preview(f"{slug}-{index:03d}.eml", build_message(envelope, recipient).as_bytes())
+            for index, recipient in enumerate(recipients[:limit], start=1)]

@@ -1,0 +1,135 @@
+"""Every table of the store, and the ordered migrations that build and upgrade them.
+
+One module holds the whole schema so that the store, the ledger and the event log can share
+tables without importing each other. Migrations are listed explicitly in `MIGRATIONS`, in
+order; a database records the newest one it has run in `schema_version`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import StoreError
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+lists = sa.Table(
+    "lists", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+subscribers = sa.Table(
+    "subscribers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(300), nullable=False, default=""),
+    sa.Column("attributes", sa.Text, nullable=False, default="{}"),  # JSON object of strings
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+memberships = sa.Table(
+    "memberships", metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("changed_at", sa.DateTime, nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Index("ix_memberships_list_status", "list_id", "status", "subscriber_id"),
+)
+
+suppressions = sa.Table(
+    "suppressions", metadata,
+    sa.Column("email_hash", sa.String(64), primary_key=True),
+    sa.Column("email_key", sa.String(320), nullable=True, unique=True),  # NULL once the person is erased
+    sa.Column("reason", sa.String(300), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+sends = sa.Table(
+    "sends", metadata,
+    sa.Column("issue", sa.String(200), primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("recipients", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+)
+
+# A delivery's states: pending → in_flight → sent | failed | unknown | skipped (see `ledger`).
+PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED = "pending", "in_flight", "sent", "failed", "unknown", "skipped"
+DELIVERY_STATES = (PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("issue", sa.String(200), primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("message_id", sa.String(200), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    # No index on state on purpose: every row changes state two or three times, and claims walk
+    # the primary key in subscriber order from a cursor instead.
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("event_key", sa.String(200), primary_key=True),  # the provider's id, or message+kind+time
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("issue", sa.String(200), nullable=True),
+    sa.Column("list_name", sa.String(100), nullable=True),
+    sa.Column("subscriber_id", sa.Integer, nullable=True),
+    sa.Column("message_id", sa.String(200), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Index("ix_events_issue_kind", "issue", "kind", "subscriber_id"),
+)
+
+
+def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
+    def create(conn: Connection) -> None:
+        metadata.create_all(conn, tables=list(tables))
+
+    return create
+
+
+# (version, what it does, the step): run in order, each once, inside one transaction.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "lists, subscribers, memberships, suppressions", _creates(lists, subscribers, memberships, suppressions)),
+    (2, "delivery ledger: sends and deliveries", _creates(sends, deliveries)),
+    (3, "provider events", _creates(events)),
+]
+
+
+def upgrade(engine: Engine) -> int:
+    """Bring the schema to the newest version; returns the version."""
+    with engine.execution_options(write=True).begin() as conn:
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+        newest = MIGRATIONS[-1][0]
+        if current > newest:
+            raise StoreError(
+                f"the store's schema is version {current}, newer than this program knows ({newest}); upgrade newsletter"
+            )
+        for version, _description, step in MIGRATIONS:
+            if version > current:
+                step(conn)
+                conn.execute(schema_version.delete())
+                conn.execute(schema_version.insert().values(version=version))
+                current = version
+    return current

@@ -1,0 +1,59 @@
+"""The subscriber-facing web app: double opt-in, one-click unsubscribe, provider webhooks, archive.
+
+Starlette, served by uvicorn (`newsletter serve`, or any ASGI server: `uvicorn --factory
+newsletter.web:app`). Every route calls the front door (`Newsletter`); database work runs in the
+thread pool. Unsubscribe and confirmation links carry signed tokens; forms carry a double-submit
+CSRF token; a webhook's signature is checked before its body is read as events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from ..app import Newsletter
+from .archive import Archive
+from .pages import Pages
+from .security import SecurityHeaders
+from .subscriptions import Subscriptions
+from .webhooks import Webhooks
+
+__all__ = ["app", "create_app"]
+
+
+def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Starlette:
+    """The ASGI app for one newsletter; `clock` (seconds since the epoch) is for tests."""
+    nl.config.secret()  # links cannot be checked without it: fail at start-up, not at the first click
+    pages = Pages(nl)
+    subscriptions, webhooks, archive = Subscriptions(nl, pages, clock), Webhooks(nl, clock), Archive(nl, pages)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        nl.close()
+
+    app = Starlette(
+        routes=[
+            Route("/subscribe/{list}", subscriptions.subscribe, methods=["GET", "POST"]),
+            Route("/confirm/{token}", subscriptions.confirm, methods=["GET", "POST"]),
+            Route("/unsubscribe/{token}", subscriptions.unsubscribe, methods=["GET", "POST"]),
+            Route("/webhooks/sendgrid", webhooks.sendgrid, methods=["POST"]),
+            Route("/archive", archive.index),
+            Route("/archive/feed.xml", archive.feed),
+            Route("/archive/{slug}", archive.issue),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        lifespan=lifespan,
+    )
+    app.state.newsletter = nl
+    return app
+
+
+def app() -> Starlette:
+    """The app for the config at $NEWSLETTER_CONFIG (else ./config.toml): the factory ASGI servers load."""
+    return create_app(Newsletter.from_config())

@@ -1,0 +1,35 @@
+"""HTML pages from the Jinja2 templates in `templates/web/`, with the CSRF cookie when a form needs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from ..app import Newsletter
+from .security import CSRF_COOKIE
+
+
+class Pages:
+    def __init__(self, nl: Newsletter) -> None:
+        self.nl = nl
+        self.templates = Jinja2Templates(directory=str(nl.config.templates_dir / "web"))
+        self.secure_cookie = nl.config.require_base_url().startswith("https://")
+
+    def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200,
+             csrf: str | None = None) -> Response:
+        response = self.templates.TemplateResponse(
+            request, name, {"newsletter": self.nl.config.newsletter, "csrf": csrf or "", **context},
+            status_code=status)
+        if csrf:
+            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/",
+                                secure=self.secure_cookie)
+        return response
+
+    def error(self, request: Request, status: int, message: str) -> Response:
+        return self.page(request, "message.html", {"title": "Something is wrong", "message": message}, status)
+
+    def message(self, request: Request, title: str, message: str) -> Response:
+        return self.page(request, "message.html", {"title": title, "message": message})

@@ -1,0 +1,116 @@
+"""Subscribe (double opt-in), confirm and unsubscribe: every state change is a POST behind a check."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..app import Newsletter, SubscribeRequest
+from ..errors import InputError, NewsletterError, TokenError, UnknownListError
+from .pages import Pages
+from .security import RateLimiter, csrf_for, csrf_ok, mask
+
+log = logging.getLogger("newsletter.web")
+
+
+class Subscriptions:
+    def __init__(self, nl: Newsletter, pages: Pages, clock: Callable[[], float] = time.time) -> None:
+        self.nl, self.pages, self.clock = nl, pages, clock
+        web = nl.config.web
+        self.per_ip = RateLimiter(web.rate_limit_per_ip, web.rate_limit_window)
+        self.per_email = RateLimiter(web.rate_limit_per_email, web.rate_limit_window)
+
+    async def subscribe(self, request: Request) -> Response:
+        name = request.path_params["list"]
+        try:
+            declared = self.nl.config.list(name)
+        except UnknownListError:
+            return self.pages.error(request, 404, "There is no such list.")
+        csrf = csrf_for(request)
+        if request.method == "GET":
+            return self.pages.page(request, "subscribe.html", {"list": declared, "error": "", "email": "", "name": ""},
+                                   csrf=csrf)
+        form = await request.form()
+        if not csrf_ok(request, form):
+            return self.pages.page(request, "subscribe.html", {"list": declared, "email": "", "name": "",
+                                   "error": "The form expired. Please send it again."}, 403, csrf=csrf)
+        client = request.client.host if request.client else "unknown"
+        if not self.per_ip.allow(client):
+            return self.pages.error(request, 429, "Too many requests from your address. Please try again later.")
+        email, person = str(form.get("email", "")).strip(), str(form.get("name", ""))
+        try:
+            subscription = await run_in_threadpool(self.nl.subscribe, email, name, person)
+        except InputError:
+            return self.pages.page(request, "subscribe.html", {"list": declared, "email": email, "name": person,
+                                   "error": "That does not look like an email address."}, 400, csrf=csrf)
+        if subscription.should_mail and self.per_email.allow(subscription.address_key):
+            await run_in_threadpool(self._mail_confirmation, subscription)
+        # The same answer whatever happened, so the form tells nobody who is subscribed.
+        return self.pages.message(
+            request, "Check your inbox",
+            f"If {email} can be subscribed to {declared.title}, a message with a confirmation "
+            f"link is on its way. The link works for {self.nl.config.web.confirm_ttl // 3600} hours.")
+
+    def _mail_confirmation(self, subscription: SubscribeRequest) -> None:
+        try:
+            result = self.nl.send_confirmation(subscription)
+            if result.status != "sent":
+                log.error("confirmation mail to subscriber %s: %s %s", subscription.subscriber_id, result.status,
+                          result.error)
+        except NewsletterError as exc:
+            log.error("confirmation mail to subscriber %s failed: %s", subscription.subscriber_id, exc)
+
+    async def confirm(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            declared = self.nl.confirmation_list(token, now=self.clock())
+        except TokenError as exc:
+            return self.pages.error(request, 400, f"This confirmation link does not work: {exc}.")
+        except UnknownListError:
+            return self.pages.error(request, 404, "There is no such list.")
+        csrf = csrf_for(request)
+        if request.method == "GET":
+            return self.pages.page(request, "confirm.html", {"list": declared, "token": token}, csrf=csrf)
+        form = await request.form()
+        if not csrf_ok(request, form):
+            return self.pages.page(request, "confirm.html", {"list": declared, "token": token,
+                                   "error": "The form expired. Please press the button again."}, 403, csrf=csrf)
+        try:
+            _list, status = await run_in_threadpool(lambda: self.nl.confirm(token, now=self.clock()))
+        except TokenError as exc:  # expired between the page and the button
+            return self.pages.error(request, 400, f"This confirmation link does not work: {exc}.")
+        if status is None:
+            return self.pages.error(request, 404, "This subscription no longer exists.")
+        if status != "active":
+            return self.pages.message(request, "Not confirmed", f"This address cannot be subscribed to {declared.title}.")
+        return self.pages.message(request, "You are subscribed",
+                                  f"Thank you: {declared.title} will reach you from the next issue.")
+
+    async def unsubscribe(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            found = await run_in_threadpool(self.nl.unsubscribe_link, token)
+        except TokenError:
+            return self.pages.error(request, 400, "This unsubscribe link is not valid. Use the link from the newest email.")
+        except UnknownListError:
+            found = None
+        if found is None:
+            return self.pages.error(request, 404, "This subscription does not exist (any more).")
+        if request.method == "GET":  # never unsubscribes: mail scanners fetch every link
+            return self.pages.page(request, "unsubscribe.html",
+                                   {"list": found.list, "email": mask(found.email), "token": token,
+                                    "done": found.status == "unsubscribed"}, csrf=csrf_for(request))
+        form = await request.form()
+        one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: sent without cookies
+        if not one_click and not csrf_ok(request, form):
+            return self.pages.error(request, 403, "The form expired. Please open the unsubscribe link again.")
+        await run_in_threadpool(lambda: self.nl.unsubscribe(token, source="one-click" if one_click else "web"))
+        return self.pages.message(
+            request, "You are unsubscribed",
+            f"{mask(found.email)} will get no more {found.list.title}. It takes effect at once, "
+            f"including for an issue being sent right now.")

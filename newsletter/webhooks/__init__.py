@@ -1,0 +1,1 @@
+"""Inbound provider events: signature checks and parsing into `TrackingEvent`s, one module per provider."""

@@ -1,0 +1,65 @@
+"""SendGrid's signed Event Webhook: the signature is verified first, then events are normalised.
+
+Kept apart from the sending backend (as django-anymail keeps `webhooks/` beside `backends/`):
+receiving events needs the webhook's public key, never the API key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+from .base import TrackingEvent
+
+
+_EVENT_KINDS = {
+    "delivered": "delivered", "deferred": "deferred", "dropped": "dropped", "spamreport": "complained",
+    "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed", "open": "opened", "click": "clicked",
+}
+
+
+def verify_webhook(public_key: str, payload: bytes, signature: str, timestamp: str, tolerance: int,
+                   now: float | None = None) -> bool:
+    """True when SendGrid signed this payload (ECDSA over timestamp + body) recently enough."""
+    from sendgrid.helpers.eventwebhook import EventWebhook
+
+    if not public_key or not signature or not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    try:
+        verifier = EventWebhook(public_key)
+        return bool(verifier.verify_signature(payload.decode("utf-8"), signature, timestamp))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return False
+
+
+def parse_events(payload: bytes) -> list[TrackingEvent]:
+    """SendGrid's event batch as TrackingEvents; unknown event types are left out."""
+    data = json.loads(payload)
+    if not isinstance(data, list):
+        raise ValueError("the body is not a JSON array of events")
+    parsed = []
+    for raw in data:
+        if not isinstance(raw, dict) or not raw.get("email"):
+            continue
+        kind = raw.get("event")
+        if kind == "bounce":
+            kind = "blocked" if raw.get("type") == "blocked" else "bounced"
+        else:
+            kind = _EVENT_KINDS.get(str(kind))
+        if kind is None:
+            continue
+        try:
+            stamp = dt.datetime.fromtimestamp(int(raw.get("timestamp", 0)), dt.UTC).replace(tzinfo=None)
+        except (TypeError, ValueError, OverflowError):
+            stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        subscriber = str(raw.get("subscriber", ""))
+        parsed.append(TrackingEvent(
+            kind=kind, email=str(raw["email"]), timestamp=stamp, event_id=str(raw.get("sg_event_id", "")),
+            message_id=str(raw.get("sg_message_id", "")).split(".")[0], issue=str(raw.get("issue", "")),
+            list_name=str(raw.get("list", "")), subscriber_id=int(subscriber) if subscriber.isdigit() else None,
+            reason=str(raw.get("reason") or raw.get("response") or raw.get("url") or ""),
+        ))
+    return parsed
