@@ -155,7 +155,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
                 if limit is not None and done >= limit:
                     report.stopped = f"--limit {limit} reached"
                 elif should_stop():
-                    report.stopped = "stopped by signal"
+                    report.stopped = "stopped on request"
                 else:
                     size = batch if limit is None else min(batch, limit - done)
                     claimed, skipped = ledger.claim(size)

@@ -74,7 +74,8 @@ def check_body(body: Any) -> list[dict[str, str]]:
 class FakeSendGrid:
     """The server with its record and script; `start()` runs it in a thread."""
 
-    def __init__(self, api_key: str = "SG.test-key", *, record_bodies: bool = True, max_body: int = 30_000_000) -> None:
+    def __init__(self, api_key: str = "SG.test-key", *, record_bodies: bool = True, max_body: int = 30_000_000,
+                 port: int = 0) -> None:
         self.api_key = api_key
         self.record_bodies = record_bodies
         self.max_body = max_body
@@ -82,7 +83,7 @@ class FakeSendGrid:
         self.received: list[str] = []  # every accepted recipient address, in order
         self.bodies: list[dict[str, Any]] = []
         self.requests = 0
-        self.script: deque[tuple[int, dict[str, str], float]] = deque()
+        self.script: deque[tuple[int, dict[str, str], float, list[dict[str, Any]] | None]] = deque()
         self.reject: dict[str, str] = {}  # address -> message: answer 400 naming its personalization
         self.stall = 0.0  # seconds to sleep before answering (the request is accepted first)
         server = self
@@ -123,11 +124,11 @@ class FakeSendGrid:
                     return self._answer(401, {"errors": [{"message": "The provided authorization grant is invalid, "
                                                                      "expired, or revoked", "field": None}]})
                 if scripted is not None:
-                    status, headers, delay = scripted
+                    status, headers, delay, errors = scripted
                     time.sleep(delay)
                     if status != 202:
-                        return self._answer(status, {"errors": [{"message": f"scripted {status}", "field": None}]},
-                                            headers)
+                        return self._answer(
+                            status, {"errors": errors or [{"message": f"scripted {status}", "field": None}]}, headers)
                 if length > server.max_body:
                     return self._answer(413, {"errors": [{"message": "Payload Too Large", "field": None}]})
                 try:
@@ -151,7 +152,7 @@ class FakeSendGrid:
                     time.sleep(stall)
                 self._answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -166,10 +167,12 @@ class FakeSendGrid:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def answer_next(self, status: int, headers: dict[str, str] | None = None, delay: float = 0.0, times: int = 1) -> None:
+    def answer_next(self, status: int, headers: dict[str, str] | None = None, delay: float = 0.0, times: int = 1,
+                    errors: list[dict[str, Any]] | None = None) -> None:
+        """Answer the next `times` requests with `status` (and these `errors` in the body, if given)."""
         with self.lock:
             for _ in range(times):
-                self.script.append((status, headers or {}, delay))
+                self.script.append((status, headers or {}, delay, errors))
 
 
 def main() -> None:
