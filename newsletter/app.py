@@ -164,10 +164,10 @@ class Newsletter:
         atomic_write(text_path, rendered.text)
         return rendered, html_path, text_path
 
-    def preview_server(self, path: str | os.PathLike[str], host: str, port: int) -> PreviewServer:
-        """A server for the rendered issue filled with sample values; the caller runs and closes it."""
+    def preview_server(self, path: str | os.PathLike[str], host: str, port: int) -> tuple[Rendered, PreviewServer]:
+        """The rendered issue and a server showing it with sample values; the caller runs and closes it."""
         rendered = self.render(path)
-        return make_server(rendered, sample_values(self.config.newsletter.base_url, rendered.slug), host, port)
+        return rendered, make_server(rendered, sample_values(self.config.newsletter.base_url, rendered.slug), host, port)
 
     # -- sending ------------------------------------------------------------------------------
 

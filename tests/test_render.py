@@ -255,22 +255,27 @@ def test_cli_reports_template_error_without_writing(config_path, sample_issue, t
     assert not (tmp_path / "out").exists()
 
 
-def test_preview_server_serves_filled_issue(cfg, sample_issue):
-    import threading
+def test_preview_command_serves_the_filled_issue_until_interrupted(config_path, sample_issue):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
     import urllib.request
 
-    from newsletter.preview import make_server, sample_values
-
-    rendered = render_file(cfg, sample_issue)
-    server = make_server(rendered, sample_values(cfg.newsletter.base_url, rendered.slug), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter.cli", "--config", str(config_path), "preview", str(sample_issue),
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        page = urllib.request.urlopen(base + "/", timeout=5).read().decode()
-        text = urllib.request.urlopen(base + "/text", timeout=5).read().decode()
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        found = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+        assert found, line + process.stderr.read()  # type: ignore[union-attr]
+        page = urllib.request.urlopen(found.group(1), timeout=5).read().decode()
+        text = urllib.request.urlopen(found.group(1) + "text", timeout=5).read().decode()
     finally:
-        server.shutdown()
-        server.server_close()
+        process.send_signal(signal.SIGINT)
+        process.wait(20)
+    assert process.returncode == 0
     assert "Hello Ada Lovelace," in page and "%%" not in page
     assert "https://news.example.com/archive/2026-12-01" in text

@@ -1,0 +1,124 @@
+"""The package's shape: faces call the front door only, layers hold, no import cycle, commands documented."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import click
+
+from newsletter.cli import cli
+
+from .conftest import ROOT
+
+PACKAGE = ROOT / "newsletter"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every newsletter module `path` imports, at the top or inside a function."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("newsletter"))
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rpartition(".")[0]
+            target = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+            if not target.startswith("newsletter"):
+                continue
+            for alias in node.names:  # `from . import x` imports the module x
+                sub = f"{target}.{alias.name}"
+                found.add(sub if (ROOT / Path(*sub.split("."))).with_suffix(".py").exists()
+                          or (ROOT / Path(*sub.split("."))).is_dir() else target)
+    return found - {name}
+
+
+MODULES = {module_name(p): imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def in_web(module: str) -> bool:
+    return module == "newsletter.web" or module.startswith("newsletter.web.")
+
+
+FACES = {"newsletter.cli"} | {m for m in MODULES if in_web(m)}
+
+
+def test_faces_import_the_front_door_and_errors_only():
+    allowed = {"newsletter", "newsletter.app", "newsletter.errors"}
+    for face in FACES:
+        inside = {m for m in MODULES[face] if in_web(m)} if in_web(face) else set()
+        assert MODULES[face] - inside <= allowed, f"{face} imports {sorted(MODULES[face] - inside - allowed)}"
+
+
+def test_faces_are_imported_by_nothing():
+    for module, found in MODULES.items():
+        if module in FACES:
+            continue
+        assert not found & FACES, f"{module} imports the face {sorted(found & FACES)}"
+
+
+def test_no_import_cycle():
+    # Edges between modules; a package's __init__ importing its own submodules is how packages work.
+    graph = {m: {t for t in found if t in MODULES and not (m.endswith(t.rpartition('.')[0]) and t.startswith(m + "."))}
+             for m, found in MODULES.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_layers():
+    def reaches(module: str) -> set[str]:
+        seen, todo = set(), [module]
+        while todo:
+            for nxt in MODULES.get(todo.pop(), set()):
+                if nxt in MODULES and nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    storage = {"newsletter.store", "newsletter.schema", "newsletter.ledger", "newsletter.events", "newsletter.csvio"}
+    for module in ("newsletter.render", "newsletter.content", "newsletter.plaintext"):
+        assert not reaches(module) & storage, f"{module} reaches the store"
+    for module in [m for m in MODULES if m.startswith("newsletter.providers")]:
+        assert not reaches(module) & (storage | {"newsletter.send"}), f"{module} reaches the store or the ledger"
+    # `send` is the one place below the front door that joins a provider with the ledger.
+    joiners = {m for m in MODULES if "newsletter.ledger" in MODULES[m]
+               and any(t.startswith("newsletter.providers") for t in MODULES[m])}
+    assert joiners <= {"newsletter.send", "newsletter.app"}, joiners
+
+
+def test_every_cli_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+
+    def commands(group: click.Group, prefix: str) -> list[str]:
+        found = []
+        for name, command in group.commands.items():
+            if command.hidden:
+                continue
+            if isinstance(command, click.Group):
+                found.extend(commands(command, f"{prefix} {name}"))
+            found.append(f"{prefix} {name}")
+        return found
+
+    missing = [c for c in commands(cli, "newsletter") if c not in readme]
+    assert not missing, f"not in the README: {missing}"
