@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import run_measured, write_config  # noqa: E402
+from common import run_measured, write_config
 
 
 def generate(path: Path, rows: int) -> None:

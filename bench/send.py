@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, run_measured, write_config  # noqa: E402
+from common import ROOT, run_measured, write_config
 
 KEY = "SG.bench-key"
 

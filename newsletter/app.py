@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol, TextIO
 
 from . import addresses, consent, content, events, placeholders, providers, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
@@ -149,13 +149,14 @@ class Newsletter:
     # -- issues -------------------------------------------------------------------------------
 
     def issue(self, path: str | os.PathLike[str]) -> content.Issue:
-        return content.parse(path, base_url=self.config.newsletter.base_url)
+        return content.parse(Path(path), base_url=self.config.newsletter.base_url)
 
     def render(self, path: str | os.PathLike[str]) -> Rendered:
         """The issue rendered once, placeholders still in."""
         return render(self.issue(path), self.config.newsletter, self.config.templates_dir)
 
-    def write_rendered(self, path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Rendered, Path, Path]:
+    def write_rendered(self, path: str | os.PathLike[str],
+                       out_dir: str | os.PathLike[str]) -> tuple[Rendered, Path, Path]:
         """Render and write `<slug>.html` and `<slug>.txt` to `out_dir`, each whole or not at all."""
         rendered = self.render(path)
         target = Path(out_dir)
@@ -167,7 +168,8 @@ class Newsletter:
     def preview_server(self, path: str | os.PathLike[str], host: str, port: int) -> tuple[Rendered, PreviewServer]:
         """The rendered issue and a server showing it with sample values; the caller runs and closes it."""
         rendered = self.render(path)
-        return rendered, make_server(rendered, sample_values(self.config.newsletter.base_url, rendered.slug), host, port)
+        values = sample_values(self.config.newsletter.base_url, rendered.slug)
+        return rendered, make_server(rendered, values, host, port)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -309,10 +311,11 @@ class Newsletter:
                    strict: bool = False, rejects_path: str | os.PathLike[str] | None = None,
                    progress: Callable[[int], None] | None = None) -> ImportReport:
         """Import subscribers from a CSV file with an 'email' column."""
-        return import_csv(self.store, path, list_name, status=status, strict=strict,
-                          rejects_path=rejects_path, progress=progress)
+        return import_csv(self.store, Path(path), list_name, status=status, strict=strict,
+                          rejects_path=Path(rejects_path) if rejects_path else None, progress=progress)
 
-    def export_csv(self, list_name: str, out: IO[str] | str | os.PathLike[str], status: str | None = consent.ACTIVE) -> int:
+    def export_csv(self, list_name: str, out: TextIO | str | os.PathLike[str],
+                   status: str | None = consent.ACTIVE) -> int:
         """Write a list as CSV to a stream, or whole-or-nothing to a file path; returns the rows written."""
         if not isinstance(out, (str, os.PathLike)):
             return export_csv(self.store, list_name, out, status)
@@ -435,8 +438,8 @@ class Newsletter:
                 self._archive_cache[key] = (parsed, render(parsed, self.config.newsletter, self.config.templates_dir))
             parsed, rendered = self._archive_cache[key]
             if parsed.slug in sent:
-                found[parsed.slug] = ArchivedIssue(parsed.slug, placeholders.fill(parsed.subject, {}, html_escape=False),
-                                                   parsed.date, parsed.preheader, rendered)
+                subject = placeholders.fill(parsed.subject, {}, html_escape=False)
+                found[parsed.slug] = ArchivedIssue(parsed.slug, subject, parsed.date, parsed.preheader, rendered)
         return sorted(found.values(), key=lambda a: (a.date, a.slug), reverse=True)
 
     def web_version(self, slug: str) -> str | None:

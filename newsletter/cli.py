@@ -158,8 +158,11 @@ def subscribers_import(state: _State, file: str, list_name: str, status: str, st
         console=err, transient=True, disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task("importing", total=None)
+        def show(rows: int) -> None:
+            progress.update(task, description=f"importing: {rows:,} rows read")
+
         report = state.nl.import_csv(file, list_name, status=status, strict=strict, rejects_path=rejects_path,
-                                     progress=lambda n: progress.update(task, description=f"importing: {n:,} rows read"))
+                                     progress=show)
     out.print(report.summary())
     for line, reason in report.reject_samples:
         err.print(f"{file}:{line}: rejected: {reason}")
@@ -328,7 +331,14 @@ class _Progress:
     def __init__(self, label: str) -> None:
         import time
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
         from rich.text import Text
 
         class Rate(ProgressColumn):
@@ -340,7 +350,7 @@ class _Progress:
         self.label = label
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
                             TimeRemainingColumn(), console=err, transient=True) if err.is_terminal else None
-        self.task = None
+        self.task: Any = None
 
     def __enter__(self):  # type: ignore[no-untyped-def]
         if self.bar:
@@ -366,8 +376,10 @@ class _Progress:
 @_list_option
 @click.option("--due", is_flag=True, help="Send the oldest issue that is due and not yet sent (for cron); never asks.")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="With --dry-run: write sample .eml files and the first SendGrid request here.")
-@click.option("--limit", type=click.IntRange(min=1), help="Send at most N now (with --dry-run: messages to write, default 3).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="With --dry-run: write the provider's preview here (sample .eml files; SendGrid's request body).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Send at most N now (with --dry-run: messages to write, default 3).")
 @click.option("--to", "to_address", help="Send one test copy to this address; not recorded.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for cron).")
 @click.option("--max-rate", type=click.FloatRange(min=0.1), help="At most N messages per second.")

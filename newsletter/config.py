@@ -30,7 +30,7 @@ class NewsletterSettings:
     reply_to: str = ""
     base_url: str = ""
     postal_address: str = ""
-    secret_env: str = "NEWSLETTER_SECRET"
+    secret_env: str = "NEWSLETTER_SECRET"  # noqa: S105 - the variable's name, not a secret
     templates: str = "templates"
     issues_dir: str = "issues"
 
@@ -70,7 +70,7 @@ class SmtpSettings:
     port: int = 587
     security: str = "starttls"
     username: str = ""
-    password_env: str = "SMTP_PASSWORD"
+    password_env: str = "SMTP_PASSWORD"  # noqa: S105 - the variable's name, not a secret
     timeout: float = 30.0
 
 

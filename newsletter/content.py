@@ -128,7 +128,7 @@ def parse(path: str | Path, *, base_url: str = "") -> Issue:
     text = _read_text(path)
     front, body, body_line = _split_front_matter(path, text)
     try:
-        meta = yaml.load(front, Loader=_FrontMatterLoader) if front.strip() else {}
+        meta = yaml.load(front, Loader=_FrontMatterLoader) if front.strip() else {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
@@ -163,7 +163,8 @@ def parse(path: str | Path, *, base_url: str = "") -> Issue:
         preheader=preheader,
         slug=slug,
         from_header=_address(path, _key_line(front, "from"), "from", meta["from"]) if meta.get("from") else "",
-        reply_to=_address(path, _key_line(front, "reply_to"), "reply_to", meta["reply_to"]) if meta.get("reply_to") else "",
+        reply_to=(_address(path, _key_line(front, "reply_to"), "reply_to", meta["reply_to"])
+                  if meta.get("reply_to") else ""),
     )
     _check_placeholders(issue, front)
     tree = SyntaxTreeNode(MARKDOWN.parse(body))
@@ -189,10 +190,11 @@ def _check_placeholders(issue: Issue, front: str) -> None:
 
 
 def _line_of(node: SyntaxTreeNode, issue: Issue) -> int:
-    while node is not None:
-        if node.map:
-            return issue.body_line + node.map[0]
-        node = node.parent  # type: ignore[assignment]
+    current: SyntaxTreeNode | None = node
+    while current is not None:
+        if current.map:
+            return issue.body_line + current.map[0]
+        current = current.parent
     return issue.body_line
 
 
@@ -217,5 +219,7 @@ def _resolve_links(issue: Issue, tree: SyntaxTreeNode, base_url: str) -> None:
                 f"{issue.path}:{_line_of(node, issue)}: relative link {url!r} needs "
                 f"[newsletter] base_url in the config"
             )
-        token = node.token or node.nester_tokens.opening
+        token = node.token or (node.nester_tokens.opening if node.nester_tokens else None)
+        if token is None:
+            continue
         token.attrSet(attr, resolved)

@@ -19,8 +19,8 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from . import addresses, consent
-from .errors import InputError
 from .consent import ACTIVE, UNCONFIRMED
+from .errors import InputError
 from .schema import memberships, subscribers, suppressions
 from .store import Store, clean_text, db_time, executemany, merge, now, select_in
 
@@ -116,7 +116,8 @@ def _parse(header: list[str], cells: list[str]) -> _Row | str:
     """A clean row, or the reason it is rejected."""
     if len(cells) > len(header):
         return f"{len(cells)} fields but the header has {len(header)}"
-    values = {h: (unneutralise(c) if c[:1] == "'" else c) for h, c in zip(header, cells)}
+    # A short row leaves the last columns empty.
+    values = {h: (unneutralise(c) if c[:1] == "'" else c) for h, c in zip(header, cells, strict=False)}
     raw = values.pop("email", "").strip()
     if not raw:
         return "no email address"
@@ -237,7 +238,8 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
         if new:
             executemany(conn, subscribers.insert(), [
                 {"email": r.address.email, "email_key": r.address.key, "name": r.name,
-                 "attributes": json.dumps(r.attributes) if r.attributes else "{}", "created_at": stamp, "updated_at": stamp} for r in new
+                 "attributes": json.dumps(r.attributes) if r.attributes else "{}", "created_at": stamp,
+                 "updated_at": stamp} for r in new
             ])
             ids.update(select_in(
                 conn, "ids by key",

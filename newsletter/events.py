@@ -15,9 +15,9 @@ from sqlalchemy.engine import Connection
 
 from . import addresses, consent
 from .errors import InputError
-from .webhooks.base import KINDS, TrackingEvent
 from .schema import events, lists, memberships, subscribers
 from .store import Store, now
+from .webhooks.base import KINDS, TrackingEvent
 
 BOUNCE, COMPLAINT, UNSUBSCRIBE = "bounced", "complained", "unsubscribed"
 
@@ -77,5 +77,5 @@ def issue_counts(store: Store, issue: str) -> dict[str, int]:
             sa.select(events.c.kind, sa.func.count(sa.distinct(events.c.email)))
             .where(events.c.issue == issue).group_by(events.c.kind)
         ).all()
-    found = dict(rows)
+    found: dict[str, int] = dict(rows)
     return {kind: found.get(kind, 0) for kind in KINDS}

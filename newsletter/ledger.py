@@ -18,8 +18,21 @@ from sqlalchemy.engine import Connection
 
 from .consent import ACTIVE
 from .schema import (
-    DELIVERY_STATES as STATES, FAILED, IN_FLIGHT, PENDING, SENT, SKIPPED, UNKNOWN, deliveries, lists, memberships, sends,
-    subscribers, suppressions,
+    DELIVERY_STATES as STATES,
+)
+from .schema import (
+    FAILED,
+    IN_FLIGHT,
+    PENDING,
+    SENT,
+    SKIPPED,
+    UNKNOWN,
+    deliveries,
+    lists,
+    memberships,
+    sends,
+    subscribers,
+    suppressions,
 )
 from .store import Prepared, Store, db_time, executemany, now
 
@@ -159,11 +172,11 @@ class Ledger:
                 deliveries.update().where(*self._where, deliveries.c.state == IN_FLIGHT)
                 .values(state=UNKNOWN, error="interrupted while sending: may or may not have been delivered",
                         updated_at=now())
-            ).rowcount
+            ).rowcount or 0
             if resend_unknown:
                 conn.execute(deliveries.update().where(*self._where, deliveries.c.state == UNKNOWN)
                              .values(state=PENDING, updated_at=now()))
-        return lost
+        return int(lost)
 
     def _claim_query(self, conn: Connection) -> Prepared:
         if self._claim_sql is None:
@@ -269,7 +282,7 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         with self.store.engine.connect() as conn:
-            found = dict(conn.execute(
+            found: dict[str, int] = dict(conn.execute(
                 sa.select(deliveries.c.state, sa.func.count()).where(*self._where).group_by(deliveries.c.state)
             ).all())
         return {state: found.get(state, 0) for state in STATES}
@@ -286,7 +299,7 @@ class Ledger:
     def problems(self, limit: int = 50) -> list[tuple[str, str, str, int]]:
         """(email, state, error, attempts) of failed and unknown rows."""
         with self.store.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in conn.execute(
                 sa.select(sa.func.coalesce(subscribers.c.email, "(erased)"), deliveries.c.state,
                           sa.func.coalesce(deliveries.c.error, ""), deliveries.c.attempts)
                 .select_from(deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id))

@@ -68,7 +68,7 @@ def _list(node: SyntaxTreeNode, width: int) -> list[str]:
     pad = max(len(m) for m in markers) if markers else 2
     tight = all(p.hidden for item in items for p in item.children if p.type == "paragraph")
     out: list[str] = []
-    for marker, item in zip(markers, items):
+    for marker, item in zip(markers, items, strict=True):
         if out and not tight:
             out.append("")
         body = blocks(item.children, width - pad, tight=tight)
@@ -87,7 +87,7 @@ def _table(node: SyntaxTreeNode) -> list[str]:
     widths = [max(len(row[i]) if i < len(row) else 0 for row in rows) for i in range(len(rows[0]))]
 
     def line(row: list[str]) -> str:
-        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |"
+        return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + " |"
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return [line(rows[0]), rule, *(line(row) for row in rows[1:])]

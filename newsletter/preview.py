@@ -29,7 +29,7 @@ def make_server(rendered: Rendered, values: dict[str, str], host: str, port: int
     }
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             page = pages.get(self.path.split("?")[0])
             if page is None:
                 self.send_error(404)
@@ -41,7 +41,7 @@ def make_server(rendered: Rendered, values: dict[str, str], host: str, port: int
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return ThreadingHTTPServer((host, port), Handler)

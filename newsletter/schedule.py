@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
@@ -378,8 +378,11 @@ def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, 
         threading.Thread(target=watch, name="stop-watch", daemon=True).start()
         # Not scheduler.get_jobs() here: a listener runs in the job's thread, and shutdown holds
         # the job store lock while it waits for that thread.
-        scheduler.add_listener(
-            lambda e: e.job_id != "wake" and log.info("next run: %s", next_run(config)), EVENT_JOB_EXECUTED)
+        def executed(event: JobExecutionEvent) -> None:
+            if event.job_id != "wake":
+                log.info("next run: %s", next_run(config))
+
+        scheduler.add_listener(executed, EVENT_JOB_EXECUTED)
         logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # not every wake-up
         log.info("scheduler started for list %s (%s, %s); next runs: %s", list_name, config.schedule.cron,
                  config.schedule.timezone, next_run(config))

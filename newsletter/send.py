@@ -24,9 +24,9 @@ from .config import Config
 from .errors import ProviderError, TokenError
 from .files import atomic_write
 from .ledger import Claimed, Ledger
-from .schema import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
 from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
+from .schema import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
 from .store import Store
 
 TEST_PREFIX = "[TEST] "
@@ -75,7 +75,7 @@ class Mailing:
             text=placeholders.fill(rendered.text, shared, html_escape=False, only=True),
         )
         self.rendered = rendered
-        self._uses_attributes = "%%attr." in rendered.html or "%%attr." in rendered.text or "%%attr." in rendered.subject
+        self._uses_attributes = any("%%attr." in part for part in (rendered.html, rendered.text, rendered.subject))
         self.envelope = Envelope(
             rendered=rendered, from_email=from_email, from_name=from_name, reply_to=reply_to or nl.reply_to,
             list_id=f"{declared.title} <{list_name}.{host}>", category=rendered.slug,

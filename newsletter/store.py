@@ -12,20 +12,22 @@ import hashlib
 import json
 import operator
 import os
-from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from . import addresses, consent
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
 from .errors import SendLockedError, StoreError
 from .schema import PENDING, SKIPPED, UNKNOWN, deliveries, lists, memberships, subscribers, suppressions, upgrade
+
 
 def now() -> dt.datetime:
     """UTC now, naive, as every timestamp in the store."""
@@ -96,8 +98,8 @@ class Prepared:
     they must be what the driver takes: str, int, None, or `db_time()`.
     """
 
-    def __init__(self, statement: sa.Executable, dialect: sa.Dialect, column_keys: list[str] | None = None) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect, column_keys: list[str] | None = None) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=column_keys))
         self.sql = str(compiled)
         self._order = compiled.positiontup
         self._fixed = dict(compiled.params)  # literals written in the statement
@@ -109,7 +111,7 @@ class Prepared:
     def execute(self, conn: Connection, values: dict[str, Any]) -> list[Any]:
         """Run once and return the rows as plain tuples."""
         result = conn.exec_driver_sql(self.sql, self.params(values))
-        return result.fetchall() if result.returns_rows else []
+        return list(result.fetchall()) if result.returns_rows else []
 
 
 IN_BLOCK = 500
@@ -133,11 +135,11 @@ def select_in(conn: Connection, name: str, build: Callable[[list[sa.BindParamete
     for start in range(0, len(values), IN_BLOCK):
         block = values[start:start + IN_BLOCK]
         block += [block[0]] * (IN_BLOCK - len(block))
-        rows.extend(prepared.execute(conn, {**fixed, **dict(zip(names, block))}))
+        rows.extend(prepared.execute(conn, {**fixed, **dict(zip(names, block, strict=True))}))
     return rows
 
 
-def executemany(conn: Connection, statement: sa.Executable, rows: list[dict[str, Any]]) -> None:
+def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, Any]]) -> None:
     """Run a Core statement for many rows through the driver's executemany (see `Prepared`)."""
     if not rows:
         return
@@ -151,6 +153,14 @@ def executemany(conn: Connection, statement: sa.Executable, rows: list[dict[str,
     else:
         params = rows
     conn.exec_driver_sql(prepared.sql, params)
+
+
+def new_id(result: CursorResult[Any]) -> int:
+    """The primary key an INSERT just made."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise StoreError("the database did not report the new row's id")
+    return int(key[0])
 
 
 def db_time(conn: Connection, value: dt.datetime) -> Any:
@@ -235,16 +245,16 @@ class Store:
         with self._conn(conn) as c:
             found = c.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar()
             if found is None:
-                found = c.execute(
+                found = new_id(c.execute(
                     lists.insert().values(name=name, title=declared.title, description=declared.description,
                                           created_at=now())
-                ).inserted_primary_key[0]
+                ))
         self._list_ids[name] = int(found)
         return self._list_ids[name]
 
     def list_counts(self) -> dict[str, dict[str, int]]:
         """Per declared list: members by status, and how many active ones are suppressed."""
-        result = {name: {s: 0 for s in (*STATUSES, "suppressed")} for name in sorted(self.config.lists)}
+        result = {name: dict.fromkeys((*STATUSES, "suppressed"), 0) for name in sorted(self.config.lists)}
         for name in result:
             self.list_id(name)
         with self.engine.connect() as conn:
@@ -329,10 +339,10 @@ class Store:
             return "kept out"  # a suppressed (perhaps erased) address is not stored again
         details_changed = False
         if row is None:
-            subscriber_id = conn.execute(
+            subscriber_id = new_id(conn.execute(
                 subscribers.insert().values(email=address.email, email_key=address.key, name=name,
                                             attributes=json.dumps(attributes), created_at=stamp, updated_at=stamp)
-            ).inserted_primary_key[0]
+            ))
         else:
             subscriber_id = row.id
             merged_name, merged_attrs = merge(row.name, json.loads(row.attributes), name, attributes)
@@ -451,9 +461,9 @@ class Store:
                 if suppressed:
                     return None, False
                 stamp = now()
-                subscriber_id = conn.execute(subscribers.insert().values(
+                subscriber_id = new_id(conn.execute(subscribers.insert().values(
                     email=address.email, email_key=address.key, name=clean_text(name)[:300], attributes="{}",
-                    created_at=stamp, updated_at=stamp)).inserted_primary_key[0]
+                    created_at=stamp, updated_at=stamp)))
             current = self._status(conn, subscriber_id, list_id)
             decision = consent.decide(consent.REQUEST, current, suppressed=suppressed)
             self._apply(conn, subscriber_id, list_id, current, decision, source)
@@ -498,7 +508,8 @@ class Store:
             last = rows[-1].id
 
 
-def merge(old_name: str, old_attrs: Mapping[str, str], name: str, attrs: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+def merge(old_name: str, old_attrs: Mapping[str, str], name: str,
+          attrs: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     """New non-empty values win; empty cells never erase what is stored."""
     merged = dict(old_attrs)
     merged.update({k: v for k, v in attrs.items() if v != ""})

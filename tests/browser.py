@@ -55,9 +55,11 @@ MEASURE = """
   var wide = [];
   Array.prototype.forEach.call(document.querySelectorAll('body *'), function (e) {
     var r = e.getBoundingClientRect();
-    if (r.width > 0 && r.height > 0 && r.right > window.innerWidth + 0.5) wide.push(e.tagName + ' ' + Math.round(r.right));
+    if (r.width > 0 && r.height > 0 && r.right > window.innerWidth + 0.5)
+      wide.push(e.tagName + ' ' + Math.round(r.right));
   });
-  parent.postMessage(JSON.stringify({inner: window.innerWidth, scroll: document.documentElement.scrollWidth, cols: cols, wide: wide}), '*');
+  parent.postMessage(JSON.stringify({inner: window.innerWidth, scroll: document.documentElement.scrollWidth,
+                                    cols: cols, wide: wide}), '*');
 })();
 </script>
 """

@@ -91,7 +91,7 @@ class FakeSendGrid:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def _answer(self, status: int, payload: Any = None, headers: dict[str, str] | None = None) -> None:
@@ -104,7 +104,7 @@ class FakeSendGrid:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/_stats":
                     with server.lock:
                         self._answer(200, {"received": len(server.received), "unique": len(set(server.received)),
@@ -112,7 +112,7 @@ class FakeSendGrid:
                 else:
                     self._answer(404, {"errors": [{"message": "not found"}]})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 with server.lock:
@@ -150,7 +150,7 @@ class FakeSendGrid:
                     stall = server.stall
                 if stall:
                     time.sleep(stall)
-                self._answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
+                return self._answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True

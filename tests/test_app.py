@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import threading
@@ -171,7 +170,7 @@ def test_a_request_wide_400_stops_the_send_and_fails_nobody(sg_config, sendgrid_
                                                                                   "a verified Sender Identity."}])
     with Newsletter.from_config(sg_config) as nl:
         nl.import_csv(SAMPLE, "weekly")
-        with pytest.raises(ProviderError, match="SendGrid rejected the request: from.email: The from address"):
+        with pytest.raises(ProviderError, match=r"SendGrid rejected the request: from\.email: The from address"):
             nl.send(sample_issue, "weekly")
         counts = nl.status(sample_issue, "weekly").counts
     assert (counts["failed"], counts["pending"], counts["sent"]) == (0, 12, 0)
@@ -212,7 +211,7 @@ def test_consent_table_covers_every_action_and_status():
 
 def test_the_front_door_opens_its_store_lazily_and_closes_it(cfg):
     nl = Newsletter(cfg)
-    assert not os.path.exists(cfg.path.parent / "newsletter.db")  # nothing touched until needed
+    assert not (cfg.path.parent / "newsletter.db").exists()  # nothing touched until needed
     assert nl.list_counts()["weekly"]["active"] == 0
     nl.close()
     nl.close()  # closing twice is harmless

@@ -57,7 +57,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_unknown_list_names_known_ones(cfg):
-    with pytest.raises(UnknownListError, match="known|declared") as info:
+    with pytest.raises(UnknownListError, match=r"known|declared") as info:
         cfg.list("montly")
     assert "daily, weekly" in str(info.value)
 

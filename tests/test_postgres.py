@@ -19,7 +19,8 @@ from newsletter.store import Store
 from .conftest import ROOT, SECRET, write_config
 
 SERVER = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
-pytestmark = pytest.mark.skipif(not SERVER, reason="NEWSLETTER_TEST_POSTGRES is not set: no PostgreSQL server to test on")
+pytestmark = pytest.mark.skipif(
+    not SERVER, reason="NEWSLETTER_TEST_POSTGRES is not set: no PostgreSQL server to test on")
 SAMPLE = ROOT / "subscribers" / "sample.csv"
 
 

@@ -30,7 +30,8 @@ def test_main_job_runs_on_the_embedded_defaults(tmp_path):
         else:
             shutil.copy(source, tmp_path / name)
     main_job = quickstart_commands()[0]
-    env = {k: v for k, v in os.environ.items() if k not in ("NEWSLETTER_SECRET", "SENDGRID_API_KEY", "NEWSLETTER_CONFIG")}
+    unset = ("NEWSLETTER_SECRET", "SENDGRID_API_KEY", "NEWSLETTER_CONFIG")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     for command in main_job.split(" && ")[1:]:  # the package is installed already
         args = shlex.split(command)
         assert args[0] == "newsletter"

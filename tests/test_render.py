@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
-from newsletter import config as config_mod, content, placeholders, render
+from newsletter import config as config_mod
+from newsletter import content, placeholders, render
 from newsletter.errors import ContentError, RenderError
 
 from .conftest import ROOT, write_config
@@ -121,7 +122,7 @@ def test_text_part_wraps_prose_but_not_code_or_urls(rendered):
     for line in rendered.text.splitlines():
         if len(line) > 76:
             assert "CREATE" in line or "://" in line or line.startswith(("|", " ")), line
-    assert max(len(l) for l in rendered.text.splitlines() if "://" not in l and "|" not in l) <= 80
+    assert max(len(line) for line in rendered.text.splitlines() if "://" not in line and "|" not in line) <= 80
 
 
 def test_fill_escapes_html_and_keeps_text_plain(rendered):
@@ -186,7 +187,8 @@ BAD_ISSUES = {
     "no-subject": ("---\ndate: 2026-12-01\n---\nbody\n", "required key 'subject'"),
     "no-date": ("---\nsubject: x\n---\nbody\n", "required key 'date'"),
     "bad-date": ("---\nsubject: x\ndate: 2026-13-45\n---\nbody\n", ":3: date: '2026-13-45' is not an ISO date"),
-    "unknown-key": ("---\nsubject: x\ndate: 2026-12-01\nsubjcet: y\n---\nbody\n", ":4: front matter: unknown key 'subjcet'"),
+    "unknown-key": ("---\nsubject: x\ndate: 2026-12-01\nsubjcet: y\n---\nbody\n",
+                    ":4: front matter: unknown key 'subjcet'"),
     "bad-yaml": ("---\nsubject: [x\ndate: 2026-12-01\n---\nbody\n", "front matter:"),
     "bad-placeholder": ("---\nsubject: x\ndate: 2026-12-01\n---\n\nHi %%nmae%%\n", ":6: unknown placeholder %%nmae%%"),
 }
@@ -249,7 +251,8 @@ def test_mjml_error_is_reported(cfg, sample_issue, tmp_path):
 
 def test_cli_reports_template_error_without_writing(config_path, sample_issue, tmp_path, run):
     folder = templates_copy(tmp_path, "issue.mjml", "<mjml><mj-body><mj-section>{{ content }}")
-    config_path.write_text(config_path.read_text().replace(f'templates = "{ROOT / "templates"}"', f'templates = "{folder}"'))
+    text = config_path.read_text().replace(f'templates = "{ROOT / "templates"}"', f'templates = "{folder}"')
+    config_path.write_text(text)
     result = run("render", sample_issue, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "MJML error" in result.output
     assert not (tmp_path / "out").exists()

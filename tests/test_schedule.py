@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from newsletter import config as config_mod, schedule
+from newsletter import config as config_mod
+from newsletter import schedule
 from newsletter.errors import ConfigError
 from newsletter.ledger import Ledger
 from newsletter.store import Store
@@ -235,14 +236,14 @@ def test_pinned_send_survives_a_restart_and_fires_once(tmp_path, sendgrid_server
         schedule.pin(cfg, store, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=12), "weekly")
     first = run_cli(cfg.path, "scheduler")
     assert wait_for(lambda: "scheduler started" in (first.stderr.readline() or ""), 30)
-    out, err = stop(first)
+    _out, err = stop(first)
     assert first.returncode == 0, err
     assert sendgrid_server.received == []
     jobs = pinned_jobs(cfg)
     assert jobs.count("pin:2026-12-01:weekly") == 1 and jobs.count("weekly:weekly") == 1
     second = run_cli(cfg.path, "scheduler")
     assert wait_for(lambda: len(sendgrid_server.received) == 12, 40)
-    out, err = stop(second)
+    _out, err = stop(second)
     assert second.returncode == 0, err
     assert "pinned run: 2026-12-01 to weekly: sent 12" in err
     assert "pin:2026-12-01:weekly" not in pinned_jobs(cfg)  # a pinned send runs once
@@ -264,7 +265,7 @@ def test_run_missed_while_down_is_sent_within_grace_else_reported(tmp_path, send
         time.sleep(0.5)
     else:
         time.sleep(4)
-    out, err = stop(proc)
+    _out, err = stop(proc)
     if sent:
         assert "pinned run: 2026-12-01 to weekly: sent 12" in err
     else:
@@ -278,7 +279,7 @@ def test_second_scheduler_refuses_to_start(tmp_path, monkeypatch):
     first = run_cli(cfg.path, "scheduler")
     assert wait_for(lambda: "scheduler started" in (first.stderr.readline() or ""), 30)
     second = run_cli(cfg.path, "scheduler")
-    out, err = second.communicate(timeout=60)
+    _out, err = second.communicate(timeout=60)
     stop(first)
     assert second.returncode == 2
     assert "another `newsletter scheduler` is running on this store" in err
@@ -295,7 +296,7 @@ def test_sigterm_during_a_send_stops_cleanly_and_the_next_run_completes(tmp_path
     sendgrid_server.stall = 0.2
     proc = run_cli(cfg.path, "scheduler")  # a slot passed within the grace period: it runs at start
     assert wait_for(lambda: len(sendgrid_server.received) >= 40, 40)
-    out, err = stop(proc)
+    _out, err = stop(proc)
     assert proc.returncode == 0, err
     assert "received SIGTERM" in err and "scheduler stopped" in err
     with Store(cfg) as store:
@@ -304,6 +305,6 @@ def test_sigterm_during_a_send_stops_cleanly_and_the_next_run_completes(tmp_path
     assert 0 < counts["sent"] < 400 and counts["sent"] + counts["pending"] == 400
     sendgrid_server.stall = 0
     finish = run_cli(cfg.path, "send", "--due")
-    out, err = finish.communicate(timeout=60)
+    _out, err = finish.communicate(timeout=60)
     assert finish.returncode == 0, err
     assert sorted(sendgrid_server.received) == sorted(f"r{i}@example.com" for i in range(400))

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from newsletter import config as config_mod, tokens
+from newsletter import config as config_mod
+from newsletter import tokens
 from newsletter.ledger import Ledger
 from newsletter.store import Store
 
@@ -50,7 +51,8 @@ def test_send_delivers_each_recipient_once_with_personal_values(sg_run, sg_confi
         url = p["headers"]["List-Unsubscribe"]
         assert url.startswith("<https://news.example.com/unsubscribe/") and url.endswith(">")
         claims = signer.check(url[1:-1].rsplit("/", 1)[1])
-        assert (str(claims.subscriber_id), claims.list_name, claims.extra) == (args["subscriber"], "weekly", "2026-12-01")
+        claimed = (str(claims.subscriber_id), claims.list_name, claims.extra)
+        assert claimed == (args["subscriber"], "weekly", "2026-12-01")
         assert p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert p["substitutions"]["%%unsubscribe_url%%"] == url[1:-1]
         # No value in this request needs HTML escaping, so both parts share one key per placeholder.
@@ -133,7 +135,8 @@ def test_rate_limit_waits_until_reset_then_sends(sendgrid_server, monkeypatch):
 
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
     waits: list[float] = []
-    provider = SendGridProvider(SendGridSettings(api_base=sendgrid_server.url, timeout=5, retry_backoff=0.01), "SG.test-key",
+    settings = SendGridSettings(api_base=sendgrid_server.url, timeout=5, retry_backoff=0.01)
+    provider = SendGridProvider(settings, "SG.test-key",
                                 sleep=waits.append)
     rendered = Rendered("s", None, "Hi %%name%%", "", "<p>%%name%%</p>", "%%name%%", 20)  # type: ignore[arg-type]
     envelope = Envelope(rendered, "from@example.com", "", "", "L <l.example.com>", "s")
@@ -268,10 +271,12 @@ def test_max_rate_paces_batches(sg_config, sendgrid_server, issue, imported):
     rendered = render.render(content.parse(issue, base_url=cfg.newsletter.base_url), cfg.newsletter, cfg.templates_dir)
     waits: list[float] = []
     with Store(cfg) as store:
-        report = send(store, Mailing(cfg, rendered, "weekly"), SendGridProvider(cfg.sendgrid, "SG.test-key"), max_rate=4,
+        provider = SendGridProvider(cfg.sendgrid, "SG.test-key")
+        report = send(store, Mailing(cfg, rendered, "weekly"), provider, max_rate=4,
                       sleep=waits.append)
     assert report.this_run["sent"] == 12
-    assert [len(b["personalizations"]) for b in sendgrid_server.bodies] == [4, 4, 4]  # batches no larger than a second's worth
+    # Batches no larger than a second's worth.
+    assert [len(b["personalizations"]) for b in sendgrid_server.bodies] == [4, 4, 4]
     # Before each batch after the first, it waits until the rate allows it: ~1 s, then ~2 s after the start.
     assert len(waits) == 2 and 0.5 < waits[0] <= 1.0 and waits[1] > 0.5
 

@@ -46,7 +46,7 @@ def test_sigkill_never_sends_twice_and_never_skips(tmp_path, sendgrid_server, sa
             proc.communicate()
             kills += 1
             continue
-        out, errors = proc.communicate()
+        _out, errors = proc.communicate()
         assert proc.returncode in (0, 1), errors.decode()
         finished = True
         break

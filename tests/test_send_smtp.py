@@ -34,7 +34,7 @@ def test_smtp_send_builds_complete_messages(smtp, sample_issue):
     assert sorted(r[0] for _f, r, _m in inbox.messages) == sorted(
         [line.split(",")[0] for line in SAMPLE.read_text().splitlines()[1:]] + ["eve@example.com"])
     assert inbox.connections == 1  # one connection reused for every message
-    mail_from, rcpt, msg = next(m for m in inbox.messages if m[1] == ["ada@example.com"])
+    mail_from, _rcpt, msg = next(m for m in inbox.messages if m[1] == ["ada@example.com"])
     assert mail_from == "weekly@example.com"
     assert msg["Subject"] == "The Pipeline Weekly #48: idempotent sends, MJML & the 102 KB limit"
     assert msg["To"] == "Ada Lovelace <ada@example.com>"
@@ -56,7 +56,7 @@ def test_smtp_send_builds_complete_messages(smtp, sample_issue):
     # A name with CR/LF cannot add a header.
     _f, _r, eve = next(m for m in inbox.messages if m[1] == ["eve@example.com"])
     assert eve["Bcc"] is None
-    assert "victim" not in "".join(f"{k}" for k in eve.keys())
+    assert "victim" not in "".join(f"{k}" for k in eve)
     assert eve["To"].addresses[0].addr_spec == "eve@example.com"
     assert "\n" not in str(eve["To"])
 

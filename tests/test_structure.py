@@ -75,7 +75,7 @@ def test_no_import_cycle():
         state[node] = 1
         for nxt in graph[node]:
             if state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                cycle = [*path[path.index(nxt):], nxt] if nxt in path else [node, nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, [*path, nxt])

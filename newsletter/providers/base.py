@@ -41,7 +41,7 @@ class Recipient(NamedTuple):
     name: str
     values: dict[str, str]  # placeholder values, plain (see `placeholders`)
     unsubscribe_url: str
-    custom_args: dict[str, str] = {}  # this recipient's own, added to the envelope's
+    custom_args: dict[str, str] = {}  # noqa: RUF012 - never mutated; this recipient's own, added to the envelope's
 
 
 class Result(NamedTuple):

@@ -24,7 +24,7 @@ from python_http_client.exceptions import HTTPError
 
 from ..config import SendGridSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderUnavailable
-from ..placeholders import SPECIAL, PATTERN, clean, fill
+from ..placeholders import PATTERN, SPECIAL, clean, fill
 from .base import Envelope, Preview, Recipient, Result
 from .mime import eml_previews
 
@@ -60,7 +60,7 @@ def _one_line(value: str) -> str:
     return clean(value, html_escape=False)
 
 
-_json_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_str = json.encoder.encode_basestring_ascii
 _UNSUBSCRIBE_HEADERS = '"List-Unsubscribe":%s,"List-Unsubscribe-Post":"List-Unsubscribe=One-Click"'
 # One personalization: email, name member, substitutions, headers, custom_args, subject member.
 _PERSONALIZATION_JSON = '{"to":[{"email":%s%s}],"substitutions":{%s},"headers":{%s},"custom_args":{%s}%s}'
@@ -147,7 +147,8 @@ class Payload:
                 keys.append((n, True, _json_str(f"%%{n}%%") + ":"))
             if n in self._text_names:
                 keys.append((n, False, _json_str(f"%%{n}:t%%") + ":"))
-        return '{"personalizations":[' + ",".join(self._personalization(r, keys) for r in recipients) + self._suffix(shared)
+        personalizations = ",".join(self._personalization(r, keys) for r in recipients)
+        return '{"personalizations":[' + personalizations + self._suffix(shared)
 
     def _personalization(self, r: Recipient, keys: list[tuple[str, bool | None, str]]) -> str:
         values = r.values
@@ -157,7 +158,8 @@ class Payload:
             for n, escape, key in keys
         ])
         headers = (_UNSUBSCRIBE_HEADERS % _json_str(f"<{_one_line(r.unsubscribe_url)}>")) if r.unsubscribe_url else ""
-        args = ",".join([*self._shared_args, *(f"{_json_str(k)}:{_json_str(str(v))}" for k, v in r.custom_args.items())])
+        own = (f"{_json_str(k)}:{_json_str(str(v))}" for k, v in r.custom_args.items())
+        args = ",".join([*self._shared_args, *own])
         subject = ""
         if self._personal_subject:
             text = self.envelope.subject_prefix + fill(self.envelope.rendered.subject, values, html_escape=False)
@@ -194,7 +196,7 @@ class SendGridProvider:
     # -- sending ----------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        return min(60.0, self.settings.retry_backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+        return float(min(60.0, self.settings.retry_backoff * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
 
     def _post(self, body: str) -> str:
         """POST once, retrying what is safe to retry; returns the X-Message-Id."""

@@ -7,6 +7,7 @@ known to have sent nothing (reconnect and retry), while one during DATA is repor
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
 import time
@@ -18,6 +19,10 @@ from .base import Envelope, Preview, Recipient, Result
 from .mime import build_message, eml_previews
 
 RECONNECT_TRIES = 3
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
 
 
 class SmtpProvider:
@@ -63,11 +68,11 @@ class SmtpProvider:
                 code, reply = conn.mail(envelope.from_email, ["SMTPUTF8"] if utf8 else [])
                 if code >= 400:
                     self._reset(conn)
-                    return Result(recipient.key, "failed", error=f"MAIL FROM refused: {code} {reply.decode(errors='replace')}")
+                    return Result(recipient.key, "failed", error=f"MAIL FROM refused: {code} {_text(reply)}")
                 code, reply = conn.rcpt(recipient.email)
                 if code >= 400:
                     self._reset(conn)
-                    return Result(recipient.key, "failed", error=f"{code} {reply.decode(errors='replace')}")
+                    return Result(recipient.key, "failed", error=f"{code} {_text(reply)}")
             except (smtplib.SMTPServerDisconnected, OSError):
                 # Nothing was handed over yet: reconnect and try again.
                 self._drop()
@@ -77,15 +82,16 @@ class SmtpProvider:
                 code, reply = conn.data(msg.as_bytes())
             except smtplib.SMTPDataError as exc:
                 self._reset(conn)
-                return Result(recipient.key, "failed", error=f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}")
+                return Result(recipient.key, "failed", error=f"{exc.smtp_code} {_text(exc.smtp_error)}")
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._drop()
                 return Result(recipient.key, "unknown", error=f"connection lost during DATA: {exc}")
             if code != 250:  # smtplib raises only for the 354 step; the final answer is ours to check
                 self._reset(conn)
-                return Result(recipient.key, "failed", error=f"{code} {reply.decode(errors='replace')}")
+                return Result(recipient.key, "failed", error=f"{code} {_text(reply)}")
             return Result(recipient.key, "sent", message_id=str(msg["Message-ID"]))
-        raise ProviderUnavailable(f"SMTP server {self.settings.host}:{self.settings.port} keeps dropping the connection")
+        server = f"{self.settings.host}:{self.settings.port}"
+        raise ProviderUnavailable(f"SMTP server {server} keeps dropping the connection")
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
         results: list[Result] = []
@@ -105,17 +111,13 @@ class SmtpProvider:
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.close()
-            except OSError:
-                pass
             self._conn = None
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._conn.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
             self._conn = None
 

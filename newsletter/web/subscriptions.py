@@ -87,7 +87,8 @@ class Subscriptions:
         if status is None:
             return self.pages.error(request, 404, "This subscription no longer exists.")
         if status != "active":
-            return self.pages.message(request, "Not confirmed", f"This address cannot be subscribed to {declared.title}.")
+            return self.pages.message(request, "Not confirmed",
+                                      f"This address cannot be subscribed to {declared.title}.")
         return self.pages.message(request, "You are subscribed",
                                   f"Thank you: {declared.title} will reach you from the next issue.")
 
@@ -96,7 +97,8 @@ class Subscriptions:
         try:
             found = await run_in_threadpool(self.nl.unsubscribe_link, token)
         except TokenError:
-            return self.pages.error(request, 400, "This unsubscribe link is not valid. Use the link from the newest email.")
+            return self.pages.error(request, 400,
+                                    "This unsubscribe link is not valid. Use the link from the newest email.")
         except UnknownListError:
             found = None
         if found is None:

@@ -12,7 +12,6 @@ import time
 
 from .base import TrackingEvent
 
-
 _EVENT_KINDS = {
     "delivered": "delivered", "deferred": "deferred", "dropped": "dropped", "spamreport": "complained",
     "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed", "open": "opened", "click": "clicked",
