@@ -27,7 +27,7 @@ from . import addresses, consent, content, events, placeholders, providers, toke
 from .config import CONFIG_ENV, Config, ListSettings, load
 from .consent import STATUSES
 from .csvio import ImportReport, export_csv, import_csv
-from .errors import ConfigError, ContentError, InputError, SendLockedError, WebhookError
+from .errors import ContentError, InputError, SendLockedError, WebhookError
 from .files import atomic_write
 from .ledger import Ledger, sent_issues
 from .preview import PreviewServer, make_server, sample_values
@@ -175,11 +175,7 @@ class Newsletter:
 
     def list_name(self, name: str | None = None) -> str:
         """`name`, else `[schedule] list`; an error unless the list is declared."""
-        chosen = name or self.config.schedule.list
-        if not chosen:
-            raise ConfigError("give --list NAME (or set [schedule] list in the config)")
-        self.config.list(chosen)
-        return chosen
+        return self.config.list_or_default(name)
 
     def mailing(self, issue: IssueRef, list_name: str | None = None, *, dry_run: bool = False) -> Mailing:
         """The issue rendered and addressed to a list: what `send`, `dry_run` and test copies take."""
@@ -249,7 +245,7 @@ class Newsletter:
         """
         from . import schedule
 
-        name = schedule.schedule_list(self.config, list_name)
+        name = self.list_name(list_name)
         schedule.trigger(self.config)  # a bad schedule is an error before anything is sent
         if issue_path is None:
             found = schedule.due_issue(self.config, self.store, name, now,
@@ -270,7 +266,7 @@ class Newsletter:
         """Pin a send of the issue to 'YYYY-MM-DD HH:MM' in the schedule's zone; returns the job id and time."""
         from . import schedule
 
-        name = schedule.schedule_list(self.config, list_name)
+        name = self.list_name(list_name)
         return schedule.pin(self.config, self.store, Path(issue_path), schedule.parse_at(at), name)
 
     def scheduled(self) -> list[ScheduledRun]:
@@ -298,7 +294,7 @@ class Newsletter:
         """Run the weekly schedule and pinned sends until `stop` is set (blocks)."""
         from . import schedule
 
-        name = schedule.schedule_list(self.config, list_name)
+        name = self.list_name(list_name)
 
         def runner(list_: str, issue_path: Path | None) -> str:
             return self.send_due(list_, issue_path=issue_path, stop=stop).line

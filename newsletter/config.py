@@ -125,6 +125,14 @@ class Config:
                 f"unknown list {name!r}; lists declared in {self.path.name}: {known}"
             ) from None
 
+    def list_or_default(self, name: str | None) -> str:
+        """`name`, else `[schedule] list`: the list a command acts on when none is given."""
+        chosen = name or self.schedule.list
+        if not chosen:
+            raise ConfigError(f"{self.path}: no list given: pass --list NAME or set [schedule] list")
+        self.list(chosen)
+        return chosen
+
     def secret(self) -> bytes:
         """The signing secret for tokens; there is deliberately no built-in default."""
         value = os.environ.get(self.newsletter.secret_env, "")

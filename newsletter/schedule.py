@@ -112,14 +112,6 @@ def trigger(config: Config) -> CronTrigger:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def schedule_list(config: Config, list_name: str | None = None) -> str:
-    name = list_name or config.schedule.list
-    if not name:
-        raise ConfigError(f"{config.path}: [schedule] list: required for scheduled sends (or pass --list)")
-    config.list(name)
-    return name
-
-
 # -- what is due ---------------------------------------------------------------------------------
 
 
