@@ -1,10 +1,10 @@
 """Membership and consent rules: the one table of what each action does to a membership.
 
 Every path that changes a membership (the subscribe form, a confirmation link, CSV import,
-`subscribers add`, unsubscribe links and commands, provider bounces and complaints) asks
-`decide` here, so the rule "a leaver is never made active again except by their own
-confirmation" has one home. Suppression and erasure act on the address, not on a list: a
-suppressed address is kept out of every list whatever its membership says.
+`subscribers add`, unsubscribe links and commands, provider bounces and complaints, suppression
+and erasure) asks this table, so the rule "a leaver is never made active again except by their
+own confirmation" has one home. Suppression also acts on the address: a suppressed address is
+kept out of every list whatever its membership says.
 """
 
 from __future__ import annotations
@@ -21,37 +21,49 @@ LEFT: Final = (UNSUBSCRIBED, BOUNCED, COMPLAINED)  # never made active again exc
 # Actions
 REQUEST = "subscribe request"  # the public form (double opt-in)
 CONFIRM = "confirm"  # the person's own confirmation link
-IMPORT = "import"  # CSV import and `subscribers add`, with a requested status (active or unconfirmed)
+IMPORT = "import"  # CSV import, with a requested status (active or unconfirmed)
+ADD = "add"  # `subscribers add` (and the library's add_subscriber), likewise
 UNSUBSCRIBE = "unsubscribe"  # a link, one-click, the command, or the provider's unsubscribe event
 BOUNCE = "bounce"
 COMPLAINT = "complaint"
-ACTIONS: Final = (REQUEST, CONFIRM, IMPORT, UNSUBSCRIBE, BOUNCE, COMPLAINT)
+SUPPRESS = "suppress"  # the address goes on the suppression list; memberships stay as a record
+ERASE = "erase"  # the person is erased on request: memberships go, a hash of the address stays
+ACTIONS: Final = (REQUEST, CONFIRM, IMPORT, ADD, UNSUBSCRIBE, BOUNCE, COMPLAINT, SUPPRESS, ERASE)
 
 # Targets that are not statuses
 SAME = "same"  # the membership stays as it is
 REQUESTED = "requested"  # the status the import or add asked for
 KEPT_OUT = "kept out"  # refused: the person left, and only their confirmation brings them back
+REMOVED = "removed"  # the membership row is deleted
 
 NONE = None  # no membership on this list yet
 
-# TRANSITIONS[action][current status or None] -> a status, SAME, REQUESTED or KEPT_OUT.
+_IMPORTED: Final[dict[str | None, str]] = {
+    NONE: REQUESTED, UNCONFIRMED: REQUESTED, ACTIVE: SAME,
+    UNSUBSCRIBED: KEPT_OUT, BOUNCED: KEPT_OUT, COMPLAINED: KEPT_OUT,
+}
+
+# TRANSITIONS[action][current status or None] -> a status, SAME, REQUESTED, KEPT_OUT or REMOVED.
 TRANSITIONS: Final[dict[str, dict[str | None, str]]] = {
     REQUEST: {NONE: UNCONFIRMED, UNCONFIRMED: SAME, ACTIVE: SAME,
               UNSUBSCRIBED: UNCONFIRMED, BOUNCED: UNCONFIRMED, COMPLAINED: KEPT_OUT},
     CONFIRM: {NONE: KEPT_OUT, UNCONFIRMED: ACTIVE, ACTIVE: SAME,
               UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
-    IMPORT: {NONE: REQUESTED, UNCONFIRMED: REQUESTED, ACTIVE: SAME,
-             UNSUBSCRIBED: KEPT_OUT, BOUNCED: KEPT_OUT, COMPLAINED: KEPT_OUT},
+    IMPORT: _IMPORTED,
+    ADD: _IMPORTED,
     UNSUBSCRIBE: {NONE: SAME, UNCONFIRMED: UNSUBSCRIBED, ACTIVE: UNSUBSCRIBED,
                   UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
     BOUNCE: {NONE: SAME, UNCONFIRMED: BOUNCED, ACTIVE: BOUNCED,
              UNSUBSCRIBED: BOUNCED, BOUNCED: SAME, COMPLAINED: SAME},
     COMPLAINT: {NONE: SAME, UNCONFIRMED: COMPLAINED, ACTIVE: COMPLAINED,
                 UNSUBSCRIBED: COMPLAINED, BOUNCED: SAME, COMPLAINED: SAME},
+    SUPPRESS: {NONE: SAME, UNCONFIRMED: SAME, ACTIVE: SAME, UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
+    ERASE: {NONE: SAME, UNCONFIRMED: REMOVED, ACTIVE: REMOVED,
+            UNSUBSCRIBED: REMOVED, BOUNCED: REMOVED, COMPLAINED: REMOVED},
 }
 
 # Actions a suppressed address is refused for: nothing may move it towards being mailed.
-_REFUSED_WHEN_SUPPRESSED: Final = (REQUEST, CONFIRM, IMPORT)
+_REFUSED_WHEN_SUPPRESSED: Final = (REQUEST, CONFIRM, IMPORT, ADD)
 
 
 @dataclass(frozen=True)
@@ -76,12 +88,20 @@ def decide(action: str, current: str | None, *, suppressed: bool = False, reques
         return Decision(current, False, True)
     if target == SAME:
         return Decision(current, False, False)
+    if target == REMOVED:
+        return Decision(None, current is not None, False)
     return Decision(target, target != current, False)
 
 
-def changes_from(action: str, to: str) -> tuple[str, ...]:
-    """The statuses from which `action` leads to `to`: for set-based updates of many rows."""
-    return tuple(s for s, target in TRANSITIONS[action].items() if s is not None and target == to)
+def targets(action: str) -> dict[str, tuple[str, ...]]:
+    """For set-based updates of many memberships: each status (or REMOVED) the action leads to,
+    with the statuses it leads there from. Requests, confirmations and imports are decided one
+    row at a time (`decide`), since they depend on suppression and the requested status."""
+    found: dict[str, list[str]] = {}
+    for status, target in TRANSITIONS[action].items():
+        if status is not None and target not in (SAME, KEPT_OUT, REQUESTED):
+            found.setdefault(target, []).append(status)
+    return {target: tuple(statuses) for target, statuses in found.items()}
 
 
 def outcome(decision: Decision, *, created: bool, details_changed: bool) -> str:

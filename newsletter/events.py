@@ -15,20 +15,17 @@ from sqlalchemy.engine import Connection
 
 from . import addresses, consent
 from .errors import InputError
-from .schema import events, lists, memberships, subscribers
+from .schema import events, lists, subscribers
 from .store import Store, now
 from .webhooks.base import KINDS, TrackingEvent
 
 BOUNCE, COMPLAINT, UNSUBSCRIBE = "bounced", "complained", "unsubscribed"
 
-def _change(conn: Connection, subscriber_id: int, list_name: str, action: str, to: str, source: str) -> None:
-    """Apply a consent action to the member's list (every list when the event names none)."""
-    query = memberships.update().where(memberships.c.subscriber_id == subscriber_id,
-                                       memberships.c.status.in_(consent.changes_from(action, to)))
-    if list_name:
-        query = query.where(memberships.c.list_id == sa.select(lists.c.id).where(lists.c.name == list_name)
-                            .scalar_subquery())
-    conn.execute(query.values(status=to, changed_at=now(), source=source))
+def _list_id(conn: Connection, list_name: str) -> int | None:
+    """The list an event names; None (every list) when it names none. An unknown list matches nothing."""
+    if not list_name:
+        return None
+    return int(conn.execute(sa.select(lists.c.id).where(lists.c.name == list_name)).scalar() or 0)
 
 
 def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[str]:
@@ -59,14 +56,13 @@ def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[
             counts[event.kind] += 1
             if event.kind in (BOUNCE, COMPLAINT):
                 if subscriber_id is not None:
-                    if event.kind == BOUNCE:
-                        _change(conn, subscriber_id, event.list_name, consent.BOUNCE, consent.BOUNCED, source)
-                    else:
-                        _change(conn, subscriber_id, event.list_name, consent.COMPLAINT, consent.COMPLAINED, source)
+                    action = consent.BOUNCE if event.kind == BOUNCE else consent.COMPLAINT
+                    store.apply_to_memberships(conn, subscriber_id, action, source, _list_id(conn, event.list_name))
                 store.suppress(address.email, f"{event.kind}: {event.reason}" if event.reason else event.kind,
                                source, conn)
             elif event.kind == UNSUBSCRIBE and subscriber_id is not None:
-                _change(conn, subscriber_id, event.list_name, consent.UNSUBSCRIBE, consent.UNSUBSCRIBED, source)
+                store.apply_to_memberships(conn, subscriber_id, consent.UNSUBSCRIBE, source,
+                                           _list_id(conn, event.list_name))
     return counts
 
 

@@ -323,12 +323,13 @@ class Store:
         with self.write() as conn:
             list_id = self.list_id(list_name, conn)
             outcome = self._upsert(conn, address, list_id, clean_text(name),
-                                   {k: clean_text(str(v)) for k, v in (attributes or {}).items()}, status, source)
+                                   {k: clean_text(str(v)) for k, v in (attributes or {}).items()}, status, source,
+                                   consent.ADD)
             return self.find(address.email, conn), outcome
 
     def _upsert(self, conn: Connection, address: addresses.Address, list_id: int, name: str,
-                attributes: dict[str, str], status: str, source: str) -> str:
-        """One row of an import or `add`: store or update the person, then apply `consent.IMPORT`."""
+                attributes: dict[str, str], status: str, source: str, action: str) -> str:
+        """One `add`: store or update the person, then apply the consent action to the membership."""
         stamp = now()
         suppressed = self.is_suppressed(address.key, conn)
         row = conn.execute(
@@ -351,7 +352,7 @@ class Store:
                     name=merged_name, attributes=json.dumps(merged_attrs), updated_at=stamp))
                 details_changed = True
         current = self._status(conn, subscriber_id, list_id)
-        decision = consent.decide(consent.IMPORT, current, suppressed=suppressed, requested=status)
+        decision = consent.decide(action, current, suppressed=suppressed, requested=status)
         self._apply(conn, subscriber_id, list_id, current, decision, source)
         return consent.outcome(decision, created=current is None and not decision.kept_out,
                                details_changed=details_changed)
@@ -382,6 +383,21 @@ class Store:
             conn.execute(memberships.update().where(memberships.c.subscriber_id == subscriber_id,
                                                     memberships.c.list_id == list_id)
                          .values(status=decision.status, changed_at=now(), source=source))
+
+    @staticmethod
+    def apply_to_memberships(conn: Connection, subscriber_id: int, action: str, source: str,
+                             list_id: int | None = None) -> None:
+        """Apply a consent action to all of a person's memberships (or one list's) in set-based statements."""
+        where = [memberships.c.subscriber_id == subscriber_id]
+        if list_id is not None:
+            where.append(memberships.c.list_id == list_id)
+        for target, sources in consent.targets(action).items():
+            matching = [*where, memberships.c.status.in_(sources)]
+            if target == consent.REMOVED:
+                conn.execute(memberships.delete().where(*matching))
+            else:
+                conn.execute(memberships.update().where(*matching).values(status=target, changed_at=now(),
+                                                                          source=source))
 
     def change(self, subscriber_id: int, list_name: str, action: str, source: str) -> bool:
         """Apply a consent action to one membership; True when its status changed."""
@@ -417,6 +433,9 @@ class Store:
             c.execute(suppressions.insert().values(email_hash=address.hash, email_key=address.key,
                                                    reason=clean_text(reason)[:300] or "suppressed", source=source,
                                                    created_at=now()))
+            found = c.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
+            if found is not None:
+                self.apply_to_memberships(c, found, consent.SUPPRESS, source)
             return True
 
     def remove(self, email: str, source: str = "cli") -> None:
@@ -433,7 +452,7 @@ class Store:
                     .where(deliveries.c.subscriber_id == row.id, deliveries.c.state.in_([PENDING, UNKNOWN]))
                     .values(state=SKIPPED, error="erased", updated_at=now())
                 )
-                conn.execute(memberships.delete().where(memberships.c.subscriber_id == row.id))
+                self.apply_to_memberships(conn, row.id, consent.ERASE, source)
                 conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
             if not self.is_suppressed(address.key, conn):
                 conn.execute(suppressions.insert().values(email_hash=address.hash, email_key=None,

@@ -202,9 +202,12 @@ def test_consent_table_covers_every_action_and_status():
     for status in consent.LEFT:
         for action in consent.ACTIONS:
             assert consent.decide(action, status).status != consent.ACTIVE, (action, status)
+    # Erasure removes every membership; suppression keeps them as a record (the address is kept out).
+    assert consent.targets(consent.ERASE) == {consent.REMOVED: consent.STATUSES}
+    assert consent.targets(consent.SUPPRESS) == {}
     # And nothing moves a suppressed address towards being mailed.
     for status in (None, *consent.STATUSES):
-        for action in (consent.REQUEST, consent.CONFIRM, consent.IMPORT):
+        for action in (consent.REQUEST, consent.CONFIRM, consent.IMPORT, consent.ADD):
             decision = consent.decide(action, status, suppressed=True)
             assert decision.kept_out and decision.status == status
 
