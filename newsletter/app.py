@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from . import addresses, consent, content, events, placeholders, providers, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
@@ -58,6 +58,7 @@ class SendStatus:
     counts: dict[str, int]
     problems: list[tuple[str, str, str, int]]  # (email, state, error, attempts) of failed and unknown rows
     events: dict[str, int]
+    workers: list[dict[str, Any]]  # processes sending it now: id, host, pid, sent, started_at, heartbeat_at
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ class Newsletter:
         provider = self.provider()
         try:
             return send(self.store, mailing, provider, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
-                        progress=progress, stop=stop)
+                        progress=progress, stop=stop, lease=self.config.send.lease)
         finally:
             provider.close()
 
@@ -233,9 +234,9 @@ class Newsletter:
         slug = self.issue(issue).slug
         ledger = Ledger(self.store, slug, name, create=False)
         if not ledger.started():
-            return SendStatus(slug, name, False, {}, [], {})
+            return SendStatus(slug, name, False, {}, [], {}, [])
         return SendStatus(slug, name, True, ledger.counts(), ledger.problems(limit=200),
-                          events.issue_counts(self.store, slug))
+                          events.issue_counts(self.store, slug), ledger.live_workers(self.config.send.lease))
 
     def send_due(self, list_name: str | None = None, *, issue_path: str | os.PathLike[str] | None = None,
                  now: dt.datetime | None = None, stop: StopToken = None) -> DueRun:

@@ -310,6 +310,9 @@ def _print_send(report: SendReport) -> None:
         )
         out.print(f"in total: sent {c[SENT]:,}, failed {c[FAILED]:,}, unknown {c[UNKNOWN]:,}, "
                   f"skipped {c[SKIPPED]:,}, pending {c[PENDING]:,}")
+        if run["deferred"]:
+            out.print(f"deferred {run['deferred']:,}: the server refused them for now (4xx); they stay pending and "
+                      f"the next run tries them again")
     for reason, count in sorted(report.skipped_reasons.items()):
         out.print(f"  skipped {count:,}: {reason}")
     if report.stopped:
@@ -443,6 +446,11 @@ def status_command(state: _State, issue: str, list_name: str | None) -> None:
                   f"`send --resend-unknown` re-sends them", markup=True)
     for email, state_, error, attempts in status.problems:
         out.print(f"  {state_}: {email} (attempts {attempts}): {error}", markup=False)
+    for w in status.workers:
+        seconds = max((w["heartbeat_at"] - w["started_at"]).total_seconds(), 1e-9)
+        out.print(f"worker {w['id']} on {w['host']} (pid {w['pid']}): sent {w['sent']:,} since "
+                  f"{w['started_at']:%H:%M:%S} UTC ({w['sent'] / seconds:,.0f}/s), last heartbeat "
+                  f"{w['heartbeat_at']:%H:%M:%S} UTC", markup=False)
 
 
 class _ScheduleGroup(_Group):

@@ -53,6 +53,12 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class SendSettings:
+    concurrency: int = 4  # batches with the provider at once (SMTP: [smtp] connections)
+    lease: int = 60  # seconds a worker's claimed rows stay its own without a heartbeat
+
+
+@dataclass(frozen=True)
 class SendGridSettings:
     api_key_env: str = "SENDGRID_API_KEY"
     api_base: str = "https://api.sendgrid.com"
@@ -72,6 +78,9 @@ class SmtpSettings:
     username: str = ""
     password_env: str = "SMTP_PASSWORD"  # noqa: S105 - the variable's name, not a secret
     timeout: float = 30.0
+    connections: int = 4  # a pool: one connection per batch in flight
+    retries: int = 3  # tries of a recipient the server answers 4xx (greylisting, 421) in one run
+    retry_backoff: float = 5.0  # seconds before the first retry, doubling each time
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ class Config:
     store: StoreSettings
     lists: dict[str, ListSettings]
     provider: ProviderSettings = field(default_factory=ProviderSettings)
+    send: SendSettings = field(default_factory=SendSettings)
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -155,6 +165,7 @@ _SECTIONS: dict[str, type] = {
     "newsletter": NewsletterSettings,
     "store": StoreSettings,
     "provider": ProviderSettings,
+    "send": SendSettings,
     "sendgrid": SendGridSettings,
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,

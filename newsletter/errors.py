@@ -64,6 +64,12 @@ class ProviderError(SendError):
         self.partial: list[Any] = partial or []  # the providers' Results
 
 
+class ProviderRejected(ProviderError):
+    """The provider refused the whole request, naming no recipient: the send stops, nobody is marked failed."""
+
+    exit_code = 1
+
+
 class ProviderAuthError(ProviderError):
     """The provider rejected the credentials: nothing was sent and nothing is marked failed."""
 

@@ -1,14 +1,19 @@
 """The delivery ledger: one row per (issue, subscriber), so nobody can be sent an issue twice.
 
-Rows move pending → in_flight → sent | failed | unknown | skipped. A batch is claimed (marked
-in_flight) in one transaction before the provider is called and marked with the result after.
-Rows still in_flight when a run starts were claimed by a run that died mid-call: they may or may
-not have reached the provider, so they become unknown and are re-sent only on request.
+Rows move pending → in_flight → sent | failed | unknown | skipped (a deferred row goes back to
+pending with a time to retry). Every sending process registers as a worker and renews a lease
+while it runs; it claims a batch (in_flight, carrying its worker id) in one short transaction
+just before handing it to the provider, and marks the result after. Rows held by a worker whose
+lease expired, or whose process is gone, may or may not have reached the provider: they become
+unknown and are re-sent only on request. Several workers, on one machine or many, share a send.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import socket
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -19,11 +24,12 @@ from sqlalchemy.engine import Connection
 from .consent import ACTIVE
 from .schema import (
     DELIVERY_STATES as STATES,
-)
-from .schema import (
+    DONE,
     FAILED,
     IN_FLIGHT,
+    LOST,
     PENDING,
+    RUNNING,
     SENT,
     SKIPPED,
     UNKNOWN,
@@ -33,8 +39,23 @@ from .schema import (
     sends,
     subscribers,
     suppressions,
+    workers,
 )
-from .store import Prepared, Store, db_time, executemany, now
+from .store import Prepared, Store, db_time, executemany, new_id, now
+
+DEFERRED = "deferred"  # a provider's result for a row refused for now: it goes back to pending
+DEFAULT_RETRY = 300.0  # seconds before a deferred row is tried again when the provider did not say
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Claimed(NamedTuple):
@@ -146,63 +167,145 @@ class Ledger:
         return [Claimed(r.id, r.email, r.name, r.attributes) for r in rows]
 
     def start(self, subject: str) -> bool:
-        """Fix the recipients with one set-based insert; False when the send had started before."""
-        with self.store.write() as conn:
-            if conn.execute(
-                sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
-            ).first():
-                return False
-            stamp = now()
-            insert = deliveries.insert().from_select(
-                ["issue", "subscriber_id", "list_id", "state", "attempts", "updated_at"],
-                self._new_recipients().with_only_columns(
-                    sa.literal(self.issue), memberships.c.subscriber_id, sa.literal(self.list_id),
-                    sa.literal(PENDING), sa.literal(0), sa.literal(stamp, sa.DateTime),
-                ),
-            )
-            count = conn.execute(insert).rowcount
-            conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
-                                               recipients=count, started_at=stamp))
-            return True
+        """Fix the recipients with one set-based insert; False when the send had started before.
 
-    def recover(self, resend_unknown: bool) -> int:
-        """Turn rows a dead run left in_flight into unknown; with `resend_unknown`, unknown back to pending."""
+        Two processes starting the same send at once: one inserts, the other finds its rows (on
+        PostgreSQL the loser's insert hits the primary key and is rolled back, which is the same).
+        """
+        try:
+            with self.store.write() as conn:
+                if conn.execute(
+                    sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
+                ).first():
+                    return False
+                stamp = now()
+                insert = deliveries.insert().from_select(
+                    ["issue", "subscriber_id", "list_id", "state", "attempts", "updated_at"],
+                    self._new_recipients().with_only_columns(
+                        sa.literal(self.issue), memberships.c.subscriber_id, sa.literal(self.list_id),
+                        sa.literal(PENDING), sa.literal(0), sa.literal(stamp, sa.DateTime),
+                    ),
+                )
+                count = conn.execute(insert).rowcount
+                conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
+                                                   recipients=count, started_at=stamp))
+                return True
+        except sa.exc.IntegrityError:
+            return False
+
+    # -- workers and their leases -----------------------------------------------------------------
+
+    def register(self) -> int:
+        """Register this process as a worker on this send; returns its id (never reused)."""
+        stamp = now()
         with self.store.write() as conn:
+            return new_id(conn.execute(workers.insert().values(
+                issue=self.issue, list_id=self.list_id, host=socket.gethostname(), pid=os.getpid(), state=RUNNING,
+                sent=0, started_at=stamp, heartbeat_at=stamp)))
+
+    def heartbeat(self, worker: int, sent: int) -> bool:
+        """Renew the lease; False when it was lost (another worker took this one's rows as unknown)."""
+        with self.store.write() as conn:
+            return bool(conn.execute(
+                workers.update().where(workers.c.id == worker, workers.c.state == RUNNING)
+                .values(heartbeat_at=now(), sent=sent)
+            ).rowcount)
+
+    def retire(self, worker: int, sent: int) -> None:
+        with self.store.write() as conn:
+            conn.execute(workers.update().where(workers.c.id == worker, workers.c.state == RUNNING)
+                         .values(state=DONE, heartbeat_at=now(), sent=sent))
+
+    def live_workers(self, lease: float) -> list[dict[str, Any]]:
+        """Workers on this send whose lease holds: id, host, pid, sent, started and last heartbeat."""
+        horizon = now() - dt.timedelta(seconds=lease)
+        with self.store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                sa.select(workers.c.id, workers.c.host, workers.c.pid, workers.c.sent, workers.c.started_at,
+                          workers.c.heartbeat_at)
+                .where(workers.c.issue == self.issue, workers.c.list_id == self.list_id,
+                       workers.c.state == RUNNING, workers.c.heartbeat_at >= horizon)
+                .order_by(workers.c.id))]
+
+    def recover(self, lease: float, *, resend_unknown: bool = False, unowned: bool = True) -> int:
+        """Rows held by workers that are gone become unknown; returns how many.
+
+        A worker is gone when its lease has expired, or (on this host) its process no longer
+        exists. Its in_flight rows may or may not have reached the provider. `unowned` also
+        takes in_flight rows that carry no worker (left by a version before workers). With
+        `resend_unknown`, every unknown row of the send goes back to pending.
+        """
+        horizon = now() - dt.timedelta(seconds=lease)
+        host = socket.gethostname()
+        with self.store.write() as conn:
+            running = conn.execute(
+                sa.select(workers.c.id, workers.c.host, workers.c.pid, workers.c.heartbeat_at)
+                .where(workers.c.issue == self.issue, workers.c.list_id == self.list_id, workers.c.state == RUNNING)
+            ).all()
+            gone = [w.id for w in running if w.heartbeat_at < horizon or (w.host == host and not _alive(w.pid))]
+            if gone:
+                conn.execute(workers.update().where(workers.c.id.in_(gone)).values(state=LOST))
+            elif not unowned and not resend_unknown:
+                return 0
+            orphaned: sa.ColumnElement[bool] = deliveries.c.worker_id.in_(gone or [-1])
+            if unowned:
+                orphaned = sa.or_(deliveries.c.worker_id.is_(None), orphaned)
             lost = conn.execute(
-                deliveries.update().where(*self._where, deliveries.c.state == IN_FLIGHT)
+                deliveries.update().where(*self._where, deliveries.c.state == IN_FLIGHT, orphaned)
                 .values(state=UNKNOWN, error="interrupted while sending: may or may not have been delivered",
                         updated_at=now())
             ).rowcount or 0
             if resend_unknown:
                 conn.execute(deliveries.update().where(*self._where, deliveries.c.state == UNKNOWN)
-                             .values(state=PENDING, updated_at=now()))
+                             .values(state=PENDING, worker_id=None, claim=None, updated_at=now()))
         return int(lost)
 
-    def _claim_query(self, conn: Connection) -> Prepared:
-        if self._claim_sql is None:
-            self._claim_sql = Prepared(
-                sa.select(deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-                          subscribers.c.attributes, memberships.c.status, suppressions.c.reason)
-                .select_from(deliveries)
-                .outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                .outerjoin(memberships, sa.and_(memberships.c.subscriber_id == deliveries.c.subscriber_id,
-                                                memberships.c.list_id == deliveries.c.list_id))
-                .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
-                .where(deliveries.c.issue == sa.bindparam("b_issue"), deliveries.c.list_id == sa.bindparam("b_list"),
-                       deliveries.c.state == PENDING, deliveries.c.subscriber_id > sa.bindparam("b_cursor"))
-                .order_by(deliveries.c.subscriber_id)
-                .limit(sa.bindparam("b_size")),
-                conn.dialect,
-            )
-        return self._claim_sql
+    # -- claiming and recording -------------------------------------------------------------------
 
-    def claim(self, size: int) -> tuple[list[Claimed], Counter[str]]:
-        """Mark up to `size` pending rows in_flight; rows whose member left or was suppressed are skipped."""
+    def has_pending(self) -> bool:
+        """Whether any row of this send still waits to be sent."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(sa.select(deliveries.c.subscriber_id).where(
+                *self._where, deliveries.c.state == PENDING).limit(1)).first() is not None
+
+    def claim(self, worker: int, claim: int, size: int) -> tuple[list[Claimed], Counter[str]]:
+        """Take up to `size` pending rows for `worker` in one short transaction.
+
+        PostgreSQL skips rows another worker is claiming at the same moment (FOR UPDATE SKIP
+        LOCKED); SQLite serialises claims (BEGIN IMMEDIATE). Rows whose member has left or been
+        suppressed since the send started are marked skipped instead. The cursor walks the
+        primary key; when it reaches the end it starts once more from the beginning, for rows
+        released or deferred behind it.
+        """
+        for _ in range(2):
+            claimed, skipped = self._claim_from(worker, claim, size)
+            if claimed or skipped or self._cursor == 0:
+                return claimed, skipped
+            self._cursor = 0
+        return [], Counter()
+
+    def _claim_from(self, worker: int, claim: int, size: int) -> tuple[list[Claimed], Counter[str]]:
+        stamp = now()
         with self.store.write() as conn:
-            rows = self._claim_query(conn).execute(
-                conn, {"b_issue": self.issue, "b_list": self.list_id, "b_cursor": self._cursor, "b_size": size})
-            if rows:
-                self._cursor = rows[-1][0]
+            picked = (
+                sa.select(deliveries.c.subscriber_id)
+                .where(*self._where, deliveries.c.state == PENDING, deliveries.c.subscriber_id > self._cursor,
+                       sa.or_(deliveries.c.retry_after.is_(None), deliveries.c.retry_after <= stamp))
+                .order_by(deliveries.c.subscriber_id).limit(size)
+                .with_for_update(skip_locked=True)
+            )
+            taken = sorted(sid for (sid,) in conn.execute(
+                deliveries.update()
+                .where(deliveries.c.issue == self.issue, deliveries.c.subscriber_id.in_(picked.scalar_subquery()))
+                .values(state=IN_FLIGHT, worker_id=worker, claim=claim, attempts=deliveries.c.attempts + 1,
+                        updated_at=stamp)
+                .returning(deliveries.c.subscriber_id)
+            ))
+            if not taken:
+                return [], Counter()
+            self._cursor = taken[-1]
+            rows = self._claimed_query(conn).execute(conn, {
+                "b_issue": self.issue, "b_worker": worker, "b_claim": claim, "b_low": taken[0], "b_high": taken[-1]})
             claimed: list[Claimed] = []
             skipped: dict[str, list[int]] = defaultdict(list)
             for sid, email, name, attributes, status, suppressed in rows:
@@ -214,71 +317,98 @@ class Ledger:
                     skipped[status or "left the list"].append(sid)
                 else:
                     claimed.append(Claimed(sid, email, name, attributes))
-            stamp = db_time(conn, now())
+            at = db_time(conn, stamp)
             for reason, ids in skipped.items():
-                self._set(conn, ids, SKIPPED, stamp, error=reason)
-            if claimed:
-                # Everything still pending between the first and last claimed id is claimed:
-                # one range update instead of one per row.
-                conn.execute(
-                    deliveries.update()
-                    .where(*self._where, deliveries.c.state == PENDING,
-                           deliveries.c.subscriber_id.between(claimed[0].subscriber_id, claimed[-1].subscriber_id))
-                    .values(state=IN_FLIGHT, attempts=deliveries.c.attempts + 1, updated_at=now())
-                )
+                self._set(conn, ids, SKIPPED, at, error=reason)
         return claimed, Counter({reason: len(ids) for reason, ids in skipped.items()})
 
+    def _claimed_query(self, conn: Connection) -> Prepared:
+        if self._claim_sql is None:
+            self._claim_sql = Prepared(
+                sa.select(deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                          subscribers.c.attributes, memberships.c.status, suppressions.c.reason)
+                .select_from(deliveries)
+                .outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .outerjoin(memberships, sa.and_(memberships.c.subscriber_id == deliveries.c.subscriber_id,
+                                                memberships.c.list_id == deliveries.c.list_id))
+                .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
+                .where(deliveries.c.issue == sa.bindparam("b_issue"),
+                       deliveries.c.subscriber_id.between(sa.bindparam("b_low"), sa.bindparam("b_high")),
+                       deliveries.c.worker_id == sa.bindparam("b_worker"),
+                       deliveries.c.claim == sa.bindparam("b_claim"),
+                       deliveries.c.state == IN_FLIGHT)
+                .order_by(deliveries.c.subscriber_id),
+                conn.dialect,
+            )
+        return self._claim_sql
+
     def _set(self, conn: Connection, ids: list[int], state: str, stamp: Any, *, error: str | None = None,
-             message_id: str | None = None, attempt: bool = False) -> None:
+             message_id: str | None = None, worker: int | None = None, retry_after: Any = None,
+             attempts: int = 0) -> None:
+        """Set the state of rows by id (rows a worker holds, when `worker` is given)."""
         if not ids:
             return
         values: dict[str, Any] = {"state": state, "updated_at": sa.bindparam("b_at"), "error": sa.bindparam("b_error")}
         if message_id is not None:
             values["message_id"] = sa.bindparam("b_mid")
-        if attempt:
-            values["attempts"] = deliveries.c.attempts + 1
-        statement = deliveries.update().where(
-            deliveries.c.issue == sa.bindparam("b_issue"), deliveries.c.subscriber_id == sa.bindparam("b_id"),
-        ).values(**values)
-        executemany(conn, statement, [
-            {"b_issue": self.issue, "b_id": i, "b_at": stamp, "b_error": error, "b_mid": message_id} for i in ids
+        if state == PENDING:
+            values.update(worker_id=None, claim=None, retry_after=sa.bindparam("b_retry"))
+        if attempts:
+            values["attempts"] = deliveries.c.attempts + attempts
+        where = [deliveries.c.issue == sa.bindparam("b_issue"), deliveries.c.subscriber_id == sa.bindparam("b_id")]
+        if worker is not None:
+            # (no IN list: executemany statements are compiled once, without expanding parameters)
+            where += [deliveries.c.worker_id == sa.bindparam("b_worker"),
+                      sa.or_(deliveries.c.state == IN_FLIGHT, deliveries.c.state == UNKNOWN)]
+        executemany(conn, deliveries.update().where(*where).values(**values), [
+            {"b_issue": self.issue, "b_id": i, "b_at": stamp, "b_error": error, "b_mid": message_id,
+             "b_worker": worker, "b_retry": retry_after} for i in ids
         ])
 
-    def mark(self, results: Iterable[tuple[int, str, str, str]], batch: list[int] | None = None) -> None:
-        """Record (subscriber_id, state, message_id, error) results of one provider call.
+    def mark(self, worker: int, claim: int, results: Iterable[tuple[int, str, str, str, float]],
+             batch: list[int]) -> None:
+        """Record (subscriber_id, state, message_id, error, retry_in) results of one provider call.
 
-        When one outcome covers the whole claimed `batch` (the common case), it is one range
-        update over the batch's in_flight rows; this process holds the send lock, so no other
-        rows of this send are in flight.
+        Only rows this worker still holds change: in_flight, or unknown if its lease was taken
+        meanwhile (the real outcome is better than unknown). A deferred row goes back to
+        pending, to be tried after `retry_in` seconds. When one outcome covers the whole batch
+        (the common case) it is one range update over the claim.
         """
-        groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
-        for sid, state, message_id, error in results:
-            groups[(state, message_id, error)].append(sid)
+        groups: dict[tuple[str, str, str, float], list[int]] = defaultdict(list)
+        for sid, state, message_id, error, retry_in in results:
+            groups[(state, message_id, error, retry_in)].append(sid)
+        stamp = now()
         with self.store.write() as conn:
-            if batch and len(groups) == 1 and len(next(iter(groups.values()))) == len(batch):
-                (state, message_id, error), = groups
-                conn.execute(
-                    deliveries.update()
-                    .where(*self._where, deliveries.c.state == IN_FLIGHT,
-                           deliveries.c.subscriber_id.between(min(batch), max(batch)))
-                    .values(state=state, message_id=message_id or None, error=error or None, updated_at=now())
-                )
-                return
-            stamp = db_time(conn, now())
-            for (state, message_id, error), ids in groups.items():
-                self._set(conn, ids, state, stamp, error=error or None, message_id=message_id or None)
+            if len(groups) == 1 and len(next(iter(groups.values()))) == len(batch):
+                ((state, message_id, error, retry_in),) = groups
+                if state != DEFERRED:
+                    conn.execute(
+                        deliveries.update()
+                        .where(deliveries.c.issue == self.issue,
+                               deliveries.c.subscriber_id.between(min(batch), max(batch)),
+                               deliveries.c.worker_id == worker, deliveries.c.claim == claim,
+                               deliveries.c.state.in_([IN_FLIGHT, UNKNOWN]))
+                        .values(state=state, message_id=message_id or None, error=error or None, updated_at=stamp)
+                    )
+                    return
+            at = db_time(conn, stamp)
+            for (state, message_id, error, retry_in), ids in groups.items():
+                if state == DEFERRED:
+                    retry = db_time(conn, stamp + dt.timedelta(seconds=retry_in or DEFAULT_RETRY))
+                    self._set(conn, ids, PENDING, at, error=error or None, worker=worker, retry_after=retry)
+                else:
+                    self._set(conn, ids, state, at, error=error or None, message_id=message_id or None, worker=worker)
 
-    def release(self, ids: list[int]) -> None:
+    def release(self, worker: int, ids: list[int]) -> None:
         """Put claimed rows back to pending: the provider certainly did not take them.
 
         The claim cursor moves back too, so this run can still pick them up.
         """
-        if ids:
-            self._cursor = min(self._cursor, min(ids) - 1)
+        if not ids:
+            return
+        self._cursor = min(self._cursor, min(ids) - 1)
         with self.store.write() as conn:
-            self._set(conn, ids, PENDING, db_time(conn, now()), error=None)
-            conn.execute(deliveries.update().where(*self._where, deliveries.c.subscriber_id.in_(ids))
-                         .values(attempts=deliveries.c.attempts - 1))
+            self._set(conn, ids, PENDING, db_time(conn, now()), error=None, worker=worker, attempts=-1)
 
     def counts(self) -> dict[str, int]:
         with self.store.engine.connect() as conn:

@@ -81,8 +81,28 @@ deliveries = sa.Table(
     sa.Column("message_id", sa.String(200), nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("worker_id", sa.Integer, nullable=True),  # who holds it while in_flight
+    sa.Column("claim", sa.Integer, nullable=True),  # which of that worker's claims
+    sa.Column("retry_after", sa.DateTime, nullable=True),  # a deferred row waits until then
     # No index on state on purpose: every row changes state two or three times, and claims walk
     # the primary key in subscriber order from a cursor instead.
+)
+
+# Sending processes: each holds a lease on the rows it claims for as long as it heartbeats.
+RUNNING, DONE, LOST = "running", "done", "lost"
+workers = sa.Table(
+    "workers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # never reused (AUTOINCREMENT on SQLite)
+    sa.Column("issue", sa.String(200), nullable=False),
+    sa.Column("list_id", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("sent", sa.Integer, nullable=False, default=0),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+    sa.Index("ix_workers_send", "issue", "list_id", "state"),
+    sqlite_autoincrement=True,
 )
 
 events = sa.Table(
@@ -101,6 +121,16 @@ events = sa.Table(
 )
 
 
+def _leases(conn: Connection) -> None:
+    """Workers with leases; deliveries remember their worker, claim and retry time."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("deliveries")}
+    for column in ("worker_id", "claim", "retry_after"):
+        if column not in have:  # a store made before version 4
+            kind = deliveries.c[column].type.compile(conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE deliveries ADD COLUMN {column} {kind}"))
+    metadata.create_all(conn, tables=[workers])
+
+
 def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=list(tables))
@@ -113,6 +143,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "lists, subscribers, memberships, suppressions", _creates(lists, subscribers, memberships, suppressions)),
     (2, "delivery ledger: sends and deliveries", _creates(sends, deliveries)),
     (3, "provider events", _creates(events)),
+    (4, "sending workers and leases", _leases),
 ]
 
 

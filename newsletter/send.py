@@ -7,8 +7,10 @@ re-send; members who leave mid-send are skipped at claim time; one process per (
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import queue
 import threading
 import time
 from collections import Counter
@@ -24,6 +26,7 @@ from .config import Config
 from .errors import ProviderError, TokenError
 from .files import atomic_write
 from .ledger import Claimed, Ledger
+from .pacing import Pacer
 from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
 from .schema import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
@@ -112,105 +115,162 @@ class SendReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.counts.get(FAILED) or self.counts.get(UNKNOWN) else 0
+        """1 when someone failed, is unknown, or was deferred by the server and still waits."""
+        waiting = self.this_run["deferred"] and self.counts.get(PENDING)
+        return 1 if self.counts.get(FAILED) or self.counts.get(UNKNOWN) or waiting else 0
 
     def summary(self) -> str:
         """One line for logs: what this run did and what is left."""
         run = self.this_run
         return (f"{self.issue} to {self.list_name}: sent {run[SENT]}, failed {run[FAILED]}, unknown {run[UNKNOWN]}, "
-                f"skipped {run[SKIPPED]}, pending {self.counts.get(PENDING, 0)} in {self.duration:.1f} s"
+                f"skipped {run[SKIPPED]}, deferred {run['deferred']}, pending {self.counts.get(PENDING, 0)} "
+                f"in {self.duration:.1f} s"
                 + (f" ({self.stopped})" if self.stopped else ""))
 
 
 def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | None = None,
          max_rate: float | None = None, resend_unknown: bool = False,
          progress: Callable[[int, int], None] | None = None, stop: StopToken = None,
-         sleep: Callable[[float], None] = time.sleep) -> SendReport:
-    """Send (or continue sending) the mailing to its list. See the module docstring.
+         sleep: Callable[[float], None] | None = None, lease: float = 60.0,
+         concurrency: int | None = None) -> SendReport:
+    """Send (or continue sending) the mailing to its list as one worker. See the module docstring.
 
-    `stop` is checked before each batch: once it is set, the batch with the provider finishes
-    and the rest stays pending for the next run.
+    Up to `concurrency` batches (default: the provider's `max_in_flight`) are with the provider
+    at once. `stop` is looked at before each claim and during every wait: once it is set, the
+    batches with the provider finish and are recorded, and the rest stays pending. Other
+    processes sending the same issue to the same list share the work through the ledger.
     """
     should_stop = stop_check(stop)
+    provider.check(mailing.envelope)  # a message that can never be sent stops here, before any claim
     slug, list_name = mailing.rendered.slug, mailing.list_name
     ledger = Ledger(store, slug, list_name)
     started = time.monotonic()
-    with store.lock(f"send:{slug}:{list_name}",
-                    f"another `newsletter send` of {slug} to {list_name} is running; wait for it to finish"):
-        report = SendReport(slug, list_name, {})
-        report.recovered = ledger.recover(resend_unknown)
-        report.started_now = ledger.start(mailing.rendered.subject)
-        counts = ledger.counts()
-        total, done = counts[PENDING], 0
-        batch = provider.max_batch
-        if max_rate:
-            batch = max(1, min(batch, int(max_rate)))
-        # One batch is with the provider (in a worker thread) while the next is claimed and
-        # prepared here: the provider's network wait overlaps our work.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider")
-        in_flight: tuple[list[Recipient], Future[list[Result]]] | None = None
+    report = SendReport(slug, list_name, {})
+    report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
+    report.started_now = ledger.start(mailing.rendered.subject)
+    worker = ledger.register()
+    lost = threading.Event()
+    pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or lost.is_set(), sleep=sleep)
+    beat = _Heartbeat(ledger, worker, lease, lost, report)
+    total = ledger.counts()[PENDING]
+    size = provider.max_batch if not max_rate else max(1, min(provider.max_batch, int(max_rate)))
+    slots = max(1, concurrency or provider.max_in_flight)
+    finished: queue.Queue[tuple[int, list[Recipient], Future[list[Result]]]] = queue.Queue()
+    pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="provider")
+    in_flight, handed, claims = 0, 0, 0
+    failure: ProviderError | None = None
+
+    def record(item: tuple[int, list[Recipient], Future[list[Result]]]) -> None:
+        nonlocal in_flight, failure
+        in_flight -= 1
+        claim, recipients, future = item
         try:
-            while True:
-                claimed: list[Claimed] = []
-                if limit is not None and done >= limit:
-                    report.stopped = f"--limit {limit} reached"
-                elif should_stop():
-                    report.stopped = "stopped on request"
-                else:
-                    size = batch if limit is None else min(batch, limit - done)
-                    claimed, skipped = ledger.claim(size)
-                    report.skipped_reasons.update(skipped)
-                    report.this_run[SKIPPED] += sum(skipped.values())
-                    if not claimed and skipped:
-                        continue
-                recipients = [mailing.recipient(c) for c in claimed]
-                if in_flight is not None:
-                    previous, in_flight = in_flight, None
-                    try:
-                        _finish(ledger, previous[0], previous[1], report)
-                    except BaseException:
-                        if recipients:
-                            ledger.release([r.key for r in recipients])  # claimed, never handed over
-                        raise
-                    if progress:
-                        progress(done + report.this_run[SKIPPED], total)
-                if not recipients:
+            results = future.result()
+        except ProviderError as exc:
+            results = list(exc.partial)
+            failure = failure or exc
+        _record(ledger, worker, claim, recipients, results, report)
+        if progress:
+            progress(sum(report.this_run.values()), total)
+
+    beat.start()
+    try:
+        exhausted = False
+        while True:
+            try:  # record every batch that has come back
+                while True:
+                    record(finished.get_nowait())
+            except queue.Empty:
+                pass
+            stopping = failure is not None or bool(report.stopped) or exhausted
+            if stopping or in_flight >= slots:
+                if in_flight == 0:
                     break
-                if max_rate:
-                    ahead = done / max_rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        sleep(ahead)
-                in_flight = (recipients, pool.submit(provider.send, mailing.envelope, recipients))
-                done += len(recipients)
-        finally:
-            if in_flight is not None:
-                # Interrupted (Ctrl-C): let the batch with the provider finish and record it.
-                _finish(ledger, in_flight[0], in_flight[1], report)
-            pool.shutdown(wait=True)
-            report.counts = ledger.counts()
-            report.problems = ledger.problems()
-            report.duration = time.monotonic() - started
-            ledger.finish_if_done(report.counts)
+                record(finished.get())
+                continue
+            if limit is not None and handed >= limit:
+                report.stopped = f"--limit {limit} reached"
+                continue
+            want = size if limit is None else min(size, limit - handed)
+            if not pacer.admit(want, ledger.has_pending):  # rate limit and pauses; claims come after the wait
+                report.stopped = _LEASE_LOST if lost.is_set() else "stopped on request"
+                continue
+            claims += 1
+            claimed, skipped = ledger.claim(worker, claims, want)
+            report.skipped_reasons.update(skipped)
+            report.this_run[SKIPPED] += sum(skipped.values())
+            if not claimed:
+                exhausted = not skipped
+                continue
+            recipients = [mailing.recipient(c) for c in claimed]
+            future = pool.submit(provider.send, mailing.envelope, recipients, pacer)
+            future.add_done_callback(functools.partial(_returned, finished, claims, recipients))
+            in_flight += 1
+            handed += len(recipients)
+    finally:
+        # Interrupted or not: every batch with the provider finishes and is recorded.
+        while in_flight:
+            record(finished.get())
+        pool.shutdown(wait=True)
+        beat.stop()
+        ledger.retire(worker, report.this_run[SENT])
+        ledger.recover(lease, unowned=False)  # rows of workers that died meanwhile become unknown
+        report.counts = ledger.counts()
+        report.problems = ledger.problems()
+        report.duration = time.monotonic() - started
+        ledger.finish_if_done(report.counts)
+    if failure is not None:
+        raise failure
     return report
 
 
-def _finish(ledger: Ledger, recipients: list[Recipient], future: Future[list[Result]], report: SendReport) -> None:
-    """Record what the provider did with one batch (or its partial results when it stopped)."""
-    try:
-        results = future.result()
-    except ProviderError as exc:
-        _record(ledger, recipients, exc.partial, report)
-        raise
-    _record(ledger, recipients, results, report)
+def _returned(finished: queue.Queue[tuple[int, list[Recipient], Future[list[Result]]]], claim: int,
+              recipients: list[Recipient], future: Future[list[Result]]) -> None:
+    """A batch came back from the provider (its thread): hand it to the dispatcher to record."""
+    finished.put((claim, recipients, future))
 
 
-def _record(ledger: Ledger, recipients: list[Recipient], results: list[Result], report: SendReport) -> None:
-    ledger.mark(((r.key, r.status, r.message_id, r.error) for r in results), [r.key for r in recipients])
+_LEASE_LOST = ("this worker's lease was lost (it could not heartbeat for [send] lease seconds); "
+               "stopped before sending more")
+
+
+class _Heartbeat:
+    """Renews a worker's lease from its own thread, so long waits never let it lapse.
+
+    Each beat also turns the rows of workers that died into unknown. When the lease is found
+    lost (another worker took this one's rows), `lost` is set and the send stops claiming.
+    """
+
+    def __init__(self, ledger: Ledger, worker: int, lease: float, lost: threading.Event, report: SendReport) -> None:
+        self.ledger, self.worker, self.lease, self.lost, self.report = ledger, worker, lease, lost, report
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(max(0.5, self.lease / 4)):
+            if not self.ledger.heartbeat(self.worker, self.report.this_run[SENT]):
+                self.lost.set()
+                return
+            self.ledger.recover(self.lease, unowned=False)
+
+
+def _record(ledger: Ledger, worker: int, claim: int, recipients: list[Recipient], results: list[Result],
+            report: SendReport) -> None:
+    """Record what the provider did with one batch; recipients it did not take go back to pending."""
+    ledger.mark(worker, claim, ((r.key, r.status, r.message_id, r.error, r.retry_in) for r in results),
+                [r.key for r in recipients])
     report.this_run.update(r.status for r in results)
     handled = {r.key for r in results}
     untouched = [r.key for r in recipients if r.key not in handled]
     if untouched:
-        ledger.release(untouched)
+        ledger.release(worker, untouched)
 
 
 def send_test_copy(store: Store, mailing: Mailing, provider: Provider, address: str) -> Result:
@@ -277,6 +337,7 @@ def dry_run(store: Store, mailing: Mailing, provider: Provider, *, out_dir: Path
 
     With `out_dir`, the provider's preview files (what it would hand over) are written there.
     """
+    provider.check(mailing.envelope)  # what the real send would refuse, the dry run refuses too
     slug, list_name = mailing.rendered.slug, mailing.list_name
     batch_size = provider.max_batch
     ledger = Ledger(store, slug, list_name, create=False)

@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from newsletter.config import Config
+from newsletter.pacing import Pacer
 from newsletter.providers import Envelope, Preview, Recipient, Result
 
 Answer = Callable[[Sequence[Recipient]], list[Result]]
@@ -22,8 +23,9 @@ def all_sent(recipients: Sequence[Recipient]) -> list[Result]:
 class FakeProvider:
     name = "fake"
 
-    def __init__(self, max_batch: int = 5) -> None:
+    def __init__(self, max_batch: int = 5, max_in_flight: int = 1) -> None:
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self.batches: list[list[str]] = []  # the addresses of every batch handed over, in order
         self.script: deque[Answer | BaseException] = deque()
         self.closed = 0
@@ -36,7 +38,10 @@ class FakeProvider:
         """Script the answer to the next batch: a function of the recipients, or an exception to raise."""
         self.script.append(answer)
 
-    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+    def check(self, envelope: Envelope) -> None:
+        return None
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
         answer = self.script.popleft() if self.script else all_sent
         if isinstance(answer, BaseException):
             raise answer

@@ -75,7 +75,7 @@ class FakeSendGrid:
     """The server with its record and script; `start()` runs it in a thread."""
 
     def __init__(self, api_key: str = "SG.test-key", *, record_bodies: bool = True, max_body: int = 30_000_000,
-                 port: int = 0) -> None:
+                 port: int = 0, latency: float = 0.0) -> None:
         self.api_key = api_key
         self.record_bodies = record_bodies
         self.max_body = max_body
@@ -86,6 +86,7 @@ class FakeSendGrid:
         self.script: deque[tuple[int, dict[str, str], float, list[dict[str, Any]] | None]] = deque()
         self.reject: dict[str, str] = {}  # address -> message: answer 400 naming its personalization
         self.stall = 0.0  # seconds to sleep before answering (the request is accepted first)
+        self.latency = latency  # seconds every answer takes, as a real API's round trip
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,6 +116,8 @@ class FakeSendGrid:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
+                if server.latency:
+                    time.sleep(server.latency)
                 with server.lock:
                     server.requests += 1
                     scripted = server.script.popleft() if server.script else None
@@ -178,8 +181,9 @@ class FakeSendGrid:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--key", default="SG.test-key")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
     args = parser.parse_args()
-    server = FakeSendGrid(args.key, record_bodies=False)
+    server = FakeSendGrid(args.key, record_bodies=False, latency=args.latency)
     print(server.port, flush=True)
     server.httpd.serve_forever()
 

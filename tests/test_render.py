@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
-from newsletter import config as config_mod
-from newsletter import content, placeholders, render
+from newsletter import config as config_mod, content, placeholders, render
 from newsletter.errors import ContentError, RenderError
 
 from .conftest import ROOT, write_config

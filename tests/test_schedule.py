@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from newsletter import config as config_mod
-from newsletter import schedule
+from newsletter import config as config_mod, schedule
 from newsletter.errors import ConfigError
 from newsletter.ledger import Ledger
 from newsletter.store import Store
@@ -103,8 +102,10 @@ def test_due_issue_rules(tmp_path, monkeypatch):
         ledger.start("x")
         # Started but not finished: still due, so the next run completes it.
         assert schedule.due_issue(cfg, store, "weekly", monday_morning).slug == "a-old"
-        ledger.claim(10)
-        ledger.mark([(store.get("ada@example.com").id, "sent", "m", "")])
+        worker = ledger.register()
+        claimed, _ = ledger.claim(worker, 1, 10)
+        ledger.mark(worker, 1, [(c.subscriber_id, "sent", "m", "", 0.0) for c in claimed],
+                    [c.subscriber_id for c in claimed])
         assert schedule.due_issue(cfg, store, "weekly", monday_morning) is None  # b-this waits for 09:00
         assert schedule.due_issue(cfg, store, "weekly", monday_slot).slug == "b-this"
         assert schedule.due_issue(cfg, store, "weekly", monday_slot, exclude={"b-this"}) is None  # pinned

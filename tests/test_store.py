@@ -8,11 +8,9 @@ import sys
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from newsletter import addresses, consent, tokens
-from newsletter import config as config_mod
+from newsletter import addresses, config as config_mod, consent, tokens
 from newsletter.csvio import export_csv, import_csv, neutralise
 from newsletter.errors import InputError, TokenError
 from newsletter.schema import MIGRATIONS, upgrade

@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from newsletter import Newsletter, consent, tokens
-from newsletter import config as config_mod
+from newsletter import Newsletter, config as config_mod, consent, tokens
 from newsletter.cli import cli
 from newsletter.store import Store
 from newsletter.web import create_app

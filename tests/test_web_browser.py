@@ -8,8 +8,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from newsletter import Newsletter
-from newsletter import config as config_mod
+from newsletter import Newsletter, config as config_mod
 from newsletter.cli import cli
 from newsletter.store import Store
 from newsletter.web import create_app

@@ -33,4 +33,4 @@ def create(config: Config, *, dry_run: bool = False) -> Provider:
     from .sendgrid import SendGridProvider
 
     api_key = _secret(config.sendgrid.api_key_env, "SendGrid API key", required=not dry_run)
-    return SendGridProvider(config.sendgrid, api_key)
+    return SendGridProvider(config.sendgrid, api_key, max_in_flight=config.send.concurrency)

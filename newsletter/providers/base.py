@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from email.utils import formataddr
 from typing import Literal, NamedTuple, Protocol
 
+from ..pacing import Pacer
 from ..render import Rendered
 
-Status = Literal["sent", "failed", "unknown"]
+# sent: accepted; failed: refused for good; unknown: handed over, outcome not known;
+# deferred: refused for now (a 4xx), to be tried again in a later run.
+Status = Literal["sent", "failed", "unknown", "deferred"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Result(NamedTuple):
     status: Status
     message_id: str = ""
     error: str = ""
+    retry_in: float = 0.0  # for deferred results: seconds before it is worth trying again
 
 
 class Preview(NamedTuple):
@@ -59,17 +63,25 @@ class Preview(NamedTuple):
 
 
 class Provider(Protocol):
-    """Sends one batch.
+    """Sends batches; several may be in flight at once (up to `max_in_flight`), each in its own thread.
 
-    Returns one Result for each recipient it handled; a recipient without a Result was not
-    sent and goes back to pending. When it must stop (ProviderError and subclasses), the
-    exception's `partial` holds the Results of those it handled before.
+    `send` returns one Result for each recipient it handled; a recipient without a Result was
+    not handed over and goes back to pending. When it must stop (ProviderError and subclasses),
+    the exception's `partial` holds the Results of those it handled before. Waits (rate limits,
+    back-off) go through `pacer`, shared by every batch of the send, so that a pause holds all of
+    them and a stop cuts every wait short.
     """
 
     name: str
     max_batch: int
+    max_in_flight: int
 
-    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]: ...
+    def check(self, envelope: Envelope) -> None:
+        """Raise ProviderError when this message can never be sent (too large): before anything is sent."""
+        ...
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
+        ...
 
     def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
         """The files a dry run writes to show what `send` would hand over; sends nothing, needs no secret."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import email.policy
 from collections.abc import Sequence
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import formatdate, make_msgid
 
 from ..placeholders import fill
 from .base import Envelope, Preview, Recipient
@@ -23,16 +24,23 @@ def _one_line(value: str) -> str:
 # CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
 # limit: a folded List-Unsubscribe would be turned into an encoded word that clients cannot use.
 POLICY = email.policy.SMTP.clone(max_line_length=998)
+# For an address that is not ASCII (RFC 6532): headers in UTF-8, never an encoded word in an address.
+UTF8_POLICY = email.policy.SMTPUTF8.clone(max_line_length=998)
+
+
+def needs_smtputf8(envelope: Envelope, recipient: Recipient) -> bool:
+    """True when an address (not just a name) is not ASCII: the message needs SMTPUTF8 to travel."""
+    return not (recipient.email.isascii() and envelope.from_email.isascii())
 
 
 def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     """The complete message for one recipient, exactly as it goes over SMTP."""
     rendered = envelope.rendered
-    msg = EmailMessage(policy=POLICY)
+    msg = EmailMessage(policy=UTF8_POLICY if needs_smtputf8(envelope, recipient) else POLICY)
     msg["Subject"] = _one_line(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
     msg["From"] = envelope.from_header
     name = _one_line(recipient.name)
-    msg["To"] = formataddr((name, recipient.email)) if name else recipient.email
+    msg["To"] = Address(display_name=name, addr_spec=recipient.email) if name else recipient.email
     if envelope.reply_to:
         msg["Reply-To"] = envelope.reply_to
     msg["Date"] = formatdate(localtime=False, usegmt=True)

@@ -2,10 +2,12 @@
 
 One request per batch of up to 1,000 recipients, the issue rendered once and per-recipient values
 passed as substitutions. The request body is built as plain data: the library's helper classes
-cost about 15 s per million recipients. Errors are handled per SendGrid's semantics: a 400 names
-the bad personalization (isolated, the rest re-sent), 413 splits the batch, 429 waits for
-`X-RateLimit-Reset`, 5xx and connection errors back off and retry, a read timeout is `unknown`
-because the request may have been accepted (SendGrid has no idempotency key).
+cost about 15 s per million recipients. Errors are handled per SendGrid's semantics: a 400 that
+names a personalization fails that recipient and re-sends the rest, one that names none stops
+the send; 413 splits the batch (a message too large on its own is refused before anything is
+sent); 429 pauses every batch until `X-RateLimit-Reset`; 5xx and connection errors back off and
+retry; a read timeout or a broken answer is `unknown`, because the request may have been
+accepted (SendGrid has no idempotency key).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import sendgrid
 from python_http_client.exceptions import HTTPError
 
 from ..config import SendGridSettings
-from ..errors import ProviderAuthError, ProviderError, ProviderUnavailable
+from ..errors import ProviderAuthError, ProviderError, ProviderRejected, ProviderUnavailable
+from ..pacing import Pacer
 from ..placeholders import PATTERN, SPECIAL, clean, fill
 from .base import Envelope, Preview, Recipient, Result
 from .mime import eml_previews
 
 MAX_RECIPIENTS = 1000
+MAX_MESSAGE_BYTES = 30_000_000  # SendGrid's limit on one request
 MAX_SUBSTITUTION_BYTES = 10_000
 MAX_RATE_LIMIT_WAIT = 300.0
 _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)")
@@ -171,13 +175,21 @@ class Payload:
 class SendGridProvider:
     name = "sendgrid"
 
-    def __init__(self, settings: SendGridSettings, api_key: str, *,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: SendGridSettings, api_key: str, *, max_in_flight: int = 4,
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.settings = settings
+        self.max_in_flight = max_in_flight
         self.max_batch = min(settings.batch_size, MAX_RECIPIENTS)
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=settings.api_base.rstrip("/"))
         self._sleep = sleep
         self._payload: Payload | None = None
+
+    def check(self, envelope: Envelope) -> None:
+        """Refuse a message SendGrid can never take, whoever it goes to: before anything is sent."""
+        size = len(self._payload_for(envelope).body([]).encode("utf-8"))
+        if size >= MAX_MESSAGE_BYTES:
+            raise ProviderError(f"the message is {size / 1e6:.1f} MB before any recipient is added; SendGrid takes at "
+                                f"most {MAX_MESSAGE_BYTES / 1e6:.0f} MB per request: shorten the issue")
 
     def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
         """The first `limit` messages as `.eml` files and the first request body exactly as it would be posted."""
@@ -198,10 +210,15 @@ class SendGridProvider:
     def _backoff(self, attempt: int) -> float:
         return float(min(60.0, self.settings.retry_backoff * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
 
-    def _post(self, body: str) -> str:
-        """POST once, retrying what is safe to retry; returns the X-Message-Id."""
+    def _post(self, body: str, pacer: Pacer) -> str | None:
+        """POST once, retrying what is safe to retry; the X-Message-Id, or None when the send is stopping.
+
+        A 429 or a back-off pauses every batch of the send (through `pacer`), not only this one.
+        """
         last = ""
         for attempt in range(self.settings.max_retries):
+            if not pacer.wait():
+                return None
             try:
                 # A Content-Type other than the bare "application/json" makes the library send
                 # the (already JSON) text as it is instead of encoding it again.
@@ -225,34 +242,40 @@ class SendGridProvider:
                     if reset and str(reset).isdigit():
                         wait = min(MAX_RATE_LIMIT_WAIT, max(0.0, int(reset) - time.time()) + 0.05)
                     last = "429 rate limited"
-                    self._sleep(wait)
+                    pacer.pause(wait)
                     continue
                 if status >= 500:
                     last = f"{status}: {detail}"
-                    self._sleep(self._backoff(attempt))
+                    pacer.pause(self._backoff(attempt))
                     continue
                 raise ProviderError(f"SendGrid answered {status}: {detail}") from None
             except urllib.error.URLError as exc:
                 # The connection was never made (refused, DNS, connect timeout): nothing was sent.
                 last = f"connection failed: {exc.reason}"
-                self._sleep(self._backoff(attempt))
+                pacer.pause(self._backoff(attempt))
                 continue
-            except (TimeoutError, http.client.RemoteDisconnected, ConnectionResetError) as exc:
-                raise _MaybeSent(f"no answer from SendGrid after the request was sent ({exc or 'timeout'})") from None
+            except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                # After the request went out: a timeout, a dropped connection, or an answer that is
+                # not HTTP. SendGrid may have accepted it.
+                raise _MaybeSent(f"no usable answer from SendGrid after the request was sent "
+                                 f"({type(exc).__name__}: {exc or 'timeout'})") from None
         raise ProviderUnavailable(
             f"SendGrid failed {self.settings.max_retries} times (last: {last}); the batch stays pending, run send again"
         )
 
-    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
+        """Results for the recipients handed over; none for those left when the send is stopping."""
         results: dict[int, Result] = {}
+        pacer = pacer or Pacer(sleep=self._sleep)
         try:
-            self._send(envelope, list(recipients), results)
+            self._send(envelope, list(recipients), results, pacer)
         except ProviderError as exc:
             exc.partial = list(results.values())
             raise
-        return [results[r.key] for r in recipients]
+        return [results[r.key] for r in recipients if r.key in results]
 
-    def _send(self, envelope: Envelope, recipients: list[Recipient], results: dict[int, Result]) -> None:
+    def _send(self, envelope: Envelope, recipients: list[Recipient], results: dict[int, Result],
+              pacer: Pacer) -> None:
         payload = self._payload_for(envelope)
         ready = []
         for r in recipients:
@@ -265,53 +288,51 @@ class SendGridProvider:
         if not ready:
             return
         try:
-            message_id = self._post(payload.body(ready))
+            message_id = self._post(payload.body(ready), pacer)
         except _MaybeSent as exc:
             for r in ready:
                 results[r.key] = Result(r.key, "unknown", error=str(exc))
             return
         except _TooLarge:
+            # `check` made sure the message alone fits, so fewer recipients per request will do.
             if len(ready) == 1:
-                results[ready[0].key] = Result(ready[0].key, "failed", error="413: message too large for SendGrid")
+                results[ready[0].key] = Result(ready[0].key, "failed", error="413: too large for SendGrid with this "
+                                               "recipient's values")
                 return
             half = len(ready) // 2
-            self._send(envelope, ready[:half], results)
-            self._send(envelope, ready[half:], results)
+            self._send(envelope, ready[:half], results, pacer)
+            self._send(envelope, ready[half:], results, pacer)
             return
         except _BadRequest as exc:
-            self._isolate(envelope, ready, exc.errors, results)
+            self._isolate(envelope, ready, exc.errors, results, pacer)
             return
+        if message_id is None:
+            return  # stopping: these were not handed over and go back to pending
         for r in ready:
             results[r.key] = Result(r.key, "sent", message_id=message_id)
 
     def _isolate(self, envelope: Envelope, ready: list[Recipient], errors: list[dict[str, Any]],
-                 results: dict[int, Result]) -> None:
-        """A 400 rejects the whole request: fail the named recipients and send the others again."""
+                 results: dict[int, Result], pacer: Pacer) -> None:
+        """A 400 rejects the whole request: fail the recipients it names and send the others again.
+
+        A 400 that names no recipient is about the message itself: the send stops with
+        SendGrid's words and nobody is marked failed.
+        """
         bad: dict[int, str] = {}
-        request_wide = []
         for error in errors:
             field = str(error.get("field") or "")
             match = _PERSONALIZATION.match(field)
             if match and int(match.group(1)) < len(ready):
                 bad.setdefault(int(match.group(1)), f"400 {field}: {error.get('message', '')}")
-            elif field:
-                request_wide.append(f"{field}: {error.get('message', '')}")
-        if bad:
-            for index, message in bad.items():
-                results[ready[index].key] = Result(ready[index].key, "failed", error=message)
-            rest = [r for i, r in enumerate(ready) if i not in bad]
-            if rest:
-                self._send(envelope, rest, results)
-            return
-        if request_wide:
-            raise ProviderError(f"SendGrid rejected the request: {'; '.join(request_wide)}")
-        if len(ready) == 1:
-            message = "; ".join(str(e.get("message", "")) for e in errors) or "400 bad request"
-            results[ready[0].key] = Result(ready[0].key, "failed", error=f"400: {message}")
-            return
-        half = len(ready) // 2
-        self._send(envelope, ready[:half], results)
-        self._send(envelope, ready[half:], results)
+        if not bad:
+            said = "; ".join(f"{e['field']}: {e.get('message', '')}" if e.get("field") else str(e.get("message", ""))
+                             for e in errors) or "400 Bad Request"
+            raise ProviderRejected(f"SendGrid rejected the request: {said}; nothing was marked failed")
+        for index, message in bad.items():
+            results[ready[index].key] = Result(ready[index].key, "failed", error=message)
+        rest = [r for i, r in enumerate(ready) if i not in bad]
+        if rest:
+            self._send(envelope, rest, results, pacer)
 
     def close(self) -> None:
         return None

@@ -1,28 +1,51 @@
-"""SMTP with smtplib: one message per recipient over a reused connection.
+"""SMTP with smtplib: a pool of connections, one per batch in flight, one message per recipient.
 
-Messages are built by `mime` (multipart/alternative: text, then HTML).
-Each message is sent as MAIL, RCPT and DATA separately, so a dropped connection before DATA is
-known to have sent nothing (reconnect and retry), while one during DATA is reported unknown.
+Each worker thread keeps its own connection (`[smtp] connections` of them) and reconnects when
+the server hangs up or answers 421. MAIL, RCPT and DATA go out in one write where the server
+offers PIPELINING, one by one elsewhere; either way the message body is sent only after DATA is
+accepted, so a connection lost before then has handed over nothing (retried), while one lost
+during the body is reported unknown. 4xx answers are temporary: the recipient is retried with
+back-off in this run, then deferred to a later one; 5xx answers are permanent. An address with
+a non-ASCII local part goes out with SMTPUTF8 where the server offers it, and fails on its own
+with a clear reason where it does not. No exception about one recipient leaves the batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
-import time
+import threading
 from collections.abc import Sequence
 
 from ..config import SmtpSettings
 from ..errors import ProviderAuthError, ProviderUnavailable
+from ..pacing import Pacer
 from .base import Envelope, Preview, Recipient, Result
-from .mime import build_message, eml_previews
+from .mime import build_message, eml_previews, needs_smtputf8
 
 RECONNECT_TRIES = 3
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _text(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+
+
+class _Answer(Exception):
+    """How one SMTP transaction ended, when it did not end in 250."""
+
+    def __init__(self, kind: str, message: str, *, reconnect: bool = False) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.reconnect = kind, message, reconnect  # kind: temporary | permanent | unknown
+
+
+def _classify(step: str, code: int, reply: bytes | str) -> _Answer:
+    text = f"{code} {_text(reply)} (at {step})"
+    if 400 <= code < 500:
+        return _Answer("temporary", text, reconnect=code == 421)
+    return _Answer("permanent", text)
 
 
 class SmtpProvider:
@@ -32,11 +55,19 @@ class SmtpProvider:
     def __init__(self, settings: SmtpSettings, password: str = "") -> None:
         self.settings = settings
         self.password = password
-        self._conn: smtplib.SMTP | None = None
+        self.max_in_flight = settings.connections
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[smtplib.SMTP] = set()
+
+    def check(self, envelope: Envelope) -> None:
+        return None
 
     def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
         """What a dry run writes: the first `limit` messages as `.eml` files."""
         return eml_previews(envelope, recipients, limit)
+
+    # -- connections: one per thread ----------------------------------------------------------
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -55,69 +86,140 @@ class SmtpProvider:
             raise ProviderAuthError(f"SMTP server {s.host}:{s.port} refused the login for {s.username!r}") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise ProviderUnavailable(f"cannot reach SMTP server {s.host}:{s.port}: {exc}") from None
+        with self._lock:
+            self._open.add(conn)
         return conn
 
-    def _deliver(self, envelope: Envelope, recipient: Recipient) -> Result:
-        msg = build_message(envelope, recipient)
+    def _connection(self, pacer: Pacer) -> smtplib.SMTP | None:
+        """This thread's connection, made (with a few tries) when there is none; None when stopping."""
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
         for attempt in range(RECONNECT_TRIES):
-            if self._conn is None:
-                self._conn = self._connect()
-            conn = self._conn
             try:
-                utf8 = not recipient.email.isascii() and conn.has_extn("smtputf8")
-                code, reply = conn.mail(envelope.from_email, ["SMTPUTF8"] if utf8 else [])
-                if code >= 400:
-                    self._reset(conn)
-                    return Result(recipient.key, "failed", error=f"MAIL FROM refused: {code} {_text(reply)}")
-                code, reply = conn.rcpt(recipient.email)
-                if code >= 400:
-                    self._reset(conn)
-                    return Result(recipient.key, "failed", error=f"{code} {_text(reply)}")
-            except (smtplib.SMTPServerDisconnected, OSError):
-                # Nothing was handed over yet: reconnect and try again.
-                self._drop()
-                time.sleep(0.1 * attempt)
-                continue
-            try:
-                code, reply = conn.data(msg.as_bytes())
-            except smtplib.SMTPDataError as exc:
-                self._reset(conn)
-                return Result(recipient.key, "failed", error=f"{exc.smtp_code} {_text(exc.smtp_error)}")
-            except (smtplib.SMTPServerDisconnected, OSError) as exc:
-                self._drop()
-                return Result(recipient.key, "unknown", error=f"connection lost during DATA: {exc}")
-            if code != 250:  # smtplib raises only for the 354 step; the final answer is ours to check
-                self._reset(conn)
-                return Result(recipient.key, "failed", error=f"{code} {_text(reply)}")
-            return Result(recipient.key, "sent", message_id=str(msg["Message-ID"]))
-        server = f"{self.settings.host}:{self.settings.port}"
-        raise ProviderUnavailable(f"SMTP server {server} keeps dropping the connection")
+                self._local.conn = self._connect()
+                return self._local.conn  # type: ignore[no-any-return]
+            except ProviderUnavailable:
+                if attempt == RECONNECT_TRIES - 1:
+                    raise
+                if not pacer.sleep(0.2 * 2 ** attempt):
+                    return None
+        return None
 
-    def send(self, envelope: Envelope, recipients: Sequence[Recipient]) -> list[Result]:
+    def _drop(self) -> None:
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                self._open.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                conn.quit()
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
+        """One result per recipient handed over; those left when the send is stopping get none."""
+        pacer = pacer or Pacer()
         results: list[Result] = []
         for recipient in recipients:
             try:
-                results.append(self._deliver(envelope, recipient))
+                result = self._deliver(envelope, recipient, pacer)
             except ProviderUnavailable as exc:
                 exc.partial = results
                 raise
+            if result is None:  # stopping: this one and the rest go back to pending
+                break
+            results.append(result)
         return results
+
+    def _deliver(self, envelope: Envelope, recipient: Recipient, pacer: Pacer) -> Result | None:
+        """Deliver one message, retrying temporary refusals; None when the send is stopping first."""
+        s = self.settings
+        utf8 = needs_smtputf8(envelope, recipient)
+        last = ""
+        for attempt in range(max(1, s.retries)):
+            if attempt and not pacer.sleep(s.retry_backoff * 2 ** (attempt - 1)):
+                return None
+            if not pacer.wait():
+                return None
+            conn = self._connection(pacer)
+            if conn is None:
+                return None
+            if utf8 and not conn.has_extn("smtputf8"):
+                return Result(recipient.key, "failed", error="the address is not ASCII and the SMTP server does not "
+                                                             "offer SMTPUTF8")
+            try:
+                message = build_message(envelope, recipient)
+                data = message.as_bytes()
+            except Exception as exc:  # noqa: BLE001 - one recipient's message, never the batch
+                return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
+            try:
+                self._transaction(conn, envelope.from_email, recipient.email, data, utf8)
+            except _Answer as answer:
+                if answer.kind == "unknown":
+                    return Result(recipient.key, "unknown", error=answer.message)
+                if answer.kind == "permanent":
+                    return Result(recipient.key, "failed", error=answer.message)
+                last = answer.message
+                if answer.reconnect:
+                    self._drop()
+                    pacer.pause(s.retry_backoff)  # the server asked us to slow down: every connection waits
+                continue
+            return Result(recipient.key, "sent", message_id=str(message["Message-ID"]))
+        return Result(recipient.key, "deferred", error=f"{last}; tried {s.retries} times, left for a later run",
+                      retry_in=s.retry_backoff * 2 ** max(1, s.retries))
+
+    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes, utf8: bool) -> None:
+        """MAIL, RCPT, DATA and the body; returns on 250, raises _Answer otherwise."""
+        options = ["SMTPUTF8"] if utf8 else []
+        if utf8 and conn.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        try:
+            if conn.has_extn("pipelining"):
+                extra = "".join(f" {o}" for o in options)
+                mail, to = smtplib.quoteaddr(sender), smtplib.quoteaddr(rcpt)
+                conn.send(f"MAIL FROM:{mail}{extra}\r\nRCPT TO:{to}\r\nDATA\r\n".encode())
+                replies = [("MAIL FROM", *conn.getreply()), ("RCPT TO", *conn.getreply()), ("DATA", *conn.getreply())]
+            else:
+                replies = [("MAIL FROM", *conn.mail(sender, options))]
+                if replies[-1][1] < 400:
+                    replies.append(("RCPT TO", *conn.rcpt(rcpt)))
+                if replies[-1][1] < 400:
+                    replies.append(("DATA", *conn.docmd("DATA")))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()  # nothing was handed over: another connection may take it
+            raise _Answer("temporary", f"connection lost before DATA: {exc}", reconnect=True) from None
+        refused = next(((step, code, reply) for step, code, reply in replies
+                        if code != (354 if step == "DATA" else 250)), None)
+        if refused is not None:
+            if replies[-1][0] == "DATA" and replies[-1][1] == 354:  # a server that took DATA anyway
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    conn.send(b".\r\n")
+                    conn.getreply()
+            self._reset(conn)
+            raise _classify(*refused)
+        body = _LEADING_DOT.sub(b"..", data)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        try:
+            conn.send(body + b".\r\n")
+            code, reply = conn.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            raise _Answer("unknown", f"connection lost during DATA: {exc}") from None
+        if code != 250:
+            self._reset(conn)
+            raise _classify("end of DATA", code, reply)
 
     def _reset(self, conn: smtplib.SMTP) -> None:
         try:
             conn.rset()
         except (smtplib.SMTPException, OSError):
             self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.close()
-            self._conn = None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                self._conn.quit()
-            self._conn = None
-
