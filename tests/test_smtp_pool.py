@@ -102,7 +102,8 @@ def test_a_non_ascii_address_goes_out_with_smtputf8(relay, tmp_path, sample_issu
     result = run("send", sample_issue, "--list", "weekly", "--yes")
     assert result.exit_code == 0, result.output
     assert sorted(received(inbox)) == ["jürgen@example.com", "r0@example.com", "r1@example.com"]
-    raw = next(r for (_f, rcpts, _m), r in zip(inbox.messages, inbox.raw, strict=True) if rcpts == ["jürgen@example.com"])
+    arrived = zip(inbox.messages, inbox.raw, strict=True)
+    raw = next(r for (_f, rcpts, _m), r in arrived if rcpts == ["jürgen@example.com"])
     headers = raw.split(b"\r\n\r\n")[0]
     assert "\r\nTo: jürgen@example.com\r\n".encode() in headers and b"=?" not in headers  # raw UTF-8, no encoded word
 
