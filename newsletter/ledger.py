@@ -16,6 +16,7 @@ import os
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -48,14 +49,18 @@ DEFAULT_RETRY = 300.0  # seconds before a deferred row is tried again when the p
 
 
 def _alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
+    """Whether a process with this id runs on this host (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: existing is the best we know
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class Claimed(NamedTuple):
@@ -262,6 +267,12 @@ class Ledger:
 
     # -- claiming and recording -------------------------------------------------------------------
 
+    def held_elsewhere(self, worker: int) -> int:
+        """How many rows of this send other workers hold in flight."""
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(
+                *self._where, deliveries.c.state == IN_FLIGHT, deliveries.c.worker_id != worker)).scalar() or 0)
+
     def has_pending(self) -> bool:
         """Whether any row of this send still waits to be sent."""
         with self.store.engine.connect() as conn:
@@ -287,16 +298,22 @@ class Ledger:
     def _claim_from(self, worker: int, claim: int, size: int) -> tuple[list[Claimed], Counter[str]]:
         stamp = now()
         with self.store.write() as conn:
+            pick = deliveries.alias("pick")  # an alias, so the subquery is not correlated with the UPDATE
             picked = (
-                sa.select(deliveries.c.subscriber_id)
-                .where(*self._where, deliveries.c.state == PENDING, deliveries.c.subscriber_id > self._cursor,
-                       sa.or_(deliveries.c.retry_after.is_(None), deliveries.c.retry_after <= stamp))
-                .order_by(deliveries.c.subscriber_id).limit(size)
+                sa.select(pick.c.subscriber_id)
+                .where(pick.c.issue == self.issue, pick.c.list_id == self.list_id, pick.c.state == PENDING,
+                       pick.c.subscriber_id > self._cursor,
+                       sa.or_(pick.c.retry_after.is_(None), pick.c.retry_after <= stamp))
+                .order_by(pick.c.subscriber_id).limit(size)
                 .with_for_update(skip_locked=True)
             )
+            # A CTE, not `IN (subquery)`: PostgreSQL may run a subquery more than once per statement,
+            # each time taking another LIMIT's worth; a CTE with FOR UPDATE is evaluated once.
+            chosen = picked.cte("chosen")
             taken = sorted(sid for (sid,) in conn.execute(
                 deliveries.update()
-                .where(deliveries.c.issue == self.issue, deliveries.c.subscriber_id.in_(picked.scalar_subquery()))
+                .where(deliveries.c.issue == self.issue,
+                       deliveries.c.subscriber_id.in_(sa.select(chosen.c.subscriber_id)))
                 .values(state=IN_FLIGHT, worker_id=worker, claim=claim, attempts=deliveries.c.attempts + 1,
                         updated_at=stamp)
                 .returning(deliveries.c.subscriber_id)

@@ -207,6 +207,12 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
             future.add_done_callback(functools.partial(_returned, finished, claims, recipients))
             in_flight += 1
             handed += len(recipients)
+        # Nothing left to claim: wait while other workers finish theirs (a dead one's rows become
+        # unknown when its lease runs out), so the send ends in a final state.
+        while not report.stopped and failure is None and ledger.held_elsewhere(worker):
+            ledger.recover(lease, unowned=False)
+            if not pacer.sleep(0.25):
+                break
     finally:
         # Interrupted or not: every batch with the provider finishes and is recorded.
         while in_flight:

@@ -294,11 +294,11 @@ class SendGridProvider:
                 results[r.key] = Result(r.key, "unknown", error=str(exc))
             return
         except _TooLarge:
-            # `check` made sure the message alone fits, so fewer recipients per request will do.
+            # Fewer recipients per request make it smaller; if even one is too many, the message
+            # itself is too large (a recipient's values are capped far below SendGrid's limit).
             if len(ready) == 1:
-                results[ready[0].key] = Result(ready[0].key, "failed", error="413: too large for SendGrid with this "
-                                               "recipient's values")
-                return
+                raise ProviderRejected("SendGrid answered 413 for a request with a single recipient: the message "
+                                       "is too large; shorten the issue. Nothing was marked failed") from None
             half = len(ready) // 2
             self._send(envelope, ready[:half], results, pacer)
             self._send(envelope, ready[half:], results, pacer)

@@ -1,0 +1,123 @@
+"""Several sending processes share one send through the ledger, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from newsletter import Newsletter
+
+from .conftest import ROOT, SECRET, write_config
+
+SERVER = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
+ISSUE = ROOT / "issues" / "2026-12-01.md"
+
+
+def people(folder: Path, n: int) -> Path:
+    path = folder / "people.csv"
+    path.write_text("email\n" + "".join(f"w{i}@example.com\n" for i in range(n)))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request):
+    """A fresh store: a SQLite file, or a new PostgreSQL database when a server is available."""
+    if request.param == "sqlite":
+        yield "sqlite:///newsletter.db"
+        return
+    if not SERVER:
+        pytest.skip("NEWSLETTER_TEST_POSTGRES is not set: no PostgreSQL server to test on")
+    name = f"newsletter_workers_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(SERVER.replace("/?", "/postgres?"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        # No connection may sit idle in a transaction: PostgreSQL ends any that does for a second.
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '1s'"))
+    yield SERVER.replace("/?", f"/{name}?")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def shared(tmp_path, monkeypatch, sendgrid_server, store_url):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    path = write_config(tmp_path, api_base=sendgrid_server.url, batch_size=50,
+                        extra="\n[send]\nconcurrency = 2\nlease = 3\n")
+    path.write_text(path.read_text().replace('url = "sqlite:///newsletter.db"', f'url = "{store_url}"'))
+    return path
+
+
+def worker(config: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(config), "send", str(ISSUE),
+                             "--list", "weekly", "--yes", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.slow
+def test_three_workers_share_a_send_and_survive_one_being_killed(shared, sendgrid_server, tmp_path):
+    n = 2000
+    with Newsletter.from_config(shared) as nl:
+        nl.import_csv(people(tmp_path, n), "weekly")
+    sendgrid_server.latency = 0.15
+    workers = [worker(shared) for _ in range(3)]
+    assert wait_for(lambda: len(sendgrid_server.received) >= 400, 60)
+    workers[0].send_signal(signal.SIGKILL)
+    outputs = [w.communicate(timeout=120) for w in workers[1:]]
+    workers[0].wait(10)
+    for w, (out, err) in zip(workers[1:], outputs, strict=True):
+        assert w.returncode in (0, 1), out + err  # 1: rows of the killed worker are reported unknown
+        assert "Traceback" not in err
+    with Newsletter.from_config(shared) as nl:
+        counts = nl.status(ISSUE, "weekly").counts
+        with nl.store.engine.connect() as conn:
+            unknown = {r[0] for r in conn.exec_driver_sql(
+                "SELECT s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+                "WHERE d.state = 'unknown'")}
+            busy = conn.exec_driver_sql("SELECT count(*) FROM workers WHERE sent > 0").scalar()
+    received = collections.Counter(sendgrid_server.received)
+    everyone = {f"w{i}@example.com" for i in range(n)}
+    assert max(received.values()) == 1  # nobody twice
+    assert set(received) | unknown == everyone  # nobody skipped: each received, or reported unknown
+    assert counts["sent"] + counts["unknown"] == n and counts["pending"] == counts["in_flight"] == 0
+    assert busy >= 2  # the work really was shared
+    # Re-sending the unknown rows completes the list; only those can arrive twice.
+    last = worker(shared, "--resend-unknown")
+    out, err = last.communicate(timeout=120)
+    assert last.returncode == 0, out + err
+    received = collections.Counter(sendgrid_server.received)
+    assert set(received) == everyone
+    assert {address for address, times in received.items() if times > 1} <= unknown
+
+
+@pytest.mark.slow
+def test_a_second_send_joins_the_first_instead_of_failing(shared, sendgrid_server, tmp_path):
+    with Newsletter.from_config(shared) as nl:
+        nl.import_csv(people(tmp_path, 1200), "weekly")
+    sendgrid_server.latency = 0.3
+    first = worker(shared)
+    assert wait_for(lambda: len(sendgrid_server.received) >= 50, 60)
+    second = worker(shared)
+    results = [p.communicate(timeout=120) for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], results
+    assert "nothing to send" not in results[1][0] and "this run sent 0," not in results[1][0]  # it took a share
+    assert sorted(sendgrid_server.received) == sorted(f"w{i}@example.com" for i in range(1200))
