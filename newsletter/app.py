@@ -21,25 +21,28 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 
-from . import addresses, consent, content, events, placeholders, providers, tokens
+from . import consent, placeholders, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
 from .consent import STATUSES
-from .csvio import ImportReport, export_csv, import_csv
 from .errors import ContentError, InputError, SendLockedError, WebhookError
-from .files import atomic_write
-from .ledger import Ledger, sent_issues
-from .preview import PreviewServer, make_server, sample_values
-from .providers import Provider, Result
-from .render import Rendered, render
-from .send import DryRunReport, Mailing, SendReport, StopToken, dry_run, send, send_confirmation, send_test_copy
-from .store import Store, Subscriber, clean_text
+
+# Each operation imports the modules it needs when it runs, so that a command starts quickly
+# and `send` never loads the web app or the scheduler (or `serve` the CSV code).
+if TYPE_CHECKING:
+    from .content import Issue
+    from .csvio import ImportReport
+    from .preview import PreviewServer
+    from .providers import Provider, Result
+    from .render import Rendered
+    from .send import DryRunReport, Mailing, SendReport, StopToken
+    from .store import Store, Subscriber
 
 __all__ = ["CONFIG_ENV", "STATUSES", "ArchivedIssue", "DryRunReport", "DueRun", "LinkedMembership", "Newsletter",
            "ScheduledRun", "SendReport", "SendStatus", "SubscribeRequest"]
 
-IssueRef = str | os.PathLike[str] | Mailing
+IssueRef: TypeAlias = "str | os.PathLike[str] | Mailing"
 
 
 class ProviderFactory(Protocol):
@@ -112,11 +115,15 @@ class Newsletter:
 
     def __init__(self, config: Config, *, provider_factory: ProviderFactory | None = None) -> None:
         self.config = config
-        self._provider_factory: ProviderFactory = provider_factory or providers.create
+        if provider_factory is None:
+            from .providers import create
+
+            provider_factory = create
+        self._provider_factory: ProviderFactory = provider_factory
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._unsubscribe_signer: tokens.Signer | None = None
-        self._archive_cache: dict[tuple[Path, float], tuple[content.Issue, Rendered]] = {}
+        self._archive_cache: dict[tuple[Path, float], tuple[Issue, Rendered]] = {}
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, *,
@@ -127,6 +134,8 @@ class Newsletter:
     @property
     def store(self) -> Store:
         """The subscriber store, opened (and its schema upgraded) on first use."""
+        from .store import Store
+
         with self._store_lock:
             if self._store is None:
                 self._store = Store(self.config)
@@ -149,16 +158,22 @@ class Newsletter:
 
     # -- issues -------------------------------------------------------------------------------
 
-    def issue(self, path: str | os.PathLike[str]) -> content.Issue:
-        return content.parse(Path(path), base_url=self.config.newsletter.base_url)
+    def issue(self, path: str | os.PathLike[str]) -> Issue:
+        from .content import parse
+
+        return parse(Path(path), base_url=self.config.newsletter.base_url)
 
     def render(self, path: str | os.PathLike[str]) -> Rendered:
         """The issue rendered once, placeholders still in."""
+        from .render import render
+
         return render(self.issue(path), self.config.newsletter, self.config.templates_dir)
 
     def write_rendered(self, path: str | os.PathLike[str],
                        out_dir: str | os.PathLike[str]) -> tuple[Rendered, Path, Path]:
         """Render and write `<slug>.html` and `<slug>.txt` to `out_dir`, each whole or not at all."""
+        from .files import atomic_write
+
         rendered = self.render(path)
         target = Path(out_dir)
         html_path, text_path = target / f"{rendered.slug}.html", target / f"{rendered.slug}.txt"
@@ -168,6 +183,8 @@ class Newsletter:
 
     def preview_server(self, path: str | os.PathLike[str], host: str, port: int) -> tuple[Rendered, PreviewServer]:
         """The rendered issue and a server showing it with sample values; the caller runs and closes it."""
+        from .preview import make_server, sample_values
+
         rendered = self.render(path)
         values = sample_values(self.config.newsletter.base_url, rendered.slug)
         return rendered, make_server(rendered, values, host, port)
@@ -180,6 +197,9 @@ class Newsletter:
 
     def mailing(self, issue: IssueRef, list_name: str | None = None, *, dry_run: bool = False) -> Mailing:
         """The issue rendered and addressed to a list: what `send`, `dry_run` and test copies take."""
+        from .render import render
+        from .send import Mailing
+
         if isinstance(issue, Mailing):
             return issue
         name = self.list_name(list_name)
@@ -191,6 +211,8 @@ class Newsletter:
     def dry_run(self, issue: IssueRef, list_name: str | None = None, *, out_dir: str | os.PathLike[str] | None = None,
                 limit: int = 3) -> DryRunReport:
         """Everything a send would do short of the provider call; changes nothing, needs no API key."""
+        from .send import dry_run
+
         mailing = self.mailing(issue, list_name, dry_run=True)
         provider = self.provider(dry_run=True)
         try:
@@ -200,6 +222,8 @@ class Newsletter:
 
     def recipients(self, issue: IssueRef, list_name: str | None = None) -> int:
         """How many people a send run now would mail (reads only)."""
+        from .ledger import Ledger
+
         mailing = self.mailing(issue, list_name, dry_run=True)
         return Ledger(self.store, mailing.rendered.slug, mailing.list_name, create=False).forecast()[0]
 
@@ -211,6 +235,8 @@ class Newsletter:
         `stop` (an Event or a callable) ends the send after the batch with the provider; the
         rest stays pending for the next call.
         """
+        from .send import send
+
         mailing = self.mailing(issue, list_name)
         provider = self.provider()
         try:
@@ -221,6 +247,8 @@ class Newsletter:
 
     def send_test_copy(self, issue: IssueRef, address: str, list_name: str | None = None) -> Result:
         """One copy marked [TEST] to `address`, with that subscriber's values; not recorded."""
+        from .send import send_test_copy
+
         mailing = self.mailing(issue, list_name)
         provider = self.provider()
         try:
@@ -230,6 +258,9 @@ class Newsletter:
 
     def status(self, issue: str | os.PathLike[str], list_name: str | None = None) -> SendStatus:
         """Counts by state, the failed and unknown rows, and provider events of one send."""
+        from . import events
+        from .ledger import Ledger
+
         name = self.list_name(list_name)
         slug = self.issue(issue).slug
         ledger = Ledger(self.store, slug, name, create=False)
@@ -308,12 +339,17 @@ class Newsletter:
                    strict: bool = False, rejects_path: str | os.PathLike[str] | None = None,
                    progress: Callable[[int], None] | None = None) -> ImportReport:
         """Import subscribers from a CSV file with an 'email' column."""
+        from .csvio import import_csv
+
         return import_csv(self.store, Path(path), list_name, status=status, strict=strict,
                           rejects_path=Path(rejects_path) if rejects_path else None, progress=progress)
 
     def export_csv(self, list_name: str, out: TextIO | str | os.PathLike[str],
                    status: str | None = consent.ACTIVE) -> int:
         """Write a list as CSV to a stream, or whole-or-nothing to a file path; returns the rows written."""
+        from .csvio import export_csv
+        from .files import atomic_write
+
         if not isinstance(out, (str, os.PathLike)):
             return export_csv(self.store, list_name, out, status)
         import io
@@ -351,6 +387,9 @@ class Newsletter:
 
     def subscribe(self, email: str, list_name: str, name: str = "") -> SubscribeRequest:
         """A subscribe request from the public form (double opt-in). InputError for a bad address."""
+        from . import addresses
+        from .store import clean_text
+
         address = addresses.normalize(email)
         person = clean_text(name)[:200]
         subscriber_id, should_mail = self.store.request_subscription(address.email, list_name, person)
@@ -359,6 +398,8 @@ class Newsletter:
 
     def send_confirmation(self, request: SubscribeRequest) -> Result:
         """Mail the confirmation link of a subscribe request."""
+        from .send import send_confirmation
+
         if request.subscriber_id is None:
             raise InputError("this subscribe request has nobody to confirm")
         provider = self.provider()
@@ -407,6 +448,7 @@ class Newsletter:
 
         WebhookError (before anything is read as events) when the signature or its time is wrong.
         """
+        from . import events
         from .webhooks import sendgrid as sendgrid_webhook
 
         settings = self.config.sendgrid
@@ -423,6 +465,9 @@ class Newsletter:
 
     def archive(self) -> list[ArchivedIssue]:
         """Issues that have been sent, newest first, rendered (cached until their file changes)."""
+        from .ledger import sent_issues
+        from .render import render
+
         sent = {row["issue"] for row in sent_issues(self.store)}
         found: dict[str, ArchivedIssue] = {}
         for path in sorted(self.config.issues_dir.glob("*.md")):

@@ -8,14 +8,17 @@ import threading
 import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
 from . import __version__
-from .app import CONFIG_ENV, STATUSES, DryRunReport, Newsletter, SendReport
+from .app import CONFIG_ENV, STATUSES, Newsletter
 from .errors import NewsletterError
+
+if TYPE_CHECKING:
+    from .app import DryRunReport, SendReport
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)

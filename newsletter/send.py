@@ -217,6 +217,8 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
         # Interrupted or not: every batch with the provider finishes and is recorded.
         while in_flight:
             record(finished.get())
+        if pacer.stopped and not report.stopped:  # the stop came while the last batches were out
+            report.stopped = _LEASE_LOST if lost.is_set() else "stopped on request"
         pool.shutdown(wait=True)
         beat.stop()
         ledger.retire(worker, report.this_run[SENT])

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import formataddr
-from typing import Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from ..pacing import Pacer
-from ..render import Rendered
+
+if TYPE_CHECKING:
+    from ..render import Rendered
 
 # sent: accepted; failed: refused for good; unknown: handed over, outcome not known;
 # deferred: refused for now (a 4xx), to be tried again in a later run.
