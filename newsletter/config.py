@@ -54,7 +54,7 @@ class ProviderSettings:
 
 @dataclass(frozen=True)
 class SendSettings:
-    concurrency: int = 4  # batches with the provider at once (SMTP: [smtp] connections)
+    concurrency: int = 8  # batches with the provider at once (SMTP: [smtp] connections)
     lease: int = 60  # seconds a worker's claimed rows stay its own without a heartbeat
 
 

@@ -310,14 +310,14 @@ class Ledger:
             # A CTE, not `IN (subquery)`: PostgreSQL may run a subquery more than once per statement,
             # each time taking another LIMIT's worth; a CTE with FOR UPDATE is evaluated once.
             chosen = picked.cte("chosen")
-            taken = sorted(sid for (sid,) in conn.execute(
+            taken = sorted(conn.execute(
                 deliveries.update()
                 .where(deliveries.c.issue == self.issue,
                        deliveries.c.subscriber_id.in_(sa.select(chosen.c.subscriber_id)))
                 .values(state=IN_FLIGHT, worker_id=worker, claim=claim, attempts=deliveries.c.attempts + 1,
                         updated_at=stamp)
                 .returning(deliveries.c.subscriber_id)
-            ))
+            ).scalars().all())
             if not taken:
                 return [], Counter()
             self._cursor = taken[-1]
