@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 from . import consent, placeholders, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
 from .consent import STATUSES
-from .errors import ContentError, InputError, SendLockedError, WebhookError
+from .errors import ContentError, InputError, WebhookError
 
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
 # and `send` never loads the web app or the scheduler (or `serve` the CSV code).
@@ -273,7 +273,7 @@ class Newsletter:
                  now: dt.datetime | None = None, stop: StopToken = None) -> DueRun:
         """Send the oldest issue that is due (or `issue_path`) to the list; what cron and the scheduler run.
 
-        Quiet when nothing is due; a send already running elsewhere is reported, not an error.
+        Quiet when nothing is due; a send of the same issue already running elsewhere is joined.
         """
         from . import schedule
 
@@ -285,11 +285,7 @@ class Newsletter:
             if found is None:
                 return DueRun(None, "", 0)
             issue_path = found.path
-        mailing = self.mailing(issue_path, name)
-        try:
-            report = self.send(mailing, stop=stop)
-        except SendLockedError as exc:
-            return DueRun(None, f"{mailing.rendered.slug}: {exc}", 0)
+        report = self.send(self.mailing(issue_path, name), stop=stop)  # joins a send already running
         return DueRun(report, report.summary(), report.exit_code)
 
     # -- the schedule -------------------------------------------------------------------------

@@ -48,8 +48,8 @@ class SendError(NewsletterError):
     """A send could not go ahead or did not finish; the ledger says exactly where it stopped."""
 
 
-class SendLockedError(SendError):
-    """Another process is already sending the same issue to the same list."""
+class LockedError(NewsletterError):
+    """Another process holds a lock this one needs (only one scheduler may run on a store)."""
 
 
 class ProviderError(SendError):

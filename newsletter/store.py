@@ -25,7 +25,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from . import addresses, consent
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
-from .errors import SendLockedError, StoreError
+from .errors import LockedError, StoreError
 from .schema import PENDING, SKIPPED, UNKNOWN, deliveries, lists, memberships, subscribers, suppressions, upgrade
 
 
@@ -188,7 +188,7 @@ class Store:
 
     @contextmanager
     def lock(self, name: str, busy_message: str) -> Iterator[None]:
-        """Hold an exclusive, crash-safe lock called `name`, or raise SendLockedError at once.
+        """Hold an exclusive, crash-safe lock called `name`, or raise LockedError at once.
 
         SQLite: an flock on a file beside the database (the kernel drops it when the process dies).
         PostgreSQL: a session advisory lock. Other databases are refused rather than unguarded.
@@ -206,7 +206,7 @@ class Store:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise SendLockedError(busy_message) from None
+                    raise LockedError(busy_message) from None
                 handle.seek(0)
                 handle.truncate()
                 handle.write(f"{name} pid {os.getpid()}\n")
@@ -216,9 +216,11 @@ class Store:
                 handle.close()
         elif dialect == "postgresql":
             key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-            with self.engine.connect() as conn:
+            # A session lock on a connection in autocommit: never idle in a transaction, so
+            # idle_in_transaction_session_timeout cannot end the session and drop the lock.
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                    raise SendLockedError(busy_message)
+                    raise LockedError(busy_message)
                 try:
                     yield
                 finally:
