@@ -112,6 +112,14 @@ def test_subscribe_then_confirm(client, web_config, smtp):
     assert again.status_code == 200 and status(web_config, "new@example.com") == "active"
 
 
+def test_a_non_ascii_address_on_an_smtp_server_without_smtputf8_gets_the_same_answer(client, web_config, smtp):
+    _controller, inbox = smtp
+    answer = subscribe(client, "jürgen@example.com", "Jürgen")
+    assert answer.status_code == 200 and "Check your inbox" in answer.text  # not a 500
+    assert status(web_config, "jürgen@example.com") == "unconfirmed"
+    assert inbox.messages == []  # the server cannot take the address: no mail, and no crash
+
+
 def test_subscribe_answer_does_not_reveal_membership(client, web_config, smtp):
     _controller, inbox = smtp
     with Store(web_config) as store:
