@@ -162,6 +162,9 @@ class SmtpProvider:
                 return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
             try:
                 self._transaction(conn, envelope.from_email, recipient.email, data, utf8)
+            except (smtplib.SMTPException, UnicodeError, ValueError) as exc:  # anything else about this one message
+                self._reset(conn)
+                return Result(recipient.key, "failed", error=f"{type(exc).__name__}: {exc}")
             except _Answer as answer:
                 if answer.kind == "unknown":
                     return Result(recipient.key, "unknown", error=answer.message)
