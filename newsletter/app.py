@@ -367,6 +367,18 @@ class Newsletter:
         """Unsubscribe from one list, or every list when `list_name` is None; returns the lists changed."""
         return self.store.unsubscribe(email, list_name)
 
+    def subscriber_history(self, email: str) -> list[dict[str, Any]]:
+        """Every change of this person's memberships and suppression: when, from, to, source, why."""
+        return self.store.history(self.store.get(email).id)
+
+    def subscriber_record(self, email: str) -> dict[str, Any]:
+        """Everything held on one person, for a data-access request."""
+        return self.store.record(email)
+
+    def unsuppress(self, email: str, reason: str) -> None:
+        """Undo a mistaken suppression; the reason goes into the person's history."""
+        self.store.unsuppress(email, reason)
+
     def suppress(self, email: str, reason: str) -> bool:
         """Never mail this address again, on any list; False when it already was."""
         return self.store.suppress(email, reason)

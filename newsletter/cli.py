@@ -168,7 +168,9 @@ def subscribers_import(state: _State, file: str, list_name: str, status: str, st
                                      progress=show)
     out.print(report.summary())
     for line, reason in report.reject_samples:
-        err.print(f"{file}:{line}: rejected: {reason}")
+        err.print(f"{file}:{line}: rejected: {reason}", markup=False)
+    for line, reason in report.kept_out_samples:
+        err.print(f"{file}:{line}: kept out: {reason}", markup=False)
     if report.rejects_path:
         more = report.rejected - len(report.reject_samples)
         err.print(f"{report.rejected} rejected rows{f' ({more} more than shown)' if more > 0 else ''} "
@@ -196,17 +198,22 @@ def subscribers_add(state: _State, email: str, list_name: str, name: str, attrs:
     """Add one subscriber to a list (or update their name and attributes)."""
     subscriber, outcome = state.nl.add_subscriber(email, list_name, name=name, attributes=_attrs(attrs), status=status)
     shown = subscriber.email if subscriber else email.strip()
-    out.print(f"{shown}: {outcome} on {list_name}" + ("" if subscriber else " (the address is suppressed)"),
-              markup=False)
+    out.print(f"{shown}: {outcome} on {list_name}", markup=False)
 
 
 @subscribers.command("show")
 @click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Everything held on the person, as JSON (a data-access request).")
 @pass_state
-def subscribers_show(state: _State, email: str) -> None:
-    """Show one subscriber: name, attributes, lists and suppression."""
+def subscribers_show(state: _State, email: str, as_json: bool) -> None:
+    """Show one subscriber: name, attributes, lists, suppression and the history of their consent."""
     from rich.markup import escape
 
+    if as_json:
+        import json
+
+        click.echo(json.dumps(state.nl.subscriber_record(email), indent=2, default=str, ensure_ascii=False))
+        return
     s = state.nl.subscriber(email)
     out.print(f"email:      {escape(s.email)}")
     out.print(f"name:       {escape(s.name)}")
@@ -217,6 +224,11 @@ def subscribers_show(state: _State, email: str) -> None:
         out.print(f"list {list_name}: {status} since {at:%Y-%m-%d %H:%M} UTC ({escape(source)})")
     if s.suppressed:
         out.print(f"suppressed: {escape(s.suppressed)}")
+    for h in state.nl.subscriber_history(email):
+        where = f"list {h['list']}" if h["list"] else "address"
+        change = f"{h['from_status'] or 'none'} -> {h['to_status']}"
+        why = f": {h['reason']}" if h["reason"] else ""
+        out.print(f"{h['at']:%Y-%m-%d %H:%M} UTC  {where}: {change} by {h['source']}{why}", markup=False)
 
 
 @subscribers.command("unsubscribe")
@@ -240,6 +252,16 @@ def subscribers_suppress(state: _State, email: str, reason: str) -> None:
     """Never mail an address again, on any list."""
     new = state.nl.suppress(email, reason)
     out.print("suppressed" if new else "already suppressed")
+
+
+@subscribers.command("unsuppress")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why (recorded in the person's history).")
+@pass_state
+def subscribers_unsuppress(state: _State, email: str, reason: str) -> None:
+    """Take an address off the suppression list (undo a mistaken suppress)."""
+    state.nl.unsuppress(email, reason)
+    out.print("no longer suppressed; their memberships are as they were", markup=False)
 
 
 @subscribers.command("remove")

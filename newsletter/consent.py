@@ -75,9 +75,17 @@ class Decision:
     kept_out: bool  # refused because the person left or is suppressed
 
 
-def decide(action: str, current: str | None, *, suppressed: bool = False, requested: str = ACTIVE) -> Decision:
-    """Apply the table to one membership whose status is `current` (None: not a member)."""
+def decide(action: str, current: str | None, *, suppressed: bool = False, requested: str = ACTIVE,
+           left: bool = False) -> Decision:
+    """Apply the table to one membership whose status is `current` (None: not a member).
+
+    `left`: the person left this list at some point and has not confirmed since. Such a person
+    comes back only through their own confirmation: an import or `add` keeps them out even
+    while a new request of theirs waits for confirmation.
+    """
     if suppressed and action in _REFUSED_WHEN_SUPPRESSED:
+        return Decision(current, False, True)
+    if left and action in (IMPORT, ADD) and current != ACTIVE:
         return Decision(current, False, True)
     target = TRANSITIONS[action][current]
     if target == REQUESTED:

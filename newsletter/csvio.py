@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ import sqlalchemy as sa
 from . import addresses, consent
 from .consent import ACTIVE, UNCONFIRMED
 from .errors import InputError
-from .schema import memberships, subscribers, suppressions
-from .store import Store, clean_text, db_time, executemany, merge, now, select_in
+from .schema import history, memberships, subscribers, suppressions
+from .store import Store, clean_text, db_time, executemany, kept_out_reason, merge, now, select_in
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 5000
@@ -51,6 +52,7 @@ class ImportReport:
     duplicates: int = 0
     rejects_path: Path | None = None
     reject_samples: list[tuple[int, str]] = field(default_factory=list)
+    kept_out_samples: list[tuple[int, str]] = field(default_factory=list)  # (line, who and why)
 
     def summary(self) -> str:
         return (f"rows read {self.read}, added {self.added}, updated {self.updated}, already present "
@@ -148,10 +150,11 @@ class _Rejects:
 
 
 def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = ACTIVE, strict: bool = False,
-               rejects_path: str | Path | None = None, source: str = "import", chunk_rows: int = CHUNK_ROWS,
+               rejects_path: str | Path | None = None, source: str = "", chunk_rows: int = CHUNK_ROWS,
                progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import a CSV into `list_name`; see the module docstring for the guarantees."""
     path = Path(path)
+    source = source or f"import {path.name}"
     if status not in (ACTIVE, UNCONFIRMED):
         raise InputError(f"import status must be {ACTIVE} or {UNCONFIRMED}, not {status!r}")
     list_id = store.list_id(list_name)
@@ -245,21 +248,27 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
                 conn, "ids by key",
                 lambda v: sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(v)),
                 [r.address.key for r in new]))
-        current = dict(select_in(
+        current = {sid: (state, left) for sid, state, left in select_in(
             conn, "memberships of ids",
-            lambda v: sa.select(memberships.c.subscriber_id, memberships.c.status)
+            lambda v: sa.select(memberships.c.subscriber_id, memberships.c.status, memberships.c.left_at)
             .where(memberships.c.list_id == sa.bindparam("list_id"), memberships.c.subscriber_id.in_(v)),
-            list(ids.values()), list_id=list_id)) if existing else {}
+            list(ids.values()), list_id=list_id)} if existing else {}
         to_insert: list[dict[str, Any]] = []
         to_update: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
         for key in keys:
             subscriber_id = ids.get(key)
-            state = current.get(subscriber_id) if subscriber_id is not None else None
-            decision = consent.decide(consent.IMPORT, state, suppressed=key in suppressed, requested=status)
+            state, left = current.get(subscriber_id, (None, None)) if subscriber_id is not None else (None, None)
+            left_at = _as_datetime(left)
+            decision = consent.decide(consent.IMPORT, state, suppressed=key in suppressed, requested=status,
+                                      left=left is not None)
             outcome = consent.outcome(decision, created=state is None and not decision.kept_out,
                                       details_changed=key in changed)
             if outcome == "kept out":
                 report.kept_out += 1
+                if len(report.kept_out_samples) < 10:
+                    why = kept_out_reason(key in suppressed, left_at)
+                    report.kept_out_samples.append((merged[key].line, f"{merged[key].address.email}: {why}"))
             elif outcome == "added":
                 report.added += 1
             elif outcome == "updated":
@@ -268,9 +277,11 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
                 report.present += 1
             if not decision.changed:
                 continue
+            changes.append({"subscriber_id": subscriber_id, "list_id": list_id, "from_status": state,
+                            "to_status": decision.status, "source": source[:200], "reason": None, "at": stamp})
             if state is None:
                 to_insert.append({"subscriber_id": subscriber_id, "list_id": list_id, "status": decision.status,
-                                  "changed_at": stamp, "source": source})
+                                  "changed_at": stamp, "source": source[:100]})
             else:
                 to_update.append({"b_id": subscriber_id, "b_status": decision.status})
         executemany(conn, memberships.insert(), to_insert)
@@ -279,8 +290,16 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             memberships.update()
             .where(memberships.c.list_id == sa.bindparam("b_list"), memberships.c.subscriber_id == sa.bindparam("b_id"))
             .values(status=sa.bindparam("b_status"), changed_at=sa.bindparam("b_at"), source=sa.bindparam("b_source")),
-            [{**row, "b_list": list_id, "b_at": stamp, "b_source": source} for row in to_update],
+            [{**row, "b_list": list_id, "b_at": stamp, "b_source": source[:100]} for row in to_update],
         )
+        executemany(conn, history.insert(), changes)
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    """A DateTime read through a prepared statement: SQLite hands back its text form."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))
 
 
 def export_csv(store: Store, list_name: str, out: TextIO, status: str | None = ACTIVE) -> int:

@@ -45,7 +45,23 @@ memberships = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("changed_at", sa.DateTime, nullable=False),
     sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("left_at", sa.DateTime, nullable=True),  # when the person last left this list; cleared by confirming
     sa.Index("ix_memberships_list_status", "list_id", "status", "subscriber_id"),
+)
+
+# Every change of a membership or a suppression: when, from what to what, by which source, why.
+history = sa.Table(
+    "history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, nullable=False),
+    sa.Column("list_id", sa.Integer, nullable=True),  # None: about the address (suppressed, unsuppressed)
+    sa.Column("from_status", sa.String(20), nullable=True),
+    sa.Column("to_status", sa.String(20), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("reason", sa.String(300), nullable=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Index("ix_history_subscriber", "subscriber_id", "id"),
+    sqlite_autoincrement=True,
 )
 
 suppressions = sa.Table(
@@ -131,6 +147,15 @@ def _leases(conn: Connection) -> None:
     metadata.create_all(conn, tables=[workers])
 
 
+def _history(conn: Connection) -> None:
+    """The history of consent; memberships remember when the person left."""
+    if "left_at" not in {c["name"] for c in sa.inspect(conn).get_columns("memberships")}:
+        conn.execute(sa.text(f"ALTER TABLE memberships ADD COLUMN left_at {sa.DateTime().compile(conn.dialect)}"))
+        conn.execute(memberships.update().where(memberships.c.status.in_(["unsubscribed", "bounced", "complained"]))
+                     .values(left_at=memberships.c.changed_at))
+    metadata.create_all(conn, tables=[history])
+
+
 def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=list(tables))
@@ -144,6 +169,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (2, "delivery ledger: sends and deliveries", _creates(sends, deliveries)),
     (3, "provider events", _creates(events)),
     (4, "sending workers and leases", _leases),
+    (5, "consent history; when a member left", _history),
 ]
 
 

@@ -26,7 +26,19 @@ from . import addresses, consent
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
 from .errors import LockedError, StoreError
-from .schema import PENDING, SKIPPED, UNKNOWN, deliveries, lists, memberships, subscribers, suppressions, upgrade
+from .schema import (
+    PENDING,
+    SKIPPED,
+    UNKNOWN,
+    deliveries,
+    events,
+    history,
+    lists,
+    memberships,
+    subscribers,
+    suppressions,
+    upgrade,
+)
 
 
 def now() -> dt.datetime:
@@ -318,7 +330,7 @@ class Store:
             status: str = ACTIVE, source: str = "cli") -> tuple[Subscriber | None, str]:
         """Add or update one subscriber on one list; returns it and what happened.
 
-        What happened is "added", "updated", "already present" or "kept out" (see `consent`).
+        What happened is "added", "updated", "already present" or "kept out (why)" (see `consent`).
         A suppressed address that is not stored yet stays unstored, and None is returned for it.
         """
         address = addresses.normalize(email)
@@ -339,7 +351,7 @@ class Store:
             .where(subscribers.c.email_key == address.key)
         ).first()
         if row is None and suppressed:
-            return "kept out"  # a suppressed (perhaps erased) address is not stored again
+            return f"kept out ({kept_out_reason(True, None)})"  # a suppressed (perhaps erased) address is not stored
         details_changed = False
         if row is None:
             subscriber_id = new_id(conn.execute(
@@ -353,11 +365,14 @@ class Store:
                 conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
                     name=merged_name, attributes=json.dumps(merged_attrs), updated_at=stamp))
                 details_changed = True
-        current = self._status(conn, subscriber_id, list_id)
-        decision = consent.decide(action, current, suppressed=suppressed, requested=status)
+        current, left_at = self._membership(conn, subscriber_id, list_id)
+        decision = consent.decide(action, current, suppressed=suppressed, requested=status, left=left_at is not None)
         self._apply(conn, subscriber_id, list_id, current, decision, source)
-        return consent.outcome(decision, created=current is None and not decision.kept_out,
-                               details_changed=details_changed)
+        outcome = consent.outcome(decision, created=current is None and not decision.kept_out,
+                                  details_changed=details_changed)
+        if decision.kept_out:
+            outcome += f" ({kept_out_reason(suppressed, left_at)})"
+        return outcome
 
     def is_suppressed(self, key: str, conn: Connection) -> bool:
         return conn.execute(
@@ -365,26 +380,34 @@ class Store:
         ).first() is not None
 
     @staticmethod
-    def _status(conn: Connection, subscriber_id: int, list_id: int) -> str | None:
+    def _membership(conn: Connection, subscriber_id: int, list_id: int) -> tuple[str | None, dt.datetime | None]:
+        """(status, when the person left) of one membership; (None, None) when there is none."""
         found = conn.execute(
-            sa.select(memberships.c.status).where(memberships.c.subscriber_id == subscriber_id,
-                                                  memberships.c.list_id == list_id)
-        ).scalar()
-        return None if found is None else str(found)
+            sa.select(memberships.c.status, memberships.c.left_at).where(memberships.c.subscriber_id == subscriber_id,
+                                                                         memberships.c.list_id == list_id)
+        ).first()
+        return (None, None) if found is None else (str(found.status), found.left_at)
 
     @staticmethod
     def _apply(conn: Connection, subscriber_id: int, list_id: int, current: str | None,
-               decision: consent.Decision, source: str) -> None:
-        """Write a consent decision about one membership."""
+               decision: consent.Decision, source: str, reason: str | None = None) -> None:
+        """Write a consent decision about one membership, and its line in the history."""
         if not decision.changed or decision.status is None:
             return
+        stamp = now()
+        values: dict[str, Any] = {"status": decision.status, "changed_at": stamp, "source": source[:100]}
+        if decision.status in consent.LEFT:
+            values["left_at"] = stamp
+        elif decision.status == consent.ACTIVE:
+            values["left_at"] = None  # their own confirmation (or a first import) ends it
         if current is None:
-            conn.execute(memberships.insert().values(subscriber_id=subscriber_id, list_id=list_id,
-                                                     status=decision.status, changed_at=now(), source=source))
+            conn.execute(memberships.insert().values(subscriber_id=subscriber_id, list_id=list_id, **values))
         else:
             conn.execute(memberships.update().where(memberships.c.subscriber_id == subscriber_id,
-                                                    memberships.c.list_id == list_id)
-                         .values(status=decision.status, changed_at=now(), source=source))
+                                                    memberships.c.list_id == list_id).values(**values))
+        conn.execute(history.insert().values(subscriber_id=subscriber_id, list_id=list_id, from_status=current,
+                                             to_status=decision.status, source=source[:200],
+                                             reason=reason[:300] if reason else None, at=stamp))
 
     @staticmethod
     def apply_to_memberships(conn: Connection, subscriber_id: int, action: str, source: str,
@@ -393,15 +416,22 @@ class Store:
         where = [memberships.c.subscriber_id == subscriber_id]
         if list_id is not None:
             where.append(memberships.c.list_id == list_id)
+        stamp = now()
         for target, sources in consent.targets(action).items():
             matching = [*where, memberships.c.status.in_(sources)]
             if target == consent.REMOVED:
                 conn.execute(memberships.delete().where(*matching))
-            else:
-                conn.execute(memberships.update().where(*matching).values(status=target, changed_at=now(),
-                                                                          source=source))
+                continue
+            changed = conn.execute(sa.select(memberships.c.list_id, memberships.c.status).where(*matching)).all()
+            values: dict[str, Any] = {"status": target, "changed_at": stamp, "source": source[:100]}
+            if target in consent.LEFT:
+                values["left_at"] = stamp
+            conn.execute(memberships.update().where(*matching).values(**values))
+            for list_, before in changed:
+                conn.execute(history.insert().values(subscriber_id=subscriber_id, list_id=list_, from_status=before,
+                                                     to_status=target, source=source[:200], at=stamp))
 
-    def change(self, subscriber_id: int, list_name: str, action: str, source: str) -> bool:
+    def change(self, subscriber_id: int, list_name: str, action: str, source: str, reason: str | None = None) -> bool:
         """Apply a consent action to one membership; True when its status changed."""
         with self.write() as conn:
             list_id = self.list_id(list_name, conn)
@@ -413,7 +443,7 @@ class Store:
             if row is None:
                 return False
             decision = consent.decide(action, str(row.status), suppressed=self.is_suppressed(row.email_key, conn))
-            self._apply(conn, subscriber_id, list_id, str(row.status), decision, source)
+            self._apply(conn, subscriber_id, list_id, str(row.status), decision, source, reason)
             return decision.changed
 
     def unsubscribe(self, email: str, list_name: str | None, source: str = "cli") -> list[str]:
@@ -438,7 +468,55 @@ class Store:
             found = c.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
             if found is not None:
                 self.apply_to_memberships(c, found, consent.SUPPRESS, source)
+                c.execute(history.insert().values(subscriber_id=found, list_id=None, from_status=None,
+                                                  to_status="suppressed", source=source[:200],
+                                                  reason=clean_text(reason)[:300] or None, at=now()))
             return True
+
+    def unsuppress(self, email: str, reason: str, source: str = "cli") -> None:
+        """Take an address off the suppression list (a mistaken suppress), recorded with its reason."""
+        address = addresses.normalize(email)
+        with self.write() as conn:
+            row = conn.execute(sa.select(suppressions.c.email_key, suppressions.c.reason)
+                               .where(suppressions.c.email_hash == address.hash)).first()
+            if row is None:
+                raise StoreError(f"{address.email} is not suppressed")
+            if row.email_key is None:
+                raise StoreError(f"{address.email} was erased on request; add them again only if they ask to be")
+            conn.execute(suppressions.delete().where(suppressions.c.email_hash == address.hash))
+            found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
+            if found is not None:
+                conn.execute(history.insert().values(
+                    subscriber_id=found, list_id=None, from_status="suppressed", to_status="unsuppressed",
+                    source=source, reason=clean_text(reason)[:300], at=now()))
+
+    def history(self, subscriber_id: int) -> list[dict[str, Any]]:
+        """Every recorded change of this person's memberships and suppression, oldest first."""
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                sa.select(history.c.at, lists.c.name.label("list"), history.c.from_status, history.c.to_status,
+                          history.c.source, history.c.reason)
+                .select_from(history.outerjoin(lists, lists.c.id == history.c.list_id))
+                .where(history.c.subscriber_id == subscriber_id).order_by(history.c.id))]
+
+    def record(self, email: str) -> dict[str, Any]:
+        """Everything held on one person (a data-access request): details, lists, history, sends, events."""
+        s = self.get(email)
+        with self.engine.connect() as conn:
+            sent = [dict(r._mapping) for r in conn.execute(
+                sa.select(deliveries.c.issue, lists.c.name.label("list"), deliveries.c.state, deliveries.c.updated_at)
+                .join(lists, lists.c.id == deliveries.c.list_id)
+                .where(deliveries.c.subscriber_id == s.id).order_by(deliveries.c.updated_at))]
+            tracked = [dict(r._mapping) for r in conn.execute(
+                sa.select(events.c.kind, events.c.issue, events.c.list_name, events.c.reason, events.c.occurred_at)
+                .where(events.c.subscriber_id == s.id).order_by(events.c.occurred_at))]
+        return {
+            "email": s.email, "name": s.name, "attributes": s.attributes, "created_at": s.created_at,
+            "suppressed": s.suppressed or None,
+            "lists": {name: {"status": status, "since": at, "source": source}
+                      for name, (status, at, source) in s.memberships.items()},
+            "history": self.history(s.id), "deliveries": sent, "events": tracked,
+        }
 
     def remove(self, email: str, source: str = "cli") -> None:
         """Erase a person: their row and memberships go; only a hash stays, so no import brings them back."""
@@ -455,6 +533,7 @@ class Store:
                     .values(state=SKIPPED, error="erased", updated_at=now())
                 )
                 self.apply_to_memberships(conn, row.id, consent.ERASE, source)
+                conn.execute(history.delete().where(history.c.subscriber_id == row.id))
                 conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
             if not self.is_suppressed(address.key, conn):
                 conn.execute(suppressions.insert().values(email_hash=address.hash, email_key=None,
@@ -485,7 +564,7 @@ class Store:
                 subscriber_id = new_id(conn.execute(subscribers.insert().values(
                     email=address.email, email_key=address.key, name=clean_text(name)[:300], attributes="{}",
                     created_at=stamp, updated_at=stamp)))
-            current = self._status(conn, subscriber_id, list_id)
+            current, _left = self._membership(conn, subscriber_id, list_id)
             decision = consent.decide(consent.REQUEST, current, suppressed=suppressed)
             self._apply(conn, subscriber_id, list_id, current, decision, source)
             return subscriber_id, not decision.kept_out and decision.status == consent.UNCONFIRMED
@@ -527,6 +606,14 @@ class Store:
             for row in rows:
                 yield {"id": row.id, "email": row.email, "name": row.name, "attributes": json.loads(row.attributes)}
             last = rows[-1].id
+
+
+def kept_out_reason(suppressed: bool, left_at: dt.datetime | None) -> str:
+    """Why an import or `add` kept a person out, in words for the operator."""
+    if suppressed:
+        return "the address is suppressed"
+    when = f" on {left_at:%Y-%m-%d}" if left_at else ""
+    return f"they left the list{when}; only their own confirmation brings them back"
 
 
 def merge(old_name: str, old_attrs: Mapping[str, str], name: str,

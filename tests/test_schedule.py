@@ -292,7 +292,7 @@ def test_sigterm_during_a_send_stops_cleanly_and_the_next_run_completes(tmp_path
     cfg = cfg_with(tmp_path, cron="* * * * *", api_base=sendgrid_server.url, batch_size=20)
     due_sample(tmp_path)
     csv_path = tmp_path / "many.csv"
-    csv_path.write_text("email,name\n" + "".join(f"r{i}@example.com,R {i}\n" for i in range(400)))
+    csv_path.write_text("email,name\n" + "".join(f"r{i}@example.com,R {i}\n" for i in range(2000)))
     assert run_cli(cfg.path, "subscribers", "import", str(csv_path), "--list", "weekly").wait(60) == 0
     sendgrid_server.stall = 0.2
     proc = run_cli(cfg.path, "scheduler")  # a slot passed within the grace period: it runs at start
@@ -303,9 +303,9 @@ def test_sigterm_during_a_send_stops_cleanly_and_the_next_run_completes(tmp_path
     with Store(cfg) as store:
         counts = Ledger(store, YESTERDAY, "weekly").counts()
     assert counts["in_flight"] == 0 and counts["unknown"] == 0
-    assert 0 < counts["sent"] < 400 and counts["sent"] + counts["pending"] == 400
+    assert 0 < counts["sent"] < 2000 and counts["sent"] + counts["pending"] == 2000
     sendgrid_server.stall = 0
     finish = run_cli(cfg.path, "send", "--due")
     _out, err = finish.communicate(timeout=60)
     assert finish.returncode == 0, err
-    assert sorted(sendgrid_server.received) == sorted(f"r{i}@example.com" for i in range(400))
+    assert sorted(sendgrid_server.received) == sorted(f"r{i}@example.com" for i in range(2000))

@@ -1,0 +1,86 @@
+"""Consent over time: a leaver stays out until they confirm, every change is in the history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from newsletter import Newsletter
+
+from .conftest import ROOT
+
+SAMPLE = ROOT / "subscribers" / "sample.csv"
+
+
+@pytest.fixture
+def nl(cfg):
+    with Newsletter(cfg) as newsletter:
+        newsletter.import_csv(SAMPLE, "weekly")
+        yield newsletter
+
+
+def status(nl, email: str) -> str:
+    return nl.subscriber(email).memberships["weekly"][0]
+
+
+def test_a_leaver_who_submits_the_form_is_not_made_active_by_a_reimport(nl, run):
+    nl.unsubscribe_address("ada@example.com", "weekly")
+    request = nl.subscribe("ada@example.com", "weekly", "Ada")
+    assert request.should_mail and status(nl, "ada@example.com") == "unconfirmed"
+    report = nl.import_csv(SAMPLE, "weekly")  # a routine re-import of the old list
+    assert status(nl, "ada@example.com") == "unconfirmed"
+    assert report.kept_out == 1
+    line, why = report.kept_out_samples[0]
+    assert line == 2 and why.startswith("ada@example.com: they left the list on 20")
+    added = run("subscribers", "add", "ada@example.com", "--list", "weekly")
+    assert "kept out (they left the list on 20" in added.output and "only their own confirmation" in added.output
+    assert status(nl, "ada@example.com") == "unconfirmed"
+    # Their own confirmation brings them back, and ends the rule: a later import is just an import.
+    from newsletter import tokens
+
+    token = tokens.make_confirm(nl.config.secret(), request.subscriber_id, "weekly", 3600)
+    assert nl.confirm(token)[1] == "active"
+    assert nl.import_csv(SAMPLE, "weekly").kept_out == 0 and status(nl, "ada@example.com") == "active"
+
+
+def test_the_history_records_every_change_with_its_source_and_reason(nl, run):
+    nl.unsubscribe_address("grace@example.org", "weekly")
+    nl.subscribe("grace@example.org", "weekly")
+    nl.suppress("grace@example.org", "asked by phone")
+    nl.unsuppress("grace@example.org", "suppressed the wrong address")
+    changes = [(h["list"], h["from_status"], h["to_status"], h["source"], h["reason"])
+               for h in nl.subscriber_history("grace@example.org")]
+    assert changes == [
+        ("weekly", None, "active", "import sample.csv", None),
+        ("weekly", "active", "unsubscribed", "cli", None),
+        ("weekly", "unsubscribed", "unconfirmed", "web", None),
+        (None, None, "suppressed", "cli", "asked by phone"),
+        (None, "suppressed", "unsuppressed", "cli", "suppressed the wrong address"),
+    ]
+    shown = run("subscribers", "show", "grace@example.org").output
+    assert "list weekly: active -> unsubscribed by cli" in shown
+    assert "address: suppressed -> unsuppressed by cli: suppressed the wrong address" in shown
+
+
+def test_show_json_gives_everything_held_on_the_person(nl, run):
+    result = run("subscribers", "show", "ada@example.com", "--json")
+    record = json.loads(result.output)
+    assert record["email"] == "ada@example.com" and record["name"] == "Ada Lovelace"
+    assert record["lists"]["weekly"]["status"] == "active"
+    assert record["history"][0]["to_status"] == "active"
+    assert set(record) >= {"attributes", "created_at", "suppressed", "deliveries", "events"}
+
+
+def test_unsuppress_lets_an_address_be_added_again_but_not_an_erased_one(nl, run):
+    run("subscribers", "suppress", "new@example.com", "--reason", "typo in a complaint")
+    assert "kept out (the address is suppressed)" in run("subscribers", "add", "new@example.com", "--list",
+                                                          "weekly").output
+    done = run("subscribers", "unsuppress", "new@example.com", "--reason", "wrong address")
+    assert done.exit_code == 0
+    assert "added" in run("subscribers", "add", "new@example.com", "--list", "weekly").output
+    again = run("subscribers", "unsuppress", "new@example.com", "--reason", "x")
+    assert again.exit_code == 2 and "is not suppressed" in again.output
+    run("subscribers", "remove", "alan@example.com", "--yes")
+    erased = run("subscribers", "unsuppress", "alan@example.com", "--reason", "x")
+    assert erased.exit_code == 2 and "erased on request" in erased.output
