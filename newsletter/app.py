@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 from . import consent, placeholders, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
 from .consent import STATUSES
-from .errors import ContentError, InputError, WebhookError
+from .errors import ContentError, InputError, TokenError, WebhookError
 
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
 # and `send` never loads the web app or the scheduler (or `serve` the CSV code).
@@ -422,18 +422,31 @@ class Newsletter:
 
         TokenError for a forged, altered or expired link; UnknownListError for a list no longer declared.
         """
-        claims = tokens.check_confirm(self.config.secret(), token, now=now)
+        claims = self._confirm_claims(token, now)
         declared = self.config.list(claims.list_name)
         return declared, self.store.confirm(claims.subscriber_id, claims.list_name)
 
     def confirmation_list(self, token: str, *, now: float | None = None) -> ListSettings:
         """The list a confirmation link is for, checking the link without acting on it."""
-        return self.config.list(tokens.check_confirm(self.config.secret(), token, now=now).list_name)
+        return self.config.list(self._confirm_claims(token, now).list_name)
+
+    def _confirm_claims(self, token: str, now: float | None) -> tokens.Claims:
+        claims = tokens.check_confirm(self.config.secret(), token, now=now, previous=self.config.previous_secrets())
+        self._for_its_person(claims)
+        return claims
+
+    def _for_its_person(self, claims: tokens.Claims) -> None:
+        """TokenError unless the subscriber the link names still has the address it was made for."""
+        found = self.store.membership(claims.subscriber_id, claims.list_name)
+        if found is not None and not claims.for_address(found[0]):
+            raise TokenError("this link was made for someone else")
 
     def _unsubscribe_claims(self, token: str) -> tokens.Claims:
         if self._unsubscribe_signer is None:
-            self._unsubscribe_signer = tokens.unsubscribe_signer(self.config.secret())
-        return self._unsubscribe_signer.check(token)
+            self._unsubscribe_signer = tokens.unsubscribe_signer(self.config.secret(), self.config.previous_secrets())
+        claims = self._unsubscribe_signer.check(token)
+        self._for_its_person(claims)
+        return claims
 
     def unsubscribe_link(self, token: str) -> LinkedMembership | None:
         """What an unsubscribe link points at, without acting (mail scanners fetch links); None when gone."""

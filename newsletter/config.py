@@ -31,6 +31,7 @@ class NewsletterSettings:
     base_url: str = ""
     postal_address: str = ""
     secret_env: str = "NEWSLETTER_SECRET"  # noqa: S105 - the variable's name, not a secret
+    previous_secrets_env: str = ""  # a variable with earlier secrets, comma-separated: they still verify links
     templates: str = "templates"
     issues_dir: str = "issues"
 
@@ -152,6 +153,12 @@ class Config:
                 f"set it to a long random string (it signs unsubscribe and confirmation links)"
             )
         return value.encode("utf-8")
+
+    def previous_secrets(self) -> tuple[bytes, ...]:
+        """Secrets used before a rotation: they verify links in mail already sent, and sign nothing."""
+        name = self.newsletter.previous_secrets_env
+        value = os.environ.get(name, "") if name else ""
+        return tuple(part.strip().encode("utf-8") for part in value.split(",") if part.strip())
 
     def require_base_url(self) -> str:
         if not self.newsletter.base_url:

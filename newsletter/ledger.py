@@ -326,7 +326,7 @@ class Ledger:
             claimed: list[Claimed] = []
             skipped: dict[str, list[int]] = defaultdict(list)
             for sid, email, name, attributes, status, suppressed in rows:
-                if email is None:
+                if not email:  # erased: the row is a tombstone (or gone, in a store from before tombstones)
                     skipped["erased"].append(sid)
                 elif suppressed is not None:
                     skipped["suppressed"].append(sid)
@@ -447,7 +447,7 @@ class Ledger:
         """(email, state, error, attempts) of failed and unknown rows."""
         with self.store.engine.connect() as conn:
             return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in conn.execute(
-                sa.select(sa.func.coalesce(subscribers.c.email, "(erased)"), deliveries.c.state,
+                sa.select(sa.func.coalesce(sa.func.nullif(subscribers.c.email, ""), "(erased)"), deliveries.c.state,
                           sa.func.coalesce(deliveries.c.error, ""), deliveries.c.attempts)
                 .select_from(deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id))
                 .where(*self._where, deliveries.c.state.in_([FAILED, UNKNOWN]))

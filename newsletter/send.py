@@ -85,12 +85,13 @@ class Mailing:
             custom_args={"issue": rendered.slug, "list": list_name},
         )
 
-    def unsubscribe_url(self, subscriber_id: int) -> str:
-        token = self._signer.make(subscriber_id, self.list_name, self.rendered.slug) if self._signer else "dry-run"
+    def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
+        token = (self._signer.make(subscriber_id, self.list_name, self.rendered.slug, tokens.address_tag(email))
+                 if self._signer else "dry-run")
         return f"{self.base_url}/unsubscribe/{token}"
 
     def recipient(self, c: Claimed) -> Recipient:
-        url = self.unsubscribe_url(c.subscriber_id)
+        url = self.unsubscribe_url(c.subscriber_id, c.email)
         return Recipient(
             key=c.subscriber_id, email=c.email, name=c.name,
             values=placeholders.recipient_values(c.email, c.name, c.attributes if self._uses_attributes else {},
@@ -305,7 +306,8 @@ def send_confirmation(config: Config, provider: Provider, *, subscriber_id: int,
     from .render import mjml_to_html, render_template
 
     base_url = config.require_base_url()
-    token = tokens.make_confirm(config.secret(), subscriber_id, list_name, config.web.confirm_ttl)
+    token = tokens.make_confirm(config.secret(), subscriber_id, list_name, config.web.confirm_ttl,
+                                tag=tokens.address_tag(email))
     declared = config.list(list_name)
     context = {"newsletter": config.newsletter, "list": declared, "name": name, "email": email,
                "confirm_url": f"{base_url}/confirm/{token}", "hours": config.web.confirm_ttl // 3600}

@@ -40,6 +40,8 @@ from .schema import (
     upgrade,
 )
 
+ERASED = ""  # the address of an erased subscriber's tombstone row
+
 
 def now() -> dt.datetime:
     """UTC now, naive, as every timestamp in the store."""
@@ -519,7 +521,11 @@ class Store:
         }
 
     def remove(self, email: str, source: str = "cli") -> None:
-        """Erase a person: their row and memberships go; only a hash stays, so no import brings them back."""
+        """Erase a person: what is held on them goes; only a hash stays, so no import brings them back.
+
+        The subscriber row stays as an empty tombstone (no address, name or attributes) so that
+        its id is never given to anyone else: old links and ledger rows keep pointing at nobody.
+        """
         address = addresses.normalize(email)
         with self.write() as conn:
             row = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).first()
@@ -534,7 +540,8 @@ class Store:
                 )
                 self.apply_to_memberships(conn, row.id, consent.ERASE, source)
                 conn.execute(history.delete().where(history.c.subscriber_id == row.id))
-                conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
+                conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(
+                    email=ERASED, email_key=f"erased:{row.id}", name="", attributes="{}", updated_at=now()))
             if not self.is_suppressed(address.key, conn):
                 conn.execute(suppressions.insert().values(email_hash=address.hash, email_key=None,
                                                           reason="erased on request", source=source,

@@ -1,10 +1,12 @@
 """Signed, URL-safe tokens for unsubscribe and confirmation links.
 
-A token is `subscriber.context.signature`: the subscriber id, the list and an issue or an expiry
-(base64url), and an HMAC-SHA256 (base64url) over all of it and the token's purpose, under the
-secret from the environment. The context is the same for every recipient of a send, so it is
-encoded once. It is checked without a database lookup; a changed byte, another purpose or
-another secret is rejected.
+A token is `subscriber-tag.context.signature`: the subscriber id and a tag of their address, the
+list and an issue or an expiry (base64url), and an HMAC-SHA256 (base64url) over all of it and the
+token's purpose, under the secret from the environment; earlier secrets (after a rotation) still
+verify. The context is the same for every recipient of a send, so it is encoded once. The
+signature is checked without a database lookup; a changed byte, another purpose or an unknown
+secret is rejected. The caller then checks the tag against the subscriber's address, so a link
+never acts for anyone but the person it was made for.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import TokenError
 
@@ -30,7 +34,16 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode canonical base64url only: no padding, no stray bits, so one token has one spelling."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def address_tag(email: str) -> str:
+    """A short tag of the address a link was made for: a link never acts for another person."""
+    return _b64(hashlib.sha256(email.lower().encode("utf-8")).digest()[:6])
 
 
 @dataclass(frozen=True)
@@ -38,23 +51,32 @@ class Claims:
     subscriber_id: int
     list_name: str
     extra: str = ""  # the issue slug for unsubscribe links, the expiry for confirmation links
+    tag: str = ""  # `address_tag` of the address it was made for ("" in links made before tags)
+
+    def for_address(self, email: str) -> bool:
+        """Whether the token was made for this address (a link from before tags is taken as it is)."""
+        return not self.tag or hmac.compare_digest(self.tag, address_tag(email))
 
 
 class Signer:
-    """Makes and checks tokens for one purpose under one secret."""
+    """Makes tokens for one purpose under the current secret; checks them under it or earlier ones.
 
-    def __init__(self, secret: bytes, purpose: str) -> None:
+    Earlier secrets (after a rotation) only verify, so links in mail already sent keep working.
+    """
+
+    def __init__(self, secret: bytes, purpose: str, previous: Sequence[bytes] = ()) -> None:
         if not secret:
             raise TokenError("a signing secret is required")
         # HMAC-SHA256 keyed once: copying the keyed state per token is twice as fast as
         # hmac.digest, which re-derives the key pads every call (a send makes a million tokens).
-        self._mac = hmac.new(secret, purpose.encode() + b"\x00", hashlib.sha256)
+        self._macs = [hmac.new(s, purpose.encode() + b"\x00", hashlib.sha256) for s in (secret, *previous) if s]
+        self._mac = self._macs[0]
         self._contexts: dict[tuple[str, str], tuple[str, bytes]] = {}
 
-    def _signature(self, subscriber: str, context: bytes) -> bytes:
-        mac = self._mac.copy()
-        mac.update(subscriber.encode() + b"|" + context)
-        return mac.digest()
+    def _signature(self, subscriber: str, context: bytes, mac: Any = None) -> bytes:
+        signer = (mac or self._mac).copy()
+        signer.update(subscriber.encode() + b"|" + context)
+        return bytes(signer.digest())
 
     def _context(self, list_name: str, extra: str) -> tuple[str, bytes]:
         found = self._contexts.get((list_name, extra))
@@ -63,9 +85,10 @@ class Signer:
             found = self._contexts[(list_name, extra)] = (_b64(raw), raw)
         return found
 
-    def make(self, subscriber_id: int, list_name: str, extra: str = "") -> str:
+    def make(self, subscriber_id: int, list_name: str, extra: str = "", tag: str = "") -> str:
+        """A token for this subscriber (and `tag`, the address_tag of their address)."""
         encoded, raw = self._context(list_name, extra)
-        subscriber = str(subscriber_id)
+        subscriber = f"{subscriber_id}-{tag}" if tag else str(subscriber_id)
         return f"{subscriber}.{encoded}.{_b64(self._signature(subscriber, raw))}"
 
     def check(self, token: str) -> Claims:
@@ -75,26 +98,29 @@ class Signer:
             context, signature = _unb64(context_b64), _unb64(signature_b64)
         except (ValueError, binascii.Error):
             raise TokenError("malformed token") from None
-        if not subscriber.isdigit() or not hmac.compare_digest(signature, self._signature(subscriber, context)):
+        number, _, tag = subscriber.partition("-")
+        if not number.isdigit() or not any(
+                hmac.compare_digest(signature, self._signature(subscriber, context, mac)) for mac in self._macs):
             raise TokenError("invalid token signature")
         try:
             list_name, extra = context.decode().split("|")
-            return Claims(int(subscriber), list_name, extra)
+            return Claims(int(number), list_name, extra, tag)
         except (ValueError, UnicodeDecodeError):
             raise TokenError("malformed token") from None
 
 
-def unsubscribe_signer(secret: bytes) -> Signer:
-    return Signer(secret, UNSUBSCRIBE)
+def unsubscribe_signer(secret: bytes, previous: Sequence[bytes] = ()) -> Signer:
+    return Signer(secret, UNSUBSCRIBE, previous)
 
 
-def make_confirm(secret: bytes, subscriber_id: int, list_name: str, ttl: int, now: float | None = None) -> str:
+def make_confirm(secret: bytes, subscriber_id: int, list_name: str, ttl: int, now: float | None = None,
+                 tag: str = "") -> str:
     expires = int((time.time() if now is None else now) + ttl)
-    return Signer(secret, CONFIRM).make(subscriber_id, list_name, str(expires))
+    return Signer(secret, CONFIRM).make(subscriber_id, list_name, str(expires), tag)
 
 
-def check_confirm(secret: bytes, token: str, now: float | None = None) -> Claims:
-    claims = Signer(secret, CONFIRM).check(token)
+def check_confirm(secret: bytes, token: str, now: float | None = None, previous: Sequence[bytes] = ()) -> Claims:
+    claims = Signer(secret, CONFIRM, previous).check(token)
     if int(claims.extra or 0) < (time.time() if now is None else now):
         raise TokenError("this confirmation link has expired; subscribe again to get a new one")
     return claims

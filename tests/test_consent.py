@@ -84,3 +84,59 @@ def test_unsuppress_lets_an_address_be_added_again_but_not_an_erased_one(nl, run
     run("subscribers", "remove", "alan@example.com", "--yes")
     erased = run("subscribers", "unsuppress", "alan@example.com", "--reason", "x")
     assert erased.exit_code == 2 and "erased on request" in erased.output
+
+
+def test_an_old_link_of_an_erased_person_never_acts_for_someone_else(nl, cfg):
+    from newsletter import tokens
+
+    first, _ = nl.add_subscriber("zed@example.com", "weekly")
+    assert first is not None
+    signer = tokens.unsubscribe_signer(nl.config.secret())
+    old_link = signer.make(first.id, "weekly", "2026-12-01", tokens.address_tag(first.email))
+    pending = nl.subscribe("zoe@example.com", "weekly")
+    old_confirm = tokens.make_confirm(nl.config.secret(), pending.subscriber_id or 0, "weekly", 3600,
+                                      tag=tokens.address_tag("zoe@example.com"))
+    nl.erase("zed@example.com")
+    nl.erase("zoe@example.com")
+    newcomer, _ = nl.add_subscriber("new@example.com", "weekly")
+    late = nl.subscribe("late@example.com", "weekly")
+    assert newcomer is not None and newcomer.id not in (first.id, pending.subscriber_id)  # ids are never reused
+    assert late.subscriber_id not in (first.id, pending.subscriber_id)
+    assert nl.unsubscribe_link(old_link) is None and nl.unsubscribe(old_link) is None  # points at nobody
+    assert nl.confirm(old_confirm)[1] is None
+    assert status(nl, "new@example.com") == "active" and status(nl, "late@example.com") == "unconfirmed"
+
+
+def test_a_link_made_for_another_address_is_refused(nl):
+    from newsletter import tokens
+    from newsletter.errors import TokenError
+
+    ada = nl.subscriber("ada@example.com")
+    forged_for = tokens.unsubscribe_signer(nl.config.secret()).make(ada.id, "weekly", "x",
+                                                                    tokens.address_tag("someone@example.com"))
+    with pytest.raises(TokenError, match="made for someone else"):
+        nl.unsubscribe(forged_for)
+    assert status(nl, "ada@example.com") == "active"
+
+
+def test_links_signed_with_a_rotated_secret_keep_working(cfg, monkeypatch, tmp_path):
+    from newsletter import config as config_mod, tokens
+    from newsletter.errors import TokenError
+
+    with Newsletter(cfg) as nl:
+        nl.import_csv(SAMPLE, "weekly")
+        ada = nl.subscriber("ada@example.com")
+    old = tokens.unsubscribe_signer(cfg.secret()).make(ada.id, "weekly", "x", tokens.address_tag(ada.email))
+    for respelled in (old + "==", old + "A"):  # one token, one spelling: padding or stray bits are refused
+        with pytest.raises(TokenError):
+            tokens.unsubscribe_signer(cfg.secret()).check(respelled)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "a-new-secret-after-rotation")
+    with Newsletter(config_mod.load(cfg.path)) as nl, pytest.raises(TokenError):
+        nl.unsubscribe(old)  # the old secret is not known yet
+    cfg.path.write_text(cfg.path.read_text().replace('secret_env = "NEWSLETTER_SECRET"',
+                                                     'secret_env = "NEWSLETTER_SECRET"\n'
+                                                     'previous_secrets_env = "NEWSLETTER_PREVIOUS_SECRETS"'))
+    monkeypatch.setenv("NEWSLETTER_PREVIOUS_SECRETS", "something-older, test-secret-please-change")
+    with Newsletter(config_mod.load(cfg.path)) as nl:
+        assert nl.unsubscribe(old) is not None
+        assert nl.subscriber("ada@example.com").memberships["weekly"][0] == "unsubscribed"
