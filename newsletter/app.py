@@ -333,25 +333,41 @@ class Newsletter:
 
     def import_csv(self, path: str | os.PathLike[str], list_name: str, *, status: str = consent.ACTIVE,
                    strict: bool = False, rejects_path: str | os.PathLike[str] | None = None,
-                   progress: Callable[[int], None] | None = None) -> ImportReport:
+                   progress: Callable[[int], None] | None = None, delimiter: str | None = None,
+                   email_column: str | None = None) -> ImportReport:
         """Import subscribers from a CSV file with an 'email' column."""
         from .csvio import import_csv
 
         return import_csv(self.store, Path(path), list_name, status=status, strict=strict,
-                          rejects_path=Path(rejects_path) if rejects_path else None, progress=progress)
+                          rejects_path=Path(rejects_path) if rejects_path else None, progress=progress,
+                          delimiter=delimiter, email_column=email_column)
 
     def export_csv(self, list_name: str, out: TextIO | str | os.PathLike[str],
                    status: str | None = consent.ACTIVE) -> int:
-        """Write a list as CSV to a stream, or whole-or-nothing to a file path; returns the rows written."""
-        from .csvio import export_csv
-        from .files import atomic_write
+        """Write a list as CSV to a stream, or whole-or-nothing to a file path; returns the rows written.
 
+        `status`: "active" (who would be mailed), another status, "suppressed", or None for everyone.
+        """
+        from .csvio import export_csv
+
+        return self._write_csv(out, lambda stream: export_csv(self.store, list_name, stream, status))
+
+    def export_suppressions(self, out: TextIO | str | os.PathLike[str]) -> int:
+        """Write the suppression list as CSV; returns the rows written."""
+        from .csvio import export_suppressions
+
+        return self._write_csv(out, lambda stream: export_suppressions(self.store, stream))
+
+    @staticmethod
+    def _write_csv(out: TextIO | str | os.PathLike[str], write: Callable[[TextIO], int]) -> int:
         if not isinstance(out, (str, os.PathLike)):
-            return export_csv(self.store, list_name, out, status)
+            return write(out)
         import io
 
+        from .files import atomic_write
+
         buffer = io.StringIO()
-        count = export_csv(self.store, list_name, buffer, status)
+        count = write(buffer)
         atomic_write(Path(out), buffer.getvalue())
         return count
 

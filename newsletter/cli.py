@@ -146,14 +146,18 @@ def subscribers() -> None:
 @subscribers.command("import")
 @click.argument("file", type=click.Path())
 @click.option("--list", "list_name", required=True, help="List to import into.")
-@click.option("--status", type=click.Choice(["active", "unconfirmed"]), default="active", show_default=True)
+@click.option("--status", type=click.Choice(["active", "unconfirmed"]), default="active", show_default=True,
+              help="For rows without a status column of their own.")
 @click.option("--strict", is_flag=True, help="Fail on the first bad row and change nothing.")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False),
               help="Where to write rejected rows (default: FILE.rejects.csv beside FILE).")
+@click.option("--delimiter", type=click.Choice(["comma", "semicolon", "tab"]),
+              help="The field separator (default: found from the header).")
+@click.option("--email-column", help="The column with the addresses (default: email, or Mailchimp's Email Address).")
 @pass_state
 def subscribers_import(state: _State, file: str, list_name: str, status: str, strict: bool,
-                       rejects_path: str | None) -> None:
-    """Import subscribers from a CSV file with an 'email' column."""
+                       rejects_path: str | None, delimiter: str | None, email_column: str | None) -> None:
+    """Import subscribers from a CSV file (ours, Mailchimp's or listmonk's export, or any with an email column)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -164,8 +168,9 @@ def subscribers_import(state: _State, file: str, list_name: str, status: str, st
         def show(rows: int) -> None:
             progress.update(task, description=f"importing: {rows:,} rows read")
 
+        separator = {"comma": ",", "semicolon": ";", "tab": "\t"}.get(delimiter or "")
         report = state.nl.import_csv(file, list_name, status=status, strict=strict, rejects_path=rejects_path,
-                                     progress=show)
+                                     progress=show, delimiter=separator, email_column=email_column)
     out.print(report.summary())
     for line, reason in report.reject_samples:
         err.print(f"{file}:{line}: rejected: {reason}", markup=False)
@@ -290,18 +295,24 @@ def subscribers_lists(state: _State) -> None:
 
 
 @subscribers.command("export")
-@click.option("--list", "list_name", required=True)
-@click.option("--status", type=click.Choice([*STATUSES, "all"]),
-              default="active", show_default=True)
+@click.option("--list", "list_name", help="The list to export.")
+@click.option("--status", type=click.Choice([*STATUSES, "suppressed", "all"]), default="active", show_default=True,
+              help="active: who would be mailed; all: everyone, with their status.")
+@click.option("--suppressions", is_flag=True, help="Export the suppression list instead of a list.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="File to write (default: standard output).")
 @pass_state
-def subscribers_export(state: _State, list_name: str, status: str, out_path: str | None) -> None:
-    """Export a list as CSV with the columns import reads."""
-    if out_path is None:
-        state.nl.export_csv(list_name, sys.stdout, None if status == "all" else status)
-        return
-    count = state.nl.export_csv(list_name, out_path, None if status == "all" else status)
-    err.print(f"{count} subscribers written to {out_path}")
+def subscribers_export(state: _State, list_name: str | None, status: str, suppressions: bool,
+                       out_path: str | None) -> None:
+    """Export a list (or the suppression list) as CSV; importing it elsewhere restores it."""
+    if suppressions == bool(list_name):
+        raise click.UsageError("give --list NAME, or --suppressions")
+    target = sys.stdout if out_path is None else out_path
+    if suppressions:
+        count = state.nl.export_suppressions(target)
+    else:
+        count = state.nl.export_csv(list_name or "", target, None if status == "all" else status)
+    if out_path:
+        err.print(f"{count} rows written to {out_path}")
 
 
 def _list_option(f: F) -> F:

@@ -20,12 +20,31 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from . import addresses, consent
-from .consent import ACTIVE, UNCONFIRMED
+from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError
 from .schema import history, memberships, subscribers, suppressions
-from .store import Store, clean_text, db_time, executemany, kept_out_reason, merge, now, select_in
+from .store import SUPPRESSED, Store, clean_text, db_time, executemany, kept_out_reason, merge, now, select_in
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+DELIMITERS = (",", ";", "\t")
+LEFT_ACTIONS = {UNSUBSCRIBED: consent.UNSUBSCRIBE, BOUNCED: consent.BOUNCE, COMPLAINED: consent.COMPLAINT}
+EMAIL_HEADERS = ("email", "email address", "e-mail", "e-mail address")  # ours and listmonk's; Mailchimp's
+MAX_RECORD_LINES = 20  # a record running over more lines is taken for an unclosed quote
+MAX_FIELD_CHARS = 10_000
+MAX_NAME_CHARS = 300
+MAX_KEY_CHARS = 100
+MAX_VALUE_CHARS = 2_000
+# A status column's values, ours and other tools', to what they mean here. Nothing that means
+# "left" or "blocked" ever becomes active.
+STATUS_VALUES = {
+    "active": ACTIVE, "subscribed": ACTIVE, "enabled": ACTIVE, "confirmed": ACTIVE,
+    "unconfirmed": UNCONFIRMED, "pending": UNCONFIRMED,
+    "unsubscribed": UNSUBSCRIBED, "disabled": UNSUBSCRIBED,
+    "bounced": BOUNCED, "complained": COMPLAINED,
+    "suppressed": SUPPRESSED, "blocklisted": SUPPRESSED, "blacklisted": SUPPRESSED, "cleaned": SUPPRESSED,
+}
+# What an export writes before the attributes; import reads them back (the times are for people).
+EXPORT_COLUMNS = ("email", "name", "status", "subscribed_at", "status_changed_at", "source")
 CHUNK_ROWS = 5000
 
 
@@ -53,10 +72,12 @@ class ImportReport:
     rejects_path: Path | None = None
     reject_samples: list[tuple[int, str]] = field(default_factory=list)
     kept_out_samples: list[tuple[int, str]] = field(default_factory=list)  # (line, who and why)
+    suppressed: int = 0  # addresses a status column put on the suppression list
 
     def summary(self) -> str:
         return (f"rows read {self.read}, added {self.added}, updated {self.updated}, already present "
                 f"{self.present}, kept out {self.kept_out}, rejected {self.rejected}"
+                + (f", suppressed {self.suppressed}" if self.suppressed else "")
                 + (f", duplicates merged {self.duplicates}" if self.duplicates else ""))
 
 
@@ -66,6 +87,7 @@ class _Row:
     address: addresses.Address
     name: str
     attributes: dict[str, str]
+    status: str | None = None  # from a status column; None: the import's --status
 
 
 def _check_utf8(path: Path) -> None:
@@ -86,20 +108,59 @@ def _check_utf8(path: Path) -> None:
             raise InputError(f"{path}:{line}: not UTF-8 text (truncated character at the end)") from None
 
 
-def _records(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
-    """(line, header, cells) per data row; the line is where the record starts."""
+def _delimiter(path: Path) -> str:
+    """The delimiter the header line uses most: comma, semicolon (European spreadsheets) or tab."""
     with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+        first = handle.readline()
+    counts = {d: first.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _columns(path: Path, raw: list[str], email_column: str | None) -> list[str]:
+    """The header as import reads it: the address column is "email"; columns to leave out are ""."""
+    lowered = [h.strip().lower() for h in raw]
+    wanted = email_column.strip().lower() if email_column else next((h for h in EMAIL_HEADERS if h in lowered), "")
+    if not wanted or wanted not in lowered:
+        named = f"no {email_column!r} column" if email_column else "no email column (email, Email Address, …)"
+        raise InputError(f"{path}:1: {named} in the header ({', '.join(raw) or 'empty'}); "
+                         f"name it with --email-column")
+    dropped: set[str] = set()
+    if {"uuid", "attributes"} <= set(lowered):  # a listmonk export
+        dropped |= {"uuid", "created_at", "updated_at"}
+    if {"status", "subscribed_at", "status_changed_at", "source"} <= set(lowered):  # an export of ours
+        dropped |= {"subscribed_at", "status_changed_at", "source"}
+    header = []
+    for original, low in zip(raw, lowered, strict=True):
+        if low == wanted:
+            header.append("email")
+        elif low in dropped:
+            header.append("")
+        elif low in ("name", "status", "first name", "last name") or (low == "attributes" and "uuid" in lowered):
+            header.append(low)
+        else:
+            header.append(original.strip())
+    return header
+
+
+def _records(path: Path, delimiter: str | None = None,
+             email_column: str | None = None) -> Iterator[tuple[int, list[str], list[str], str]]:
+    """(line, header, cells, problem) per data row; the line is where the record starts.
+
+    `problem` is set for a record that runs over many lines or holds a huge field: most likely a
+    quote that was never closed, which swallows the rows after it.
+    """
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter or _delimiter(path))
         try:
-            header = next(reader)
+            raw = next(reader)
         except StopIteration:
             raise InputError(f"{path}: empty file; the first row must be a header with an 'email' column") from None
         except csv.Error as exc:
             raise InputError(f"{path}:1: {exc}") from None
-        header = [h.strip().lower() if h.strip().lower() in ("email", "name") else h.strip() for h in header]
-        if "email" not in header:
-            raise InputError(f"{path}:1: no 'email' column in the header ({', '.join(header) or 'empty'})")
-        if len(set(header)) != len(header):
+        header = _columns(path, raw, email_column)
+        named = [h for h in header if h]
+        if len(set(named)) != len(named):
             raise InputError(f"{path}:1: the header repeats a column name")
         start = reader.line_num + 1
         while True:
@@ -109,17 +170,26 @@ def _records(path: Path) -> Iterator[tuple[int, list[str], list[str]]]:
                 return
             except csv.Error as exc:
                 raise InputError(f"{path}:{start}: {exc}") from None
-            if cells and any(c.strip() for c in cells):
-                yield start, header, cells
+            spans = reader.line_num - start + 1
+            problem = ""
+            if spans > MAX_RECORD_LINES or any(len(c) > MAX_FIELD_CHARS for c in cells):
+                problem = (f"a field starting on this line runs {spans} lines and {max(map(len, cells)):,} characters: "
+                           f"probably a quote that is never closed")
+            if problem or (cells and any(c.strip() for c in cells)):
+                yield start, header, cells, problem
             start = reader.line_num + 1
 
 
-def _parse(header: list[str], cells: list[str]) -> _Row | str:
+def _parse(header: list[str], cells: list[str], problem: str = "") -> _Row | str:
     """A clean row, or the reason it is rejected."""
+    if problem:
+        return problem
     if len(cells) > len(header):
         return f"{len(cells)} fields but the header has {len(header)}"
+    if any("\x00" in c for c in cells):
+        return "a field holds a NUL character"
     # A short row leaves the last columns empty.
-    values = {h: (unneutralise(c) if c[:1] == "'" else c) for h, c in zip(header, cells, strict=False)}
+    values = {h: (unneutralise(c) if c[:1] == "'" else c) for h, c in zip(header, cells, strict=False) if h}
     raw = values.pop("email", "").strip()
     if not raw:
         return "no email address"
@@ -127,8 +197,29 @@ def _parse(header: list[str], cells: list[str]) -> _Row | str:
         address = addresses.normalize(raw)
     except InputError as exc:
         return str(exc)
-    name = clean_text(values.pop("name", ""))
-    return _Row(0, address, name, {k: clean_text(v) for k, v in values.items() if k})
+    first, last = values.pop("first name", ""), values.pop("last name", "")
+    name = clean_text(values.pop("name", "") or f"{first.strip()} {last.strip()}")
+    if len(name) > MAX_NAME_CHARS:
+        return f"the name is {len(name):,} characters; at most {MAX_NAME_CHARS}"
+    given = values.pop("status", "").strip().lower()
+    status = STATUS_VALUES.get(given) if given else None
+    if given and status is None:
+        return f"unknown status {given!r} (known: {', '.join(sorted(STATUS_VALUES))})"
+    attributes = {k: clean_text(v) for k, v in values.items() if k != "attributes"}
+    if values.get("attributes", "").strip():  # listmonk: a JSON object
+        try:
+            extra = json.loads(values["attributes"])
+        except ValueError:
+            return "the attributes column is not JSON"
+        if not isinstance(extra, dict):
+            return "the attributes column is not a JSON object"
+        attributes.update({str(k): clean_text(json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+                           for k, v in extra.items()})
+    for key, value in attributes.items():
+        if len(key) > MAX_KEY_CHARS or len(value) > MAX_VALUE_CHARS:
+            return (f"column {key[:40]!r} is too long (names at most {MAX_KEY_CHARS}, "
+                    f"values {MAX_VALUE_CHARS} characters)")
+    return _Row(0, address, name, attributes, status)
 
 
 class _Rejects:
@@ -151,8 +242,14 @@ class _Rejects:
 
 def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = ACTIVE, strict: bool = False,
                rejects_path: str | Path | None = None, source: str = "", chunk_rows: int = CHUNK_ROWS,
-               progress: Callable[[int], None] | None = None) -> ImportReport:
-    """Import a CSV into `list_name`; see the module docstring for the guarantees."""
+               progress: Callable[[int], None] | None = None, delimiter: str | None = None,
+               email_column: str | None = None) -> ImportReport:
+    """Import a CSV into `list_name`; see the module docstring for the guarantees.
+
+    The delimiter (comma, semicolon or tab) is found from the header unless given; the address
+    column is `email`, Mailchimp's `Email Address`, or `email_column`. A `status` column (ours,
+    listmonk's or Mailchimp's values) sets each row's status instead of `status`.
+    """
     path = Path(path)
     source = source or f"import {path.name}"
     if status not in (ACTIVE, UNCONFIRMED):
@@ -161,18 +258,20 @@ def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = 
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     _check_utf8(path)
+    if delimiter is not None and delimiter not in DELIMITERS:
+        raise InputError(f"--delimiter must be one of: comma, semicolon, tab (got {delimiter!r})")
     if strict:
-        for line, header, cells in _records(path):
-            parsed = _parse(header, cells)
+        for line, header, cells, problem in _records(path, delimiter, email_column):
+            parsed = _parse(header, cells, problem)
             if isinstance(parsed, str):
                 raise InputError(f"{path}:{line}: {parsed} (--strict: nothing was imported)")
     report = ImportReport()
     rejects = _Rejects(Path(rejects_path) if rejects_path else path.with_name(path.stem + ".rejects.csv"))
     try:
         chunk: list[_Row] = []
-        for line, header, cells in _records(path):
+        for line, header, cells, problem in _records(path, delimiter, email_column):
             report.read += 1
-            parsed = _parse(header, cells)
+            parsed = _parse(header, cells, problem)
             if isinstance(parsed, str):
                 report.rejected += 1
                 if len(report.reject_samples) < 10:
@@ -207,6 +306,7 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             report.duplicates += 1
             report.present += 1
             seen.name, seen.attributes = merge(seen.name, seen.attributes, row.name, row.attributes)
+            seen.status = row.status or seen.status
     keys = list(merged)
     with store.write() as conn:
         stamp = db_time(conn, now())
@@ -214,6 +314,15 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
         suppressed = {hashes[h] for (h,) in select_in(
             conn, "suppressed", lambda v: sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(v)),
             list(hashes))}
+        # Rows whose status says "suppressed" (ours, listmonk's blocklisted, Mailchimp's cleaned) go
+        # on the suppression list; from then on they are kept out like any suppressed address.
+        newly = [k for k in keys if merged[k].status == SUPPRESSED and k not in suppressed]
+        changes: list[dict[str, Any]] = []
+        executemany(conn, suppressions.insert(), [
+            {"email_hash": addresses.hash_key(k), "email_key": k, "reason": f"{source}: suppressed"[:300],
+             "source": source[:100], "created_at": stamp} for k in newly])
+        report.suppressed += len(newly)
+        suppressed.update(newly)
         existing = {r[1]: r for r in select_in(
             conn, "subscribers by key",
             lambda v: sa.select(subscribers.c.id, subscribers.c.email_key, subscribers.c.name, subscribers.c.attributes)
@@ -255,13 +364,22 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             list(ids.values()), list_id=list_id)} if existing else {}
         to_insert: list[dict[str, Any]] = []
         to_update: list[dict[str, Any]] = []
-        changes: list[dict[str, Any]] = []
         for key in keys:
             subscriber_id = ids.get(key)
             state, left = current.get(subscriber_id, (None, None)) if subscriber_id is not None else (None, None)
             left_at = _as_datetime(left)
-            decision = consent.decide(consent.IMPORT, state, suppressed=key in suppressed, requested=status,
-                                      left=left is not None)
+            wanted = merged[key].status or status
+            if key in newly:
+                if subscriber_id is not None:
+                    changes.append({"subscriber_id": subscriber_id, "list_id": None, "from_status": None,
+                                    "to_status": SUPPRESSED, "source": source[:200], "reason": None, "at": stamp})
+                continue
+            if wanted in LEFT_ACTIONS:  # a row that left in the tool it comes from
+                decision = (consent.Decision(wanted, True, False) if state is None
+                            else consent.decide(LEFT_ACTIONS[wanted], state))
+            else:
+                decision = consent.decide(consent.IMPORT, state, suppressed=key in suppressed, requested=wanted,
+                                          left=left is not None)
             outcome = consent.outcome(decision, created=state is None and not decision.kept_out,
                                       details_changed=key in changed)
             if outcome == "kept out":
@@ -279,17 +397,19 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
                 continue
             changes.append({"subscriber_id": subscriber_id, "list_id": list_id, "from_status": state,
                             "to_status": decision.status, "source": source[:200], "reason": None, "at": stamp})
+            left_after = stamp if decision.status in LEFT_ACTIONS else None if decision.status == ACTIVE else left
             if state is None:
                 to_insert.append({"subscriber_id": subscriber_id, "list_id": list_id, "status": decision.status,
-                                  "changed_at": stamp, "source": source[:100]})
+                                  "changed_at": stamp, "source": source[:100], "left_at": left_after})
             else:
-                to_update.append({"b_id": subscriber_id, "b_status": decision.status})
+                to_update.append({"b_id": subscriber_id, "b_status": decision.status, "b_left": left_after})
         executemany(conn, memberships.insert(), to_insert)
         executemany(
             conn,
             memberships.update()
             .where(memberships.c.list_id == sa.bindparam("b_list"), memberships.c.subscriber_id == sa.bindparam("b_id"))
-            .values(status=sa.bindparam("b_status"), changed_at=sa.bindparam("b_at"), source=sa.bindparam("b_source")),
+            .values(status=sa.bindparam("b_status"), changed_at=sa.bindparam("b_at"), source=sa.bindparam("b_source"),
+                    left_at=sa.bindparam("b_left")),
             [{**row, "b_list": list_id, "b_at": stamp, "b_source": source[:100]} for row in to_update],
         )
         executemany(conn, history.insert(), changes)
@@ -303,17 +423,39 @@ def _as_datetime(value: Any) -> dt.datetime | None:
 
 
 def export_csv(store: Store, list_name: str, out: TextIO, status: str | None = ACTIVE) -> int:
-    """Write a list's members as CSV (email, name, one column per attribute); returns the row count."""
+    """Write a list's members as CSV; returns the row count.
+
+    Columns: the EXPORT_COLUMNS, then one per attribute. Importing the file into another store
+    restores who is on the list with which status, suppressed addresses included. Every cell,
+    the header's included, is neutralised against spreadsheet formulas.
+    """
     keys: set[str] = set()
     for member in store.members(list_name, status):
         keys.update(member["attributes"])
-    columns = sorted(keys - {"email", "name"})
+    columns = sorted(keys - set(EXPORT_COLUMNS))
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email", "name", *columns])
+    writer.writerow([neutralise(c) for c in (*EXPORT_COLUMNS, *columns)])
     count = 0
     for member in store.members(list_name, status):
         attrs = member["attributes"]
-        writer.writerow([neutralise(member["email"]), neutralise(member["name"]),
-                         *(neutralise(attrs.get(c, "")) for c in columns)])
+        fixed = [member["email"], member["name"], member["status"], _stamp(member["subscribed_at"]),
+                 _stamp(member["status_changed_at"]), member["source"]]
+        writer.writerow([neutralise(str(v)) for v in (*fixed, *(attrs.get(c, "") for c in columns))])
         count += 1
     return count
+
+
+def export_suppressions(store: Store, out: TextIO) -> int:
+    """Write the suppression list as CSV (email, email_sha256, reason, source, suppressed_at)."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["email", "email_sha256", "reason", "source", "suppressed_at"])
+    count = 0
+    for row in store.suppression_list():
+        writer.writerow([neutralise(str(row[k])) for k in ("email", "email_sha256", "reason", "source")]
+                        + [_stamp(row["suppressed_at"])])
+        count += 1
+    return count
+
+
+def _stamp(value: dt.datetime | None) -> str:
+    return f"{value:%Y-%m-%dT%H:%M:%SZ}" if value else ""

@@ -41,6 +41,7 @@ from .schema import (
 )
 
 ERASED = ""  # the address of an erased subscriber's tombstone row
+SUPPRESSED = "suppressed"  # what export and import call a member whose address is suppressed
 
 
 def now() -> dt.datetime:
@@ -594,25 +595,46 @@ class Store:
         return (row.email, row.status) if row else None
 
     def members(self, list_name: str, status: str | None = ACTIVE, batch: int = 5000) -> Iterator[dict[str, Any]]:
-        """Stream a list's members (email, name, attributes) in id order, in pages of `batch`."""
+        """Stream a list's members in id order, in pages of `batch`.
+
+        Each is a dict of email, name, attributes, status (SUPPRESSED when the address is
+        suppressed, whatever the membership says), subscribed_at, status_changed_at and source.
+        `status` filters on that status; ACTIVE means "would be mailed"; None is everyone.
+        """
         list_id = self.list_id(list_name)
         last = 0
+        suppressed = suppressions.c.email_hash.is_not(None)
         while True:
             query = (
-                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.attributes)
+                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.attributes,
+                          subscribers.c.created_at, memberships.c.status, memberships.c.changed_at,
+                          memberships.c.source, suppressions.c.email_hash)
                 .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
+                .outerjoin(suppressions, suppressions.c.email_key == subscribers.c.email_key)
                 .where(memberships.c.list_id == list_id, subscribers.c.id > last)
                 .order_by(subscribers.c.id).limit(batch)
             )
-            if status:
-                query = query.where(memberships.c.status == status)
+            if status == SUPPRESSED:
+                query = query.where(suppressed)
+            elif status:
+                query = query.where(memberships.c.status == status, ~suppressed)
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
             if not rows:
                 return
             for row in rows:
-                yield {"id": row.id, "email": row.email, "name": row.name, "attributes": json.loads(row.attributes)}
+                yield {"id": row.id, "email": row.email, "name": row.name, "attributes": json.loads(row.attributes),
+                       "status": SUPPRESSED if row.email_hash else row.status, "subscribed_at": row.created_at,
+                       "status_changed_at": row.changed_at, "source": row.source}
             last = rows[-1].id
+
+    def suppression_list(self) -> Iterator[dict[str, Any]]:
+        """Every suppressed address (the address is empty for an erased person: only its hash is kept)."""
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(suppressions).order_by(suppressions.c.created_at,
+                                                                     suppressions.c.email_hash)):
+                yield {"email": row.email_key or "", "email_sha256": row.email_hash, "reason": row.reason,
+                       "source": row.source, "suppressed_at": row.created_at}
 
 
 def kept_out_reason(suppressed: bool, left_at: dt.datetime | None) -> str:

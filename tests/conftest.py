@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from newsletter import config as config_mod
@@ -15,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_ISSUE = ROOT / "issues" / "2026-12-01.md"
 SHARED = ROOT.parent / "shared"
 SECRET = "test-secret-please-change"
+POSTGRES = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
 
 
 def write_config(folder: Path, extra: str = "", *, base_url: str = "https://news.example.com",
@@ -127,3 +131,23 @@ def sg_run(sg_config: Path):
         return runner.invoke(cli, ["--config", str(sg_config), *map(str, args)], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request):
+    """A fresh store: a SQLite file, or a new PostgreSQL database when a server is available."""
+    if request.param == "sqlite":
+        yield "sqlite:///newsletter.db"
+        return
+    if not POSTGRES:
+        pytest.skip("NEWSLETTER_TEST_POSTGRES is not set: no PostgreSQL server to test on")
+    name = f"newsletter_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES.replace("/?", "/postgres?"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        # No connection may sit idle in a transaction: PostgreSQL ends any that does for a second.
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '1s'"))
+    yield POSTGRES.replace("/?", f"/{name}?")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()

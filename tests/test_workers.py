@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from newsletter import Newsletter
 
 from .conftest import ROOT, SECRET, write_config
 
-SERVER = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
 ISSUE = ROOT / "issues" / "2026-12-01.md"
 
 
@@ -26,26 +22,6 @@ def people(folder: Path, n: int) -> Path:
     path = folder / "people.csv"
     path.write_text("email\n" + "".join(f"w{i}@example.com\n" for i in range(n)))
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request):
-    """A fresh store: a SQLite file, or a new PostgreSQL database when a server is available."""
-    if request.param == "sqlite":
-        yield "sqlite:///newsletter.db"
-        return
-    if not SERVER:
-        pytest.skip("NEWSLETTER_TEST_POSTGRES is not set: no PostgreSQL server to test on")
-    name = f"newsletter_workers_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(SERVER.replace("/?", "/postgres?"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        # No connection may sit idle in a transaction: PostgreSQL ends any that does for a second.
-        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '1s'"))
-    yield SERVER.replace("/?", f"/{name}?")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture
