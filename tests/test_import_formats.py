@@ -87,7 +87,7 @@ def test_an_unclosed_quote_is_reported_where_it_starts_and_strict_imports_nothin
     assert report.rejected == 1 and report.added == 1
     line, reason = report.reject_samples[0]
     assert line == 3 and "probably a quote that is never closed" in reason
-    with pytest.raises(InputError, match=r"quote\.csv:3: a field starting on this line .*--strict: nothing was imported"):
+    with pytest.raises(InputError, match=r"quote\.csv:3: a field starting on this line .*nothing was imported"):
         nl.import_csv(path, "daily", strict=True)
     assert nl.list_counts()["daily"]["active"] == 0
 
