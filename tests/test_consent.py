@@ -14,8 +14,13 @@ SAMPLE = ROOT / "subscribers" / "sample.csv"
 
 
 @pytest.fixture
-def nl(cfg):
-    with Newsletter(cfg) as newsletter:
+def nl(config_path, store_url):
+    """The sample list in a fresh store: SQLite, and PostgreSQL when a server is available.
+
+    The config file itself names the store, so the CLI (the `run` fixture) uses the same one.
+    """
+    config_path.write_text(config_path.read_text().replace('url = "sqlite:///newsletter.db"', f'url = "{store_url}"'))
+    with Newsletter.from_config(config_path) as newsletter:
         newsletter.import_csv(SAMPLE, "weekly")
         yield newsletter
 
