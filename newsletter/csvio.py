@@ -172,7 +172,7 @@ def _records(path: Path, delimiter: str | None = None,
                 raise InputError(f"{path}:{start}: {exc}") from None
             spans = reader.line_num - start + 1
             problem = ""
-            if spans > MAX_RECORD_LINES or any(len(c) > MAX_FIELD_CHARS for c in cells):
+            if spans > MAX_RECORD_LINES or (cells and max(map(len, cells)) > MAX_FIELD_CHARS):
                 problem = (f"a field starting on this line runs {spans} lines and {max(map(len, cells)):,} characters: "
                            f"probably a quote that is never closed")
             if problem or (cells and any(c.strip() for c in cells)):
