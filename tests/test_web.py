@@ -346,3 +346,30 @@ def test_one_click_from_a_dry_run_eml_on_a_real_server(tmp_path, monkeypatch, sm
     assert sent.exit_code == 0, sent.output
     assert address not in [r[0] for _f, r, _m in smtp[1].messages]
     assert len(smtp[1].messages) == 11
+
+
+# -- hostile input (each of these got through once) -------------------------------------------------
+
+
+def test_head_with_a_one_click_body_changes_nothing(client, web_config):
+    token = unsubscribe_token(web_config, "grace@example.org")
+    answer = client.request("HEAD", f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 200
+    assert status(web_config, "grace@example.org") == "active"  # only POST changes state
+
+
+def test_no_redirect_takes_its_host_from_the_request(client):
+    answer = client.get("/archive/", headers={"Host": "evil.example.net"}, follow_redirects=False)
+    location = answer.headers.get("location", "")
+    assert "evil.example.net" not in location
+    assert answer.status_code in (200, 404) or location.startswith(("/", "https://testserver"))
+
+
+@pytest.mark.parametrize("stamp", ["²", "¹²³", "12 3", "-5", "9" * 40])
+def test_a_strange_webhook_timestamp_is_refused_not_a_500(client, signer, stamp):
+    body = b"[]"
+    headers: dict[str, str | bytes] = dict(signer.headers(body))
+    headers["X-Twilio-Email-Event-Webhook-Timestamp"] = stamp.encode("latin-1")  # as it comes off the wire
+    answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
+    assert answer.status_code == 403

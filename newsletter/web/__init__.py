@@ -50,6 +50,7 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
         middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a redirect built from the Host header could point anywhere
     app.state.newsletter = nl
     return app
 

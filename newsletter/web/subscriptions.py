@@ -32,7 +32,7 @@ class Subscriptions:
         except UnknownListError:
             return self.pages.error(request, 404, "There is no such list.")
         csrf = csrf_for(request)
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD only show
             return self.pages.page(request, "subscribe.html", {"list": declared, "error": "", "email": "", "name": ""},
                                    csrf=csrf)
         form = await request.form()
@@ -74,7 +74,7 @@ class Subscriptions:
         except UnknownListError:
             return self.pages.error(request, 404, "There is no such list.")
         csrf = csrf_for(request)
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD only show
             return self.pages.page(request, "confirm.html", {"list": declared, "token": token}, csrf=csrf)
         form = await request.form()
         if not csrf_ok(request, form):
@@ -103,7 +103,7 @@ class Subscriptions:
             found = None
         if found is None:
             return self.pages.error(request, 404, "This subscription does not exist (any more).")
-        if request.method == "GET":  # never unsubscribes: mail scanners fetch every link
+        if request.method != "POST":  # GET and HEAD only show  # never unsubscribes: mail scanners fetch every link
             return self.pages.page(request, "unsubscribe.html",
                                    {"list": found.list, "email": mask(found.email), "token": token,
                                     "done": found.status == "unsubscribed"}, csrf=csrf_for(request))

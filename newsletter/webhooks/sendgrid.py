@@ -23,7 +23,7 @@ def verify_webhook(public_key: str, payload: bytes, signature: str, timestamp: s
     """True when SendGrid signed this payload (ECDSA over timestamp + body) recently enough."""
     from sendgrid.helpers.eventwebhook import EventWebhook
 
-    if not public_key or not signature or not timestamp.isdigit():
+    if not public_key or not signature or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
         return False
