@@ -161,7 +161,8 @@ class Newsletter:
     def issue(self, path: str | os.PathLike[str]) -> Issue:
         from .content import parse
 
-        return parse(Path(path), base_url=self.config.newsletter.base_url)
+        settings = self.config.newsletter
+        return parse(Path(path), base_url=settings.base_url, max_bytes=settings.max_issue_bytes)
 
     def render(self, path: str | os.PathLike[str]) -> Rendered:
         """The issue rendered once, placeholders still in."""

@@ -34,6 +34,7 @@ class NewsletterSettings:
     previous_secrets_env: str = ""  # a variable with earlier secrets, comma-separated: they still verify links
     templates: str = "templates"
     issues_dir: str = "issues"
+    max_issue_bytes: int = 512 * 1024  # a larger issue file is refused before it is parsed
 
 
 @dataclass(frozen=True)

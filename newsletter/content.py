@@ -6,6 +6,7 @@ and the plain-text part, so both always carry the same content.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import re
@@ -45,7 +46,17 @@ class Issue:
 
 
 class _FrontMatterLoader(yaml.SafeLoader):
-    """Safe YAML that leaves dates as text, so a bad date gets our message and line, not a crash."""
+    """Safe YAML that leaves dates as text, so a bad date gets our message and line, not a crash.
+
+    Aliases are refused: front matter needs none, and nested aliases (a "billion laughs" file)
+    expand into more than any memory holds.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 _FrontMatterLoader.yaml_implicit_resolvers = {
@@ -122,9 +133,17 @@ def _address(path: Path, line: int, key: str, value: Any) -> str:
     return text
 
 
-def parse(path: str | Path, *, base_url: str = "") -> Issue:
+MAX_ISSUE_BYTES = 512 * 1024  # a weekly issue is a few KB; Gmail clips the HTML at 102 KB anyway
+
+
+def parse(path: str | Path, *, base_url: str = "", max_bytes: int = MAX_ISSUE_BYTES) -> Issue:
     """Read and check the issue at `path`; every problem is a ContentError naming file and line."""
     path = Path(path)
+    with contextlib.suppress(OSError):  # a missing file gets its own message from _read_text
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ContentError(f"{path}: the issue is {size / 1024:,.0f} KB, over the limit of "
+                               f"{max_bytes / 1024:,.0f} KB ([newsletter] max_issue_bytes)")
     text = _read_text(path)
     front, body, body_line = _split_front_matter(path, text)
     try:

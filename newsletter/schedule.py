@@ -141,7 +141,7 @@ def due_issue(config: Config, store: Store, list_name: str, now: dt.datetime | N
     candidates = []
     for path in sorted(config.issues_dir.glob("*.md")):
         try:
-            issue = parse(path, base_url=config.newsletter.base_url)
+            issue = parse(path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
         except ContentError as exc:
             log.warning("skipping %s", exc)
             continue
@@ -238,7 +238,7 @@ def _paused(config: Config, store: Store) -> Iterator[BaseScheduler]:
 
 def pin(config: Config, store: Store, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
     """Pin a send of an issue to a time; returns the job id and the time (aware)."""
-    issue = parse(issue_path, base_url=config.newsletter.base_url)
+    issue = parse(issue_path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
     tz = timezone(config)
     when = at if at.tzinfo else at.replace(tzinfo=tz)
     if when <= dt.datetime.now(dt.UTC):

@@ -190,6 +190,11 @@ BAD_ISSUES = {
                     ":4: front matter: unknown key 'subjcet'"),
     "bad-yaml": ("---\nsubject: [x\ndate: 2026-12-01\n---\nbody\n", "front matter:"),
     "bad-placeholder": ("---\nsubject: x\ndate: 2026-12-01\n---\n\nHi %%nmae%%\n", ":6: unknown placeholder %%nmae%%"),
+    # An alias bomb: refused at the first alias, before anything is expanded.
+    "yaml-aliases": ("---\nsubject: x\ndate: 2026-12-01\npreheader: &a [lol, lol, lol, lol, lol, lol, lol]\n"
+                     "slug: &b [*a, *a, *a, *a, *a, *a, *a]\nfrom: [*b, *b, *b, *b, *b, *b, *b]\n---\nbody\n",
+                     ":5: front matter: aliases (*name) are not allowed"),
+    "too-large": ("---\nsubject: x\ndate: 2026-12-01\n---\n" + "word " * 120_000, "over the limit of 512 KB"),
 }
 
 
