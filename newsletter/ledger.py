@@ -174,29 +174,37 @@ class Ledger:
     def start(self, subject: str) -> bool:
         """Fix the recipients with one set-based insert; False when the send had started before.
 
-        Two processes starting the same send at once: one inserts, the other finds its rows (on
-        PostgreSQL the loser's insert hits the primary key and is rolled back, which is the same).
+        Rows are keyed by (issue, subscriber), so two sends of one issue starting at once, to
+        the same list or to overlapping ones, can collide on PostgreSQL (SQLite serialises
+        them). The loser's insert hits the primary key and is rolled back; it then tries again,
+        now seeing the winner's rows, and adds only the people they do not cover.
         """
-        try:
-            with self.store.write() as conn:
-                if conn.execute(
-                    sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
-                ).first():
-                    return False
-                stamp = now()
-                insert = deliveries.insert().from_select(
-                    ["issue", "subscriber_id", "list_id", "state", "attempts", "updated_at"],
-                    self._new_recipients().with_only_columns(
-                        sa.literal(self.issue), memberships.c.subscriber_id, sa.literal(self.list_id),
-                        sa.literal(PENDING), sa.literal(0), sa.literal(stamp, sa.DateTime),
-                    ),
-                )
-                count = conn.execute(insert).rowcount
-                conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
-                                                   recipients=count, started_at=stamp))
-                return True
-        except sa.exc.IntegrityError:
-            return False
+        for attempt in range(3):
+            try:
+                return self._start(subject)
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+        return False
+
+    def _start(self, subject: str) -> bool:
+        with self.store.write() as conn:
+            if conn.execute(
+                sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
+            ).first():
+                return False
+            stamp = now()
+            insert = deliveries.insert().from_select(
+                ["issue", "subscriber_id", "list_id", "state", "attempts", "updated_at"],
+                self._new_recipients().with_only_columns(
+                    sa.literal(self.issue), memberships.c.subscriber_id, sa.literal(self.list_id),
+                    sa.literal(PENDING), sa.literal(0), sa.literal(stamp, sa.DateTime),
+                ),
+            )
+            count = conn.execute(insert).rowcount
+            conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
+                                               recipients=count, started_at=stamp))
+            return True
 
     # -- workers and their leases -----------------------------------------------------------------
 

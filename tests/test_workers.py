@@ -97,3 +97,43 @@ def test_a_second_send_joins_the_first_instead_of_failing(shared, sendgrid_serve
     assert [first.returncode, second.returncode] == [0, 0], results
     assert "nothing to send" not in results[1][0] and "this run sent 0," not in results[1][0]  # it took a share
     assert sorted(sendgrid_server.received) == sorted(f"w{i}@example.com" for i in range(1200))
+
+
+def test_one_issue_to_two_overlapping_lists_at_once_reaches_each_person_once(store_url, tmp_path, monkeypatch):
+    import threading
+
+    from .fake_provider import FakeProvider
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('url = "sqlite:///newsletter.db"', f'url = "{store_url}"'))
+    everyone = people(tmp_path, 300)
+    with Newsletter.from_config(path) as nl:
+        nl.import_csv(everyone, "weekly")
+        nl.import_csv(everyone, "daily")
+        nl.add_subscriber("only-daily@example.com", "daily")
+    for round_ in range(5):  # it used to fail every time on PostgreSQL
+        issue = tmp_path / f"issue-{round_}.md"
+        issue.write_text(ISSUE.read_text().replace("slug: 2026-12-01", f"slug: round-{round_}"))
+        fakes = [FakeProvider(max_batch=50, max_in_flight=2) for _ in range(2)]
+        start = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def send(list_name: str, fake: FakeProvider) -> None:
+            with Newsletter.from_config(path, provider_factory=fake.factory) as nl:
+                mailing = nl.mailing(issue, list_name)
+                start.wait()
+                try:
+                    nl.send(mailing)
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=(name, fake)) for name, fake in zip(("weekly", "daily"), fakes,
+                                                                                           strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        received = collections.Counter(fakes[0].sent + fakes[1].sent)
+        assert len(received) == 301 and set(received.values()) == {1}
