@@ -99,7 +99,8 @@ class WebSettings:
     rate_limit_per_ip: int = 10
     rate_limit_per_email: int = 3
     rate_limit_window: int = 3600
-
+    max_form_bytes: int = 64 * 1024  # a form body (subscribe, confirm, unsubscribe); larger gets 413
+    max_webhook_bytes: int = 5 * 1024 * 1024  # a provider's event batch
 
 @dataclass(frozen=True)
 class Config:

@@ -373,3 +373,72 @@ def test_a_strange_webhook_timestamp_is_refused_not_a_500(client, signer, stamp)
     headers["X-Twilio-Email-Event-Webhook-Timestamp"] = stamp.encode("latin-1")  # as it comes off the wire
     answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
     assert answer.status_code == 403
+
+
+def test_bodies_over_the_limit_are_refused_before_anything_reads_them(client, web_config, signer):
+    page = client.get("/subscribe/weekly")
+    big = {"csrf": csrf(page.text), "email": "big@example.com", "name": "x" * 70_000}
+    assert client.post("/subscribe/weekly", data=big).status_code == 413  # declared length over 64 KB
+    assert status(web_config, "big@example.com") is None
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(10):
+            yield b"x" * 1024 * 1024
+
+    answer = client.post("/webhooks/sendgrid", content=chunks(), headers=signer.headers(b"[]"))
+    assert answer.status_code == 413
+    assert client.get("/archive").status_code == 200  # and the app goes on serving
+
+
+@pytest.mark.slow
+def test_a_300_mb_chunked_body_does_not_grow_the_server(web_config, tmp_path):
+    import http.client
+    import os
+    import subprocess
+    import sys
+
+    from .smtp_server import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(web_config.path), "serve",
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                probe.request("GET", "/archive")
+                assert probe.getresponse().status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, server.stderr.read() if server.poll() is not None else "no start"
+                time.sleep(0.2)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.putrequest("POST", "/webhooks/sendgrid")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.putheader("Content-Type", "application/json")
+        connection.endheaders()
+        chunk = b"x" * (1024 * 1024)
+        sent = 0
+        try:
+            for _ in range(300):  # 300 MB, one MB at a time: never held whole, here or there
+                connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += 1
+            connection.send(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered 413 and closed while we were still sending
+        try:
+            status_code = connection.getresponse().status
+        except (OSError, http.client.HTTPException):
+            status_code = 413 if sent < 300 else 0
+        assert status_code == 413
+        peak_kb = next(int(line.split()[1]) for line in open(f"/proc/{server.pid}/status")
+                       if line.startswith("VmHWM:"))
+        assert peak_kb < 100 * 1024, f"server peak RSS {peak_kb // 1024} MB"
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        probe.request("GET", "/archive")
+        assert probe.getresponse().status == 200
+    finally:
+        server.terminate()
+        server.wait(20)

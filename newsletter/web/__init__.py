@@ -19,7 +19,7 @@ from starlette.routing import Route
 from ..app import Newsletter
 from .archive import Archive
 from .pages import Pages
-from .security import SecurityHeaders
+from .security import BodyLimit, SecurityHeaders
 from .subscriptions import Subscriptions
 from .webhooks import Webhooks
 
@@ -31,6 +31,11 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
     nl.config.secret()  # links cannot be checked without it: fail at start-up, not at the first click
     pages = Pages(nl)
     subscriptions, webhooks, archive = Subscriptions(nl, pages, clock), Webhooks(nl, clock), Archive(nl, pages)
+
+    web = nl.config.web
+
+    def limits(path: str) -> int:
+        return web.max_webhook_bytes if path.startswith("/webhooks/") else web.max_form_bytes
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -47,7 +52,7 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
             Route("/archive/feed.xml", archive.feed),
             Route("/archive/{slug}", archive.issue),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, limit_for=limits)],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # a redirect built from the Host header could point anywhere

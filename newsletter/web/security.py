@@ -10,6 +10,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 CSRF_COOKIE = "newsletter_csrf"
@@ -61,6 +62,46 @@ def mask(email: str) -> str:
     local, _, domain = email.partition("@")
     shown = local[0] + "***" + (local[-1] if len(local) > 2 else "") if local else "***"
     return f"{shown}@{domain}"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body may not exceed its route's limit, counted as bytes arrive.
+
+    A declared Content-Length over the limit is refused at once; a chunked body is counted
+    chunk by chunk and refused (413) the moment it passes the limit. So nothing reads, parses,
+    checks a CSRF token or a signature on more than the limit, and memory stays flat.
+    """
+
+    def __init__(self, app: Any, limit_for: Callable[[str], int]) -> None:
+        self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, f"the request body is over {limit:,} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+async def _too_large(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": b"Request body too large"})
 
 
 class SecurityHeaders:
