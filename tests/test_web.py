@@ -5,6 +5,7 @@ import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -433,8 +434,8 @@ def test_a_300_mb_chunked_body_does_not_grow_the_server(web_config, tmp_path):
         except (OSError, http.client.HTTPException):
             status_code = 413 if sent < 300 else 0
         assert status_code == 413
-        peak_kb = next(int(line.split()[1]) for line in open(f"/proc/{server.pid}/status")
-                       if line.startswith("VmHWM:"))
+        status_lines = Path(f"/proc/{server.pid}/status").read_text().splitlines()
+        peak_kb = next(int(line.split()[1]) for line in status_lines if line.startswith("VmHWM:"))
         assert peak_kb < 100 * 1024, f"server peak RSS {peak_kb // 1024} MB"
         probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         probe.request("GET", "/archive")

@@ -119,7 +119,8 @@ def test_one_issue_to_two_overlapping_lists_at_once_reaches_each_person_once(sto
         start = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def send(list_name: str, fake: FakeProvider) -> None:
+        def send(list_name: str, fake: FakeProvider, issue: Path, start: threading.Barrier,
+                 errors: list[BaseException]) -> None:
             with Newsletter.from_config(path, provider_factory=fake.factory) as nl:
                 mailing = nl.mailing(issue, list_name)
                 start.wait()
@@ -128,8 +129,8 @@ def test_one_issue_to_two_overlapping_lists_at_once_reaches_each_person_once(sto
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     errors.append(exc)
 
-        threads = [threading.Thread(target=send, args=(name, fake)) for name, fake in zip(("weekly", "daily"), fakes,
-                                                                                           strict=True)]
+        threads = [threading.Thread(target=send, args=(name, fake, issue, start, errors))
+                   for name, fake in zip(("weekly", "daily"), fakes, strict=True)]
         for t in threads:
             t.start()
         for t in threads:
