@@ -81,3 +81,36 @@ def test_sigterm_during_a_429_wait_stops_at_once_and_keeps_the_batch_pending(imp
     assert sendgrid_server.received == []
     state = counts(imported)
     assert (state["pending"], state["in_flight"], state["unknown"]) == (12, 0, 0)
+
+
+def test_an_answer_that_is_not_http_is_a_clear_provider_error(sg_config, sg_run, sample_issue):
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def answer_garbage() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    try:
+        text = sg_config.read_text()
+        sg_config.write_text(text.replace(text.split('api_base = "')[1].split('"')[0], f"http://127.0.0.1:{port}"))
+        sg_run("subscribers", "import", SAMPLE, "--list", "weekly")
+        result = sg_run("send", sample_issue, "--list", "weekly", "--yes")
+    finally:
+        listener.close()
+    assert result.exit_code == 2 and "answered with something that is not HTTP" in result.output
+    assert "Traceback" not in result.output
+    state = counts(sg_config)
+    assert (state["pending"], state["unknown"], state["failed"]) == (12, 0, 0)

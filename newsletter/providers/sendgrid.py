@@ -254,6 +254,11 @@ class SendGridProvider:
                 last = f"connection failed: {exc.reason}"
                 pacer.pause(self._backoff(attempt))
                 continue
+            except (http.client.BadStatusLine, http.client.LineTooLong) as exc:
+                if isinstance(exc, http.client.RemoteDisconnected):  # closed without an answer: may have taken it
+                    raise _MaybeSent(f"SendGrid closed the connection without answering ({exc})") from None
+                raise ProviderError(f"{self.settings.api_base} answered with something that is not HTTP "
+                                    f"({type(exc).__name__}); check [sendgrid] api_base") from None
             except (TimeoutError, OSError, http.client.HTTPException) as exc:
                 # After the request went out: a timeout, a dropped connection, or an answer that is
                 # not HTTP. SendGrid may have accepted it.
