@@ -55,7 +55,7 @@ class Claims:
 
     def for_address(self, email: str) -> bool:
         """Whether the token was made for this address (a link from before tags is taken as it is)."""
-        return not self.tag or hmac.compare_digest(self.tag, address_tag(email))
+        return not self.tag or hmac.compare_digest(self.tag.encode("utf-8", "replace"), address_tag(email).encode())
 
 
 class Signer:

@@ -54,7 +54,8 @@ def csrf_for(request: Request) -> str:
 def csrf_ok(request: Request, form: Any) -> bool:
     """Double-submit check: the form's hidden field matches the SameSite=Strict cookie."""
     cookie, field = request.cookies.get(CSRF_COOKIE, ""), str(form.get("csrf", ""))
-    return bool(cookie) and hmac.compare_digest(cookie, field)
+    # As bytes: compare_digest refuses str with characters outside ASCII, which anyone can send.
+    return bool(cookie) and hmac.compare_digest(cookie.encode("utf-8", "replace"), field.encode("utf-8", "replace"))
 
 
 def mask(email: str) -> str:
