@@ -128,3 +128,15 @@ def test_values_a_column_cannot_hold_are_rejected_with_a_reason(make, tmp_path):
     assert (report.added, report.rejected) == (1, 2)
     reasons = dict(report.reject_samples)
     assert "the name is 301 characters; at most 300" in reasons[2] and "NUL" in reasons[3]
+
+
+def test_export_neutralises_formulas_in_attribute_names_too(make, tmp_path):
+    nl = make("formulas")
+    path = tmp_path / "formula.csv"
+    path.write_text('email,=HYPERLINK("http://x"),+1\nf@example.com,a,b\n')
+    nl.import_csv(path, "weekly")
+    out = io.StringIO()
+    nl.export_csv("weekly", out)
+    header = next(csv.reader(io.StringIO(out.getvalue())))
+    assert "'=HYPERLINK(\"http://x\")" in header and "'+1" in header
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in header)
