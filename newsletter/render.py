@@ -106,6 +106,10 @@ def mjml_to_html(source: str, origin: str) -> str:
         remove_classes=False,
         allow_network=False,
         disable_validation=True,
+        # Never turn CSS widths into attributes: Outlook for Windows takes an <img> width
+        # attribute as pixels, so width="100%" (or height="auto") would draw images at the
+        # file's own size. MJML and our images carry pixel width attributes of their own.
+        disable_basic_attributes=["width", "height"],
         cssutils_logging_level=logging.CRITICAL,
     )
     out: str = inliner.transform(pretty_print=False)

@@ -286,3 +286,18 @@ def test_preview_command_serves_the_filled_issue_until_interrupted(config_path, 
     assert process.returncode == 0
     assert "Hello Ada Lovelace," in page and "%%" not in page
     assert "https://news.example.com/archive/2026-12-01" in text
+
+
+def test_every_image_has_a_pixel_width_and_no_height_auto(cfg, tmp_path):
+    import re
+
+    path = tmp_path / "issues" / "images.md"
+    path.write_text("---\nsubject: x\ndate: 2026-12-01\n---\n\n![a chart](https://example.com/a.png)\n\n"
+                    "Text ![inline](https://example.com/b.png) here.\n")
+    rendered = render_file(cfg, path)
+    images = re.findall(r"<img[^>]*>", rendered.html)
+    assert len(images) == 2
+    for tag in images:
+        width = re.search(r'\swidth="([^"]*)"', tag)
+        assert width and width.group(1).isdigit(), tag  # Outlook reads the attribute as pixels
+        assert 'height="auto"' not in tag
