@@ -107,3 +107,18 @@ def test_smtp_connection_lost_during_data_is_unknown_not_resent(smtp, sample_iss
     assert "nothing to send" in again.output and len(inbox.messages) == 11
     resent = run("send", sample_issue, "--list", "weekly", "--yes", "--resend-unknown")
     assert resent.exit_code == 0 and [r for _f, r, _m in inbox.messages][-1] == ["alan@example.com"]
+
+
+def test_every_line_of_every_message_fits_in_78_columns(smtp, sample_issue, tmp_path):
+    run, _inbox = smtp
+    run("subscribers", "import", SAMPLE, "--list", "weekly")
+    run("subscribers", "add", "long@example.com", "--list", "weekly", "--name", "N" * 200)
+    result = run("send", sample_issue, "--list", "weekly", "--dry-run", "--out", tmp_path / "dry", "--limit", "20")
+    assert result.exit_code == 0, result.output
+    emls = sorted((tmp_path / "dry").glob("*.eml"))
+    assert len(emls) == 13
+    for path in emls:
+        raw = path.read_bytes()
+        headers, _, body = raw.partition(b"\r\n\r\n")
+        assert max(len(line) for line in body.split(b"\r\n")) <= 78, path.name
+        assert b"MIME-Version: 1.0" in headers
