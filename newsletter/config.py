@@ -35,6 +35,7 @@ class NewsletterSettings:
     templates: str = "templates"
     issues_dir: str = "issues"
     max_issue_bytes: int = 512 * 1024  # a larger issue file is refused before it is parsed
+    unsubscribe_mailto: str = ""  # an address that takes unsubscribe mails: added to List-Unsubscribe
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class SendGridSettings:
     retry_backoff: float = 1.0
     webhook_public_key: str = ""
     webhook_tolerance: int = 600
+    open_tracking: bool = False  # a pixel that records each open (off: for privacy)
+    click_tracking: bool = False  # links rewritten through SendGrid to record clicks (never the unsubscribe link)
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         for name, table in lists_table.items()
     }
     nl = sections["newsletter"]
-    for key in ("from_email", "reply_to", "from_name", "name"):
+    for key in ("from_email", "reply_to", "from_name", "name", "unsubscribe_mailto"):
         if any(c in getattr(nl, key) for c in "\r\n"):
             raise ConfigError(f"{path_}: [newsletter] {key}: must not contain line breaks")
     if nl.base_url and urlsplit(nl.base_url).scheme not in ("http", "https"):

@@ -82,7 +82,7 @@ class Mailing:
         self.envelope = Envelope(
             rendered=rendered, from_email=from_email, from_name=from_name, reply_to=reply_to or nl.reply_to,
             list_id=f"{declared.title} <{list_name}.{host}>", category=rendered.slug,
-            custom_args={"issue": rendered.slug, "list": list_name},
+            custom_args={"issue": rendered.slug, "list": list_name}, unsubscribe_mailto=nl.unsubscribe_mailto,
         )
 
     def unsubscribe_url(self, subscriber_id: int, email: str) -> str:

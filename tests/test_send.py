@@ -285,3 +285,33 @@ def test_provider_failure_mid_send_leaves_nothing_in_flight(sg_config, sendgrid_
     assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
     assert sorted(sendgrid_server.received) == sorted(set(sendgrid_server.received))
     assert len(sendgrid_server.received) == 12
+
+
+def test_tracking_is_decided_in_every_request_and_spares_the_unsubscribe_link(sg_run, sg_config, sendgrid_server,
+                                                                              issue, imported):
+    assert sg_run("send", issue, "--list", "weekly", "--to", "me@example.com").exit_code == 0
+    body = sendgrid_server.bodies[-1]
+    # Off by default, whatever the account's own settings say.
+    assert body["tracking_settings"] == {"click_tracking": {"enable": False, "enable_text": False},
+                                         "open_tracking": {"enable": False}}
+    html = body["content"][1]["value"]
+    assert '<a href="%%unsubscribe_url%%" clicktracking="off"' in html  # even when click tracking is on
+    sg_config.write_text(sg_config.read_text().replace("[sendgrid]", "[sendgrid]\nopen_tracking = true\n"
+                                                                     "click_tracking = true"))
+    assert sg_run("send", issue, "--list", "weekly", "--to", "me@example.com").exit_code == 0
+    assert sendgrid_server.bodies[-1]["tracking_settings"] == {
+        "click_tracking": {"enable": True, "enable_text": False}, "open_tracking": {"enable": True}}
+
+
+def test_list_unsubscribe_offers_a_mailto_when_configured(sg_run, sg_config, sendgrid_server, issue, imported,
+                                                          tmp_path):
+    sg_config.write_text(sg_config.read_text().replace('secret_env = "NEWSLETTER_SECRET"',
+                                                       'secret_env = "NEWSLETTER_SECRET"\n'
+                                                       'unsubscribe_mailto = "leave@example.com"'))
+    dry = tmp_path / "dry"
+    assert sg_run("send", issue, "--list", "weekly", "--dry-run", "--out", dry).exit_code == 0
+    eml = email.message_from_bytes(sorted(dry.glob("*.eml"))[0].read_bytes(), policy=email.policy.default)
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    header = sendgrid_server.bodies[0]["personalizations"][0]["headers"]["List-Unsubscribe"]
+    for value in (header, str(eml["List-Unsubscribe"])):
+        assert value.startswith("<mailto:leave@example.com?subject=unsubscribe>, <https://news.example.com/unsubscribe/")

@@ -28,11 +28,20 @@ class Envelope:
     list_id: str  # the List-Id header value, e.g. "Weekly <weekly.news.example.com>"
     category: str  # the issue slug
     subject_prefix: str = ""  # "[TEST] " for test copies
+    unsubscribe_mailto: str = ""  # also offer unsubscribing by mail to this address
     custom_args: dict[str, str] = field(default_factory=dict)  # shared by every recipient (issue, list)
 
     @property
     def from_header(self) -> str:
         return formataddr((self.from_name, self.from_email)) if self.from_name else self.from_email
+
+
+def list_unsubscribe(envelope: Envelope, url: str) -> str:
+    """The List-Unsubscribe value: the one-click link, and a mailto: when one is configured."""
+    link = f"<{' '.join(url.split())}>"
+    if not envelope.unsubscribe_mailto:
+        return link
+    return f"<mailto:{envelope.unsubscribe_mailto}?subject=unsubscribe>, {link}"
 
 
 class Recipient(NamedTuple):

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from ..placeholders import fill
-from .base import Envelope, Preview, Recipient
+from .base import Envelope, Preview, Recipient, list_unsubscribe
 
 
 def _one_line(value: str) -> str:
@@ -49,7 +49,7 @@ def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["List-Id"] = _one_line(envelope.list_id)
     if recipient.unsubscribe_url:  # transactional mail (a confirmation request) has none
-        msg["List-Unsubscribe"] = f"<{_one_line(recipient.unsubscribe_url)}>"
+        msg["List-Unsubscribe"] = list_unsubscribe(envelope, recipient.unsubscribe_url)
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["MIME-Version"] = "1.0"
     msg.make_alternative()

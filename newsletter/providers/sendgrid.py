@@ -28,7 +28,7 @@ from ..config import SendGridSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderRejected, ProviderUnavailable
 from ..pacing import Pacer
 from ..placeholders import PATTERN, SPECIAL, clean, fill
-from .base import Envelope, Preview, Recipient, Result
+from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .mime import eml_previews
 
 MAX_RECIPIENTS = 1000
@@ -83,8 +83,11 @@ class Payload:
     request's text part shares the HTML key, which halves the substitutions in the common case.
     """
 
-    def __init__(self, envelope: Envelope) -> None:
+    def __init__(self, envelope: Envelope, *, open_tracking: bool = False, click_tracking: bool = False) -> None:
         self.envelope = envelope
+        # Sent in every request, so the account's defaults never decide what is tracked.
+        self._tracking = {"click_tracking": {"enable": click_tracking, "enable_text": False},
+                          "open_tracking": {"enable": open_tracking}}
         rendered = envelope.rendered
         self._html_names = frozenset(PATTERN.findall(rendered.html))
         self._text_names = frozenset(PATTERN.findall(rendered.text))
@@ -110,6 +113,7 @@ class Payload:
                 "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": rendered.html}],
                 "categories": [envelope.category],
                 "headers": {"List-Id": _one_line(envelope.list_id)},
+                "tracking_settings": self._tracking,
             }
             if envelope.reply_to:
                 rest["reply_to"] = {"email": envelope.reply_to}
@@ -161,7 +165,8 @@ class Payload:
             key + _json_str(values.get(n, "") if escape is None else clean(values.get(n, ""), html_escape=escape))
             for n, escape, key in keys
         ])
-        headers = (_UNSUBSCRIBE_HEADERS % _json_str(f"<{_one_line(r.unsubscribe_url)}>")) if r.unsubscribe_url else ""
+        headers = (_UNSUBSCRIBE_HEADERS % _json_str(list_unsubscribe(self.envelope, r.unsubscribe_url))
+                   if r.unsubscribe_url else "")
         own = (f"{_json_str(k)}:{_json_str(str(v))}" for k, v in r.custom_args.items())
         args = ",".join([*self._shared_args, *own])
         subject = ""
@@ -202,7 +207,8 @@ class SendGridProvider:
 
     def _payload_for(self, envelope: Envelope) -> Payload:
         if self._payload is None or self._payload.envelope is not envelope:
-            self._payload = Payload(envelope)
+            self._payload = Payload(envelope, open_tracking=self.settings.open_tracking,
+                                    click_tracking=self.settings.click_tracking)
         return self._payload
 
     # -- sending ----------------------------------------------------------------------------
