@@ -8,9 +8,11 @@ This module knows nothing of subscribers or the store.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import html as html_lib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +82,36 @@ def environment(templates_dir: Path) -> jinja2.Environment:
     )
 
 
+# MJML 4's components: mjml-python passes any other <mj-…> tag through as it is, so a typo
+# would reach the inbox unnoticed.
+MJML_TAGS = frozenset({
+    "mjml", "mj-head", "mj-body", "mj-attributes", "mj-all", "mj-class", "mj-breakpoint", "mj-font",
+    "mj-html-attributes", "mj-html-attribute", "mj-selector", "mj-preview", "mj-style", "mj-title", "mj-accordion",
+    "mj-accordion-element", "mj-accordion-title", "mj-accordion-text", "mj-button", "mj-carousel",
+    "mj-carousel-image", "mj-column", "mj-divider", "mj-group", "mj-hero", "mj-image", "mj-navbar",
+    "mj-navbar-link", "mj-raw", "mj-section", "mj-social", "mj-social-element", "mj-spacer", "mj-table", "mj-text",
+    "mj-wrapper", "mj-include",
+})
+_MJML_TAG = re.compile(r"</?(mj-[A-Za-z0-9-]+|mjml)\b")
+
+
+def check_mjml_tags(source: str, origin: str) -> None:
+    """A RenderError naming the line of the first tag MJML does not know (and the one meant)."""
+    for number, line in enumerate(source.splitlines(), start=1):
+        for tag in _MJML_TAG.findall(line):
+            if tag not in MJML_TAGS:
+                guess = difflib.get_close_matches(tag, MJML_TAGS, n=1)
+                hint = f"; did you mean <{guess[0]}>?" if guess else ""
+                raise RenderError(f"{origin}:{number}: unknown MJML tag <{tag}>{hint}")
+
+
 def render_template(templates_dir: Path, name: str, context: Mapping[str, Any]) -> str:
     """Render one Jinja2 template; its errors become one-line RenderErrors naming file and line."""
     try:
-        return environment(templates_dir).get_template(name).render(**context)
+        template = environment(templates_dir).get_template(name)
+        if name.endswith(".mjml") and template.filename:
+            check_mjml_tags(Path(template.filename).read_text(encoding="utf-8"), template.filename)
+        return template.render(**context)
     except jinja2.TemplateNotFound as exc:
         raise RenderError(f"{templates_dir / str(exc.name)}: template not found") from None
     except jinja2.TemplateSyntaxError as exc:

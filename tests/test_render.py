@@ -246,6 +246,17 @@ def test_template_error_names_file_and_line(cfg, sample_issue, tmp_path):
         render.render(issue, cfg.newsletter, folder)
 
 
+def test_a_typo_in_an_mjml_tag_names_file_line_and_the_tag_meant(cfg, sample_issue, tmp_path):
+    original = (ROOT / "templates" / "issue.mjml").read_text()
+    assert "<mj-column" in original
+    folder = templates_copy(tmp_path, "issue.mjml", original.replace("<mj-column", "<mj-colum", 1))
+    line = next(i for i, text in enumerate(original.splitlines(), start=1) if "<mj-column" in text)
+    issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
+    expected = rf"issue.mjml:{line}: unknown MJML tag <mj-colum>; did you mean <mj-column>\?"
+    with pytest.raises(RenderError, match=expected):
+        render.render(issue, cfg.newsletter, folder)
+
+
 def test_mjml_error_is_reported(cfg, sample_issue, tmp_path):
     folder = templates_copy(tmp_path, "issue.mjml", "<mjml><mj-body><mj-section>{{ content }}")
     issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
