@@ -11,7 +11,9 @@ import html
 import re
 from collections.abc import Mapping
 
-PATTERN = re.compile(r"%%([A-Za-z0-9_]+(?:\.[A-Za-z0-9_-]+)?)%%")
+# Group 1 is the placeholder's spec: its name, and after a "|" the text used when the value is
+# empty (`%%name|there%%`). The spec is also the key a provider substitutes.
+PATTERN = re.compile(r"%%([A-Za-z0-9_]+(?:\.[A-Za-z0-9_-]+)?(?:\|[^%|\r\n]{0,60})?)%%")
 FIXED = ("name", "email", "unsubscribe_url", "view_url")
 
 # Values shown by `preview` and in test copies sent without a real subscriber.
@@ -21,9 +23,17 @@ SAMPLE_VALUES = {
 }
 
 
-def is_known(name: str) -> bool:
-    """True for the fixed placeholders and any `attr.KEY` (a subscriber attribute)."""
+def is_known(spec: str) -> bool:
+    """True for the fixed placeholders and any `attr.KEY` (a subscriber attribute), with or without a default."""
+    name = spec.partition("|")[0]
     return name in FIXED or (name.startswith("attr.") and len(name) > 5)
+
+
+def lookup(values: Mapping[str, str], spec: str) -> str:
+    """The value of one placeholder spec: the recipient's value, or the spec's default when it is empty."""
+    name, has_default, default = spec.partition("|")
+    value = values.get(name, "")
+    return value if value or not has_default else default
 
 
 def used(text: str) -> set[str]:
@@ -52,10 +62,10 @@ def fill(template: str, values: Mapping[str, str], *, html_escape: bool, only: b
     missing from `values` are left in place (for values shared by every recipient).
     """
     def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if only and name not in values:
+        spec = match.group(1)
+        if only and spec.partition("|")[0] not in values:
             return match.group(0)
-        return clean(values.get(name, ""), html_escape=html_escape)
+        return clean(lookup(values, spec), html_escape=html_escape)
 
     if "%%" not in template:
         return template

@@ -94,7 +94,7 @@ def test_placeholders_survive_mjml_and_inlining(rendered, doc):
     assert "%%unsubscribe_url%%" in hrefs
     assert "%%view_url%%" in hrefs
     assert "%%unsubscribe_url%%" in rendered.html  # byte for byte, not %25%25...
-    assert "Hello %%name%%," in rendered.html
+    assert "Hello %%name|there%%," in rendered.html
     assert "%%unsubscribe_url%%" in rendered.text and "%%view_url%%" in rendered.text
 
 
@@ -141,6 +141,9 @@ def test_fill_escapes_html_and_keeps_text_plain(rendered):
 
 def test_fill_strips_line_breaks_and_fills_attributes():
     values = placeholders.recipient_values("a@b.c", "Eve\r\nBcc: x@y.z", {"city": "Berlin"}, "u", "v")
+    assert placeholders.fill("%%name|friend%% %%attr.zip|none%% %%attr.city|x%%", {"name": "", "attr.city": "Kyiv"},
+                             html_escape=True) == "friend none Kyiv"
+    assert placeholders.fill("%%name|a <b>%%", {}, html_escape=True) == "a &lt;b&gt;"  # defaults are escaped too
     assert placeholders.fill("%%name%%|%%attr.city%%|%%attr.zip%%", values, html_escape=False) == (
         "Eve  Bcc: x@y.z|Berlin|"
     )

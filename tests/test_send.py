@@ -55,10 +55,10 @@ def test_send_delivers_each_recipient_once_with_personal_values(sg_run, sg_confi
         assert p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert p["substitutions"]["%%unsubscribe_url%%"] == url[1:-1]
         # No value in this request needs HTML escaping, so both parts share one key per placeholder.
-        assert set(p["substitutions"]) == {"%%name%%", "%%email%%", "%%unsubscribe_url%%"}
+        assert set(p["substitutions"]) == {"%%name|there%%", "%%email%%", "%%unsubscribe_url%%"}
     ada = next(p for p in body["personalizations"] if p["to"][0]["email"] == "ada@example.com")
-    assert ada["to"][0]["name"] == "Ada Lovelace" and ada["substitutions"]["%%name%%"] == "Ada Lovelace"
-    assert "%%name%%" in body["content"][1]["value"] and "%%name%%" in body["content"][0]["value"]
+    assert ada["to"][0]["name"] == "Ada Lovelace" and ada["substitutions"]["%%name|there%%"] == "Ada Lovelace"
+    assert "%%name|there%%" in body["content"][1]["value"] and "%%name|there%%" in body["content"][0]["value"]
     assert states(sg_config)["sent"] == 12
     # A second run continues where the first stopped: nothing is left, nothing is sent again.
     again = sg_run("send", issue, "--list", "weekly", "--yes")
@@ -90,9 +90,9 @@ def test_html_and_text_values_are_escaped_separately(sg_run, sendgrid_server, is
     assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
     body = sendgrid_server.bodies[0]
     subs = body["personalizations"][0]["substitutions"]
-    assert subs["%%name%%"] == "&lt;script&gt;x&lt;/script&gt; &amp; Co"
-    assert subs["%%name:t%%"] == "<script>x</script> & Co"
-    assert "%%name:t%%" in body["content"][0]["value"] and "%%name:t%%" not in body["content"][1]["value"]
+    assert subs["%%name|there%%"] == "&lt;script&gt;x&lt;/script&gt; &amp; Co"
+    assert subs["%%name|there:t%%"] == "<script>x</script> & Co"
+    assert "%%name|there:t%%" in body["content"][0]["value"] and "%%name|there:t%%" not in body["content"][1]["value"]
     assert "%%email%%" in body["content"][0]["value"]  # email needed no escaping: shared key
 
 
@@ -234,7 +234,7 @@ def test_test_copy_is_marked_and_not_recorded(sg_run, sg_config, sendgrid_server
     assert result.exit_code == 0 and "test copy to ada@example.com: sent" in result.output
     p = sendgrid_server.bodies[0]["personalizations"][0]
     assert p["subject"].startswith("[TEST] ") and p["custom_args"]["test"] == "1"
-    assert p["substitutions"]["%%name%%"] == "Ada Lovelace"
+    assert p["substitutions"]["%%name|there%%"] == "Ada Lovelace"
     cfg = config_mod.load(sg_config)
     with Store(cfg) as store:
         assert not Ledger(store, "2026-12-01", "weekly").started()
@@ -315,3 +315,12 @@ def test_list_unsubscribe_offers_a_mailto_when_configured(sg_run, sg_config, sen
     header = sendgrid_server.bodies[0]["personalizations"][0]["headers"]["List-Unsubscribe"]
     for value in (header, str(eml["List-Unsubscribe"])):
         assert value.startswith("<mailto:leave@example.com?subject=unsubscribe>, <https://news.example.com/unsubscribe/")
+
+
+def test_an_empty_value_takes_the_placeholders_default(sg_run, sendgrid_server, issue):
+    sg_run("subscribers", "add", "noname@example.com", "--list", "weekly")
+    sg_run("subscribers", "add", "named@example.com", "--list", "weekly", "--name", "Named <Reader>")
+    assert sg_run("send", issue, "--list", "weekly", "--yes").exit_code == 0
+    subs = {p["to"][0]["email"]: p["substitutions"] for p in sendgrid_server.bodies[0]["personalizations"]}
+    assert subs["noname@example.com"]["%%name|there%%"] == "there"  # "Hello there,", not "Hello ,"
+    assert subs["named@example.com"]["%%name|there%%"] == "Named &lt;Reader&gt;"

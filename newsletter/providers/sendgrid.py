@@ -27,7 +27,7 @@ from python_http_client.exceptions import HTTPError
 from ..config import SendGridSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderRejected, ProviderUnavailable
 from ..pacing import Pacer
-from ..placeholders import PATTERN, SPECIAL, clean, fill
+from ..placeholders import PATTERN, SPECIAL, clean, fill, lookup
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .mime import eml_previews
 
@@ -92,7 +92,9 @@ class Payload:
         self._html_names = frozenset(PATTERN.findall(rendered.html))
         self._text_names = frozenset(PATTERN.findall(rendered.text))
         self._names = sorted(self._html_names | self._text_names)
-        self._key_bytes = sum(len(n) + 10 for n in self._names) * 2
+        # Keys (twice: HTML and text) and defaults, at most 12 bytes a character once escaped and encoded.
+        self._key_bytes = sum(len(n) + 10 for n in self._names) * 2 + sum(12 * len(n.partition("|")[2])
+                                                                          for n in self._names)
         self._personal_subject = bool(PATTERN.search(rendered.subject)) or bool(envelope.subject_prefix)
         self._suffixes: dict[frozenset[str], str] = {}
         # custom_args shared by every recipient, as JSON members
@@ -130,7 +132,7 @@ class Payload:
             return bound
         total = 0
         for name in self._names:
-            value = r.values.get(name, "")
+            value = lookup(r.values, name)
             size = len(value) if value.isascii() else len(value.encode())
             if name in self._html_names:
                 total += len(name) + 4 + size * (6 if SPECIAL.search(value) else 1)  # &quot; is 6 bytes
@@ -144,7 +146,7 @@ class Payload:
         shared = frozenset(
             n for n in names
             if n in self._html_names and n in self._text_names
-            and all(SPECIAL.search(r.values.get(n, "")) is None for r in recipients)
+            and all(SPECIAL.search(lookup(r.values, n)) is None for r in recipients)
         )
         keys: list[tuple[str, bool | None, str]] = []  # (name, escape (None: shared, needs nothing), key)
         for n in names:
@@ -162,7 +164,7 @@ class Payload:
         values = r.values
         name = _one_line(r.name).replace(";", " ").replace(",", " ").strip() if r.name else ""
         subs = ",".join([
-            key + _json_str(values.get(n, "") if escape is None else clean(values.get(n, ""), html_escape=escape))
+            key + _json_str(lookup(values, n) if escape is None else clean(lookup(values, n), html_escape=escape))
             for n, escape, key in keys
         ])
         headers = (_UNSUBSCRIBE_HEADERS % _json_str(list_unsubscribe(self.envelope, r.unsubscribe_url))
