@@ -99,16 +99,16 @@ def block(node: SyntaxTreeNode, width: int) -> list[str]:
     if kind == "paragraph":
         return _wrap(inline(node.children[0]), width)
     if kind == "heading":
-        text = inline(node.children[0])
-        if node.tag in ("h1", "h2"):
-            return [text, ("=" if node.tag == "h1" else "-") * min(len(text), width)]
-        return [text]
+        lines = _wrap(inline(node.children[0]), width)
+        if node.tag in ("h1", "h2"):  # underlined as wide as the heading's longest line
+            return [*lines, ("=" if node.tag == "h1" else "-") * max(map(len, lines), default=0)]
+        return lines
     if kind in ("bullet_list", "ordered_list"):
         return _list(node, width)
     if kind == "blockquote":
         return _indent(blocks(node.children, width - 2), "> ", "> ")
-    if kind in ("fence", "code_block"):
-        return node.content.rstrip("\n").split("\n")
+    if kind in ("fence", "code_block"):  # indented, so it stands apart from prose; never wrapped
+        return [f"    {line}".rstrip() for line in node.content.rstrip("\n").split("\n")]
     if kind == "hr":
         return ["-" * 24]
     if kind == "table":

@@ -110,7 +110,7 @@ def test_text_part_has_links_and_code_verbatim(rendered, sample_issue):
         assert content.absolute_url(url, "https://news.example.com") in rendered.text
     source = sample_issue.read_text()
     sql = source.split("```sql\n")[1].split("```")[0]
-    assert sql.rstrip("\n") in rendered.text
+    assert "\n".join(f"    {line}".rstrip() for line in sql.rstrip("\n").split("\n")) in rendered.text  # indented
     bash = source.split("```bash\n")[1].split("```")[0].strip()
     assert any(line.strip() == bash for line in rendered.text.splitlines())
     assert "1. Columns sit side by side" in rendered.text
@@ -121,7 +121,22 @@ def test_text_part_wraps_prose_but_not_code_or_urls(rendered):
     for line in rendered.text.splitlines():
         if len(line) > 76:
             assert "CREATE" in line or "://" in line or line.startswith(("|", " ")), line
-    assert max(len(line) for line in rendered.text.splitlines() if "://" not in line and "|" not in line) <= 80
+    assert max(len(line) for line in rendered.text.splitlines()
+               if "://" not in line and "|" not in line and not line.startswith("    ")) <= 76
+
+
+def test_text_headings_wrap_and_are_underlined_to_their_width_and_the_signature_is_standard(cfg, tmp_path):
+    path = tmp_path / "issues" / "long.md"
+    path.write_text("---\nsubject: x\ndate: 2026-12-01\n---\n\n## " + "A heading long enough to wrap " * 4
+                    + "\n\nText.\n\n```\ncode here\n```\n")
+    text = render_file(cfg, path).text.splitlines()
+    start = next(i for i, line in enumerate(text) if line.startswith("A heading"))
+    underline = next(i for i in range(start, len(text)) if set(text[i]) == {"-"})
+    heading = text[start:underline]
+    assert len(heading) > 1 and all(len(line) <= 76 for line in heading)
+    assert len(text[underline]) == max(map(len, heading))
+    assert "    code here" in text
+    assert "-- " in text  # the signature separator mail clients know: dash, dash, space
 
 
 def test_fill_escapes_html_and_keeps_text_plain(rendered):
