@@ -55,6 +55,12 @@ class Rendered:
 class _EmailHTML(RendererHTML):
     """markdown-it's HTML renderer with email-safe images."""
 
+    def fence(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        return code_block_html(tokens[idx].content)
+
+    def code_block(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        return code_block_html(tokens[idx].content)
+
     def image(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         token = tokens[idx]
         alt = self.renderInlineAsText(token.children or [], options, env)
@@ -69,6 +75,18 @@ class _EmailHTML(RendererHTML):
 
 
 _RENDERER = _EmailHTML(MARKDOWN)
+_SPACES = re.compile(r"^ +| {2,}")
+
+
+def code_block_html(code: str) -> str:
+    """A code block that keeps its shape without CSS `white-space`, which the Gmail app (for
+    other accounts) and Outlook for Windows ignore: each line ends in <br>, and indentation and
+    runs of spaces are non-breaking, while single spaces still let a long line wrap on a phone."""
+    lines = []
+    for line in code.rstrip("\n").split("\n"):
+        escaped = html_lib.escape(line.expandtabs(4), quote=False)
+        lines.append(_SPACES.sub(lambda m: "&nbsp;" * len(m.group(0)), escaped) or "&nbsp;")
+    return '<div class="code">' + "<br>".join(lines) + "</div>\n"
 
 
 @functools.lru_cache(maxsize=8)

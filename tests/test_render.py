@@ -63,13 +63,18 @@ def test_images_have_alt_width_and_fluid_style(doc):
         assert "max-width:" in style and "height:auto" in style
 
 
-def test_code_block_whitespace_intact_and_wrapping(doc, sample_issue):
-    pres = doc.xpath("//pre")
-    sql = next(p for p in pres if "CREATE TABLE ledger" in p.text_content())
-    expected = sample_issue.read_text().split("```sql\n")[1].split("```")[0]
-    assert sql.text_content() == expected
-    assert "white-space:pre-wrap" in sql.get("style").replace(" ", "")
-    assert "monospace" in sql.get("style")
+def test_code_blocks_keep_their_shape_without_white_space_css(doc, sample_issue):
+    import lxml.html
+
+    blocks = doc.xpath("//div[@class='code']")
+    sql = next(b for b in blocks if "CREATE TABLE ledger" in b.text_content())
+    expected = sample_issue.read_text().split("```sql\n")[1].split("```")[0].rstrip("\n").split("\n")
+    inner = lxml.html.tostring(sql, encoding="unicode").split(">", 1)[1].rsplit("<", 1)[0]
+    lines = [lxml.html.fromstring(f"<p>{part}</p>").text_content().replace("\xa0", " ") for part in inner.split("<br>")]
+    assert lines == expected  # every line, indentation and all, from <br> and non-breaking spaces
+    style = sql.get("style").replace(" ", "")
+    assert "white-space" not in style and "monospace" in style and "font-size:13px" in style
+    assert not doc.xpath("//div[@class='code']//code")  # not styled as inline code (14 px, its own background)
 
 
 def test_table_lists_quote_strikethrough_rendered(doc):
@@ -77,7 +82,7 @@ def test_table_lists_quote_strikethrough_rendered(doc):
     assert len(rows) == 4
     assert [c.text_content() for c in rows[2].xpath("td")] == ["Builder export", "131 KB", "yes"]
     assert doc.xpath("//ol/li//ul/li")  # nested list
-    assert doc.xpath("//ol/li//pre")  # code block inside a list item
+    assert doc.xpath("//ol/li//div[@class='code']")  # code block inside a list item
     assert doc.xpath("//blockquote")
     assert doc.xpath("//s[text()='images']")
 
@@ -102,7 +107,7 @@ def test_media_queries_and_important_survive_inlining(rendered):
     assert "@media only screen and (min-width:480px)" in rendered.html
     assert "width:50% !important" in rendered.html
     # CSS from the template was inlined onto the content elements
-    assert re.search(r"<pre style=['\"][^>]*monospace", rendered.html)
+    assert re.search(r"<div class=\"code\" style=['\"][^>]*monospace", rendered.html)
 
 
 def test_text_part_has_links_and_code_verbatim(rendered, sample_issue):
