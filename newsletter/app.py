@@ -100,7 +100,8 @@ class ArchivedIssue:
     subject: str
     date: dt.date
     preheader: str
-    rendered: Rendered
+    path: Path
+    lists: tuple[str, ...]  # the lists it was sent to
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ class Newsletter:
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._unsubscribe_signer: tokens.Signer | None = None
-        self._archive_cache: dict[tuple[Path, float], tuple[Issue, Rendered]] = {}
+        # (file, its mtime, "" for the parsed issue or a list name for its web page) -> either
+        self._archive_cache: dict[tuple[Path, float, str], Issue | str] = {}
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, *,
@@ -501,34 +503,49 @@ class Newsletter:
             raise InputError(str(exc)) from None
         return len(parsed), events.apply(self.store, parsed, "sendgrid webhook")
 
-    def archive(self) -> list[ArchivedIssue]:
-        """Issues that have been sent, newest first, rendered (cached until their file changes)."""
+    def archive(self, list_name: str | None = None) -> list[ArchivedIssue]:
+        """Issues that have been sent (to `list_name`, or to any list), newest first."""
         from .ledger import sent_issues
-        from .render import render
 
-        sent = {row["issue"] for row in sent_issues(self.store)}
+        lists: dict[str, list[str]] = {}
+        for row in sent_issues(self.store, list_name):
+            lists.setdefault(row["issue"], []).append(row["name"])
         found: dict[str, ArchivedIssue] = {}
         for path in sorted(self.config.issues_dir.glob("*.md")):
-            key = (path, path.stat().st_mtime)
-            if key not in self._archive_cache:
-                try:
-                    parsed = self.issue(path)
-                except ContentError:
-                    continue
-                self._archive_cache[key] = (parsed, render(parsed, self.config.newsletter, self.config.templates_dir))
-            parsed, rendered = self._archive_cache[key]
-            if parsed.slug in sent:
+            parsed = self._archived_issue(path)
+            if parsed is not None and parsed.slug in lists:
                 subject = placeholders.fill(parsed.subject, {}, html_escape=False)
-                found[parsed.slug] = ArchivedIssue(parsed.slug, subject, parsed.date, parsed.preheader, rendered)
+                found[parsed.slug] = ArchivedIssue(parsed.slug, subject, parsed.date, parsed.preheader, path,
+                                                   tuple(sorted(lists[parsed.slug])))
         return sorted(found.values(), key=lambda a: (a.date, a.slug), reverse=True)
 
-    def web_version(self, slug: str) -> str | None:
-        """The archived issue as a page, personal placeholders replaced by neutral text; None if not sent."""
-        for archived in self.archive():
-            if archived.slug == slug:
-                base = self.config.require_base_url()
-                values = {"name": "reader", "email": "your address", "unsubscribe_url": f"{base}/archive",
-                          "view_url": f"{base}/archive/{slug}"}
-                return placeholders.fill(archived.rendered.html, values, html_escape=True)
-        return None
+    def _archived_issue(self, path: Path) -> Issue | None:
+        key = (path, path.stat().st_mtime, "")
+        if key not in self._archive_cache:
+            try:
+                self._archive_cache[key] = self.issue(path)
+            except ContentError:
+                return None
+        return self._archive_cache[key]  # type: ignore[return-value]
+
+    def web_version(self, slug: str, list_name: str | None = None) -> str | None:
+        """The web page of an issue sent to `list_name` (or to any list); None when it was not sent there.
+
+        Personal placeholders give way to their defaults or nothing, never anyone's data, and the
+        footer invites to subscribe to the list instead of offering to unsubscribe.
+        """
+        from .render import render
+
+        archived = next((a for a in self.archive(list_name) if a.slug == slug), None)
+        if archived is None:
+            return None
+        target = list_name or archived.lists[0]
+        base = self.config.require_base_url()
+        key = (archived.path, archived.path.stat().st_mtime, target)
+        if key not in self._archive_cache:
+            parsed = self.issue(archived.path)
+            self._archive_cache[key] = render(parsed, self.config.newsletter, self.config.templates_dir,
+                                              subscribe_url=f"{base}/subscribe/{target}").html
+        values = {"name": "", "email": "", "unsubscribe_url": "", "view_url": f"{base}/archive/{target}/{slug}"}
+        return placeholders.fill(str(self._archive_cache[key]), values, html_escape=True)
 

@@ -168,8 +168,12 @@ def _date_label(date: dt.date) -> str:
     return f"{date.day} {date:%B %Y}"
 
 
-def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path) -> Rendered:
-    """Render `issue` once into HTML and text, with placeholders left for `placeholders.fill`."""
+def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path, *, subscribe_url: str = "") -> Rendered:
+    """Render `issue` once into HTML and text, with placeholders left for `placeholders.fill`.
+
+    With `subscribe_url`, it is the web version: its footer invites to subscribe instead of
+    naming an address and offering to unsubscribe.
+    """
     if issue.tree is None:
         raise RenderError(f"{issue.path}: issue was not parsed")
     warnings: list[str] = []
@@ -185,6 +189,7 @@ def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path) -> R
         "preheader": issue.preheader,
         "date": _date_label(issue.date),
         "slug": issue.slug,
+        "subscribe_url": subscribe_url,
     }
     # markdown-it runs with raw HTML off, so its output is HTML we made, safe to mark as such.
     markup = Markup(fragment)  # noqa: S704

@@ -306,15 +306,28 @@ def test_archive_lists_only_sent_issues_without_personal_data(client, web_config
     assert sent.exit_code == 0, sent.output
     listing = client.get("/archive")
     assert "The Pipeline Weekly #48" in listing.text and 'href="/archive/2026-12-01"' in listing.text
-    page = client.get("/archive/2026-12-01")
-    assert page.status_code == 200 and "Hello reader," in page.text
+    page = client.get("/archive/2026-12-01")  # the view_url sent mail carries
+    assert page.status_code == 200 and "Hello there," in page.text  # neutral: the placeholder's default
     assert "%%" not in page.text
+    assert "your address" not in page.text and "/unsubscribe/" not in page.text
+    assert 'href="https://testserver/subscribe/weekly"' in page.text  # the web version invites to subscribe
     assert not any(line.split(",")[0] in page.text for line in SAMPLE.read_text().splitlines()[1:])
+    assert client.get("/archive/weekly/2026-12-01").text == page.text
+    # Each list has its own archive: an issue sent only to weekly is not on daily's.
+    assert "The Pipeline Weekly #48" in client.get("/archive/weekly").text
+    daily = client.get("/archive/daily")
+    assert "No issue has been sent yet" in daily.text and 'href="/subscribe/daily"' in daily.text
+    assert client.get("/archive/daily/2026-12-01").status_code == 404
     feed = ET.fromstring(client.get("/archive/feed.xml").content)  # noqa: S314 - our own feed
     ns = {"a": "http://www.w3.org/2005/Atom"}
     entries = feed.findall("a:entry", ns)
     assert len(entries) == 1
     assert entries[0].find("a:link", ns).get("href") == "https://testserver/archive/2026-12-01"
+    full = entries[0].find("a:content", ns)
+    assert full.get("type") == "html" and "Hello there," in full.text  # the whole issue, not a summary
+    weekly = ET.fromstring(client.get("/archive/weekly/feed.xml").content)  # noqa: S314 - our own feed
+    assert weekly.find("a:entry/a:link", ns).get("href") == "https://testserver/archive/weekly/2026-12-01"
+    assert not ET.fromstring(client.get("/archive/daily/feed.xml").content).findall("a:entry", ns)  # noqa: S314
 
 
 def test_one_click_from_a_dry_run_eml_on_a_real_server(tmp_path, monkeypatch, smtp):

@@ -50,7 +50,9 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
             Route("/webhooks/sendgrid", webhooks.sendgrid, methods=["POST"]),
             Route("/archive", archive.index),
             Route("/archive/feed.xml", archive.feed),
-            Route("/archive/{slug}", archive.issue),
+            Route("/archive/{list}", archive.index),  # a list's archive, or (for links in sent mail) an issue
+            Route("/archive/{list}/feed.xml", archive.feed),
+            Route("/archive/{list}/{slug}", archive.issue),
         ],
         middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, limit_for=limits)],
         lifespan=lifespan,

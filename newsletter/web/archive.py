@@ -1,4 +1,4 @@
-"""The archive of sent issues: a list, each issue's web version, and an Atom feed."""
+"""The archive of sent issues: per list or all, each issue's web version, and Atom feeds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from ..app import Newsletter
+from ..app import ArchivedIssue, Newsletter
 from .pages import Pages
 
 
@@ -19,33 +19,55 @@ class Archive:
         self.base_url = nl.config.require_base_url()
 
     async def index(self, request: Request) -> Response:
-        issues = await run_in_threadpool(self.nl.archive)
-        return self.pages.page(request, "archive.html", {"issues": [
-            {"slug": i.slug, "subject": i.subject, "date": i.date, "preheader": i.preheader} for i in issues]})
+        """/archive, or /archive/{list}; /archive/{slug} is an issue (sent mail links there)."""
+        name = request.path_params.get("list")
+        if name is not None and name not in self.nl.config.lists:
+            return await self._issue(request, str(name), None)
+        issues = await run_in_threadpool(self.nl.archive, name)
+        lists = [self.nl.config.lists[name]] if name else list(self.nl.config.lists.values())
+        return self.pages.page(request, "archive.html", {"list": lists[0] if name else None, "lists": lists, "issues": [
+            {"slug": i.slug, "subject": i.subject, "date": i.date, "preheader": i.preheader,
+             "href": f"/archive/{name}/{i.slug}" if name else f"/archive/{i.slug}"} for i in issues]})
 
     async def issue(self, request: Request) -> Response:
-        page = await run_in_threadpool(self.nl.web_version, request.path_params["slug"])
+        name = request.path_params["list"]
+        if name not in self.nl.config.lists:
+            return self.pages.error(request, 404, "There is no such list.")
+        return await self._issue(request, request.path_params["slug"], str(name))
+
+    async def _issue(self, request: Request, slug: str, list_name: str | None) -> Response:
+        page = await run_in_threadpool(self.nl.web_version, slug, list_name)
         if page is None:
             return self.pages.error(request, 404, "There is no such issue in the archive.")
         return HTMLResponse(page)
 
     async def feed(self, request: Request) -> Response:
-        issues = await run_in_threadpool(self.nl.archive)
-        name, base = self.nl.config.newsletter.name, self.base_url
+        """An Atom feed of every issue sent (to the list the path names), each in full."""
+        name = request.path_params.get("list")
+        if name is not None and name not in self.nl.config.lists:
+            return self.pages.error(request, 404, "There is no such list.")
+        issues = await run_in_threadpool(self.nl.archive, name)
+        pages = [await run_in_threadpool(self.nl.web_version, i.slug, name) for i in issues]
+        return Response(self._atom(issues, pages, name), media_type="application/atom+xml")
+
+    def _atom(self, issues: list[ArchivedIssue], pages: list[str | None], list_name: str | None) -> bytes:
+        title, base = self.nl.config.newsletter.name, self.base_url
+        home = f"{base}/archive/{list_name}" if list_name else f"{base}/archive"
         root = ET.Element("feed", xmlns="http://www.w3.org/2005/Atom")
-        ET.SubElement(root, "title").text = name
-        ET.SubElement(root, "id").text = f"{base}/archive"
-        ET.SubElement(root, "link", href=f"{base}/archive/feed.xml", rel="self")
-        ET.SubElement(root, "link", href=f"{base}/archive")
+        ET.SubElement(root, "title").text = title
+        ET.SubElement(root, "id").text = home
+        ET.SubElement(root, "link", href=f"{home}/feed.xml", rel="self")
+        ET.SubElement(root, "link", href=home)
         newest = issues[0].date if issues else dt.date(2000, 1, 1)
         ET.SubElement(root, "updated").text = f"{newest.isoformat()}T00:00:00Z"
-        ET.SubElement(ET.SubElement(root, "author"), "name").text = name
-        for issue in issues:
+        ET.SubElement(ET.SubElement(root, "author"), "name").text = title
+        for issue, page in zip(issues, pages, strict=True):
+            link = f"{home}/{issue.slug}"
             entry = ET.SubElement(root, "entry")
             ET.SubElement(entry, "title").text = issue.subject
-            ET.SubElement(entry, "id").text = f"{base}/archive/{issue.slug}"
-            ET.SubElement(entry, "link", href=f"{base}/archive/{issue.slug}")
+            ET.SubElement(entry, "id").text = link
+            ET.SubElement(entry, "link", href=link)
             ET.SubElement(entry, "updated").text = f"{issue.date.isoformat()}T00:00:00Z"
             ET.SubElement(entry, "summary").text = issue.preheader or issue.subject
-        body = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
-        return Response(body, media_type="application/atom+xml")
+            ET.SubElement(entry, "content", type="html").text = page or ""
+        return b'<?xml version="1.0" encoding="utf-8"?>\n' + bytes(ET.tostring(root, encoding="utf-8"))
