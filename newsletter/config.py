@@ -36,6 +36,7 @@ class NewsletterSettings:
     issues_dir: str = "issues"
     max_issue_bytes: int = 512 * 1024  # a larger issue file is refused before it is parsed
     unsubscribe_mailto: str = ""  # an address that takes unsubscribe mails: added to List-Unsubscribe
+    language: str = "en"  # the issues' language (BCP 47): the HTML's lang, for screen readers and translation
 
 
 @dataclass(frozen=True)

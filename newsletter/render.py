@@ -32,10 +32,22 @@ from .errors import RenderError
 GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_WARN_CHARS = 78
 CONTENT_WIDTH_PX = 552  # 600 px body minus the 24 px padding on each side
-COLOR_SCHEME_META = (
+HEAD_EXTRAS = (
     '<meta name="color-scheme" content="light">'
     '<meta name="supported-color-schemes" content="light">'
+    # iOS turns dates, addresses and numbers into blue links unless told not to ...
+    '<meta name="format-detection" content="telephone=no, date=no, address=no, email=no, url=no">'
+    # ... and restyles the ones it still finds; keep them looking like the text around them.
+    "<style>a[x-apple-data-detectors]{color:inherit!important;text-decoration:none!important;"
+    "font-size:inherit!important;font-family:inherit!important;font-weight:inherit!important;"
+    "line-height:inherit!important}</style>"
+    # Outlook for Windows falls back to Times New Roman for a font stack it does not know.
+    "<!--[if mso]><style>body,table,td,div,p,a,span{font-family:Arial,Helvetica,sans-serif!important}</style>"
+    "<![endif]-->"
 )
+# After the preheader: invisible characters, so the inbox preview stops at the preheader rather
+# than running on into the first words of the body.
+PREHEADER_FILLER = Markup("&#847;&zwnj;&nbsp;" * 90)  # noqa: S704 - a constant of ours
 
 
 @dataclass(frozen=True)
@@ -144,7 +156,7 @@ def mjml_to_html(source: str, origin: str) -> str:
         compiled = mjml.mjml2html(source, fonts={}, disable_comments=True)
     except ValueError as exc:
         raise RenderError(f"{origin}: MJML error: {exc}") from None
-    compiled = compiled.replace("</head>", COLOR_SCHEME_META + "</head>", 1)
+    compiled = compiled.replace("</head>", HEAD_EXTRAS + "</head>", 1)
     inliner = premailer.Premailer(
         compiled,
         strip_important=False,
@@ -190,6 +202,7 @@ def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path, *, s
         "date": _date_label(issue.date),
         "slug": issue.slug,
         "subscribe_url": subscribe_url,
+        "preheader_filler": PREHEADER_FILLER if issue.preheader else "",
     }
     # markdown-it runs with raw HTML off, so its output is HTML we made, safe to mark as such.
     markup = Markup(fragment)  # noqa: S704

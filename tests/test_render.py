@@ -40,7 +40,8 @@ def test_doctype_title_and_color_scheme(rendered, doc):
 def test_preheader_present_and_hidden(rendered, doc):
     hidden = [d for d in doc.xpath("//body//div") if "display:none" in (d.get("style") or "").replace(" ", "")]
     assert hidden, "no hidden preview div"
-    assert hidden[0].text_content().strip() == rendered.preheader
+    # The preheader, then invisible filler so the preview stops there (see the head test below).
+    assert hidden[0].text_content().strip("\u034f\u200c\xa0 ") == rendered.preheader
     assert rendered.preheader.startswith("Why at-least-once")
 
 
@@ -335,3 +336,18 @@ def test_every_image_has_a_pixel_width_and_no_height_auto(cfg, tmp_path):
         width = re.search(r'\swidth="([^"]*)"', tag)
         assert width and width.group(1).isdigit(), tag  # Outlook reads the attribute as pixels
         assert 'height="auto"' not in tag
+
+
+def test_the_head_is_ready_for_ios_outlook_and_the_inbox_preview(config_path, sample_issue):
+    import re
+
+    config_path.write_text(config_path.read_text().replace('issues_dir = "issues"', 'issues_dir = "issues"\n'
+                                                                                      'language = "de"'))
+    rendered = render_file(config_mod.load(config_path), sample_issue)
+    assert re.search(r'<html lang="de"', rendered.html)  # from the config, not fixed to English
+    assert 'name="format-detection" content="telephone=no' in rendered.html
+    assert "a[x-apple-data-detectors]" in rendered.html
+    assert "<!--[if mso]><style>body,table,td" in rendered.html  # Outlook's font fallback
+    preview = re.search(r'<div style="display:none[^>]*>(.*?)</div>', rendered.html, re.S)
+    assert preview and preview.group(1).startswith("Why at-least-once is the wrong default")
+    assert preview.group(1).count("\u034f") >= 80  # invisible filler: the preview stops at the preheader
