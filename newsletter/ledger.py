@@ -275,11 +275,12 @@ class Ledger:
 
     # -- claiming and recording -------------------------------------------------------------------
 
-    def held_elsewhere(self, worker: int) -> int:
-        """How many rows of this send other workers hold in flight."""
+    def held_elsewhere(self, worker: int) -> bool:
+        """Whether other workers hold rows of this send in flight (asked often at a send's end: stops at one)."""
+        query = sa.select(deliveries.c.subscriber_id).where(
+            *self._where, deliveries.c.state == IN_FLIGHT, deliveries.c.worker_id != worker).limit(1)
         with self.store.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(
-                *self._where, deliveries.c.state == IN_FLIGHT, deliveries.c.worker_id != worker)).scalar() or 0)
+            return conn.execute(query).first() is not None
 
     def has_pending(self) -> bool:
         """Whether any row of this send still waits to be sent."""

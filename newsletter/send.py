@@ -2,7 +2,8 @@
 
 The guarantees: recipients are fixed when a send starts; a row is claimed (in_flight) before
 the provider is called and marked after, so a crash leaves `unknown` rows, never a silent
-re-send; members who leave mid-send are skipped at claim time; one process per (issue, list).
+re-send; members who leave mid-send are skipped at claim time; several processes may share one
+send, each row going to one of them (see `ledger`).
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
                 continue
             want = size if limit is None else min(size, limit - handed)
             if not pacer.admit(want, ledger.has_pending):  # rate limit and pauses; claims come after the wait
-                report.stopped = _LEASE_LOST if lost.is_set() else "stopped on request"
+                report.stopped = _why_stopped(lost)
                 continue
             claims += 1
             claimed, skipped = ledger.claim(worker, claims, want)
@@ -219,7 +220,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
         while in_flight:
             record(finished.get())
         if pacer.stopped and not report.stopped:  # the stop came while the last batches were out
-            report.stopped = _LEASE_LOST if lost.is_set() else "stopped on request"
+            report.stopped = _why_stopped(lost)
         pool.shutdown(wait=True)
         beat.stop()
         ledger.retire(worker, report.this_run[SENT])
@@ -239,8 +240,12 @@ def _returned(finished: queue.Queue[tuple[int, list[Recipient], Future[list[Resu
     finished.put((claim, recipients, future))
 
 
-_LEASE_LOST = ("this worker's lease was lost (it could not heartbeat for [send] lease seconds); "
-               "stopped before sending more")
+def _why_stopped(lost: threading.Event) -> str:
+    """What a stop of the dispatcher is reported as: a lost lease, or the caller's stop token."""
+    if lost.is_set():
+        return ("this worker's lease was lost (it could not heartbeat for [send] lease seconds); "
+                "stopped before sending more")
+    return "stopped on request"
 
 
 class _Heartbeat:
