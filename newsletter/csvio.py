@@ -23,7 +23,18 @@ from . import addresses, consent
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError
 from .schema import history, memberships, subscribers, suppressions
-from .store import SUPPRESSED, Store, clean_text, db_time, executemany, kept_out_reason, merge, now, select_in
+from .store import (
+    SUPPRESSED,
+    Store,
+    clean_text,
+    db_time,
+    executemany,
+    kept_out_reason,
+    left_at_after,
+    merge,
+    now,
+    select_in,
+)
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DELIMITERS = (",", ";", "\t")
@@ -397,7 +408,7 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
                 continue
             changes.append({"subscriber_id": subscriber_id, "list_id": list_id, "from_status": state,
                             "to_status": decision.status, "source": source[:200], "reason": None, "at": stamp})
-            left_after = stamp if decision.status in LEFT_ACTIONS else None if decision.status == ACTIVE else left
+            left_after = left_at_after(str(decision.status), stamp, left)
             if state is None:
                 to_insert.append({"subscriber_id": subscriber_id, "list_id": list_id, "status": decision.status,
                                   "changed_at": stamp, "source": source[:100], "left_at": left_after})

@@ -398,19 +398,13 @@ class Store:
         if not decision.changed or decision.status is None:
             return
         stamp = now()
-        values: dict[str, Any] = {"status": decision.status, "changed_at": stamp, "source": source[:100]}
-        if decision.status in consent.LEFT:
-            values["left_at"] = stamp
-        elif decision.status == consent.ACTIVE:
-            values["left_at"] = None  # their own confirmation (or a first import) ends it
+        values = membership_values(decision.status, stamp, source)
         if current is None:
             conn.execute(memberships.insert().values(subscriber_id=subscriber_id, list_id=list_id, **values))
         else:
             conn.execute(memberships.update().where(memberships.c.subscriber_id == subscriber_id,
                                                     memberships.c.list_id == list_id).values(**values))
-        conn.execute(history.insert().values(subscriber_id=subscriber_id, list_id=list_id, from_status=current,
-                                             to_status=decision.status, source=source[:200],
-                                             reason=reason[:300] if reason else None, at=stamp))
+        _log(conn, subscriber_id, list_id, current, decision.status, source, reason, stamp)
 
     @staticmethod
     def apply_to_memberships(conn: Connection, subscriber_id: int, action: str, source: str,
@@ -426,13 +420,9 @@ class Store:
                 conn.execute(memberships.delete().where(*matching))
                 continue
             changed = conn.execute(sa.select(memberships.c.list_id, memberships.c.status).where(*matching)).all()
-            values: dict[str, Any] = {"status": target, "changed_at": stamp, "source": source[:100]}
-            if target in consent.LEFT:
-                values["left_at"] = stamp
-            conn.execute(memberships.update().where(*matching).values(**values))
+            conn.execute(memberships.update().where(*matching).values(**membership_values(target, stamp, source)))
             for list_, before in changed:
-                conn.execute(history.insert().values(subscriber_id=subscriber_id, list_id=list_, from_status=before,
-                                                     to_status=target, source=source[:200], at=stamp))
+                _log(conn, subscriber_id, list_, before, target, source, None, stamp)
 
     def change(self, subscriber_id: int, list_name: str, action: str, source: str, reason: str | None = None) -> bool:
         """Apply a consent action to one membership; True when its status changed."""
@@ -471,9 +461,7 @@ class Store:
             found = c.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
             if found is not None:
                 self.apply_to_memberships(c, found, consent.SUPPRESS, source)
-                c.execute(history.insert().values(subscriber_id=found, list_id=None, from_status=None,
-                                                  to_status="suppressed", source=source[:200],
-                                                  reason=clean_text(reason)[:300] or None, at=now()))
+                _log(c, found, None, None, SUPPRESSED, source, clean_text(reason), now())
             return True
 
     def unsuppress(self, email: str, reason: str, source: str = "cli") -> None:
@@ -489,9 +477,7 @@ class Store:
             conn.execute(suppressions.delete().where(suppressions.c.email_hash == address.hash))
             found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
             if found is not None:
-                conn.execute(history.insert().values(
-                    subscriber_id=found, list_id=None, from_status="suppressed", to_status="unsuppressed",
-                    source=source, reason=clean_text(reason)[:300], at=now()))
+                _log(conn, found, None, SUPPRESSED, "unsuppressed", source, clean_text(reason), now())
 
     def history(self, subscriber_id: int) -> list[dict[str, Any]]:
         """Every recorded change of this person's memberships and suppression, oldest first."""
@@ -635,6 +621,34 @@ class Store:
                                                                      suppressions.c.email_hash)):
                 yield {"email": row.email_key or "", "email_sha256": row.email_hash, "reason": row.reason,
                        "source": row.source, "suppressed_at": row.created_at}
+
+
+def left_at_after(status: str, stamp: Any, before: Any) -> Any:
+    """When the person left the list, after a change to `status`: now for a status that leaves,
+    nothing once active again (their own confirmation, or a first import), else as before."""
+    if status in consent.LEFT:
+        return stamp
+    return None if status == consent.ACTIVE else before
+
+
+_UNCHANGED: Any = object()
+
+
+def membership_values(status: str, stamp: Any, source: str) -> dict[str, Any]:
+    """A membership's columns after a change to `status` (`left_at` only where it changes)."""
+    values: dict[str, Any] = {"status": status, "changed_at": stamp, "source": source[:100]}
+    left = left_at_after(status, stamp, _UNCHANGED)
+    if left is not _UNCHANGED:
+        values["left_at"] = left
+    return values
+
+
+def _log(conn: Connection, subscriber_id: int, list_id: int | None, before: str | None, after: str, source: str,
+         reason: str | None, at: dt.datetime) -> None:
+    """One line of a person's history (`list_id` None: about the address, such as a suppression)."""
+    conn.execute(history.insert().values(subscriber_id=subscriber_id, list_id=list_id, from_status=before,
+                                         to_status=after, source=source[:200],
+                                         reason=reason[:300] if reason else None, at=at))
 
 
 def kept_out_reason(suppressed: bool, left_at: dt.datetime | None) -> str:
