@@ -124,8 +124,9 @@ class Newsletter:
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._unsubscribe_signer: tokens.Signer | None = None
-        # (file, its mtime, "" for the parsed issue or a list name for its web page) -> either
-        self._archive_cache: dict[tuple[Path, float, str], Issue | str] = {}
+        # Sent issues parsed, and their web pages per list, each kept until the file changes.
+        self._archived: dict[tuple[Path, float], Issue] = {}
+        self._web_pages: dict[tuple[Path, float, str], str] = {}
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, *,
@@ -520,13 +521,13 @@ class Newsletter:
         return sorted(found.values(), key=lambda a: (a.date, a.slug), reverse=True)
 
     def _archived_issue(self, path: Path) -> Issue | None:
-        key = (path, path.stat().st_mtime, "")
-        if key not in self._archive_cache:
+        key = (path, path.stat().st_mtime)
+        if key not in self._archived:
             try:
-                self._archive_cache[key] = self.issue(path)
+                self._archived[key] = self.issue(path)
             except ContentError:
                 return None
-        return self._archive_cache[key]  # type: ignore[return-value]
+        return self._archived[key]
 
     def web_version(self, slug: str, list_name: str | None = None) -> str | None:
         """The web page of an issue sent to `list_name` (or to any list); None when it was not sent there.
@@ -542,10 +543,12 @@ class Newsletter:
         target = list_name or archived.lists[0]
         base = self.config.require_base_url()
         key = (archived.path, archived.path.stat().st_mtime, target)
-        if key not in self._archive_cache:
-            parsed = self.issue(archived.path)
-            self._archive_cache[key] = render(parsed, self.config.newsletter, self.config.templates_dir,
-                                              subscribe_url=f"{base}/subscribe/{target}").html
+        if key not in self._web_pages:
+            parsed = self._archived_issue(archived.path)
+            if parsed is None:  # broken since it was listed
+                return None
+            self._web_pages[key] = render(parsed, self.config.newsletter, self.config.templates_dir,
+                                          subscribe_url=f"{base}/subscribe/{target}").html
         values = {"name": "", "email": "", "unsubscribe_url": "", "view_url": f"{base}/archive/{target}/{slug}"}
-        return placeholders.fill(str(self._archive_cache[key]), values, html_escape=True)
+        return placeholders.fill(self._web_pages[key], values, html_escape=True)
 
