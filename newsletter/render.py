@@ -22,6 +22,8 @@ import jinja2
 import mjml
 import premailer
 from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.tree import SyntaxTreeNode
 from markupsafe import Markup
 
 from . import plaintext
@@ -31,10 +33,10 @@ from .errors import RenderError
 
 GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_WARN_CHARS = 78
-CONTENT_WIDTH_PX = 552  # 600 px body minus the 24 px padding on each side
+IMAGE_WIDTH_PX = 552  # a template that does not size images: 600 px body minus 24 px padding each side
 HEAD_EXTRAS = (
-    '<meta name="color-scheme" content="light">'
-    '<meta name="supported-color-schemes" content="light">'
+    '<meta name="color-scheme" content="light dark">'
+    '<meta name="supported-color-schemes" content="light dark">'
     # iOS turns dates, addresses and numbers into blue links unless told not to ...
     '<meta name="format-detection" content="telephone=no, date=no, address=no, email=no, url=no">'
     # ... and restyles the ones it still finds; keep them looking like the text around them.
@@ -74,20 +76,55 @@ class _EmailHTML(RendererHTML):
         return code_block_html(tokens[idx].content)
 
     def image(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        # Outlook for Windows draws an image at its width attribute, in pixels; every other client
+        # follows the CSS, which lets the image shrink with a phone's screen but never grow.
         token = tokens[idx]
+        width = int(env.get("image_width", IMAGE_WIDTH_PX))
         alt = self.renderInlineAsText(token.children or [], options, env)
         src = html_lib.escape(str(token.attrGet("src") or ""), quote=True)
         title = token.attrGet("title")
         title_attr = f' title="{html_lib.escape(str(title), quote=True)}"' if title else ""
         return (
             f'<img src="{src}" alt="{html_lib.escape(alt, quote=True)}"{title_attr} '
-            f'width="{CONTENT_WIDTH_PX}" style="display:block;width:100%;'
-            f'max-width:{CONTENT_WIDTH_PX}px;height:auto;border:0;">'
+            f'width="{width}" style="display:block;width:100%;max-width:{width}px;height:auto;border:0;">'
         )
 
 
 _RENDERER = _EmailHTML(MARKDOWN)
 _SPACES = re.compile(r"^ +| {2,}")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of the issue's body: the part before the first `##` heading, or one item from its
+    heading to the next. The template places each and says how wide its images are drawn."""
+
+    tokens: tuple[Token, ...]
+    heading: str = ""
+
+    def html(self, image_width: int = IMAGE_WIDTH_PX) -> Markup:
+        # markdown-it runs with raw HTML off, so its output is HTML we made, safe to mark as such.
+        return Markup(_RENDERER.render(list(self.tokens), MARKDOWN.options, {"image_width": image_width}))  # noqa: S704
+
+    def __html__(self) -> str:
+        return str(self.html())
+
+
+def sections(tree: SyntaxTreeNode) -> tuple[Section, list[Section]]:
+    """The intro (possibly empty) and the items, split at each top-level `##` heading."""
+    groups: list[list[SyntaxTreeNode]] = [[]]
+    for node in tree.children:
+        if node.type == "heading" and node.tag == "h2":
+            groups.append([])
+        groups[-1].append(node)
+    made = [
+        Section(
+            tokens=tuple(token for node in group for token in node.to_tokens()),
+            heading=plaintext.inline(group[0].children[0]) if index and group[0].children else "",
+        )
+        for index, group in enumerate(groups)
+    ]
+    return made[0], made[1:]
 
 
 def code_block_html(code: str) -> str:
@@ -189,8 +226,7 @@ def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path, *, s
     if issue.tree is None:
         raise RenderError(f"{issue.path}: issue was not parsed")
     warnings: list[str] = []
-    tokens = issue.tree.to_tokens()
-    fragment = _RENDERER.render(tokens, MARKDOWN.options, {})
+    intro, items = sections(issue.tree)
     for node in issue.tree.walk():
         if node.type == "image" and not plaintext.inline(node).strip():
             line = issue.body_line + (node.parent.map[0] if node.parent and node.parent.map else 0)
@@ -204,9 +240,10 @@ def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path, *, s
         "subscribe_url": subscribe_url,
         "preheader_filler": PREHEADER_FILLER if issue.preheader else "",
     }
-    # markdown-it runs with raw HTML off, so its output is HTML we made, safe to mark as such.
-    markup = Markup(fragment)  # noqa: S704
-    source = render_template(templates_dir, "issue.mjml", {**context, "content": markup})
+    whole = Section(tokens=tuple(issue.tree.to_tokens()))
+    source = render_template(
+        templates_dir, "issue.mjml", {**context, "content": whole, "intro": intro, "items": items}
+    )
     html = mjml_to_html(source, str(templates_dir / "issue.mjml"))
     body_text = "\n".join(plaintext.blocks(issue.tree.children))
     text = render_template(

@@ -49,17 +49,26 @@ def screenshot(url: str, out: Path, width: int, height: int, profile: Path) -> P
 MEASURE = """
 <script>
 (function () {
-  var cols = Array.prototype.map.call(document.querySelectorAll('.mj-column-per-50'), function (e) {
-    var r = e.getBoundingClientRect(); return {left: r.left, top: r.top, right: r.right, bottom: r.bottom};
-  });
+  function box(e) {
+    var r = e.getBoundingClientRect();
+    return {left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height};
+  }
+  var cards = Array.prototype.map.call(document.querySelectorAll('.card'), box);
   var wide = [];
   Array.prototype.forEach.call(document.querySelectorAll('body *'), function (e) {
     var r = e.getBoundingClientRect();
     if (r.width > 0 && r.height > 0 && r.right > window.innerWidth + 0.5)
       wide.push(e.tagName + ' ' + Math.round(r.right));
   });
-  parent.postMessage(JSON.stringify({inner: window.innerWidth, scroll: document.documentElement.scrollWidth,
-                                    cols: cols, wide: wide}), '*');
+  var unsubscribe = document.querySelector('.unsubscribe a');
+  var card = document.querySelector('.card > table > tbody > tr > td');
+  var text = document.querySelector('.content p');
+  parent.postMessage(JSON.stringify({
+    inner: window.innerWidth, scroll: document.documentElement.scrollWidth, cards: cards, wide: wide,
+    unsubscribe: unsubscribe ? box(unsubscribe) : null,
+    card_background: card ? getComputedStyle(card).backgroundColor : null,
+    text_color: text ? getComputedStyle(text).color : null,
+    images: Array.prototype.map.call(document.querySelectorAll('img'), box)}), '*');
 })();
 </script>
 """
@@ -76,8 +85,8 @@ window.addEventListener('message', function (event) {{
 </script></body></html>"""
 
 
-def measure(html: str, width: int, workdir: Path) -> dict:
-    """Load `html` at `width` px and return what the page measured of its own layout."""
+def measure(html: str, width: int, workdir: Path, *, dark: bool = False) -> dict:
+    """Load `html` at `width` px (in dark mode if asked) and return what the page measured of its own layout."""
     page = workdir / f"measure-{width}.html"
     page.write_text(html.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
     frame = workdir / f"frame-{width}.html"
@@ -85,8 +94,8 @@ def measure(html: str, width: int, workdir: Path) -> dict:
     for _ in range(ATTEMPTS):
         result = run(
             ["--window-size=1024,900", "--virtual-time-budget=5000", "--allow-file-access-from-files",
-             "--dump-dom", frame.as_uri()],
-            workdir / f"profile-{width}",
+             *(["--blink-settings=preferredColorScheme=0"] if dark else []), "--dump-dom", frame.as_uri()],
+            workdir / f"profile-{width}-{dark}",
         )
         start = result.stdout.find('<pre id="measurement">')
         if start >= 0:

@@ -106,7 +106,8 @@ def test_placeholders_survive_mjml_and_inlining(rendered, doc):
 
 def test_media_queries_and_important_survive_inlining(rendered):
     assert "@media only screen and (min-width:480px)" in rendered.html
-    assert "width:50% !important" in rendered.html
+    assert "width:100% !important" in rendered.html
+    assert "@media (prefers-color-scheme: dark)" in rendered.html and "#161b22 !important" in rendered.html
     # CSS from the template was inlined onto the content elements
     assert re.search(r"<div class=\"code\" style=['\"][^>]*monospace", rendered.html)
 
