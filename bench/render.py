@@ -1,4 +1,5 @@
-"""Milliseconds per full render (Markdown to final HTML and text), median of repeated runs.
+"""Milliseconds per full render (Markdown to final HTML and text, with the compatibility check
+that every render runs), median of repeated runs, and the check's own share.
 
     python bench/render.py [--runs 30]
 """
@@ -15,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter import config, content, render  # noqa: E402
+from newsletter import compat, config, content, render  # noqa: E402
+from tests.issues import thirteen_items  # noqa: E402
 
 
 def generated_issue(folder: Path, items: int) -> Path:
@@ -31,14 +33,19 @@ def generated_issue(folder: Path, items: int) -> Path:
     return path
 
 
-def median_ms(path: Path, cfg: config.Config, runs: int) -> tuple[float, int]:
-    times, size = [], 0
+def median_ms(path: Path, cfg: config.Config, runs: int) -> tuple[float, float, int]:
+    times, checks, size = [], [], 0
     for _ in range(runs + 2):
         start = time.perf_counter()
         issue = content.parse(path, base_url=cfg.newsletter.base_url)
-        size = render.render(issue, cfg.newsletter, cfg.templates_dir).size
+        rendered = render.render(issue, cfg.newsletter, cfg.templates_dir)
         times.append(time.perf_counter() - start)
-    return statistics.median(times[2:]) * 1000, size  # the first runs warm cssutils' caches
+        start = time.perf_counter()
+        compat.check(rendered.html)
+        checks.append(time.perf_counter() - start)
+        size = rendered.size
+    # the first runs warm cssutils' caches
+    return statistics.median(times[2:]) * 1000, statistics.median(checks[2:]) * 1000, size
 
 
 def main() -> None:
@@ -47,11 +54,13 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config.load(ROOT / "config.toml")
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [("sample issue", ROOT / "issues" / "2026-12-01.md")]
+        cases = [("sample issue", ROOT / "issues" / "2026-12-01.md"),
+                 ("13 rich items", thirteen_items(Path(tmp) / "thirteen.md"))]
         cases += [(f"{n}-item issue", generated_issue(Path(tmp), n)) for n in (13, 50)]
         for label, path in cases:
-            ms, size = median_ms(path, cfg, args.runs)
-            print(f"{label:>15}: {ms:6.1f} ms per render (median of {args.runs}), HTML {size / 1024:.1f} KB")
+            ms, check_ms, size = median_ms(path, cfg, args.runs)
+            print(f"{label:>15}: {ms:6.1f} ms per render, of which {check_ms:4.1f} ms the compatibility check "
+                  f"(median of {args.runs}), HTML {size / 1024:.1f} KB")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from .errors import ContentError, InputError, TokenError, WebhookError
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
 # and `send` never loads the web app or the scheduler (or `serve` the CSV code).
 if TYPE_CHECKING:
+    from .compat import Report
     from .content import Issue
     from .csvio import ImportReport
     from .preview import PreviewServer
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .store import Store, Subscriber
 
 __all__ = ["CONFIG_ENV", "STATUSES", "ArchivedIssue", "DryRunReport", "DueRun", "LinkedMembership", "Newsletter",
-           "ScheduledRun", "SendReport", "SendStatus", "SubscribeRequest"]
+           "Report", "ScheduledRun", "SendReport", "SendStatus", "SubscribeRequest"]
 
 IssueRef: TypeAlias = "str | os.PathLike[str] | Mailing"
 

@@ -18,7 +18,7 @@ from .app import CONFIG_ENV, STATUSES, Newsletter
 from .errors import NewsletterError
 
 if TYPE_CHECKING:
-    from .app import DryRunReport, SendReport
+    from .app import DryRunReport, Report, SendReport
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -103,6 +103,26 @@ def _warn(warnings: tuple[str, ...] | list[str]) -> None:
         err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
 
 
+def _print_compatibility(report: Report | None) -> None:
+    """caniemail's verdict on the features the issue uses, one row each, one column per client."""
+    if report is None:
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Email client support (caniemail.com data of {report.data_date}): "
+                        f"{len(report.findings)} of {report.features_used} features used are not supported everywhere",
+                  title_justify="left", box=None, pad_edge=False, padding=(0, 1))
+    table.add_column("feature", overflow="fold")
+    for client in report.clients:
+        table.add_column(client.replace(" ", "\n", 1), justify="center")
+    table.add_column("")
+    for finding in report.findings:
+        cells = ["no" if c in finding.unsupported else "part" if c in finding.partial else "" for c in report.clients]
+        verdict = "by design" if finding.on_purpose else ("[yellow]check[/]" if finding.unsupported else "")
+        table.add_row(finding.title, *cells, verdict)
+    out.print(table)
+
+
 @cli.command()
 @click.argument("issue", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True,
@@ -113,6 +133,7 @@ def render(state: _State, issue: str, out_dir: str) -> None:
     rendered, html_path, text_path = state.nl.write_rendered(issue, out_dir)
     out.print(f"{html_path}  {rendered.size / 1024:.1f} KB")
     out.print(f"{text_path}  {len(rendered.text.encode()) / 1024:.1f} KB")
+    _print_compatibility(rendered.compatibility)
     _warn(rendered.warnings)
 
 
@@ -329,6 +350,7 @@ def _print_dry_run(report: DryRunReport) -> None:
     out.print(f"  message size: HTML {report.html_bytes / 1024:.1f} KB, text {report.text_bytes / 1024:.1f} KB")
     for path in report.written:
         out.print(f"  wrote {path}")
+    _print_compatibility(report.compatibility)
     _warn(report.warnings)
 
 

@@ -22,7 +22,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import placeholders, tokens
+from . import compat, placeholders, tokens
 from .config import Config
 from .errors import ProviderError, TokenError
 from .files import atomic_write
@@ -343,6 +343,7 @@ class DryRunReport:
     html_bytes: int
     text_bytes: int
     warnings: list[str]
+    compatibility: compat.Report | None = None
     written: list[Path] = field(default_factory=list)
 
 
@@ -363,6 +364,7 @@ def dry_run(store: Store, mailing: Mailing, provider: Provider, *, out_dir: Path
         batches=math.ceil(recipients / batch_size) if recipients else 0, batch_size=batch_size,
         already_sent=already, skipped_reasons=skipped, html_bytes=mailing.rendered.size,
         text_bytes=len(mailing.rendered.text.encode()), warnings=[*mailing.rendered.warnings, *mailing.warnings],
+        compatibility=mailing.rendered.compatibility,
     )
     if out_dir is not None:
         for name, data in provider.preview(mailing.envelope, [mailing.recipient(c) for c in preview], limit):
