@@ -37,11 +37,12 @@ if TYPE_CHECKING:
     from .preview import PreviewServer
     from .providers import Provider, Result
     from .render import Rendered
+    from .schedule import DueSend
     from .send import DryRunReport, Mailing, SendReport, StopToken
     from .store import Store, Subscriber
 
-__all__ = ["CONFIG_ENV", "STATUSES", "ArchivedIssue", "DryRunReport", "DueRun", "LinkedMembership", "Newsletter",
-           "Report", "ScheduledRun", "SendReport", "SendStatus", "SubscribeRequest"]
+__all__ = ["CONFIG_ENV", "STATUSES", "ArchivedIssue", "DryRunReport", "DueRun", "DueSend", "LinkedMembership",
+           "Newsletter", "Report", "ScheduledRun", "SendReport", "SendStatus", "SubscribeRequest"]
 
 IssueRef: TypeAlias = "str | os.PathLike[str] | Mailing"
 
@@ -274,23 +275,49 @@ class Newsletter:
         return SendStatus(slug, name, True, ledger.counts(), ledger.problems(limit=200),
                           events.issue_counts(self.store, slug), ledger.live_workers(self.config.send.lease))
 
+    def due(self, list_name: str | None = None, *, now: dt.datetime | None = None) -> list[DueSend]:
+        """What `send --due` would send now: pinned sends whose time has come, then the weekly issue."""
+        from . import schedule
+
+        return schedule.due_sends(self.config, self.store, self.list_name(list_name), now)
+
     def send_due(self, list_name: str | None = None, *, issue_path: str | os.PathLike[str] | None = None,
                  now: dt.datetime | None = None, stop: StopToken = None) -> DueRun:
-        """Send the oldest issue that is due (or `issue_path`) to the list; what cron and the scheduler run.
+        """Send what is due to the list (or `issue_path`, a pinned job's issue): what cron and the scheduler run.
 
-        Quiet when nothing is due; a send of the same issue already running elsewhere is joined.
+        Pins come first and are removed from the job store once their send has no pending rows, so
+        cron and a running scheduler agree; the ledger makes a send that both start happen once.
+        Drafts are never sent from here. Quiet when nothing is due.
         """
         from . import schedule
 
         name = self.list_name(list_name)
         schedule.trigger(self.config)  # a bad schedule is an error before anything is sent
-        if issue_path is None:
-            found = schedule.due_issue(self.config, self.store, name, now,
-                                       exclude=schedule.pinned_slugs(self.config, self.store))
-            if found is None:
-                return DueRun(None, "", 0)
-            issue_path = found.path
-        report = self.send(self.mailing(issue_path, name), stop=stop)  # joins a send already running
+        if issue_path is not None:
+            return self._send_if_not_draft(Path(issue_path), name, stop)
+        lines: list[str] = []
+        exit_code, last = 0, None
+        for item in schedule.due_sends(self.config, self.store, name, now):
+            if item.missed and item.pin is not None:
+                schedule.pin_done(self.config, self.store, item.pin.job_id)
+                lines.append(f"MISSED: {item.pin.job_id} was {item.why}, beyond [schedule] misfire_grace; "
+                             f"not sent (send it with `newsletter send {item.path}`)")
+                exit_code = max(exit_code, 1)
+                continue
+            run = self._send_if_not_draft(item.path, name, stop)
+            last = run.report or last
+            lines.append(run.line)
+            exit_code = max(exit_code, run.exit_code)
+            if item.pin is not None and run.report is not None and not run.report.counts.get("pending"):
+                schedule.pin_done(self.config, self.store, item.pin.job_id)
+            if run.exit_code:
+                break  # the provider or a stop token said no: the rest waits for the next run
+        return DueRun(last, "\n".join(line for line in lines if line), exit_code)
+
+    def _send_if_not_draft(self, path: Path, list_name: str, stop: StopToken) -> DueRun:
+        if self.issue(path).draft:
+            return DueRun(None, f"{path}: not sent: the issue is a draft (draft: true)", 0)
+        report = self.send(self.mailing(path, list_name), stop=stop)  # joins a send already running
         return DueRun(report, report.summary(), report.exit_code)
 
     # -- the schedule -------------------------------------------------------------------------
@@ -308,10 +335,12 @@ class Newsletter:
 
         tz = schedule.timezone(self.config)
         runs = []
-        weekly = schedule.trigger(self.config).get_next_fire_time(None, dt.datetime.now(tz))
-        if weekly and self.config.schedule.list:
-            runs.append(ScheduledRun(f"{schedule.WEEKLY_PREFIX}{self.config.schedule.list}",
-                                     f"weekly send ({self.config.schedule.cron})", weekly))
+        if self.config.schedule.list:
+            weekly, issue = schedule.next_weekly(self.config, self.store, self.config.schedule.list)
+            if weekly is not None:
+                what = f"sends {issue.path}" if issue else "nothing due for it yet"
+                runs.append(ScheduledRun(f"{schedule.WEEKLY_PREFIX}{self.config.schedule.list}",
+                                         f"weekly send ({self.config.schedule.cron}), {what}", weekly))
         for job in schedule.jobs(self.config, self.store):
             if not job.id.startswith(schedule.WEEKLY_PREFIX):
                 runs.append(ScheduledRun(job.id, job.name, job.next_run.astimezone(tz) if job.next_run else None))

@@ -18,7 +18,7 @@ from .app import CONFIG_ENV, STATUSES, Newsletter
 from .errors import NewsletterError
 
 if TYPE_CHECKING:
-    from .app import DryRunReport, Report, SendReport
+    from .app import DryRunReport, DueSend, Newsletter, Report, SendReport
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -354,6 +354,24 @@ def _print_dry_run(report: DryRunReport) -> None:
     _warn(report.warnings)
 
 
+def _print_due(due: list[DueSend], nl: Newsletter, list_name: str | None, out_dir: str | None, limit: int) -> None:
+    name = nl.list_name(list_name)
+    if not due:
+        upcoming = [run for run in nl.scheduled() if run.id == f"weekly:{name}"]
+        then = f"; next: {upcoming[0].description} at {_when(upcoming[0].next_run)}" if upcoming else ""
+        out.print(f"nothing is due for {name} now{then}", markup=False)
+        return
+    for item in due:
+        if item.missed:
+            out.print(f"{item.path}: {item.why}, beyond [schedule] misfire_grace: would be dropped as missed",
+                      markup=False)
+        elif nl.issue(item.path).draft:
+            out.print(f"{item.path}: {item.why}, but a draft (draft: true): would not be sent", markup=False)
+        else:
+            out.print(f"due now: {item.path} ({item.why})", markup=False)
+            _print_dry_run(nl.dry_run(item.path, name, out_dir=out_dir, limit=limit))
+
+
 def _print_send(report: SendReport) -> None:
     PENDING, SENT, FAILED, UNKNOWN, SKIPPED = "pending", "sent", "failed", "unknown", "skipped"  # noqa: N806
     run, c = report.this_run, report.counts
@@ -435,7 +453,9 @@ class _Progress:
 @cli.command("send")
 @click.argument("issue", type=click.Path(), required=False)
 @_list_option
-@click.option("--due", is_flag=True, help="Send the oldest issue that is due and not yet sent (for cron); never asks.")
+@click.option("--due", is_flag=True,
+              help="Send pinned sends whose time has come, then the oldest issue due at a weekly slot and not yet "
+                   "sent (for cron; drafts never); never asks. With --dry-run: say what that would be.")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="With --dry-run: write the provider's preview here (sample .eml files; SendGrid's request body).")
@@ -452,8 +472,11 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
     if due:
-        if issue or dry_run or to_address:
-            raise click.UsageError("--due picks the issue itself: give no ISSUE, --dry-run or --to with it")
+        if issue or to_address:
+            raise click.UsageError("--due picks the issue itself: give no ISSUE or --to with it")
+        if dry_run:
+            _print_due(nl.due(list_name), nl, list_name, out_dir, limit or 3)
+            return
         with stop_on_signals() as stop:
             run = nl.send_due(list_name, stop=stop)
         if run.line:
@@ -548,8 +571,8 @@ def _when(when: Any) -> str:
 def schedule_list_command(state: _State) -> None:
     """What is scheduled and when it runs next, in the schedule's zone and UTC."""
     for run in state.nl.scheduled():
-        out.print(f"{run.id}  {run.description} " + (f"next at {_when(run.next_run)}" if run.next_run else "paused"),
-                  markup=False)
+        out.print(f"{run.id}  " + (f"next at {_when(run.next_run)}" if run.next_run else "paused")
+                  + f"  {run.description}", markup=False)
 
 
 @schedule.command("cancel")

@@ -23,7 +23,7 @@ from markdown_it.tree import SyntaxTreeNode
 from . import placeholders
 from .errors import ContentError
 
-FRONT_MATTER_KEYS = ("subject", "date", "preheader", "slug", "from", "reply_to")
+FRONT_MATTER_KEYS = ("subject", "date", "preheader", "slug", "from", "reply_to", "draft")
 REQUIRED_KEYS = ("subject", "date")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _ABSOLUTE_SCHEMES = ("http", "https", "mailto", "tel")
@@ -42,6 +42,7 @@ class Issue:
     slug: str = ""
     from_header: str = ""
     reply_to: str = ""
+    draft: bool = False  # kept from every automatic send: cron's `send --due`, the scheduler, pins
     tree: SyntaxTreeNode | None = field(default=None, compare=False, repr=False)
 
 
@@ -173,6 +174,9 @@ def parse(path: str | Path, *, base_url: str = "", max_bytes: int = MAX_ISSUE_BY
             f"{path}:{_key_line(front, 'slug')}: slug {slug!r} may hold only a-z, 0-9, '.', '_' and '-'"
         )
     preheader = " ".join(str(meta.get("preheader") or "").split())
+    draft = meta.get("draft", False)
+    if not isinstance(draft, bool):
+        raise ContentError(f"{path}:{_key_line(front, 'draft')}: draft: {draft!r} must be true or false")
     issue = Issue(
         path=path,
         subject=subject,
@@ -184,6 +188,7 @@ def parse(path: str | Path, *, base_url: str = "", max_bytes: int = MAX_ISSUE_BY
         from_header=_address(path, _key_line(front, "from"), "from", meta["from"]) if meta.get("from") else "",
         reply_to=(_address(path, _key_line(front, "reply_to"), "reply_to", meta["reply_to"])
                   if meta.get("reply_to") else ""),
+        draft=draft,
     )
     _check_placeholders(issue, front)
     tree = SyntaxTreeNode(MARKDOWN.parse(body))

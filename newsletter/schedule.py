@@ -15,8 +15,7 @@ import logging
 import re
 import threading
 import zoneinfo
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ log = logging.getLogger("newsletter.schedule")
 JOB_TABLE = "apscheduler_jobs"
 WEEKLY_PREFIX = "weekly:"
 PIN_PREFIX = "pin:"
+WAKE_ID = "wake"
 WAKE_SECONDS = 30  # how soon a running scheduler sees a send pinned by another process
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DAY_NUMBERS = {name: number for number, name in enumerate(_DAY_NAMES)}
@@ -132,7 +132,7 @@ def due_issue(config: Config, store: Store, list_name: str, now: dt.datetime | N
               exclude: set[str] | None = None) -> DueIssue | None:
     """The oldest issue due now: its date has come and a scheduled slot has passed since then.
 
-    Issues pinned to a time (`exclude`) are left to their pin. Files that cannot be parsed are
+    Drafts, and issues pinned to a time (`exclude`), are left out. Files that cannot be parsed are
     logged and passed over, so that next week's unfinished draft does not stop this week's issue.
     """
     tz = timezone(config)
@@ -145,7 +145,7 @@ def due_issue(config: Config, store: Store, list_name: str, now: dt.datetime | N
         except ContentError as exc:
             log.warning("skipping %s", exc)
             continue
-        if issue.date > now.date() or issue.slug in (exclude or set()):
+        if issue.draft or issue.date > now.date() or issue.slug in (exclude or set()):
             continue
         day_start = dt.datetime.combine(issue.date, dt.time(), tzinfo=tz)
         slot = weekly.get_next_fire_time(None, day_start)
@@ -155,6 +155,41 @@ def due_issue(config: Config, store: Store, list_name: str, now: dt.datetime | N
         if _send_open(store, candidate.slug, list_name):
             return candidate
     return None
+
+
+@dataclass(frozen=True)
+class DueSend:
+    """A send whose time has come: a pinned one (`pin`) or the weekly slot's issue."""
+
+    path: Path
+    why: str
+    pin: Pin | None = None
+    missed: bool = False  # a pin older than the misfire grace: dropped, as the scheduler would
+
+
+def due_sends(config: Config, store: Store, list_name: str, now: dt.datetime | None = None) -> list[DueSend]:
+    """What cron's `send --due` sends now, in order: pins whose time has come, then the weekly issue."""
+    tz = timezone(config)
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
+    found = []
+    for waiting in pins(config, store, list_name):
+        if waiting.at <= now:
+            late = (now - waiting.at).total_seconds() > config.schedule.misfire_grace
+            found.append(DueSend(waiting.issue_path, f"pinned to {waiting.at.astimezone(tz):%Y-%m-%d %H:%M %Z}",
+                                 waiting, late))
+    weekly = due_issue(config, store, list_name, now, exclude=pinned_slugs(config, store))
+    if weekly is not None:
+        found.append(DueSend(weekly.path, f"dated {weekly.date}, due at the weekly slot ({config.schedule.cron})"))
+    return found
+
+
+def next_weekly(config: Config, store: Store, list_name: str) -> tuple[dt.datetime | None, DueIssue | None]:
+    """The next weekly slot and the issue it would send, as things stand now."""
+    tz = timezone(config)
+    slot = trigger(config).get_next_fire_time(None, dt.datetime.now(tz))
+    if slot is None:
+        return None, None
+    return slot, due_issue(config, store, list_name, slot, exclude=pinned_slugs(config, store))
 
 
 # -- the jobs ------------------------------------------------------------------------------------
@@ -217,77 +252,115 @@ def jobstore(store: Store) -> SQLAlchemyJobStore:
     return SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)
 
 
-def _offline_scheduler(config: Config, store: Store) -> BaseScheduler:
-    """A scheduler started paused: reads and writes the job store, runs nothing."""
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    scheduler = BackgroundScheduler(jobstores={"default": jobstore(store)}, timezone=timezone(config))
-    scheduler.start(paused=True)
-    return scheduler
-
-
-@contextmanager
-def _paused(config: Config, store: Store) -> Iterator[BaseScheduler]:
-    """An offline scheduler for the length of a `with` block, shut down however the block ends."""
-    scheduler = _offline_scheduler(config, store)
-    try:
-        yield scheduler
-    finally:
-        scheduler.shutdown(wait=False)
-
-
-def pin(config: Config, store: Store, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
-    """Pin a send of an issue to a time; returns the job id and the time (aware)."""
-    issue = parse(issue_path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
-    tz = timezone(config)
-    when = at if at.tzinfo else at.replace(tzinfo=tz)
-    if when <= dt.datetime.now(dt.UTC):
-        raise ConfigError(f"{when:%Y-%m-%d %H:%M %Z} has passed; pin a send to a future time")
-    job_id = f"{PIN_PREFIX}{issue.slug}:{list_name}"
-    with _paused(config, store) as scheduler:
-        scheduler.add_job(
-            "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz), id=job_id,
-            args=[str(config.path), str(issue_path.resolve()), list_name], replace_existing=True,
-            misfire_grace_time=config.schedule.misfire_grace, coalesce=True, max_instances=1,
-            name=f"{issue.slug} to {list_name}",
-        )
-    return job_id, when
-
-
 @dataclass(frozen=True)
 class ScheduledJob:
     id: str
     name: str
     next_run: dt.datetime | None
+    args: tuple[Any, ...] = ()
+
+
+class StoredJobs:
+    """The job store read and written directly, for the commands that only look or pin.
+
+    No scheduler is started for this: a scheduler started even paused runs a thread that may
+    try to submit a stored job while it shuts down, and prints APScheduler's traceback into every
+    cron log. The scheduler object here is never started; jobs need one to be rebuilt.
+    """
+
+    def __init__(self, config: Config, store: Store) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(timezone=timezone(config))
+        self._jobs = jobstore(store)
+        self._jobs.start(self._scheduler, "default")  # creates the table when missing; starts no thread
+
+    def all(self) -> list[ScheduledJob]:
+        return [ScheduledJob(j.id, j.name, j.next_run_time, tuple(j.args)) for j in self._jobs.get_all_jobs()
+                if j.id != WAKE_ID]
+
+    def get(self, job_id: str) -> Job | None:
+        job: Job | None = self._jobs.lookup_job(job_id)
+        return job
+
+    def put(self, job_id: str, func: str, trigger: DateTrigger, args: list[str], name: str,
+            misfire_grace: int) -> None:
+        from apscheduler.jobstores.base import ConflictingIdError
+
+        when = trigger.get_next_fire_time(None, dt.datetime.now(dt.UTC))
+        job = Job(self._scheduler, id=job_id, func=func, trigger=trigger, executor="default", args=args, kwargs={},
+                  name=name, misfire_grace_time=misfire_grace, coalesce=True, max_instances=1, next_run_time=when)
+        try:
+            self._jobs.add_job(job)
+        except ConflictingIdError:
+            self._jobs.update_job(job)
+
+    def remove(self, job_id: str) -> bool:
+        from apscheduler.jobstores.base import JobLookupError
+
+        try:
+            self._jobs.remove_job(job_id)
+        except JobLookupError:
+            return False
+        return True
+
+
+def pin(config: Config, store: Store, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
+    """Pin a send of an issue to a time; returns the job id and the time (aware)."""
+    issue = parse(issue_path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
+    if issue.draft:
+        raise ContentError(f"{issue_path}: the issue is a draft (draft: true); remove that line to pin it")
+    tz = timezone(config)
+    when = at if at.tzinfo else at.replace(tzinfo=tz)
+    if when <= dt.datetime.now(dt.UTC):
+        raise ConfigError(f"{when:%Y-%m-%d %H:%M %Z} has passed; pin a send to a future time")
+    job_id = f"{PIN_PREFIX}{issue.slug}:{list_name}"
+    StoredJobs(config, store).put(job_id, "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz),
+                                  [str(config.path), str(issue_path.resolve()), list_name],
+                                  f"{issue.slug} to {list_name}", config.schedule.misfire_grace)
+    return job_id, when
 
 
 def jobs(config: Config, store: Store) -> list[ScheduledJob]:
-    with _paused(config, store) as scheduler:
-        return [ScheduledJob(j.id, j.name, j.next_run_time) for j in scheduler.get_jobs()
-                if not j.id.startswith("wake")]
+    return StoredJobs(config, store).all()
 
 
 def cancel(config: Config, store: Store, job_id: str) -> None:
-    from apscheduler.jobstores.base import JobLookupError
+    stored = StoredJobs(config, store)
+    if not stored.remove(job_id):
+        known = ", ".join(j.id for j in stored.all()) or "none"
+        raise ConfigError(f"no scheduled job {job_id!r} (scheduled: {known})")
 
-    with _paused(config, store) as scheduler:
-        try:
-            scheduler.remove_job(job_id)
-        except JobLookupError:
-            known = ", ".join(j.id for j in scheduler.get_jobs()) or "none"
-            raise ConfigError(f"no scheduled job {job_id!r} (scheduled: {known})") from None
+
+@dataclass(frozen=True)
+class Pin:
+    """A send pinned to a time, as cron and the scheduler both see it."""
+
+    job_id: str
+    issue_path: Path
+    list_name: str
+    at: dt.datetime
+
+
+def pins(config: Config, store: Store, list_name: str | None = None) -> list[Pin]:
+    """Pinned sends still waiting, oldest first (for one list, if given)."""
+    found = []
+    for job in StoredJobs(config, store).all():
+        if job.id.startswith(PIN_PREFIX) and job.next_run is not None and len(job.args) == 3:
+            _, issue_path, list_ = job.args
+            if list_name is None or list_ == list_name:
+                found.append(Pin(job.id, Path(issue_path), list_, job.next_run))
+    return sorted(found, key=lambda pin: pin.at)
+
+
+def pin_done(config: Config, store: Store, job_id: str) -> None:
+    """A pinned send was made (or missed) outside the scheduler: the scheduler must not run it again."""
+    StoredJobs(config, store).remove(job_id)
 
 
 def pinned_slugs(config: Config, store: Store) -> set[str]:
     """Slugs with a pinned send still waiting: the weekly rule leaves them alone."""
-    try:
-        scheduler = _offline_scheduler(config, store)
-    except Exception:  # noqa: BLE001 - no job table yet means nothing is pinned
-        return set()
-    try:
-        return {j.id[len(PIN_PREFIX):].rsplit(":", 1)[0] for j in scheduler.get_jobs() if j.id.startswith(PIN_PREFIX)}
-    finally:
-        scheduler.shutdown(wait=False)
+    return {pin.job_id[len(PIN_PREFIX):].rsplit(":", 1)[0] for pin in pins(config, store)}
 
 
 # -- the long-running scheduler -------------------------------------------------------------------
@@ -314,7 +387,7 @@ def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
     job_id = f"{WEEKLY_PREFIX}{list_name}"
     options: dict[str, Any] = {}
-    existing = jobstore_lookup(config, store, job_id)
+    existing = StoredJobs(config, store).get(job_id)
     if existing is not None and str(existing.trigger) == str(weekly) and existing.args == [str(config.path), list_name]:
         # Re-adding would recompute the next run from now and silently drop a run missed while
         # the scheduler was down; keep the stored one so the misfire rules apply to it.
@@ -327,14 +400,9 @@ def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner
             options["next_run_time"] = recent
     scheduler.add_job("newsletter.schedule:run_weekly", weekly, id=job_id, name=f"weekly send to {list_name}",
                       args=[str(config.path), list_name], replace_existing=True, **options)
-    scheduler.add_job("newsletter.schedule:_wake", "interval", seconds=WAKE_SECONDS, id="wake",
+    scheduler.add_job("newsletter.schedule:_wake", "interval", seconds=WAKE_SECONDS, id=WAKE_ID,
                       replace_existing=True)
     return scheduler
-
-
-def jobstore_lookup(config: Config, store: Store, job_id: str) -> Any:
-    with _paused(config, store) as scheduler:
-        return scheduler.get_job(job_id)
 
 
 _AT = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}$")
@@ -371,7 +439,7 @@ def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, 
         # Not scheduler.get_jobs() here: a listener runs in the job's thread, and shutdown holds
         # the job store lock while it waits for that thread.
         def executed(event: JobExecutionEvent) -> None:
-            if event.job_id != "wake":
+            if event.job_id != WAKE_ID:
                 log.info("next run: %s", next_run(config))
 
         scheduler.add_listener(executed, EVENT_JOB_EXECUTED)
