@@ -31,6 +31,8 @@ from .errors import ContentError, InputError, TokenError, WebhookError
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
 # and `send` never loads the web app or the scheduler (or `serve` the CSV code).
 if TYPE_CHECKING:
+    import jinja2
+
     from .compat import Report
     from .content import Issue
     from .csvio import ImportReport
@@ -41,8 +43,22 @@ if TYPE_CHECKING:
     from .send import DryRunReport, Mailing, SendReport, StopToken
     from .store import Store, Subscriber
 
-__all__ = ["CONFIG_ENV", "STATUSES", "ArchivedIssue", "DryRunReport", "DueRun", "DueSend", "LinkedMembership",
-           "Newsletter", "Report", "ScheduledRun", "SendReport", "SendStatus", "SubscribeRequest"]
+__all__ = [
+    "CONFIG_ENV",
+    "STATUSES",
+    "ArchivedIssue",
+    "DryRunReport",
+    "DueRun",
+    "DueSend",
+    "LinkedMembership",
+    "Newsletter",
+    "Report",
+    "ScheduledRun",
+    "SendReport",
+    "SendStatus",
+    "SubscribeRequest",
+    "init_project",
+]
 
 IssueRef: TypeAlias = "str | os.PathLike[str] | Mailing"
 
@@ -113,6 +129,28 @@ class ScheduledRun:
     next_run: dt.datetime | None  # in the schedule's zone; None when paused
 
 
+def init_project(folder: str | os.PathLike[str]) -> list[Path]:
+    """Write a working project into `folder`: config.toml (every key commented), the templates to
+    customise, a sample issue and list. Refuses, writing nothing, if any of those files exists."""
+    from .templates import SKELETON
+
+    target = Path(folder)
+    sources = sorted(p for p in SKELETON.rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts and ".db" not in p.name)
+    for source in sources:
+        existing = target / source.relative_to(SKELETON)
+        if existing.exists():
+            raise InputError(f"{existing}: already exists; `newsletter init` writes only files that are not there yet "
+                             f"(choose an empty folder)")
+    written = []
+    for source in sources:
+        path = target / source.relative_to(SKELETON)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(source.read_bytes())
+        written.append(path)
+    return written
+
+
 class Newsletter:
     """One newsletter, as `config.toml` describes it: issues, subscribers, sends and schedule."""
 
@@ -168,6 +206,22 @@ class Newsletter:
 
         settings = self.config.newsletter
         return parse(Path(path), base_url=settings.base_url, max_bytes=settings.max_issue_bytes)
+
+    def healthy(self) -> bool:
+        """The store answers: what a load balancer's or orchestrator's health check asks."""
+        return self.store.reachable()
+
+    def check_templates(self) -> None:
+        """Compile every mail and web template, the project's or the package's: a RenderError if one is broken."""
+        from . import templates
+
+        templates.check(self.config.templates_dir)
+
+    def web_templates(self) -> jinja2.Environment:
+        """The Jinja2 environment the web pages render with (`web/…` of the project's, else the package's)."""
+        from . import templates
+
+        return templates.web_environment(self.config.templates_dir)
 
     def render(self, path: str | os.PathLike[str]) -> Rendered:
         """The issue rendered once, placeholders still in."""

@@ -8,13 +8,14 @@ import threading
 import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
 from . import __version__
-from .app import CONFIG_ENV, STATUSES, Newsletter
+from .app import CONFIG_ENV, STATUSES, Newsletter, init_project
 from .errors import NewsletterError
 
 if TYPE_CHECKING:
@@ -94,6 +95,22 @@ def stop_on_signals() -> Iterator[threading.Event]:
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Render weekly Markdown issues to email, keep subscriber lists, and send each issue once."""
     ctx.obj = _State(ctx, config_path)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False), default=".")
+def init(folder: str) -> None:
+    """Write a new project into FOLDER (default: here): config, templates, a sample issue and list."""
+    written = init_project(folder)
+    out.print(f"wrote {len(written)} files into {folder}:", markup=False)
+    for path in written:
+        out.print(f"  {path}", markup=False)
+    config = Path(folder) / "config.toml"
+    out.print("next: edit config.toml (name, from_email, base_url, postal_address), then try\n"
+              f"  newsletter --config {config} subscribers import {Path(folder) / 'subscribers' / 'sample.csv'} "
+              "--list weekly\n"
+              f"  newsletter --config {config} send {Path(folder) / 'issues' / '2026-12-01.md'} --list weekly "
+              "--dry-run", markup=False)
 
 
 def _warn(warnings: tuple[str, ...] | list[str]) -> None:

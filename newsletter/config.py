@@ -248,7 +248,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{chosen}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: invalid TOML: {exc}") from None
-    path_ = chosen.resolve()
+    path_ = Path(os.path.abspath(chosen))  # noqa: PTH100 - not resolve(): a symlinked config keeps its folder
     for key in data:
         if key not in _SECTIONS and key != "lists":
             raise ConfigError(f"{path_}: [{key}]: unknown section (known: {', '.join([*_SECTIONS, 'lists'])})")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import functools
 import html as html_lib
 import logging
 import re
@@ -26,7 +25,7 @@ from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 from markupsafe import Markup
 
-from . import compat, plaintext
+from . import compat, plaintext, templates
 from .config import NewsletterSettings
 from .content import MARKDOWN, Issue
 from .errors import RenderError
@@ -139,17 +138,6 @@ def code_block_html(code: str) -> str:
     return '<div class="code">' + "<br>".join(lines) + "</div>\n"
 
 
-@functools.lru_cache(maxsize=8)
-def environment(templates_dir: Path) -> jinja2.Environment:
-    """One Jinja2 environment per template folder; autoescape is on for MJML and HTML."""
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml", "html", "xml")),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-
-
 # MJML 4's components: mjml-python passes any other <mj-…> tag through as it is, so a typo
 # would reach the inbox unnoticed.
 MJML_TAGS = frozenset({
@@ -175,13 +163,11 @@ def check_mjml_tags(source: str, origin: str) -> None:
 
 def render_template(templates_dir: Path, name: str, context: Mapping[str, Any]) -> str:
     """Render one Jinja2 template; its errors become one-line RenderErrors naming file and line."""
+    template = templates.get(templates_dir, name)
     try:
-        template = environment(templates_dir).get_template(name)
         if name.endswith(".mjml") and template.filename:
             check_mjml_tags(Path(template.filename).read_text(encoding="utf-8"), template.filename)
         return template.render(**context)
-    except jinja2.TemplateNotFound as exc:
-        raise RenderError(f"{templates_dir / str(exc.name)}: template not found") from None
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}") from None
     except jinja2.TemplateError as exc:

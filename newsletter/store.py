@@ -269,6 +269,15 @@ class Store:
         self._list_ids[name] = int(found)
         return self._list_ids[name]
 
+    def reachable(self) -> bool:
+        """True when the database answers a query: what a health check asks."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(sa.literal(1)))
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
+
     def list_counts(self) -> dict[str, dict[str, int]]:
         """Per declared list: members by status, and how many active ones are suppressed."""
         result = {name: dict.fromkeys((*STATUSES, "suppressed"), 0) for name in sorted(self.config.lists)}

@@ -291,7 +291,8 @@ def test_no_apscheduler_output_in_any_command_after_the_scheduler_ran(tmp_path, 
     con.close()
     for _ in range(3):  # the old traceback came from a race: give it chances
         for args in (["schedule", str(SAMPLE_ISSUE), "--at", "2030-06-03 09:30"], ["schedule", "list"],
-                     ["send", "--due"], ["send", "--due", "--dry-run"], ["schedule", "cancel", "pin:2026-12-01:weekly"]):
+                     ["send", "--due"], ["send", "--due", "--dry-run"],
+                     ["schedule", "cancel", "pin:2026-12-01:weekly"]):
             proc = run_cli(cfg.path, *args)
             _out, err = proc.communicate(timeout=60)
             assert proc.returncode == 0 and err == "", (args, err)

@@ -13,7 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..app import Newsletter
@@ -29,6 +32,7 @@ __all__ = ["app", "create_app"]
 def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Starlette:
     """The ASGI app for one newsletter; `clock` (seconds since the epoch) is for tests."""
     nl.config.secret()  # links cannot be checked without it: fail at start-up, not at the first click
+    nl.check_templates()  # a broken template: one line now, not a 500 at the first request
     pages = Pages(nl)
     subscriptions, webhooks, archive = Subscriptions(nl, pages, clock), Webhooks(nl, clock), Archive(nl, pages)
 
@@ -36,6 +40,10 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
 
     def limits(path: str) -> int:
         return web.max_webhook_bytes if path.startswith("/webhooks/") else web.max_form_bytes
+
+    async def healthz(_request: Request) -> Response:
+        healthy = await run_in_threadpool(nl.healthy)
+        return PlainTextResponse("ok\n" if healthy else "the store does not answer\n", 200 if healthy else 503)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -48,6 +56,7 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
             Route("/confirm/{token}", subscriptions.confirm, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", subscriptions.unsubscribe, methods=["GET", "POST"]),
             Route("/webhooks/sendgrid", webhooks.sendgrid, methods=["POST"]),
+            Route("/healthz", healthz),
             Route("/archive", archive.index),
             Route("/archive/feed.xml", archive.feed),
             Route("/archive/{list}", archive.index),  # a list's archive, or (for links in sent mail) an issue

@@ -1,4 +1,5 @@
-"""HTML pages from the Jinja2 templates in `templates/web/`, with the CSRF cookie when a form needs it."""
+"""HTML pages from the Jinja2 templates in `templates/web/` (the project's, else the package's), with the CSRF
+cookie when a form needs it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .security import CSRF_COOKIE
 class Pages:
     def __init__(self, nl: Newsletter) -> None:
         self.nl = nl
-        self.templates = Jinja2Templates(directory=str(nl.config.templates_dir / "web"))
+        self.templates = Jinja2Templates(env=nl.web_templates())
         self.secure_cookie = nl.config.require_base_url().startswith("https://")
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200,
