@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .preview import PreviewServer
     from .providers import Provider, Result
     from .render import Rendered
+    from .report import IssueReport
     from .schedule import DueSend
     from .send import DryRunReport, Mailing, SendReport, StopToken
     from .store import Store, Subscriber
@@ -50,6 +51,7 @@ __all__ = [
     "DryRunReport",
     "DueRun",
     "DueSend",
+    "IssueReport",
     "LinkedMembership",
     "Newsletter",
     "Report",
@@ -316,13 +318,55 @@ class Newsletter:
         finally:
             provider.close()
 
+    def slug(self, issue: str | os.PathLike[str]) -> str:
+        """The slug of an issue given as its file or as the slug itself (for issues whose file is gone)."""
+        if Path(issue).is_file():
+            return self.issue(issue).slug
+        text = str(issue)
+        if text.endswith(".md") or "/" in text:
+            return self.issue(issue).slug  # a missing file: its one-line error
+        return text
+
+    def report(self, issue: str | os.PathLike[str] | None = None, list_name: str | None = None, *,
+               every: bool = False) -> list[IssueReport]:
+        """Reports of sends: of one issue (file or slug; each list it went to, or `list_name`), of the
+        newest send when no issue is given, or of every send with `every`."""
+        from .report import build, sends_of
+
+        slug = self.slug(issue) if issue is not None else None
+        if list_name is not None:
+            self.config.list(list_name)  # an unknown list: its one-line error
+        found = sends_of(self.store, slug, list_name)
+        if not found:
+            what = f"of {slug}" if slug else "yet"
+            sent = ", ".join(sorted({s for s, _ in sends_of(self.store)})) or "none"
+            raise InputError(f"no send {what}" + (f" to {list_name}" if list_name else "") + f" (sent: {sent})")
+        if issue is None and not every:
+            found = found[:1]
+        return [build(self.store, s, name) for s, name in found]
+
+    def report_csv(self, reports: list[IssueReport]) -> str:
+        """The reports as CSV: one row per send, counts then rates."""
+        from .report import to_csv
+
+        return to_csv(reports)
+
+    def write_report_html(self, reports: list[IssueReport], path: str | os.PathLike[str]) -> Path:
+        """One self-contained HTML page with tables and plots, written whole or not at all."""
+        from .files import atomic_write
+        from .report import to_html
+
+        target = Path(path)
+        atomic_write(target, to_html(reports, f"{self.config.newsletter.name}: sends").encode("utf-8"))
+        return target
+
     def status(self, issue: str | os.PathLike[str], list_name: str | None = None) -> SendStatus:
         """Counts by state, the failed and unknown rows, and provider events of one send."""
         from . import events
         from .ledger import Ledger
 
         name = self.list_name(list_name)
-        slug = self.issue(issue).slug
+        slug = self.slug(issue)
         ledger = Ledger(self.store, slug, name, create=False)
         if not ledger.started():
             return SendStatus(slug, name, False, {}, [], {}, [])
@@ -563,7 +607,8 @@ class Newsletter:
         """Act on an unsubscribe link; repeating it is harmless. None when the membership is gone."""
         claims = self._unsubscribe_claims(token)
         declared = self.config.list(claims.list_name)
-        self.store.change(claims.subscriber_id, claims.list_name, consent.UNSUBSCRIBE, source)
+        self.store.change(claims.subscriber_id, claims.list_name, consent.UNSUBSCRIBE, source,
+                          f"issue {claims.extra}" if claims.extra else None)  # the report counts it for the issue
         found = self.store.membership(claims.subscriber_id, claims.list_name)
         return LinkedMembership(declared, found[0], found[1]) if found else None
 

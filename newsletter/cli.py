@@ -19,7 +19,7 @@ from .app import CONFIG_ENV, STATUSES, Newsletter, init_project
 from .errors import NewsletterError
 
 if TYPE_CHECKING:
-    from .app import DryRunReport, DueSend, Newsletter, Report, SendReport
+    from .app import DryRunReport, DueSend, IssueReport, Newsletter, Report, SendReport
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -526,13 +526,86 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
     sys.exit(report.exit_code)
 
 
-@cli.command("status")
-@click.argument("issue", type=click.Path())
+def _print_json(data: Any) -> None:
+    """JSON for scripts on standard output: dataclasses as objects, times as ISO 8601."""
+    import dataclasses
+    import json
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    click.echo(json.dumps(data, default=plain, indent=2, ensure_ascii=False))
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+
+
+@cli.command("report")
+@click.argument("issue", required=False)
 @_list_option
+@click.option("--all", "every", is_flag=True, help="Every send, newest first, to compare them.")
+@_json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one row per send, counts then rates.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write one self-contained page with plots (a 72-hour timeline; rates across sends).")
 @pass_state
-def status_command(state: _State, issue: str, list_name: str | None) -> None:
-    """Who got ISSUE, who failed and why, and what is still pending or unknown."""
+def report_command(state: _State, issue: str | None, list_name: str | None, every: bool, as_json: bool,
+                   as_csv: bool, html_path: str | None) -> None:
+    """What became of ISSUE (file or slug; default: the newest send): delivered, bounced, complained,
+    unsubscribed, unique opens and clicks with rates, and the top links."""
+    if issue and every:
+        raise click.UsageError("give an ISSUE or --all, not both")
+    nl = state.nl
+    reports = nl.report(issue, None if list_name is None else nl.list_name(list_name), every=every)
+    if html_path:
+        err.print(f"wrote {nl.write_report_html(reports, html_path)}")
+    if as_json:
+        _print_json([r.as_dict() for r in reports])
+    elif as_csv:
+        click.echo(nl.report_csv(reports), nl=False)
+    else:
+        _print_reports(reports)
+
+
+def _print_reports(reports: list[IssueReport]) -> None:
+    from rich.table import Table
+
+    def cell(count: int, rate: float | None) -> str:
+        return f"{count:,}" + ("" if rate is None else f" ({100 * rate:.1f} %)")
+
+    table = Table(box=None, pad_edge=False, padding=(0, 1))
+    for column in ("issue", "list", "recipients", "delivered", "bounced", "complained", "unsubscribed",
+                   "unique opens", "unique clicks"):
+        table.add_column(column, justify="left" if column in ("issue", "list") else "right")
+    for r in reports:
+        rates = r.rates
+        table.add_row(r.issue, r.list_name, f"{r.recipients:,}", cell(r.delivered, rates["delivered"]),
+                      cell(r.bounced, rates["bounced"]), cell(r.complained, rates["complained"]),
+                      cell(r.unsubscribed, rates["unsubscribed"]), cell(r.opened, rates["opened"]),
+                      cell(r.clicked, rates["clicked"]))
+    out.print(table)
+    for r in reports:
+        if r.top_links:
+            out.print(f"top links of {r.issue} to {r.list_name}:", markup=False)
+            for link in r.top_links:
+                out.print(f"  {link.clicks:>6,} clicks  {link.people:>6,} people  {link.url}", markup=False)
+
+
+@cli.command("status")
+@click.argument("issue")
+@_list_option
+@_json_option
+@pass_state
+def status_command(state: _State, issue: str, list_name: str | None, as_json: bool) -> None:
+    """Who got ISSUE (file or slug), who failed and why, and what is still pending or unknown."""
     status = state.nl.status(issue, list_name)
+    if as_json:
+        _print_json(status)
+        return
     if not status.started:
         out.print(f"{status.issue} has not been sent to {status.list_name}")
         return

@@ -1,0 +1,267 @@
+"""What became of each send: the ledger's counts joined with the provider's events.
+
+Counts are of people, not of events: an address that opened five times is one unique open. Rates
+are over what the denominator can know: bounces over messages handed over, opens, clicks and
+unsubscribes over messages delivered. Opens need `[sendgrid] open_tracking`, clicks
+`click_tracking`; without them those columns stay at zero and the report says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from .csvio import neutralise
+from .errors import ConfigError
+from .schema import FAILED, PENDING, SENT, UNKNOWN, deliveries, events, history, lists, sends
+from .store import Store
+
+TIMELINE_HOURS = 72
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    clicks: int
+    people: int
+
+
+@dataclass(frozen=True)
+class IssueReport:
+    """One issue sent to one list."""
+
+    issue: str
+    list_name: str
+    subject: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    recipients: int
+    sent: int
+    failed: int
+    unknown: int
+    pending: int
+    delivered: int
+    bounced: int
+    complained: int
+    unsubscribed: int
+    opened: int
+    clicked: int
+    top_links: tuple[Link, ...] = ()
+    # Hours since the send started → (handed over, opened first, clicked first) in that hour.
+    timeline: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+
+    def rate(self, count: int, over: int) -> float | None:
+        return round(count / over, 4) if over else None
+
+    @property
+    def rates(self) -> dict[str, float | None]:
+        base = self.delivered or self.sent  # without delivery events, what was handed over
+        return {
+            "delivered": self.rate(self.delivered, self.sent),
+            "bounced": self.rate(self.bounced, self.sent),
+            "complained": self.rate(self.complained, base),
+            "unsubscribed": self.rate(self.unsubscribed, base),
+            "opened": self.rate(self.opened, base),
+            "clicked": self.rate(self.clicked, base),
+            "click_to_open": self.rate(self.clicked, self.opened),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat() + "Z"
+        data["finished_at"] = self.finished_at.isoformat() + "Z" if self.finished_at else None
+        data["timeline"] = [{"hour": hour, "sent": s, "opened": o, "clicked": c}
+                            for hour, (s, o, c) in sorted(self.timeline.items())]
+        data["rates"] = self.rates
+        return data
+
+
+COLUMNS = ("issue", "list_name", "subject", "started_at", "recipients", "sent", "failed", "unknown", "pending",
+           "delivered", "bounced", "complained", "unsubscribed", "opened", "clicked")
+
+
+def to_csv(reports: list[IssueReport]) -> str:
+    """One row per issue and list, counts and rates; text that starts a formula is quoted as text."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    rate_names = list(reports[0].rates) if reports else []
+    writer.writerow([*COLUMNS, *(f"{name}_rate" for name in rate_names)])
+    for report in reports:
+        row = report.as_dict()
+        values = [neutralise(v) if isinstance(v, str) else v for v in (row[column] for column in COLUMNS)]
+        writer.writerow([*values, *("" if r is None else r for r in report.rates.values())])
+    return out.getvalue()
+
+
+def _hour(at: dt.datetime, start: dt.datetime) -> int | None:
+    hour = int((at - start).total_seconds() // 3600)
+    return hour if 0 <= hour < TIMELINE_HOURS else None
+
+
+def sends_of(store: Store, issue: str | None = None, list_name: str | None = None) -> list[tuple[str, str]]:
+    """(issue, list) of every send, newest first; narrowed to an issue and/or a list."""
+    query = sa.select(sends.c.issue, lists.c.name).join(lists, lists.c.id == sends.c.list_id)
+    if issue is not None:
+        query = query.where(sends.c.issue == issue)
+    if list_name is not None:
+        query = query.where(lists.c.name == list_name)
+    with store.engine.connect() as conn:
+        return [(row[0], row[1]) for row in conn.execute(query.order_by(sends.c.started_at.desc(), sends.c.issue))]
+
+
+def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> IssueReport:
+    """The report of one send (issue, list), from the ledger, the events and the history."""
+    with store.engine.connect() as conn:
+        send = conn.execute(
+            sa.select(sends.c.subject, sends.c.started_at, sends.c.finished_at, lists.c.id)
+            .join(lists, lists.c.id == sends.c.list_id)
+            .where(sends.c.issue == issue, lists.c.name == list_name)
+        ).one()
+        subject, started, finished, list_id = send
+        states: dict[str, int] = dict(conn.execute(
+            sa.select(deliveries.c.state, sa.func.count()).where(deliveries.c.issue == issue,
+                                                                 deliveries.c.list_id == list_id)
+            .group_by(deliveries.c.state)
+        ).all())
+        recipients = sum(states.values())
+        # Events of this issue for recipients on this list (an event names its list when the provider
+        # carried our custom arguments; the ledger row ties the rest to the list).
+        on_list = sa.select(deliveries.c.subscriber_id).where(deliveries.c.issue == issue,
+                                                               deliveries.c.list_id == list_id)
+        mine = sa.and_(events.c.issue == issue, events.c.subscriber_id.in_(on_list))
+        people: dict[str, int] = dict(conn.execute(
+            sa.select(events.c.kind, sa.func.count(sa.distinct(events.c.subscriber_id))).where(mine)
+            .group_by(events.c.kind)
+        ).all())
+        link_rows = conn.execute(
+            sa.select(events.c.reason, sa.func.count(), sa.func.count(sa.distinct(events.c.subscriber_id)))
+            .where(mine, events.c.kind == "clicked", events.c.reason.is_not(None))
+            .group_by(events.c.reason).order_by(sa.func.count().desc(), events.c.reason).limit(links)
+        ).all()
+        unsubscribers = {row[0] for row in conn.execute(
+            sa.select(events.c.subscriber_id).where(mine, events.c.kind == "unsubscribed"))}
+        unsubscribers |= {row[0] for row in conn.execute(
+            sa.select(history.c.subscriber_id).where(history.c.list_id == list_id,
+                                                     history.c.to_status == "unsubscribed",
+                                                     history.c.reason == f"issue {issue}"))}
+        timeline: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for (at,) in conn.execute(sa.select(deliveries.c.updated_at).where(
+                deliveries.c.issue == issue, deliveries.c.list_id == list_id, deliveries.c.state == SENT)):
+            if (hour := _hour(at, started)) is not None:
+                timeline[hour][0] += 1
+        for index, kind in ((1, "opened"), (2, "clicked")):
+            firsts = conn.execute(sa.select(sa.func.min(events.c.occurred_at)).where(mine, events.c.kind == kind)
+                                  .group_by(events.c.subscriber_id))
+            for (at,) in firsts:
+                if (hour := _hour(at, started)) is not None:
+                    timeline[hour][index] += 1
+    return IssueReport(
+        issue=issue, list_name=list_name, subject=subject, started_at=started, finished_at=finished,
+        recipients=recipients, sent=states.get(SENT, 0), failed=states.get(FAILED, 0),
+        unknown=states.get(UNKNOWN, 0), pending=states.get(PENDING, 0),
+        delivered=people.get("delivered", 0), bounced=people.get("bounced", 0) + people.get("dropped", 0),
+        complained=people.get("complained", 0), unsubscribed=len(unsubscribers),
+        opened=people.get("opened", 0), clicked=people.get("clicked", 0),
+        top_links=tuple(Link(str(url), int(clicks), int(who)) for url, clicks, who in link_rows),
+        timeline={hour: (s, o, c) for hour, (s, o, c) in timeline.items()},
+    )
+
+
+def _svg(figure: Any) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog and doctype: the SVG goes inline
+
+
+def _plots(reports: list[IssueReport]) -> list[tuple[str, str]]:
+    """(title, inline SVG) for each plot: a 72-hour timeline per send, rates across sends."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display: figures are drawn to SVG
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConfigError("--html draws its plots with matplotlib: pip install 'newsletter-pipeline[report]'") from None
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, selectable
+    matplotlib.rcParams["svg.hashsalt"] = "newsletter"  # the same report gives the same page
+    plots = []
+    hours = list(range(TIMELINE_HOURS))
+    for report in reports:
+        figure = Figure(figsize=(8, 3.2))
+        axes = figure.subplots()
+        for index, label in enumerate(("handed over", "opened", "clicked")):
+            running, values = 0, []
+            for hour in hours:
+                running += report.timeline.get(hour, (0, 0, 0))[index]
+                values.append(running)
+            axes.step(hours, values, where="post", label=label)
+        axes.set_xlabel("hours after the send started")
+        axes.set_ylabel("people (cumulative)")
+        axes.set_xlim(0, TIMELINE_HOURS)
+        axes.legend(loc="lower right")
+        axes.grid(alpha=0.3)
+        plots.append((f"{report.issue} to {report.list_name}: the first {TIMELINE_HOURS} hours", _svg(figure)))
+    if len(reports) > 1:
+        ordered = sorted(reports, key=lambda r: r.started_at)
+        figure = Figure(figsize=(8, 3.2))
+        axes = figure.subplots()
+        labels = [f"{r.issue}\n{r.list_name}" for r in ordered]
+        for name in ("opened", "clicked", "bounced", "unsubscribed"):
+            axes.plot(labels, [100 * (r.rates[name] or 0) for r in ordered], marker="o", label=f"{name} %")
+        axes.set_ylabel("% of delivered (bounced: of sent)")
+        axes.legend(loc="upper left")
+        axes.grid(alpha=0.3)
+        plots.append(("rates across sends", _svg(figure)))
+    return plots
+
+
+def _percent(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f} %"
+
+
+def to_html(reports: list[IssueReport], title: str) -> str:
+    """One self-contained page: tables of counts and rates, top links, and the plots inline as SVG."""
+    from html import escape
+
+    rows = "".join(
+        f"<tr><td>{escape(r.issue)}</td><td>{escape(r.list_name)}</td><td>{escape(r.subject)}</td>"
+        f"<td>{r.recipients:,}</td><td>{r.delivered:,} ({_percent(r.rates['delivered'])})</td>"
+        f"<td>{r.bounced:,} ({_percent(r.rates['bounced'])})</td>"
+        f"<td>{r.complained:,} ({_percent(r.rates['complained'])})</td>"
+        f"<td>{r.unsubscribed:,} ({_percent(r.rates['unsubscribed'])})</td>"
+        f"<td>{r.opened:,} ({_percent(r.rates['opened'])})</td><td>{r.clicked:,} ({_percent(r.rates['clicked'])})</td>"
+        "</tr>" for r in reports)
+    links = "".join(
+        f"<h3>Top links: {escape(r.issue)} to {escape(r.list_name)}</h3><table><tr><th>link</th><th>clicks</th>"
+        f"<th>people</th></tr>"
+        + "".join(f"<tr><td>{escape(link.url)}</td><td>{link.clicks:,}</td><td>{link.people:,}</td></tr>"
+                  for link in r.top_links) + "</table>"
+        for r in reports if r.top_links)
+    figures = "".join(f'<figure><figcaption>{escape(caption)}</figcaption>{svg}</figure>'
+                      for caption, svg in _plots(reports))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)}</title>
+<style>
+body {{ font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 60rem;
+        padding: 0 1rem; color: #1f2328; }}
+table {{ border-collapse: collapse; margin: 0 0 1.5rem; }} th, td {{ border: 1px solid #d0d7de; padding: 4px 8px; }}
+th {{ background: #f3f5f7; text-align: left; }} td {{ font-variant-numeric: tabular-nums; }}
+figure {{ margin: 1.5rem 0; }} figcaption {{ font-weight: 600; }} svg {{ max-width: 100%; height: auto; }}
+</style></head><body>
+<h1>{escape(title)}</h1>
+<table><tr><th>issue</th><th>list</th><th>subject</th><th>recipients</th><th>delivered</th><th>bounced</th>
+<th>complained</th><th>unsubscribed</th><th>opened</th><th>clicked</th></tr>{rows}</table>
+{figures}
+{links}
+<p>Counts are of people; opens and clicks need SendGrid's open and click tracking ([sendgrid] open_tracking,
+click_tracking), and Apple Mail's privacy protection opens every message it receives.</p>
+</body></html>
+"""
