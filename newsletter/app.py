@@ -209,6 +209,19 @@ class Newsletter:
         settings = self.config.newsletter
         return parse(Path(path), base_url=settings.base_url, max_bytes=settings.max_issue_bytes)
 
+    def signup_form(self, list_name: str) -> tuple[str, list[str]]:
+        """The HTML form to paste on another site (`web/embed.html`), and what keeps it from working yet."""
+        from . import templates
+
+        declared = self.config.list(list_name)
+        action = f"{self.config.require_base_url().rstrip('/')}/subscribe/{list_name}"
+        html = templates.web_environment(self.config.templates_dir).get_template("embed.html").render(
+            action=action, list=declared)
+        notes = [] if self.config.web.allowed_origins else [
+            f"{self.config.path}: [web] allowed_origins is empty: add the origin of the site that shows this form "
+            f"(such as https://www.example.org), or the form's posts are refused"]
+        return html, notes
+
     def healthy(self) -> bool:
         """The store answers: what a load balancer's or orchestrator's health check asks."""
         return self.store.reachable()
@@ -244,12 +257,28 @@ class Newsletter:
         return rendered, html_path, text_path
 
     def preview_server(self, path: str | os.PathLike[str], host: str, port: int) -> tuple[Rendered, PreviewServer]:
-        """The rendered issue and a server showing it with sample values; the caller runs and closes it."""
+        """The rendered issue and a server showing it with sample values, rendering again whenever the
+        issue or a template changes; the caller runs and closes it. Port 0 takes a free one."""
+        import errno
+
         from .preview import make_server, sample_values
 
-        rendered = self.render(path)
-        values = sample_values(self.config.newsletter.base_url, rendered.slug)
-        return rendered, make_server(rendered, values, host, port)
+        rendered = self.render(path)  # errors now, before a server starts
+        watched = [Path(path), *sorted(p for p in self.config.templates_dir.rglob("*") if p.is_file())]
+
+        def stamp() -> str:
+            return ",".join(str(p.stat().st_mtime_ns) if p.exists() else "-" for p in watched)
+
+        def values(made: Rendered) -> dict[str, str]:
+            return sample_values(self.config.newsletter.base_url, made.slug)
+
+        try:
+            return rendered, make_server(lambda: self.render(path), values, stamp, host, port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"{host}:{port} is in use: pick another with --port, or --port 0 for a free one") \
+                    from None
+            raise InputError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
 
     # -- sending ------------------------------------------------------------------------------
 

@@ -120,6 +120,24 @@ def _warn(warnings: tuple[str, ...] | list[str]) -> None:
         err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
 
 
+def _print_json(data: Any) -> None:
+    """JSON for scripts on standard output: dataclasses as objects, times as ISO 8601."""
+    import dataclasses
+    import json
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    click.echo(json.dumps(data, default=plain, indent=2, ensure_ascii=False))
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+
+
 def _print_compatibility(report: Report | None) -> None:
     """caniemail's verdict on the features the issue uses, one row each, one column per client."""
     if report is None:
@@ -157,11 +175,12 @@ def render(state: _State, issue: str, out_dir: str) -> None:
 @cli.command()
 @click.argument("issue", type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8025, show_default=True, type=int)
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="0 takes a free port (printed).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the preview in a browser.")
 @pass_state
 def preview(state: _State, issue: str, host: str, port: int, open_browser: bool) -> None:
-    """Serve ISSUE with sample subscriber values filled in, until Ctrl-C."""
+    """Serve ISSUE with sample subscriber values filled in, until Ctrl-C; the page reloads when you save."""
     rendered, server = state.nl.preview_server(issue, host, port)
     _warn(rendered.warnings)
     url = f"http://{host}:{server.server_address[1]}/"
@@ -320,12 +339,16 @@ def subscribers_remove(state: _State, email: str, yes: bool) -> None:
 
 
 @subscribers.command("lists")
+@_json_option
 @pass_state
-def subscribers_lists(state: _State) -> None:
+def subscribers_lists(state: _State, as_json: bool) -> None:
     """Count each list's members by status."""
     from rich.table import Table
 
     counts = state.nl.list_counts()
+    if as_json:
+        _print_json(counts)
+        return
     table = Table("list", *STATUSES, "suppressed")
     for name, by_status in counts.items():
         table.add_row(name, *(f"{by_status[s]:,}" for s in (*STATUSES, "suppressed")))
@@ -482,10 +505,11 @@ class _Progress:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for cron).")
 @click.option("--max-rate", type=click.FloatRange(min=0.1), help="At most N messages per second.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send messages whose delivery is unknown after a crash.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the dry run as JSON for scripts.")
 @pass_state
 def send_command(state: _State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
                  out_dir: str | None, limit: int | None, to_address: str | None, yes: bool,
-                 max_rate: float | None, resend_unknown: bool) -> None:
+                 max_rate: float | None, resend_unknown: bool, as_json: bool) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
     if due:
@@ -503,8 +527,14 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
         raise click.UsageError("give the ISSUE file to send (or --due)")
     name = nl.list_name(list_name)
     if dry_run:
-        _print_dry_run(nl.dry_run(issue, name, out_dir=out_dir, limit=limit or 3))
+        preview = nl.dry_run(issue, name, out_dir=out_dir, limit=limit or 3)
+        if as_json:
+            _print_json(preview)
+        else:
+            _print_dry_run(preview)
         return
+    if as_json:
+        raise click.UsageError("--json goes with --dry-run (a send prints its progress and summary)")
     mailing = nl.mailing(issue, name)
     if to_address:
         result = nl.send_test_copy(mailing, to_address)
@@ -524,24 +554,6 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
                          progress=progress, stop=stop)
     _print_send(report)
     sys.exit(report.exit_code)
-
-
-def _print_json(data: Any) -> None:
-    """JSON for scripts on standard output: dataclasses as objects, times as ISO 8601."""
-    import dataclasses
-    import json
-
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return dataclasses.asdict(value)
-        if hasattr(value, "isoformat"):
-            return value.isoformat()
-        raise TypeError(f"{type(value).__name__} is not JSON")
-
-    click.echo(json.dumps(data, default=plain, indent=2, ensure_ascii=False))
-
-
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
 
 
 @cli.command("report")
@@ -593,6 +605,16 @@ def _print_reports(reports: list[IssueReport]) -> None:
             out.print(f"top links of {r.issue} to {r.list_name}:", markup=False)
             for link in r.top_links:
                 out.print(f"  {link.clicks:>6,} clicks  {link.people:>6,} people  {link.url}", markup=False)
+
+
+@cli.command("form")
+@click.argument("list_name", metavar="LIST")
+@pass_state
+def form_command(state: _State, list_name: str) -> None:
+    """Print the HTML signup form for LIST, to paste on your own site (its origin goes in [web] allowed_origins)."""
+    html, notes = state.nl.signup_form(list_name)
+    click.echo(html, nl=False)
+    _warn(notes)
 
 
 @cli.command("status")
@@ -689,16 +711,28 @@ def scheduler_command(state: _State, list_name: str | None) -> None:
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--forwarded-allow-ips", help="Proxies whose X-Forwarded-For/-Proto are believed, comma-separated, "
+                                            "'*' for all (default: [web] trusted_proxies).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
 @pass_state
-def serve(state: _State, host: str, port: int) -> None:
-    """Serve subscribe, confirm, unsubscribe, the provider webhook and the archive."""
+def serve(state: _State, host: str, port: int, forwarded_allow_ips: str | None, log_level: str) -> None:
+    """Serve subscribe, confirm, unsubscribe, the provider webhook, the archive and /healthz."""
+    import copy
     import os
 
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
+    state.nl.config.secret()  # the same one-line errors as the app factory, before uvicorn starts
+    state.nl.check_templates()
     os.environ[CONFIG_ENV] = str(state.nl.config.path)  # the app factory below loads this config
+    logging_config = copy.deepcopy(LOGGING_CONFIG)
+    logging_config.setdefault("filters", {})["redact"] = {"()": "newsletter.web.security.RedactTokens"}
+    logging_config["handlers"]["access"]["filters"] = ["redact"]
+    trusted = forwarded_allow_ips or ",".join(state.nl.config.web.trusted_proxies)
     uvicorn.run("newsletter.web:app", factory=True, host=host, port=port, proxy_headers=True,
-                forwarded_allow_ips="127.0.0.1", log_level="info")
+                forwarded_allow_ips=trusted, log_level=log_level, log_config=logging_config)
 
 
 def main() -> None:

@@ -105,6 +105,8 @@ class WebSettings:
     rate_limit_window: int = 3600
     max_form_bytes: int = 64 * 1024  # a form body (subscribe, confirm, unsubscribe); larger gets 413
     max_webhook_bytes: int = 5 * 1024 * 1024  # a provider's event batch
+    allowed_origins: tuple[str, ...] = ()  # sites whose pages may post the subscribe form (no CSRF cookie)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)  # whose X-Forwarded-For / -Proto are believed ("*": all)
 
 @dataclass(frozen=True)
 class Config:
@@ -207,6 +209,11 @@ def _build(cls: type, table: Any, section: str, path: Path) -> Any:
                 raise ConfigError(f"{where} {name}: required key missing")
             continue
         value, want = table[name], hints[name]
+        if typing.get_origin(want) is tuple:  # a TOML array of strings
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise ConfigError(f"{where} {name}: expected an array of strings, got {value!r}")
+            values[name] = tuple(value)
+            continue
         ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
@@ -269,5 +276,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"{path_}: [newsletter] {key}: must not contain line breaks")
     if nl.base_url and urlsplit(nl.base_url).scheme not in ("http", "https"):
         raise ConfigError(f"{path_}: [newsletter] base_url: must start with https:// or http://")
+    for origin in sections["web"].allowed_origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ConfigError(f"{path_}: [web] allowed_origins: {origin!r} is not an origin "
+                              f"(scheme and host only, such as https://www.example.org)")
     store = StoreSettings(url=_resolve_store_url(sections["store"].url, path_.parent))
     return Config(path=path_, lists=lists, **{**sections, "store": store})

@@ -1,10 +1,19 @@
-"""Serve a rendered issue on loopback so the operator can look at it before anything is sent."""
+"""Serve a rendered issue on loopback so the operator can look at it before anything is sent.
+
+The page follows the file: each request renders again when the issue or a template changed, and
+the page asks `/stamp` every second and reloads itself when it moved, so saving the Markdown is
+enough to see the result. A render error is shown in the page, not thrown at the terminal.
+"""
 
 from __future__ import annotations
 
+import html as html_lib
+import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import placeholders
+from .errors import NewsletterError
 from .render import Rendered
 
 
@@ -20,13 +29,49 @@ def sample_values(base_url: str, slug: str) -> dict[str, str]:
 
 PreviewServer = ThreadingHTTPServer
 
+RELOAD = """<script>(function () {{
+  var seen = "{stamp}";
+  setInterval(function () {{
+    fetch("/stamp", {{cache: "no-store"}}).then(function (r) {{ return r.text(); }})
+      .then(function (now) {{ if (now !== seen) location.reload(); }}, function () {{}});
+  }}, 1000);
+}})();</script>"""
 
-def make_server(rendered: Rendered, values: dict[str, str], host: str, port: int) -> PreviewServer:
-    """A server whose `/` is the HTML part and `/text` the plain-text part, both filled with `values`."""
-    pages = {
-        "/": (placeholders.fill(rendered.html, values, html_escape=True), "text/html"),
-        "/text": (placeholders.fill(rendered.text, values, html_escape=False), "text/plain"),
-    }
+
+class _Pages:
+    """The filled pages of the newest render, made again when `stamp()` changes."""
+
+    def __init__(self, render: Callable[[], Rendered], values: Callable[[Rendered], dict[str, str]],
+                 stamp: Callable[[], str]) -> None:
+        self._render, self._values, self._stamp = render, values, stamp
+        self._lock = threading.Lock()
+        self._seen = ""
+        self._pages: dict[str, tuple[str, str]] = {}
+
+    def get(self, path: str) -> tuple[str, str] | None:
+        with self._lock:
+            stamp = self._stamp()
+            if stamp != self._seen:
+                self._seen, self._pages = stamp, self._build(stamp)
+            return {**self._pages, "/stamp": (stamp, "text/plain")}.get(path)
+
+    def _build(self, stamp: str) -> dict[str, tuple[str, str]]:
+        reload = RELOAD.format(stamp=stamp)
+        try:
+            rendered = self._render()
+        except NewsletterError as exc:
+            page = f"<!doctype html><title>error</title><pre>{html_lib.escape(str(exc))}</pre>{reload}"
+            return {"/": (page, "text/html"), "/text": (str(exc), "text/plain")}
+        values = self._values(rendered)
+        page = placeholders.fill(rendered.html, values, html_escape=True).replace("</body>", reload + "</body>", 1)
+        return {"/": (page, "text/html"), "/text": (placeholders.fill(rendered.text, values, html_escape=False),
+                                                    "text/plain")}
+
+
+def make_server(render: Callable[[], Rendered], values: Callable[[Rendered], dict[str, str]],
+                stamp: Callable[[], str], host: str, port: int) -> PreviewServer:
+    """A server whose `/` is the HTML part and `/text` the plain-text part, filled with `values`."""
+    pages = _Pages(render, values, stamp)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -37,6 +82,7 @@ def make_server(rendered: Rendered, values: dict[str, str], host: str, port: int
             body = page[0].encode("utf-8")
             self.send_response(200)
             self.send_header("Content-Type", f"{page[1]}; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -17,7 +17,7 @@ from .errors import RenderError
 SKELETON = Path(__file__).with_name("skeleton")  # what `newsletter init` writes
 BUILTIN = SKELETON / "templates"
 MAIL = ("issue.mjml", "issue.txt", "confirm.mjml", "confirm.txt")
-WEB = ("archive.html", "base.html", "confirm.html", "message.html", "subscribe.html", "unsubscribe.html")
+WEB = ("archive.html", "base.html", "confirm.html", "embed.html", "message.html", "subscribe.html", "unsubscribe.html")
 
 
 def _loader(folder: Path, sub: str = "") -> jinja2.BaseLoader:

@@ -352,3 +352,47 @@ def test_the_head_is_ready_for_ios_outlook_and_the_inbox_preview(config_path, sa
     preview = re.search(r'<div style="display:none[^>]*>(.*?)</div>', rendered.html, re.S)
     assert preview and preview.group(1).startswith("Why at-least-once is the wrong default")
     assert preview.group(1).count("\u034f") >= 80  # invisible filler: the preview stops at the preheader
+
+
+def test_preview_renders_again_when_the_issue_is_saved_and_says_when_the_port_is_taken(config_path, sample_issue):
+    import os
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from newsletter import Newsletter
+    from newsletter.errors import InputError
+
+    with Newsletter.from_config(config_path) as nl:
+        _rendered, server = nl.preview_server(sample_issue, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        try:
+            def get(path: str) -> str:
+                return urllib.request.urlopen(url + path, timeout=5).read().decode()
+
+            first, stamp = get(""), get("stamp")
+            assert "Hello Ada Lovelace," in first and 'fetch("/stamp"' in first
+            assert get("stamp") == stamp  # nothing changed: the same render
+            sample_issue.write_text(sample_issue.read_text().replace("Hello %%name|there%%,", "Saved again,"))
+            later = time.time() + 5
+            os.utime(sample_issue, (later, later))  # a save within the same clock tick still counts
+            assert get("stamp") != stamp
+            assert "Saved again," in get("") and "Saved again," in get("text")
+            sample_issue.write_text("no front matter\n")
+            os.utime(sample_issue, (later + 5, later + 5))
+            assert "missing front matter" in get("")  # shown in the page, which keeps polling
+        finally:
+            server.shutdown()
+            server.server_close()
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        try:
+            port = taken.getsockname()[1]
+            shutil.copy(ROOT / "issues" / "2026-12-01.md", sample_issue)
+            with pytest.raises(InputError, match=rf"^127\.0\.0\.1:{port} is in use: pick another with --port"):
+                nl.preview_server(sample_issue, "127.0.0.1", port)
+        finally:
+            taken.close()

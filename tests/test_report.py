@@ -108,3 +108,14 @@ def test_the_html_report_is_one_page_whose_plots_chromium_draws(sent, sg_run, tm
     assert len(figures) == 3  # a timeline per send, then rates across sends
     for figure in figures:
         assert figure["width"] > 300 and figure["height"] > 100 and figure["lines"] >= 3, figure
+
+
+def test_json_for_scripts_from_lists_and_the_dry_run(sent, sg_run):
+    lists = json.loads(sg_run("subscribers", "lists", "--json").output)
+    weekly = lists["weekly"]  # the bounce, the complaint and the unsubscribe acted on the list
+    assert (weekly["active"], weekly["bounced"], weekly["complained"], weekly["unsubscribed"]) == (9, 1, 1, 1)
+    dry = json.loads(sg_run("send", SAMPLE_ISSUE, "--list", "weekly", "--dry-run", "--json").output)
+    assert dry["issue"] == "2026-12-01" and dry["already_sent"] == 12 and dry["recipients"] == 0
+    assert dry["compatibility"]["features_used"] > 40
+    refused = sg_run("send", SAMPLE_ISSUE, "--list", "weekly", "--json", "--yes")
+    assert refused.exit_code == 2 and "--json goes with --dry-run" in refused.output

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from newsletter import Newsletter, config as config_mod, consent, tokens
 from newsletter.cli import cli
+from newsletter.errors import ConfigError
 from newsletter.store import Store
 from newsletter.web import create_app
 from newsletter.web.security import mask
@@ -43,7 +44,8 @@ def web_config(tmp_path, monkeypatch, smtp, signer):
     path = write_config(tmp_path, backend="smtp", smtp_port=smtp[0].port, base_url="https://testserver")
     text = path.read_text().replace("[sendgrid]", f'[sendgrid]\nwebhook_public_key = "{signer.public_key}"\n'
                                                   f"webhook_tolerance = 300")
-    path.write_text(text + "\n[web]\nrate_limit_per_ip = 5\nrate_limit_per_email = 2\n")
+    path.write_text(text + '\n[web]\nrate_limit_per_ip = 5\nrate_limit_per_email = 2\n'
+                           'allowed_origins = ["https://blog.example.org"]\n')
     runner = CliRunner()
     imported = runner.invoke(cli, ["--config", str(path), "subscribers", "import", str(SAMPLE), "--list", "weekly"])
     assert imported.exit_code == 0
@@ -456,3 +458,45 @@ def test_a_300_mb_chunked_body_does_not_grow_the_server(web_config, tmp_path):
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_an_allowed_origin_posts_without_the_cookie_others_need_it_and_robots_fill_the_honeypot(
+        client, web_config, smtp):
+    inbox = smtp[1]
+    before = len(inbox.messages)
+    other = client.post("/subscribe/weekly", data={"email": "elsewhere@example.com"},
+                        headers={"Origin": "https://evil.example.net"})
+    assert other.status_code == 403
+    embedded = client.post("/subscribe/weekly", data={"email": "blog.reader@example.com"},
+                           headers={"Origin": "https://blog.example.org"})
+    assert embedded.status_code == 200 and "Check your inbox" in embedded.text
+    assert len(inbox.messages) == before + 1 and inbox.messages[-1][1] == ["blog.reader@example.com"]
+    robot = client.post("/subscribe/weekly", data={"email": "robot@example.com", "website": "http://spam.example"},
+                        headers={"Origin": "https://blog.example.org"})
+    assert robot.status_code == 200 and "Check your inbox" in robot.text  # it learns nothing
+    assert len(inbox.messages) == before + 1
+    with Store(web_config) as store:
+        assert store.find("robot@example.com") is None
+        assert store.find("blog.reader@example.com").memberships["weekly"][0] == "unconfirmed"
+
+
+def test_tokens_never_reach_the_access_log():
+    import logging
+
+    from newsletter.web.security import RedactTokens
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("1.2.3.4:5", "POST", "/unsubscribe/12-ab.cd.ef?x=1", "1.1", 200), None)
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == '1.2.3.4:5 - "POST /unsubscribe/[token]?x=1 HTTP/1.1" 200'
+
+
+def test_healthz(client):
+    answer = client.get("/healthz")
+    assert answer.status_code == 200 and answer.text == "ok\n"
+
+
+def test_allowed_origins_must_be_origins(tmp_path):
+    path = write_config(tmp_path, extra='\n[web]\nallowed_origins = ["https://blog.example.org/signup"]\n')
+    with pytest.raises(ConfigError, match=r"allowed_origins: 'https://blog.example.org/signup' is not an origin"):
+        config_mod.load(path)

@@ -88,3 +88,41 @@ def test_subscribe_confirm_and_unsubscribe_in_a_browser(tmp_path, monkeypatch):
         controller.stop()
     assert all((shots / f).stat().st_size > 5_000 for f in
                ("1-subscribe.png", "2-check-inbox.png", "3-confirm.png", "4-unsubscribe.png", "5-unsubscribed.png"))
+
+
+def test_the_form_printed_by_newsletter_form_works_from_another_sites_page(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    controller, inbox = smtp_server.start()
+    port, site_port = smtp_server.free_port(), smtp_server.free_port()
+    site = f"http://localhost:{site_port}"  # another origin: another host name and port
+    path = write_config(tmp_path, backend="smtp", smtp_port=controller.port, base_url=f"http://127.0.0.1:{port}",
+                        extra=f'\n[web]\nallowed_origins = ["{site}"]\n')
+    printed = CliRunner().invoke(cli, ["--config", str(path), "form", "weekly"])
+    assert printed.exit_code == 0 and "warning" not in printed.output, printed.output
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text(f"<!doctype html><title>Our blog</title><h1>Our blog</h1>{printed.output}")
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(www), **kw)  # noqa: E731
+    blog = http.server.ThreadingHTTPServer(("127.0.0.1", site_port), handler)
+    threading.Thread(target=blog.serve_forever, daemon=True).start()
+    cfg = config_mod.load(path)
+    driver = browser.webdriver(tmp_path)
+    try:
+        with LiveServer(create_app(Newsletter(cfg)), port=port):
+            driver.get(site + "/")
+            assert driver.title == "Our blog"
+            driver.find_element(By.ID, "newsletter-email").send_keys("from.the.blog@example.com")
+            driver.find_element(By.CSS_SELECTOR, "form.newsletter-signup button").click()
+            heading_becomes(driver, "Check your inbox")
+            assert driver.current_url == f"http://127.0.0.1:{port}/subscribe/weekly"
+            assert membership(cfg, "from.the.blog@example.com")[0] == "unconfirmed"  # double opt-in still
+            _from, rcpt, msg = inbox.messages[-1]
+            assert rcpt == ["from.the.blog@example.com"]
+            assert f"http://127.0.0.1:{port}/confirm/" in msg.get_body(("plain",)).get_content()
+    finally:
+        driver.quit()
+        blog.shutdown()
+        controller.stop()

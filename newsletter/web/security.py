@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 import secrets
 import threading
 import time
@@ -21,6 +23,22 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
 }
+
+
+_TOKEN_PATH = re.compile(r"/(confirm|unsubscribe)/[^/?#\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """Hide the signed tokens in access-log lines: a log reader could otherwise unsubscribe anyone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_PATH.sub(r"/\1/[token]", a) if isinstance(a, str) else a for a in record.args)
+        record.msg = _TOKEN_PATH.sub(r"/\1/[token]", str(record.msg))
+        return True
+
+
+HONEYPOT = "website"  # a form field hidden from people: anything in it marks a robot
 
 
 class RateLimiter:

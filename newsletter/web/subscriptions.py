@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..app import Newsletter, SubscribeRequest
 from ..errors import InputError, NewsletterError, TokenError, UnknownListError
 from .pages import Pages
-from .security import RateLimiter, csrf_for, csrf_ok, mask
+from .security import HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask
 
 log = logging.getLogger("newsletter.web")
 
@@ -36,13 +36,19 @@ class Subscriptions:
             return self.pages.page(request, "subscribe.html", {"list": declared, "error": "", "email": "", "name": ""},
                                    csrf=csrf)
         form = await request.form()
-        if not csrf_ok(request, form):
+        # A form embedded on one of the operator's own sites has no cookie of ours: its Origin,
+        # checked against [web] allowed_origins, stands in for the CSRF token.
+        embedded = request.headers.get("origin", "") in self.nl.config.web.allowed_origins
+        if not embedded and not csrf_ok(request, form):
             return self.pages.page(request, "subscribe.html", {"list": declared, "email": "", "name": "",
                                    "error": "The form expired. Please send it again."}, 403, csrf=csrf)
         client = request.client.host if request.client else "unknown"
         if not self.per_ip.allow(client):
             return self.pages.error(request, 429, "Too many requests from your address. Please try again later.")
         email, person = str(form.get("email", "")).strip(), str(form.get("name", ""))
+        if form.get(HONEYPOT):  # people never see the field; form-filling robots do
+            log.info("subscribe form with the hidden field filled in, from %s: ignored", client)
+            return self._check_inbox(request, email, declared.title)
         try:
             subscription = await run_in_threadpool(self.nl.subscribe, email, name, person)
         except InputError:
@@ -50,10 +56,13 @@ class Subscriptions:
                                    "error": "That does not look like an email address."}, 400, csrf=csrf)
         if subscription.should_mail and self.per_email.allow(subscription.address_key):
             await run_in_threadpool(self._mail_confirmation, subscription)
+        return self._check_inbox(request, email, declared.title)
+
+    def _check_inbox(self, request: Request, email: str, title: str) -> Response:
         # The same answer whatever happened, so the form tells nobody who is subscribed.
         return self.pages.message(
             request, "Check your inbox",
-            f"If {email} can be subscribed to {declared.title}, a message with a confirmation "
+            f"If {email} can be subscribed to {title}, a message with a confirmation "
             f"link is on its way. The link works for {self.nl.config.web.confirm_ttl // 3600} hours.")
 
     def _mail_confirmation(self, subscription: SubscribeRequest) -> None:
