@@ -12,7 +12,9 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 CSRF_COOKIE = "newsletter_csrf"
@@ -62,6 +64,21 @@ class RateLimiter:
                 return False
             hits.append(now)
             return True
+
+
+BAD_FORM = "The form could not be read. Please send it again from the page."
+
+
+async def read_form(request: Request) -> FormData | None:
+    """The request's form, or None when its body is not a form that parses.
+
+    Newer Starlette answers a broken multipart body with 400 by itself; older releases let the
+    parser's error through as a 500, so it is caught here too.
+    """
+    try:
+        return await request.form()
+    except (MultiPartException, ValueError):  # python-multipart's parse errors are ValueErrors
+        return None
 
 
 def csrf_for(request: Request) -> str:

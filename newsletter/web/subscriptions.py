@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..app import Newsletter, SubscribeRequest
 from ..errors import InputError, NewsletterError, TokenError, UnknownListError
 from .pages import Pages
-from .security import HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask
+from .security import BAD_FORM, HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask, read_form
 
 log = logging.getLogger("newsletter.web")
 
@@ -35,7 +35,9 @@ class Subscriptions:
         if request.method != "POST":  # GET and HEAD only show
             return self.pages.page(request, "subscribe.html", {"list": declared, "error": "", "email": "", "name": ""},
                                    csrf=csrf)
-        form = await request.form()
+        form = await read_form(request)
+        if form is None:
+            return self.pages.error(request, 400, BAD_FORM)
         # A form embedded on one of the operator's own sites has no cookie of ours: its Origin,
         # checked against [web] allowed_origins, stands in for the CSRF token.
         embedded = request.headers.get("origin", "") in self.nl.config.web.allowed_origins
@@ -85,7 +87,9 @@ class Subscriptions:
         csrf = csrf_for(request)
         if request.method != "POST":  # GET and HEAD only show
             return self.pages.page(request, "confirm.html", {"list": declared, "token": token}, csrf=csrf)
-        form = await request.form()
+        form = await read_form(request)
+        if form is None:
+            return self.pages.error(request, 400, BAD_FORM)
         if not csrf_ok(request, form):
             return self.pages.page(request, "confirm.html", {"list": declared, "token": token,
                                    "error": "The form expired. Please press the button again."}, 403, csrf=csrf)
@@ -116,7 +120,9 @@ class Subscriptions:
             return self.pages.page(request, "unsubscribe.html",
                                    {"list": found.list, "email": mask(found.email), "token": token,
                                     "done": found.status == "unsubscribed"}, csrf=csrf_for(request))
-        form = await request.form()
+        form = await read_form(request)
+        if form is None:
+            return self.pages.error(request, 400, BAD_FORM)
         one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: sent without cookies
         if not one_click and not csrf_ok(request, form):
             return self.pages.error(request, 403, "The form expired. Please open the unsubscribe link again.")
