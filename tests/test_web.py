@@ -1,3 +1,4 @@
+import contextlib
 import email
 import email.policy
 import re
@@ -500,3 +501,48 @@ def test_allowed_origins_must_be_origins(tmp_path):
     path = write_config(tmp_path, extra='\n[web]\nallowed_origins = ["https://blog.example.org/signup"]\n')
     with pytest.raises(ConfigError, match=r"allowed_origins: 'https://blog.example.org/signup' is not an origin"):
         config_mod.load(path)
+
+
+@pytest.mark.slow
+def test_serve_believes_forwarded_addresses_from_trusted_proxies_and_logs_no_tokens(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import urllib.parse
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    port = smtp_server.free_port()
+    path = write_config(tmp_path, base_url=f"http://127.0.0.1:{port}",
+                        extra='\n[web]\nrate_limit_per_ip = 1\ntrusted_proxies = ["127.0.0.1"]\n'
+                              'allowed_origins = ["https://blog.example.org"]\n')
+    server = subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(path), "serve", "--port",
+                               str(port)], env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        def post(forwarded_for: str) -> int:
+            request = urllib.request.Request(
+                base + "/subscribe/weekly", data=urllib.parse.urlencode({"email": "not an address"}).encode(),
+                headers={"X-Forwarded-For": forwarded_for, "Origin": "https://blog.example.org"})
+            try:
+                return urllib.request.urlopen(request, timeout=5).status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        # Each visitor behind the proxy has a bucket of their own: the form's 400, not 429.
+        assert [post("203.0.113.1"), post("203.0.113.2")] == [400, 400]
+        assert post("203.0.113.1") == 429
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/unsubscribe/12-secret-token.abc.def", timeout=5)
+    finally:
+        server.terminate()
+        log, _ = server.communicate(timeout=30)
+    assert "/unsubscribe/[token]" in log and "secret-token" not in log, log
+    assert "203.0.113.1" in log  # the access log names the visitor, not the proxy
