@@ -205,6 +205,7 @@ def _plots(reports: list[IssueReport]) -> list[tuple[str, str]]:
         axes.set_xlabel("hours after the send started")
         axes.set_ylabel("people (cumulative)")
         axes.set_xlim(0, TIMELINE_HOURS)
+        axes.set_ylim(bottom=0)
         axes.legend(loc="lower right")
         axes.grid(alpha=0.3)
         plots.append((f"{report.issue} to {report.list_name}: the first {TIMELINE_HOURS} hours", _svg(figure)))
@@ -216,6 +217,7 @@ def _plots(reports: list[IssueReport]) -> list[tuple[str, str]]:
         for name in ("opened", "clicked", "bounced", "unsubscribed"):
             axes.plot(labels, [100 * (r.rates[name] or 0) for r in ordered], marker="o", label=f"{name} %")
         axes.set_ylabel("% of delivered (bounced: of sent)")
+        axes.set_ylim(bottom=0)
         axes.legend(loc="upper left")
         axes.grid(alpha=0.3)
         plots.append(("rates across sends", _svg(figure)))

@@ -19,7 +19,7 @@ from .conftest import ROOT, SAMPLE_ISSUE
 
 def event(kind: str, email: str, issue: str, minutes: int, **kw) -> TrackingEvent:
     at = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=minutes)
-    return TrackingEvent(kind=kind, email=email, timestamp=at, event_id=f"{kind}-{email}-{minutes}-{kw}",
+    return TrackingEvent(kind=kind, email=email, timestamp=at, event_id=f"{issue}-{kind}-{email}-{minutes}-{kw}",
                          issue=issue, list_name="weekly", **kw)
 
 
@@ -71,6 +71,7 @@ def test_the_cli_report_text_json_csv_and_all(sent, sg_run):
     assert [r["issue"] for r in newest] == ["second"]  # no issue: the newest send
     every = json.loads(sg_run("report", "--all", "--json").output)
     assert [r["issue"] for r in every] == ["second", "2026-12-01"]
+    assert (every[0]["delivered"], every[0]["opened"]) == (9, 1)  # each issue's events are its own
     assert every[1]["rates"]["opened"] == 0.4 and every[1]["timeline"][0]["sent"] == 12
     rows = list(csv.DictReader(io.StringIO(sg_run("report", "--all", "--csv").output)))
     assert rows[0]["subject"].startswith("'=HYPERLINK(1)")  # a spreadsheet shows it, never runs it
