@@ -100,7 +100,6 @@ class Section:
     heading to the next. The template places each and says how wide its images are drawn."""
 
     tokens: tuple[Token, ...]
-    heading: str = ""
 
     def html(self, image_width: int = IMAGE_WIDTH_PX) -> Markup:
         # markdown-it runs with raw HTML off, so its output is HTML we made, safe to mark as such.
@@ -117,13 +116,7 @@ def sections(tree: SyntaxTreeNode) -> tuple[Section, list[Section]]:
         if node.type == "heading" and node.tag == "h2":
             groups.append([])
         groups[-1].append(node)
-    made = [
-        Section(
-            tokens=tuple(token for node in group for token in node.to_tokens()),
-            heading=plaintext.inline(group[0].children[0]) if index and group[0].children else "",
-        )
-        for index, group in enumerate(groups)
-    ]
+    made = [Section(tuple(token for node in group for token in node.to_tokens())) for group in groups]
     return made[0], made[1:]
 
 
