@@ -49,7 +49,8 @@ def test_what_the_check_finds_in_html_and_css():
     html = """<!doctype html><html lang="de"><head><meta name="color-scheme" content="light dark">
     <style>/* c */ @media (prefers-color-scheme: dark) { #a > p.x:hover, td + td { color: rgb(1,2,3) !important; } }
     [data-ogsc] * { margin: 1rem; }</style>
-    <!--[if mso]><style>.only-outlook { position: absolute; }</style><![endif]--></head>
+    <!--[if mso]><style>.only-outlook { position: absolute; }</style><![endif]-->
+    <!--[if !mso]><!--><meta name="referrer" content="no-referrer"><!--<![endif]--></head>
     <body><p style="padding: 2em; background-image: linear-gradient(red, blue)">x</p>
     <a href="mailto:a@example.com">m</a><a href="#top">t</a><img src="https://example.com/a.webp?v=1" alt="">
     <input type="checkbox"></body></html>"""
@@ -64,8 +65,10 @@ def test_what_the_check_finds_in_html_and_css():
         ("image", "webp"), ("element", "input[checkbox]"), ("attribute", "lang"),
     ]:
         assert expected in found, expected
-    # What sits in Outlook's conditional comments is written for Outlook on purpose: not counted.
+    # What sits in Outlook's conditional comments is written for Outlook on purpose: not counted;
+    # what `<!--[if !mso]><!-->` reveals to every other client is.
     assert ("property", "position") not in found
+    assert ("meta", "referrer") in found
     slugs = {finding.slug for finding in compat.check(html).unexpected}
     assert {"image-webp", "html-input-checkbox"} <= slugs and "css-at-media-prefers-color-scheme" not in slugs
 
