@@ -161,8 +161,8 @@ def render_template(templates_dir: Path, name: str, context: Mapping[str, Any]) 
         if name.endswith(".mjml") and template.filename:
             check_mjml_tags(Path(template.filename).read_text(encoding="utf-8"), template.filename)
         return template.render(**context)
-    except jinja2.TemplateSyntaxError as exc:
-        raise RenderError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}") from None
+    except jinja2.TemplateSyntaxError as exc:  # a template it includes, compiled as it renders
+        raise templates.syntax_error(exc, name) from None
     except jinja2.TemplateError as exc:
         raise RenderError(f"{templates_dir / name}: template error: {exc}") from None
 

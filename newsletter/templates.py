@@ -42,17 +42,29 @@ def web_environment(folder: Path) -> jinja2.Environment:
     return jinja2.Environment(loader=_loader(folder, "web"), autoescape=True)
 
 
-def get(folder: Path, name: str) -> jinja2.Template:
-    """A template by name; its errors become one-line RenderErrors naming file and line."""
+def syntax_error(exc: jinja2.TemplateSyntaxError, name: str) -> RenderError:
+    """The one-line error for a template that does not compile, naming its file and line."""
+    return RenderError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}")
+
+
+def _get(env: jinja2.Environment, folder: Path, name: str) -> jinja2.Template:
     try:
-        return environment(folder).get_template(name)
+        return env.get_template(name)
     except jinja2.TemplateNotFound as exc:
         raise RenderError(f"{folder / str(exc.name)}: template not found") from None
     except jinja2.TemplateSyntaxError as exc:
-        raise RenderError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}") from None
+        raise syntax_error(exc, name) from None
+
+
+def get(folder: Path, name: str) -> jinja2.Template:
+    """A mail template by name; its errors become one-line RenderErrors naming file and line."""
+    return _get(environment(folder), folder, name)
 
 
 def check(folder: Path) -> None:
-    """Compile every template the mail and the web pages use."""
-    for name in (*MAIL, *(f"web/{page}" for page in WEB)):
+    """Compile every template the mail and the web pages use, each in the environment that renders
+    it, which keeps the compiled template for its first use."""
+    for name in MAIL:
         get(folder, name)
+    for page in WEB:
+        _get(web_environment(folder), folder / "web", page)
