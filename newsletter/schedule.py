@@ -172,12 +172,12 @@ def due_sends(config: Config, store: Store, list_name: str, now: dt.datetime | N
     tz = timezone(config)
     now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
     found = []
-    for waiting in pins(config, store, list_name):
-        if waiting.at <= now:
-            late = (now - waiting.at).total_seconds() > config.schedule.misfire_grace
-            found.append(DueSend(waiting.issue_path, f"pinned to {waiting.at.astimezone(tz):%Y-%m-%d %H:%M %Z}",
-                                 waiting, late))
-    weekly = due_issue(config, store, list_name, now, exclude=pinned_slugs(config, store))
+    waiting = pins(config, store)
+    for pin in waiting:
+        if pin.list_name == list_name and pin.at <= now:
+            late = (now - pin.at).total_seconds() > config.schedule.misfire_grace
+            found.append(DueSend(pin.issue_path, f"pinned to {pin.at.astimezone(tz):%Y-%m-%d %H:%M %Z}", pin, late))
+    weekly = due_issue(config, store, list_name, now, exclude={pin.slug for pin in waiting})
     if weekly is not None:
         found.append(DueSend(weekly.path, f"dated {weekly.date}, due at the weekly slot ({config.schedule.cron})"))
     return found
@@ -341,15 +341,15 @@ class Pin:
     list_name: str
     at: dt.datetime
 
+    @property
+    def slug(self) -> str:
+        return self.job_id[len(PIN_PREFIX):].rsplit(":", 1)[0]  # the id is pin:{slug}:{list}
 
-def pins(config: Config, store: Store, list_name: str | None = None) -> list[Pin]:
-    """Pinned sends still waiting, oldest first (for one list, if given)."""
-    found = []
-    for job in StoredJobs(config, store).all():
-        if job.id.startswith(PIN_PREFIX) and job.next_run is not None and len(job.args) == 3:
-            _, issue_path, list_ = job.args
-            if list_name is None or list_ == list_name:
-                found.append(Pin(job.id, Path(issue_path), list_, job.next_run))
+
+def pins(config: Config, store: Store) -> list[Pin]:
+    """Pinned sends still waiting, oldest first."""
+    found = [Pin(job.id, Path(job.args[1]), job.args[2], job.next_run) for job in StoredJobs(config, store).all()
+             if job.id.startswith(PIN_PREFIX) and job.next_run is not None and len(job.args) == 3]
     return sorted(found, key=lambda pin: pin.at)
 
 
@@ -360,7 +360,7 @@ def pin_done(config: Config, store: Store, job_id: str) -> None:
 
 def pinned_slugs(config: Config, store: Store) -> set[str]:
     """Slugs with a pinned send still waiting: the weekly rule leaves them alone."""
-    return {pin.job_id[len(PIN_PREFIX):].rsplit(":", 1)[0] for pin in pins(config, store)}
+    return {pin.slug for pin in pins(config, store)}
 
 
 # -- the long-running scheduler -------------------------------------------------------------------
