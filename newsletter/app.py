@@ -62,7 +62,7 @@ __all__ = [
     "init_project",
 ]
 
-IssueRef: TypeAlias = "str | os.PathLike[str] | Mailing"
+IssueRef: TypeAlias = "str | os.PathLike[str] | Issue | Mailing"
 
 
 class ProviderFactory(Protocol):
@@ -263,7 +263,6 @@ class Newsletter:
 
         from .preview import make_server, sample_values
 
-        rendered = self.render(path)  # errors now, before a server starts
         watched = [Path(path), *sorted(p for p in self.config.templates_dir.rglob("*") if p.is_file())]
 
         def stamp() -> str:
@@ -273,7 +272,7 @@ class Newsletter:
             return sample_values(self.config.newsletter.base_url, made.slug)
 
         try:
-            return rendered, make_server(lambda: self.render(path), values, stamp, host, port)
+            return make_server(lambda: self.render(path), values, stamp, host, port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise InputError(f"{host}:{port} is in use: pick another with --port, or --port 0 for a free one") \
@@ -288,13 +287,14 @@ class Newsletter:
 
     def mailing(self, issue: IssueRef, list_name: str | None = None, *, dry_run: bool = False) -> Mailing:
         """The issue rendered and addressed to a list: what `send`, `dry_run` and test copies take."""
+        from .content import Issue
         from .render import render
         from .send import Mailing
 
         if isinstance(issue, Mailing):
             return issue
         name = self.list_name(list_name)
-        parsed = self.issue(issue)
+        parsed = issue if isinstance(issue, Issue) else self.issue(issue)
         rendered = render(parsed, self.config.newsletter, self.config.templates_dir)
         return Mailing(self.config, rendered, name, dry_run=dry_run, from_header=parsed.from_header,
                        reply_to=parsed.reply_to)
@@ -442,9 +442,10 @@ class Newsletter:
         return DueRun(last, "\n".join(line for line in lines if line), exit_code)
 
     def _send_if_not_draft(self, path: Path, list_name: str, stop: StopToken) -> DueRun:
-        if self.issue(path).draft:
+        parsed = self.issue(path)
+        if parsed.draft:
             return DueRun(None, f"{path}: not sent: the issue is a draft (draft: true)", 0)
-        report = self.send(self.mailing(path, list_name), stop=stop)  # joins a send already running
+        report = self.send(self.mailing(parsed, list_name), stop=stop)  # joins a send already running
         return DueRun(report, report.summary(), report.exit_code)
 
     # -- the schedule -------------------------------------------------------------------------
@@ -461,17 +462,24 @@ class Newsletter:
         from . import schedule
 
         tz = schedule.timezone(self.config)
-        runs = []
-        if self.config.schedule.list:
-            weekly, issue = schedule.next_weekly(self.config, self.store, self.config.schedule.list)
-            if weekly is not None:
-                what = f"sends {issue.path}" if issue else "nothing due for it yet"
-                runs.append(ScheduledRun(f"{schedule.WEEKLY_PREFIX}{self.config.schedule.list}",
-                                         f"weekly send ({self.config.schedule.cron}), {what}", weekly))
+        weekly = self.next_weekly(self.config.schedule.list) if self.config.schedule.list else None
+        runs = [weekly] if weekly else []
         for job in schedule.jobs(self.config, self.store):
             if not job.id.startswith(schedule.WEEKLY_PREFIX):
                 runs.append(ScheduledRun(job.id, job.name, job.next_run.astimezone(tz) if job.next_run else None))
         return runs
+
+    def next_weekly(self, list_name: str | None = None) -> ScheduledRun | None:
+        """The list's next weekly slot, described with the issue it would send as things stand."""
+        from . import schedule
+
+        name = self.list_name(list_name)
+        slot, issue = schedule.next_weekly(self.config, self.store, name)
+        if slot is None:
+            return None
+        what = f"sends {issue.path}" if issue else "nothing due for it yet"
+        return ScheduledRun(f"{schedule.WEEKLY_PREFIX}{name}", f"weekly send ({self.config.schedule.cron}), {what}",
+                            slot)
 
     def cancel(self, job_id: str) -> None:
         """Remove a pinned send."""

@@ -397,8 +397,8 @@ def _print_dry_run(report: DryRunReport) -> None:
 def _print_due(due: list[DueSend], nl: Newsletter, list_name: str | None, out_dir: str | None, limit: int) -> None:
     name = nl.list_name(list_name)
     if not due:
-        upcoming = [run for run in nl.scheduled() if run.id == f"weekly:{name}"]
-        then = f"; next: {upcoming[0].description} at {_when(upcoming[0].next_run)}" if upcoming else ""
+        upcoming = nl.next_weekly(name)
+        then = f"; next: {upcoming.description} at {_when(upcoming.next_run)}" if upcoming else ""
         out.print(f"nothing is due for {name} now{then}", markup=False)
         return
     for item in due:

@@ -39,14 +39,18 @@ RELOAD = """<script>(function () {{
 
 
 class _Pages:
-    """The filled pages of the newest render, made again when `stamp()` changes."""
+    """The filled pages of the newest render, made again when `stamp()` changes.
+
+    The first render happens here, so that its error reaches the caller before a server starts.
+    """
 
     def __init__(self, render: Callable[[], Rendered], values: Callable[[Rendered], dict[str, str]],
                  stamp: Callable[[], str]) -> None:
         self._render, self._values, self._stamp = render, values, stamp
         self._lock = threading.Lock()
-        self._seen = ""
-        self._pages: dict[str, tuple[str, str]] = {}
+        self._seen = stamp()  # before the render: a save during it is seen at the next request
+        self.first = render()
+        self._pages = self._fill(self.first, self._seen)
 
     def get(self, path: str) -> tuple[str, str] | None:
         with self._lock:
@@ -56,21 +60,25 @@ class _Pages:
             return {**self._pages, "/stamp": (stamp, "text/plain")}.get(path)
 
     def _build(self, stamp: str) -> dict[str, tuple[str, str]]:
-        reload = RELOAD.format(stamp=stamp)
         try:
             rendered = self._render()
         except NewsletterError as exc:
-            page = f"<!doctype html><title>error</title><pre>{html_lib.escape(str(exc))}</pre>{reload}"
+            page = f"<!doctype html><title>error</title><pre>{html_lib.escape(str(exc))}</pre>"
+            page += RELOAD.format(stamp=stamp)
             return {"/": (page, "text/html"), "/text": (str(exc), "text/plain")}
-        values = self._values(rendered)
+        return self._fill(rendered, stamp)
+
+    def _fill(self, rendered: Rendered, stamp: str) -> dict[str, tuple[str, str]]:
+        values, reload = self._values(rendered), RELOAD.format(stamp=stamp)
         page = placeholders.fill(rendered.html, values, html_escape=True).replace("</body>", reload + "</body>", 1)
         return {"/": (page, "text/html"), "/text": (placeholders.fill(rendered.text, values, html_escape=False),
                                                     "text/plain")}
 
 
 def make_server(render: Callable[[], Rendered], values: Callable[[Rendered], dict[str, str]],
-                stamp: Callable[[], str], host: str, port: int) -> PreviewServer:
-    """A server whose `/` is the HTML part and `/text` the plain-text part, filled with `values`."""
+                stamp: Callable[[], str], host: str, port: int) -> tuple[Rendered, PreviewServer]:
+    """The first render, and a server whose `/` is the HTML part and `/text` the plain-text part,
+    filled with `values`; a render error is raised before the server binds its port."""
     pages = _Pages(render, values, stamp)
 
     class Handler(BaseHTTPRequestHandler):
@@ -90,4 +98,4 @@ def make_server(render: Callable[[], Rendered], values: Callable[[Rendered], dic
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return pages.first, ThreadingHTTPServer((host, port), Handler)
