@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
@@ -266,21 +267,28 @@ class StoredJobs:
     No scheduler is started for this: a scheduler started even paused runs a thread that may
     try to submit a stored job while it shuts down, and prints APScheduler's traceback into every
     cron log. The scheduler object here is never started; jobs need one to be rebuilt.
+
+    Only a pin (`create`) makes the table. Reading a store that has none finds no jobs and writes
+    nothing, so that two `send --due` at once do not race to create it.
     """
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, *, create: bool = False) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._scheduler = BackgroundScheduler(timezone=timezone(config))
         self._jobs = jobstore(store)
-        self._jobs.start(self._scheduler, "default")  # creates the table when missing; starts no thread
+        self._ready = create or sa.inspect(store.engine).has_table(JOB_TABLE)
+        if self._ready:
+            self._jobs.start(self._scheduler, "default")  # creates the table when missing; starts no thread
 
     def all(self) -> list[ScheduledJob]:
+        if not self._ready:
+            return []
         return [ScheduledJob(j.id, j.name, j.next_run_time, tuple(j.args)) for j in self._jobs.get_all_jobs()
                 if j.id != WAKE_ID]
 
     def get(self, job_id: str) -> Job | None:
-        job: Job | None = self._jobs.lookup_job(job_id)
+        job: Job | None = self._jobs.lookup_job(job_id) if self._ready else None
         return job
 
     def put(self, job_id: str, func: str, trigger: DateTrigger, args: list[str], name: str,
@@ -298,6 +306,8 @@ class StoredJobs:
     def remove(self, job_id: str) -> bool:
         from apscheduler.jobstores.base import JobLookupError
 
+        if not self._ready:
+            return False
         try:
             self._jobs.remove_job(job_id)
         except JobLookupError:
@@ -315,9 +325,10 @@ def pin(config: Config, store: Store, issue_path: Path, at: dt.datetime, list_na
     if when <= dt.datetime.now(dt.UTC):
         raise ConfigError(f"{when:%Y-%m-%d %H:%M %Z} has passed; pin a send to a future time")
     job_id = f"{PIN_PREFIX}{issue.slug}:{list_name}"
-    StoredJobs(config, store).put(job_id, "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz),
-                                  [str(config.path), str(issue_path.resolve()), list_name],
-                                  f"{issue.slug} to {list_name}", config.schedule.misfire_grace)
+    StoredJobs(config, store, create=True).put(
+        job_id, "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz),
+        [str(config.path), str(issue_path.resolve()), list_name], f"{issue.slug} to {list_name}",
+        config.schedule.misfire_grace)
     return job_id, when
 
 

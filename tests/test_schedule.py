@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter import config as config_mod, content, schedule
@@ -402,3 +403,17 @@ def test_sigterm_during_a_send_stops_cleanly_and_the_next_run_completes(tmp_path
     _out, err = finish.communicate(timeout=60)
     assert finish.returncode == 0, err
     assert sorted(sendgrid_server.received) == sorted(f"r{i}@example.com" for i in range(2000))
+
+
+def test_commands_that_only_read_the_schedule_create_no_table_and_race_nothing(tmp_path, monkeypatch):
+    """Two `send --due` at once on a fresh store used to race to create APScheduler's table."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    cfg = cfg_with(tmp_path)
+    from newsletter import Newsletter
+
+    with Newsletter(cfg) as nl:
+        assert nl.due("weekly") == [] and [run.id for run in nl.scheduled()] == ["weekly:weekly"]
+        assert schedule.JOB_TABLE not in sa.inspect(nl.store.engine).get_table_names()
+        with pytest.raises(ConfigError, match="no scheduled job 'pin:x'"):
+            nl.cancel("pin:x")
+        assert schedule.JOB_TABLE not in sa.inspect(nl.store.engine).get_table_names()
