@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,13 +33,21 @@ def test_sigkill_never_sends_twice_and_never_skips(tmp_path, sendgrid_server, sa
     base = [sys.executable, "-m", "newsletter.cli", "--config", str(config_path)]
     subprocess.run([*base, "subscribers", "import", str(csv_path), "--list", "weekly"], env=env, check=True,
                    capture_output=True)
-    sendgrid_server.stall = 0.015  # requests take a moment after being accepted: kills land mid-flight too
+    sendgrid_server.stall = 0.05  # requests take a moment after being accepted: kills land mid-flight too
     kills, finished = 0, False
     for _round in range(12):
         proc = subprocess.Popen([*base, "send", str(sample_issue), "--list", "weekly", "--yes"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        # Kill at a random moment, several times; the last round may run to the end, however slow the machine.
-        patience = rng.uniform(0.4, 1.4) if _round < 8 else 120
+        # Kill at a random moment once requests flow, several times (start-up time varies with the
+        # machine's load, so the moment is counted from the first request of this round); the last
+        # rounds may run to the end, however slow the machine.
+        before = len(sendgrid_server.received)
+        deadline = time.monotonic() + 60
+        while len(sendgrid_server.received) == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # 75 batches of 40, 8 at a time, each held 50 ms by the fake: over 0.45 s, so a first kill
+        # within 0.3 s of the first request always lands mid-send.
+        patience = rng.uniform(0.0, 0.3) if _round < 8 else 120
         try:
             proc.wait(timeout=patience)
         except subprocess.TimeoutExpired:
