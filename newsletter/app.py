@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .providers import Provider, Result
     from .render import Rendered
     from .report import IssueReport
-    from .schedule import DueSend
+    from .schedule import DuePlan
     from .send import DryRunReport, Mailing, SendReport, StopToken
     from .store import Store, Subscriber
 
@@ -49,12 +49,13 @@ __all__ = [
     "STATUSES",
     "ArchivedIssue",
     "DryRunReport",
+    "DuePlan",
     "DueRun",
-    "DueSend",
     "IssueReport",
     "LinkedMembership",
     "Newsletter",
     "Report",
+    "Schedule",
     "ScheduledRun",
     "SendReport",
     "SendStatus",
@@ -129,6 +130,14 @@ class ScheduledRun:
     id: str
     description: str
     next_run: dt.datetime | None  # in the schedule's zone; None when paused
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What `schedule list` shows: the runs to come, and the due plan of `[schedule] list` (if set)."""
+
+    runs: list[ScheduledRun]
+    plan: DuePlan | None
 
 
 def init_project(folder: str | os.PathLike[str]) -> list[Path]:
@@ -402,19 +411,21 @@ class Newsletter:
         return SendStatus(slug, name, True, ledger.counts(), ledger.problems(limit=200),
                           events.issue_counts(self.store, slug), ledger.live_workers(self.config.send.lease))
 
-    def due(self, list_name: str | None = None, *, now: dt.datetime | None = None) -> list[DueSend]:
-        """What `send --due` would send now: pinned sends whose time has come, then the weekly issue."""
+    def plan_due(self, list_name: str | None = None, *, now: dt.datetime | None = None) -> DuePlan:
+        """What `send --due` and the scheduler send now, what is missed or left alone and why, and what
+        the next slot sends: the one due rule (see `schedule`)."""
         from . import schedule
 
-        return schedule.due_sends(self.config, self.store, self.list_name(list_name), now)
+        return schedule.plan_due(self.config, self.store, self.list_name(list_name), now)
 
     def send_due(self, list_name: str | None = None, *, issue_path: str | os.PathLike[str] | None = None,
                  now: dt.datetime | None = None, stop: StopToken = None) -> DueRun:
-        """Send what is due to the list (or `issue_path`, a pinned job's issue): what cron and the scheduler run.
+        """Send what the plan says is due to the list (or `issue_path`, a pinned job's issue): what cron
+        and the scheduler run. Missed sends are reported (exit code 1), never sent late.
 
-        Pins come first and are removed from the job store once their send has no pending rows, so
-        cron and a running scheduler agree; the ledger makes a send that both start happen once.
-        Drafts are never sent from here. Quiet when nothing is due.
+        Pins come first and leave the job store once their send has no pending rows (or was
+        missed), so cron and a running scheduler agree; the ledger makes a send that both start
+        happen once. Drafts are never sent from here. Quiet when nothing is due or missed.
         """
         from . import schedule
 
@@ -422,15 +433,15 @@ class Newsletter:
         schedule.trigger(self.config)  # a bad schedule is an error before anything is sent
         if issue_path is not None:
             return self._send_if_not_draft(Path(issue_path), name, stop)
+        plan = schedule.plan_due(self.config, self.store, name, now)
         lines: list[str] = []
         exit_code, last = 0, None
-        for item in schedule.due_sends(self.config, self.store, name, now):
-            if item.missed and item.pin is not None:
-                schedule.pin_done(self.config, self.store, item.pin.job_id)
-                lines.append(f"MISSED: {item.pin.job_id} was {item.why}, beyond [schedule] misfire_grace; "
-                             f"not sent (send it with `newsletter send {item.path}`)")
-                exit_code = max(exit_code, 1)
-                continue
+        for passed in plan.missed:
+            if passed.pin is not None:
+                schedule.pin_done(self.config, self.store, passed.pin.job_id)
+            lines.append(f"MISSED: {passed.pin.job_id if passed.pin else passed.path} ({passed.why}): not sent")
+            exit_code = 1
+        for item in plan.due:
             run = self._send_if_not_draft(item.path, name, stop)
             last = run.report or last
             lines.append(run.line)
@@ -457,29 +468,22 @@ class Newsletter:
         name = self.list_name(list_name)
         return schedule.pin(self.config, self.store, Path(issue_path), schedule.parse_at(at), name)
 
-    def scheduled(self) -> list[ScheduledRun]:
-        """The weekly slot and the pinned sends, with their next run in the schedule's zone."""
+    def scheduled(self) -> Schedule:
+        """The weekly slot (and what it sends), the pinned sends, and the plan of `[schedule] list`."""
         from . import schedule
 
         tz = schedule.timezone(self.config)
-        weekly = self.next_weekly(self.config.schedule.list) if self.config.schedule.list else None
-        runs = [weekly] if weekly else []
+        runs, plan = [], None
+        if self.config.schedule.list:
+            name = self.list_name(self.config.schedule.list)
+            plan = schedule.plan_due(self.config, self.store, name)
+            what = f"sends {plan.next_issue}" if plan.next_issue else "nothing due for it yet"
+            runs.append(ScheduledRun(f"{schedule.WEEKLY_PREFIX}{name}",
+                                     f"weekly send ({self.config.schedule.cron}), {what}", plan.next_slot))
         for job in schedule.jobs(self.config, self.store):
             if not job.id.startswith(schedule.WEEKLY_PREFIX):
                 runs.append(ScheduledRun(job.id, job.name, job.next_run.astimezone(tz) if job.next_run else None))
-        return runs
-
-    def next_weekly(self, list_name: str | None = None) -> ScheduledRun | None:
-        """The list's next weekly slot, described with the issue it would send as things stand."""
-        from . import schedule
-
-        name = self.list_name(list_name)
-        slot, issue = schedule.next_weekly(self.config, self.store, name)
-        if slot is None:
-            return None
-        what = f"sends {issue.path}" if issue else "nothing due for it yet"
-        return ScheduledRun(f"{schedule.WEEKLY_PREFIX}{name}", f"weekly send ({self.config.schedule.cron}), {what}",
-                            slot)
+        return Schedule(runs, plan)
 
     def cancel(self, job_id: str) -> None:
         """Remove a pinned send."""

@@ -19,7 +19,7 @@ from .app import CONFIG_ENV, STATUSES, Newsletter, init_project
 from .errors import NewsletterError
 
 if TYPE_CHECKING:
-    from .app import DryRunReport, DueSend, IssueReport, Newsletter, Report, SendReport
+    from .app import DryRunReport, DuePlan, IssueReport, Newsletter, Report, SendReport
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -110,7 +110,9 @@ def init(folder: str) -> None:
               f"  newsletter --config {config} subscribers import {Path(folder) / 'subscribers' / 'sample.csv'} "
               "--list weekly\n"
               f"  newsletter --config {config} send {Path(folder) / 'issues' / '2026-12-01.md'} --list weekly "
-              "--dry-run", markup=False)
+              "--dry-run\n"
+              "the sample issue is a draft (draft: true), so `send --due` and the scheduler never send it; "
+              "remove that line from an issue when it is ready to go at its slot", markup=False)
 
 
 def _warn(warnings: tuple[str, ...] | list[str]) -> None:
@@ -394,22 +396,26 @@ def _print_dry_run(report: DryRunReport) -> None:
     _warn(report.warnings)
 
 
-def _print_due(due: list[DueSend], nl: Newsletter, list_name: str | None, out_dir: str | None, limit: int) -> None:
-    name = nl.list_name(list_name)
-    if not due:
-        upcoming = nl.next_weekly(name)
-        then = f"; next: {upcoming.description} at {_when(upcoming.next_run)}" if upcoming else ""
-        out.print(f"nothing is due for {name} now{then}", markup=False)
-        return
-    for item in due:
-        if item.missed:
-            out.print(f"{item.path}: {item.why}, beyond [schedule] misfire_grace: would be dropped as missed",
-                      markup=False)
-        elif nl.issue(item.path).draft:
-            out.print(f"{item.path}: {item.why}, but a draft (draft: true): would not be sent", markup=False)
-        else:
-            out.print(f"due now: {item.path} ({item.why})", markup=False)
-            _print_dry_run(nl.dry_run(item.path, name, out_dir=out_dir, limit=limit))
+def _print_plan(plan: DuePlan, list_name: str) -> None:
+    """What the due rule makes of each issue: due now, missed, left alone (and how to send by hand)."""
+    for item in plan.due:
+        out.print(f"due now: {item.path} ({item.why})", markup=False)
+    for passed in plan.missed:
+        out.print(f"MISSED: {passed.pin.job_id if passed.pin else passed.path} ({passed.why}): "
+                  f"`send --due` reports it and exits 1", markup=False)
+    for passed in plan.skipped:
+        out.print(f"{passed.path}: {passed.why}", markup=False)
+    if plan.next_slot is not None:
+        what = f"sends {plan.next_issue}" if plan.next_issue else "nothing due for it yet"
+        out.print(f"next weekly slot for {list_name}: {_when(plan.next_slot)}, {what}", markup=False)
+
+
+def _print_due(plan: DuePlan, nl: Newsletter, name: str, out_dir: str | None, limit: int) -> None:
+    if not plan.due:
+        out.print(f"nothing is due for {name} now", markup=False)
+    _print_plan(plan, name)
+    for item in plan.due:
+        _print_dry_run(nl.dry_run(item.path, name, out_dir=out_dir, limit=limit))
 
 
 def _print_send(report: SendReport) -> None:
@@ -494,8 +500,8 @@ class _Progress:
 @click.argument("issue", type=click.Path(), required=False)
 @_list_option
 @click.option("--due", is_flag=True,
-              help="Send pinned sends whose time has come, then the oldest issue due at a weekly slot and not yet "
-                   "sent (for cron; drafts never); never asks. With --dry-run: say what that would be.")
+              help="Send pinned sends whose time has come, then the issue whose weekly slot is open (for cron; "
+                   "drafts never; a missed slot is reported, exit 1); never asks. With --dry-run: say what and why.")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="With --dry-run: write the provider's preview here (sample .eml files; SendGrid's request body).")
@@ -516,7 +522,8 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
         if issue or to_address:
             raise click.UsageError("--due picks the issue itself: give no ISSUE or --to with it")
         if dry_run:
-            _print_due(nl.due(list_name), nl, list_name, out_dir, limit or 3)
+            name = nl.list_name(list_name)
+            _print_due(nl.plan_due(name), nl, name, out_dir, limit or 3)
             return
         with stop_on_signals() as stop:
             run = nl.send_due(list_name, stop=stop)
@@ -682,9 +689,15 @@ def _when(when: Any) -> str:
 @pass_state
 def schedule_list_command(state: _State) -> None:
     """What is scheduled and when it runs next, in the schedule's zone and UTC."""
-    for run in state.nl.scheduled():
+    scheduled = state.nl.scheduled()
+    for run in scheduled.runs:
         out.print(f"{run.id}  " + (f"next at {_when(run.next_run)}" if run.next_run else "paused")
                   + f"  {run.description}", markup=False)
+    if scheduled.plan is not None:
+        for item in scheduled.plan.due:
+            out.print(f"due now: {item.path} ({item.why}): the next `send --due` sends it", markup=False)
+        for passed in [*scheduled.plan.missed, *scheduled.plan.skipped]:
+            out.print(f"{passed.path}: {passed.why}", markup=False)
 
 
 @schedule.command("cancel")

@@ -101,10 +101,15 @@ class Ledger:
         self._claim_sql: Prepared | None = None
 
     def started(self) -> bool:
+        return self.started_at() is not None
+
+    def started_at(self) -> dt.datetime | None:
+        """When this send started (aware, UTC), or None when it has not."""
         with self.store.engine.connect() as conn:
-            return conn.execute(
-                sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
-            ).first() is not None
+            at = conn.execute(
+                sa.select(sends.c.started_at).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
+            ).scalar()
+        return at.replace(tzinfo=dt.UTC) if at is not None else None
 
     def _new_recipients(self) -> sa.Select[Any]:
         """Who a send starting now would fix as recipients: eligible, and not yet given this issue."""

@@ -1,10 +1,11 @@
 """Weekly sends on a schedule: the cron expression, what is due, pinned sends, the scheduler.
 
 Two ways to run: `newsletter scheduler` (APScheduler 3 with its jobs in the store's database,
-so they survive restarts) or the system's cron calling `newsletter send --due`. Both send the
-oldest issue that is due and not yet sent to the list; the ledger and the send lock make either
-safe to run again and again. This module decides what is due and keeps the jobs; the sending
-itself is a `Runner` handed in by the front door, so nothing here reaches for process-wide state.
+so they survive restarts) or the system's cron calling `newsletter send --due`. Both act on one
+plan (`plan_due`): pins whose time has come, then the issue whose slot is open; the ledger makes
+either safe to run again and again. This module decides what is due and keeps the jobs; the
+sending itself is a `Runner` handed in by the front door, so nothing here reaches for
+process-wide state.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
@@ -31,7 +32,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
 from .config import Config
-from .content import parse
+from .content import Issue, parse
 from .errors import ConfigError, ContentError, NewsletterError
 from .ledger import Ledger
 from .schema import PENDING
@@ -114,83 +115,157 @@ def trigger(config: Config) -> CronTrigger:
 
 
 # -- what is due ---------------------------------------------------------------------------------
+# The one due rule; `send --due`, the scheduler, `send --due --dry-run` and `schedule list` all act
+# on the plan below. An issue goes automatically only at the first slot on or after its date (any
+# slot of that day, if the schedule has several), or later within the misfire grace; past that it
+# is missed, and only a send by hand sends it. A pin is the operator's explicit choice: it goes at
+# its time whatever the issue's date. At most one weekly issue goes to a list per slot.
+
+MISSED_DAYS = 7  # how long after its slot a missed issue is still reported by every `send --due`
 
 
 @dataclass(frozen=True)
-class DueIssue:
+class PlannedSend:
+    """A send the plan makes now: a pinned one (`pin`) or the slot's weekly issue."""
+
     path: Path
     slug: str
-    date: dt.date
+    why: str
+    pin: Pin | None = None
 
 
-def _send_open(store: Store, slug: str, list_name: str) -> bool:
-    """True when the issue has not been sent to the list, or its send still has pending rows."""
+@dataclass(frozen=True)
+class Passed:
+    """An issue the plan does not send now, and why: missed (reported, exit 1) or left alone."""
+
+    path: Path
+    slug: str
+    why: str
+    pin: Pin | None = None
+
+
+@dataclass(frozen=True)
+class DuePlan:
+    now: dt.datetime
+    due: list[PlannedSend]  # in order: pins whose time has come, then at most one weekly issue
+    missed: list[Passed]  # their time passed beyond the grace: reported by `send --due`, which exits 1
+    skipped: list[Passed]  # never sent automatically (old, drafts, unreadable) or waiting for a later slot
+    next_slot: dt.datetime | None
+    next_issue: Path | None  # what the next slot would send, as things stand
+
+
+@dataclass(frozen=True)
+class _Send:
+    started_at: dt.datetime | None  # aware UTC; None when not started
+    pending: int
+
+    @property
+    def complete(self) -> bool:
+        return self.started_at is not None and not self.pending
+
+
+def _send_state(store: Store, slug: str, list_name: str) -> _Send:
     ledger = Ledger(store, slug, list_name, create=False)
-    return not ledger.started() or ledger.counts()[PENDING] > 0
+    started = ledger.started_at()
+    return _Send(started, ledger.counts()[PENDING] if started else 0)
 
 
-def due_issue(config: Config, store: Store, list_name: str, now: dt.datetime | None = None,
-              exclude: set[str] | None = None) -> DueIssue | None:
-    """The oldest issue due now: its date has come and a scheduled slot has passed since then.
+def by_hand(path: Path, list_name: str) -> str:
+    return f"`newsletter send {path} --list {list_name}`"
 
-    Drafts, and issues pinned to a time (`exclude`), are left out. Files that cannot be parsed are
-    logged and passed over, so that next week's unfinished draft does not stop this week's issue.
-    """
+
+def latest_slot(weekly: CronTrigger, now: dt.datetime) -> dt.datetime | None:
+    """The last slot at or before `now` (APScheduler only looks forward: step back until one is found)."""
+    for span in (60, 3600, 86400, 8 * 86400, 32 * 86400, 367 * 86400):
+        slot: dt.datetime | None = weekly.get_next_fire_time(None, now - dt.timedelta(seconds=span))
+        if slot is not None and slot <= now:
+            while (later := weekly.get_next_fire_time(None, slot + dt.timedelta(seconds=1))) and later <= now:
+                slot = later
+            return slot
+    return None
+
+
+def plan_due(config: Config, store: Store, list_name: str, now: dt.datetime | None = None) -> DuePlan:
+    """What is due now for the list, what is missed or left alone and why, and what the next slot sends."""
     tz = timezone(config)
     now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
-    weekly = trigger(config)
-    candidates = []
+    grace = dt.timedelta(seconds=config.schedule.misfire_grace)
+    due: list[PlannedSend] = []
+    missed: list[Passed] = []
+    waiting = pins(config, store)
+    for pin in (p for p in waiting if p.list_name == list_name and p.at <= now):
+        why = f"pinned to {pin.at.astimezone(tz):%Y-%m-%d %H:%M %Z}"
+        if now - pin.at > grace:
+            missed.append(Passed(pin.issue_path, pin.slug, f"{why}, beyond [schedule] misfire_grace; send it by "
+                                                           f"hand with {by_hand(pin.issue_path, list_name)}", pin))
+        else:
+            due.append(PlannedSend(pin.issue_path, pin.slug, why, pin))
+    pinned = {pin.slug for pin in waiting}
+    weekly, late, skipped = _weekly(config, store, list_name, now, pinned)
+    slot = trigger(config).get_next_fire_time(None, now + dt.timedelta(seconds=1))
+    then = _weekly(config, store, list_name, slot, pinned)[0] if slot is not None else []
+    return DuePlan(now, due + weekly, missed + late, skipped, slot, then[0].path if then else None)
+
+
+class _InWindow(NamedTuple):
+    issue: Issue
+    path: Path
+    send: _Send
+
+
+def _weekly(config: Config, store: Store, list_name: str, now: dt.datetime,
+            pinned: set[str]) -> tuple[list[PlannedSend], list[Passed], list[Passed]]:
+    """The weekly rule at `now`: (the slot's issue, if any; missed; left alone)."""
+    tz = timezone(config)
+    weekly, grace = trigger(config), dt.timedelta(seconds=config.schedule.misfire_grace)
+    missed: list[Passed] = []
+    skipped: list[Passed] = []
+    window: list[_InWindow] = []  # issues whose slot is open now, finished sends included
     for path in sorted(config.issues_dir.glob("*.md")):
         try:
             issue = parse(path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
         except ContentError as exc:
-            log.warning("skipping %s", exc)
+            skipped.append(Passed(path, path.stem, f"cannot be read: {exc}"))
             continue
-        if issue.draft or issue.date > now.date() or issue.slug in (exclude or set()):
+        if issue.slug in pinned:
             continue
-        day_start = dt.datetime.combine(issue.date, dt.time(), tzinfo=tz)
-        slot = weekly.get_next_fire_time(None, day_start)
-        if slot is not None and slot <= now:
-            candidates.append(DueIssue(path, issue.slug, issue.date))
-    for candidate in sorted(candidates, key=lambda c: (c.date, c.slug)):
-        if _send_open(store, candidate.slug, list_name):
-            return candidate
-    return None
-
-
-@dataclass(frozen=True)
-class DueSend:
-    """A send whose time has come: a pinned one (`pin`) or the weekly slot's issue."""
-
-    path: Path
-    why: str
-    pin: Pin | None = None
-    missed: bool = False  # a pin older than the misfire grace: dropped, as the scheduler would
-
-
-def due_sends(config: Config, store: Store, list_name: str, now: dt.datetime | None = None) -> list[DueSend]:
-    """What cron's `send --due` sends now, in order: pins whose time has come, then the weekly issue."""
-    tz = timezone(config)
-    now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
-    found = []
-    waiting = pins(config, store)
-    for pin in waiting:
-        if pin.list_name == list_name and pin.at <= now:
-            late = (now - pin.at).total_seconds() > config.schedule.misfire_grace
-            found.append(DueSend(pin.issue_path, f"pinned to {pin.at.astimezone(tz):%Y-%m-%d %H:%M %Z}", pin, late))
-    weekly = due_issue(config, store, list_name, now, exclude={pin.slug for pin in waiting})
-    if weekly is not None:
-        found.append(DueSend(weekly.path, f"dated {weekly.date}, due at the weekly slot ({config.schedule.cron})"))
-    return found
-
-
-def next_weekly(config: Config, store: Store, list_name: str) -> tuple[dt.datetime | None, DueIssue | None]:
-    """The next weekly slot and the issue it would send, as things stand now."""
-    tz = timezone(config)
-    slot = trigger(config).get_next_fire_time(None, dt.datetime.now(tz))
-    if slot is None:
-        return None, None
-    return slot, due_issue(config, store, list_name, slot, exclude=pinned_slugs(config, store))
+        if issue.draft:
+            skipped.append(Passed(path, issue.slug, "a draft (draft: true): never sent automatically"))
+            continue
+        first = weekly.get_next_fire_time(None, dt.datetime.combine(issue.date, dt.time(), tzinfo=tz))
+        if first is None or first > now:
+            continue  # its slot is still to come, or never comes
+        state = _send_state(store, issue.slug, list_name)
+        open_slot = weekly.get_next_fire_time(None, max(first, now - grace))
+        if open_slot is not None and open_slot <= now and open_slot.date() == first.date():
+            window.append(_InWindow(issue, path, state))
+            continue
+        if state.complete:
+            continue
+        when = f"its slot was {first:%Y-%m-%d %H:%M %Z}, beyond [schedule] misfire_grace"
+        why = (f"interrupted with {state.pending:,} pending; {when}" if state.started_at
+               else f"dated {issue.date}; {when}")
+        hint = f"; send it by hand with {by_hand(path, list_name)}"
+        if (now.date() - first.date()).days <= MISSED_DAYS:
+            missed.append(Passed(path, issue.slug, why + hint))
+        else:
+            skipped.append(Passed(path, issue.slug, f"never sent automatically: {why}{hint}"))
+    slot = latest_slot(weekly, now) or now
+    window.sort(key=lambda found: (found.issue.date, found.issue.slug))
+    went = [w for w in window if w.send.started_at and w.send.started_at >= slot]
+    owner = went[0] if went else next((w for w in window if not w.send.complete), None)
+    due = []
+    for w in window:
+        if w is owner and not w.send.complete:
+            what = "continues its interrupted send" if w.send.started_at else "due"
+            due.append(PlannedSend(w.path, w.issue.slug, f"dated {w.issue.date}, {what} at the slot of "
+                                                         f"{slot:%Y-%m-%d %H:%M %Z} ({config.schedule.cron})"))
+        elif owner is not None and not w.send.complete:
+            verb = "went" if went else "goes"
+            skipped.append(Passed(w.path, w.issue.slug, f"waiting: {owner.issue.slug} {verb} at this slot (at most "
+                                                        f"one issue per slot); send it by hand with "
+                                                        f"{by_hand(w.path, list_name)}"))
+    return due, missed, skipped
 
 
 # -- the jobs ------------------------------------------------------------------------------------

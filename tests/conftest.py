@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -19,6 +20,16 @@ SAMPLE_ISSUE = ROOT / "issues" / "2026-12-01.md"
 SHARED = ROOT.parent / "shared"
 SECRET = "test-secret-please-change"
 POSTGRES = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
+
+
+def ready_sample(folder: Path, date: str = "2026-12-01") -> Path:
+    """The sample issue without its `draft: true` line (so that it can be pinned or fall due), dated `date`."""
+    text = SAMPLE_ISSUE.read_text()
+    text = re.sub(r"^draft: true.*\n", "", text, count=1, flags=re.M).replace("date: 2026-12-01", f"date: {date}")
+    path = folder / "issues" / f"{date}.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def write_config(folder: Path, extra: str = "", *, base_url: str = "https://news.example.com",

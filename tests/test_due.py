@@ -70,7 +70,7 @@ def test_an_issue_dated_the_slots_monday_goes_at_that_slot_and_one_dated_wednesd
 
 
 def test_back_issues_dropped_in_today_are_never_sent_by_cron_and_every_view_says_so(tmp_path, monkeypatch):
-    nl, fake = newsletter(tmp_path, monkeypatch)
+    nl, _fake = newsletter(tmp_path, monkeypatch)
     for n in (1, 2, 3):
         issue(tmp_path, f"2019-0{n}-07", f"2019-0{n}-07")
     runner = CliRunner()
@@ -99,8 +99,8 @@ def test_with_an_every_minute_schedule_an_issue_dated_today_goes_at_the_next_run
     issue(tmp_path, "yesterday", "2026-11-30")
     at = dt.datetime(2026, 12, 1, 14, 37, 12, tzinfo=UTC)
     run = nl.send_due("weekly", now=at)
-    assert run.exit_code == 0 and run.report is not None and run.report.issue == "today"
-    assert len(fake.sent) == 12
+    assert run.report is not None and run.report.issue == "today" and len(fake.sent) == 12
+    assert run.exit_code == 1 and f"MISSED: {tmp_path / 'issues' / 'yesterday.md'} " in run.line
     assert sends(nl) == ["today"]  # yesterday's issue missed its day
     nl.close()
 

@@ -16,7 +16,7 @@ from newsletter.errors import ConfigError, ContentError
 from newsletter.ledger import Ledger
 from newsletter.store import Store
 
-from .conftest import ROOT, SAMPLE_ISSUE, SECRET, write_config
+from .conftest import ROOT, SECRET, ready_sample, write_config
 
 UTC = dt.UTC
 SAMPLE = ROOT / "subscribers" / "sample.csv"
@@ -81,46 +81,12 @@ def test_invalid_schedule_is_a_one_line_error_at_start(tmp_path, cron, tz, messa
     assert result.exit_code == 2 and message in result.output
 
 
-def write_issue(folder: Path, slug: str, date: str) -> Path:
-    path = folder / "issues" / f"{slug}.md"
-    path.write_text(f"---\nsubject: Issue {slug}\ndate: {date}\n---\n\nHello %%name%%.\n")
-    return path
-
-
-def test_due_issue_rules(tmp_path, monkeypatch):
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    cfg = cfg_with(tmp_path, cron="0 9 * * MON")
-    write_issue(tmp_path, "a-old", "2026-11-16")
-    write_issue(tmp_path, "b-this", "2026-11-30")
-    write_issue(tmp_path, "c-next", "2026-12-07")
-    (tmp_path / "issues" / "broken.md").write_text("no front matter\n")
-    with Store(cfg) as store:
-        store.add("ada@example.com", "weekly")
-        monday_morning = dt.datetime(2026, 11, 30, 8, 59, tzinfo=UTC)
-        monday_slot = dt.datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-        assert schedule.due_issue(cfg, store, "weekly", monday_morning).slug == "a-old"  # oldest first
-        ledger = Ledger(store, "a-old", "weekly")
-        ledger.start("x")
-        # Started but not finished: still due, so the next run completes it.
-        assert schedule.due_issue(cfg, store, "weekly", monday_morning).slug == "a-old"
-        worker = ledger.register()
-        claimed, _ = ledger.claim(worker, 1, 10)
-        ledger.mark(worker, 1, [(c.subscriber_id, "sent", "m", "", 0.0) for c in claimed],
-                    [c.subscriber_id for c in claimed])
-        assert schedule.due_issue(cfg, store, "weekly", monday_morning) is None  # b-this waits for 09:00
-        assert schedule.due_issue(cfg, store, "weekly", monday_slot).slug == "b-this"
-        assert schedule.due_issue(cfg, store, "weekly", monday_slot, exclude={"b-this"}) is None  # pinned
-        assert schedule.due_issue(cfg, store, "weekly", dt.datetime(2026, 12, 7, 9, 0, tzinfo=UTC)).slug == "b-this"
-
-
-YESTERDAY = (dt.datetime.now(UTC) - dt.timedelta(days=1)).date().isoformat()
+TODAY = dt.datetime.now(UTC).date().isoformat()
 
 
 def due_sample(folder: Path) -> Path:
-    """The sample issue, dated yesterday, so that it is due now."""
-    path = folder / "issues" / f"{YESTERDAY}.md"
-    path.write_text(SAMPLE_ISSUE.read_text().replace("date: 2026-12-01", f"date: {YESTERDAY}"))
-    return path
+    """The sample issue, ready and dated today, so that an every-minute schedule sends it now."""
+    return ready_sample(folder, TODAY)
 
 
 _STARTED: list[subprocess.Popen] = []
@@ -150,7 +116,7 @@ def sched_env(tmp_path, sendgrid_server, monkeypatch):
     """A config on the fake SendGrid server, the sample list imported, the sample issue due."""
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    cfg = cfg_with(tmp_path, cron="0 0 * * *", api_base=sendgrid_server.url)  # every midnight: the issue is due
+    cfg = cfg_with(tmp_path, cron="* * * * *", api_base=sendgrid_server.url)  # every minute: today's issue is due
     due_sample(tmp_path)
     proc = run_cli(cfg.path, "subscribers", "import", str(SAMPLE), "--list", "weekly")
     assert proc.wait(60) == 0
@@ -161,7 +127,7 @@ def test_send_due_sends_once_then_exits_quietly(sched_env, sendgrid_server):
     first = run_cli(sched_env.path, "send", "--due")
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
-    assert f"{YESTERDAY} to weekly: sent 12" in out
+    assert f"{TODAY} to weekly: sent 12" in out
     again = run_cli(sched_env.path, "send", "--due", "--yes")
     out, err = again.communicate(timeout=60)
     assert again.returncode == 0 and out == "" and err == ""
@@ -188,18 +154,18 @@ def test_schedule_commands_pin_list_and_cancel(tmp_path, monkeypatch):
     def run(*args):
         return runner.invoke(cli, ["--config", str(cfg.path), *map(str, args)])
 
-    pinned = run("schedule", SAMPLE_ISSUE, "--at", "2030-06-03 09:30")
+    pinned = run("schedule", ready_sample(tmp_path), "--at", "2030-06-03 09:30")
     assert pinned.exit_code == 0, pinned.output
     assert "2030-06-03 09:30 CEST (2030-06-03 07:30 UTC)" in pinned.output
     listing = run("schedule", "list").output
     assert "weekly:weekly  next at " in listing and "  weekly send (0 9 * * MON), " in listing
     pin_line = "pin:2026-12-01:weekly  next at 2030-06-03 09:30 CEST (2030-06-03 07:30 UTC)  2026-12-01 to weekly"
     assert pin_line in listing
-    assert run("schedule", SAMPLE_ISSUE, "--at", "2030-06-03 10:00").exit_code == 0  # re-pinning replaces
+    assert run("schedule", ready_sample(tmp_path), "--at", "2030-06-03 10:00").exit_code == 0  # re-pinning replaces
     assert run("schedule", "list").output.count("pin:2026-12-01:weekly") == 1
-    past = run("schedule", SAMPLE_ISSUE, "--at", "2020-01-01 09:00")
+    past = run("schedule", ready_sample(tmp_path), "--at", "2020-01-01 09:00")
     assert past.exit_code == 2 and "has passed" in past.output
-    bad = run("schedule", SAMPLE_ISSUE, "--at", "tomorrow")
+    bad = run("schedule", ready_sample(tmp_path), "--at", "tomorrow")
     assert bad.exit_code == 2 and "use 'YYYY-MM-DD HH:MM'" in bad.output
     assert run("schedule", "cancel", "pin:2026-12-01:weekly").exit_code == 0
     assert "pin:" not in run("schedule", "list").output
@@ -209,8 +175,8 @@ def test_schedule_commands_pin_list_and_cancel(tmp_path, monkeypatch):
 
 def test_a_pin_whose_time_has_come_is_sent_by_cron_once_and_leaves_the_job_store(sched_env, sendgrid_server):
     issue = sched_env.issues_dir / "pinned.md"
-    issue.write_text(SAMPLE_ISSUE.read_text().replace("date: 2026-12-01", "date: 2030-01-01"))  # not weekly-due
-    (sched_env.issues_dir / f"{YESTERDAY}.md").unlink()  # only the pin is due
+    ready_sample(sched_env.issues_dir.parent, "2030-01-01").rename(issue)  # not weekly-due
+    (sched_env.issues_dir / f"{TODAY}.md").unlink()  # only the pin is due
     with Store(sched_env) as store:
         schedule.pin(sched_env, store, issue, dt.datetime.now(UTC) + dt.timedelta(seconds=1), "weekly")
     time.sleep(1.5)
@@ -228,20 +194,21 @@ def test_a_pin_older_than_the_misfire_grace_is_reported_missed_and_dropped(tmp_p
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     cfg = cfg_with(tmp_path, cron="0 9 1 1 *", grace=1)
     with Store(cfg) as store:
-        schedule.pin(cfg, store, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=1), "weekly")
+        schedule.pin(cfg, store, ready_sample(tmp_path), dt.datetime.now(UTC) + dt.timedelta(seconds=1), "weekly")
     from newsletter import Newsletter
 
     with Newsletter(cfg) as nl:
         run = nl.send_due("weekly", now=dt.datetime.now(UTC) + dt.timedelta(seconds=30))
-    assert run.exit_code == 1 and run.line.startswith("MISSED: pin:2026-12-01:weekly was pinned to ")
+    assert run.exit_code == 1 and run.line.startswith("MISSED: pin:2026-12-01:weekly (pinned to ")
+    assert f"send it by hand with `newsletter send {tmp_path / 'issues' / '2026-12-01.md'} --list weekly`" in run.line
     assert run.report is None and "pin:2026-12-01:weekly" not in pinned_jobs(cfg)
 
 
 def test_drafts_are_never_sent_automatically_and_cannot_be_pinned(sched_env, sendgrid_server):
-    due = sched_env.issues_dir / f"{YESTERDAY}.md"
+    due = sched_env.issues_dir / f"{TODAY}.md"
     due.write_text(due.read_text().replace("---\n\n", "draft: true\n---\n\n", 1))
     with Store(sched_env) as store:
-        assert schedule.due_issue(sched_env, store, "weekly") is None
+        assert schedule.plan_due(sched_env, store, "weekly").due == []
         with pytest.raises(ContentError, match=r"is a draft \(draft: true\); remove that line to pin it"):
             schedule.pin(sched_env, store, due, dt.datetime.now(UTC) + dt.timedelta(hours=1), "weekly")
     proc = run_cli(sched_env.path, "send", "--due")
@@ -257,26 +224,27 @@ def test_send_due_dry_run_says_what_would_go_now_and_sends_nothing(sched_env, se
     proc = run_cli(sched_env.path, "send", "--due", "--dry-run", "--out", str(tmp_path / "out"))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert f"due now: {sched_env.issues_dir / (YESTERDAY + '.md')} (dated {YESTERDAY}, due at the weekly slot" in out
+    assert f"due now: {sched_env.issues_dir / (TODAY + '.md')} (dated {TODAY}, due at the slot of " in out
     assert "recipients:   12" in out and "nothing was sent or recorded" in out
     assert sendgrid_server.received == []
     with Store(sched_env) as store:
-        assert not Ledger(store, YESTERDAY, "weekly", create=False).started()
+        assert not Ledger(store, TODAY, "weekly", create=False).started()
     assert run_cli(sched_env.path, "send", "--due").wait(60) == 0
     proc = run_cli(sched_env.path, "send", "--due", "--dry-run")
     out, _ = proc.communicate(timeout=60)
-    assert out.startswith("nothing is due for weekly now; next: weekly send (0 0 * * *), nothing due for it yet at ")
+    assert out.startswith("nothing is due for weekly now\nnext weekly slot for weekly: ")
+    assert out.rstrip().endswith("nothing due for it yet")
 
 
 def test_schedule_list_names_the_issue_the_next_weekly_slot_sends(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    cfg = cfg_with(tmp_path, cron="0 0 * * *")
+    cfg = cfg_with(tmp_path, cron="* * * * *")
     due_sample(tmp_path)
     from newsletter import Newsletter
 
     with Newsletter(cfg) as nl:
-        (weekly,) = nl.scheduled()
-    assert weekly.description == f"weekly send (0 0 * * *), sends {tmp_path / 'issues' / (YESTERDAY + '.md')}"
+        (weekly,) = nl.scheduled().runs
+    assert weekly.description == f"weekly send (* * * * *), sends {tmp_path / 'issues' / (TODAY + '.md')}"
 
 
 @pytest.mark.slow
@@ -291,7 +259,7 @@ def test_no_apscheduler_output_in_any_command_after_the_scheduler_ran(tmp_path, 
         con.execute(f"update {schedule.JOB_TABLE} set next_run_time = 1 where id = 'wake'")
     con.close()
     for _ in range(3):  # the old traceback came from a race: give it chances
-        for args in (["schedule", str(SAMPLE_ISSUE), "--at", "2030-06-03 09:30"], ["schedule", "list"],
+        for args in (["schedule", str(ready_sample(tmp_path)), "--at", "2030-06-03 09:30"], ["schedule", "list"],
                      ["send", "--due"], ["send", "--due", "--dry-run"],
                      ["schedule", "cancel", "pin:2026-12-01:weekly"]):
             proc = run_cli(cfg.path, *args)
@@ -328,7 +296,7 @@ def test_pinned_send_survives_a_restart_and_fires_once(tmp_path, sendgrid_server
     assert run_cli(cfg.path, "subscribers", "import", str(SAMPLE), "--list", "weekly").wait(60) == 0
     # --at has minute precision: pin through the library for a time seconds away
     with Store(cfg) as store:
-        schedule.pin(cfg, store, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=12), "weekly")
+        schedule.pin(cfg, store, ready_sample(tmp_path), dt.datetime.now(UTC) + dt.timedelta(seconds=12), "weekly")
     first = run_cli(cfg.path, "scheduler")
     assert wait_for(lambda: "scheduler started" in (first.stderr.readline() or ""), 30)
     _out, err = stop(first)
@@ -352,7 +320,7 @@ def test_run_missed_while_down_is_sent_within_grace_else_reported(tmp_path, send
     cfg = cfg_with(tmp_path, cron="0 9 1 1 *", grace=grace, api_base=sendgrid_server.url)
     assert run_cli(cfg.path, "subscribers", "import", str(SAMPLE), "--list", "weekly").wait(60) == 0
     with Store(cfg) as store:
-        schedule.pin(cfg, store, SAMPLE_ISSUE, dt.datetime.now(UTC) + dt.timedelta(seconds=1), "weekly")
+        schedule.pin(cfg, store, ready_sample(tmp_path), dt.datetime.now(UTC) + dt.timedelta(seconds=1), "weekly")
     time.sleep(4)  # the scheduler is down when the send is due
     proc = run_cli(cfg.path, "scheduler")
     if sent:
@@ -395,7 +363,7 @@ def test_sigterm_during_a_send_stops_cleanly_and_the_next_run_completes(tmp_path
     assert proc.returncode == 0, err
     assert "received SIGTERM" in err and "scheduler stopped" in err
     with Store(cfg) as store:
-        counts = Ledger(store, YESTERDAY, "weekly").counts()
+        counts = Ledger(store, TODAY, "weekly").counts()
     assert counts["in_flight"] == 0 and counts["unknown"] == 0
     assert 0 < counts["sent"] < 2000 and counts["sent"] + counts["pending"] == 2000
     sendgrid_server.stall = 0
@@ -412,7 +380,7 @@ def test_commands_that_only_read_the_schedule_create_no_table_and_race_nothing(t
     from newsletter import Newsletter
 
     with Newsletter(cfg) as nl:
-        assert nl.due("weekly") == [] and [run.id for run in nl.scheduled()] == ["weekly:weekly"]
+        assert nl.plan_due("weekly").due == [] and [run.id for run in nl.scheduled().runs] == ["weekly:weekly"]
         assert schedule.JOB_TABLE not in sa.inspect(nl.store.engine).get_table_names()
         with pytest.raises(ConfigError, match="no scheduled job 'pin:x'"):
             nl.cancel("pin:x")
