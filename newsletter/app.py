@@ -376,12 +376,24 @@ class Newsletter:
             self.config.list(list_name)  # an unknown list: its one-line error
         found = sends_of(self.store, slug, list_name)
         if not found:
-            what = f"of {slug}" if slug else "yet"
-            sent = ", ".join(sorted({s for s, _ in sends_of(self.store)})) or "none"
-            raise InputError(f"no send {what}" + (f" to {list_name}" if list_name else "") + f" (sent: {sent})")
+            raise self._no_send(slug, list_name)
         if issue is None and not every:
             found = found[:1]
         return [build(self.store, s, name) for s, name in found]
+
+    def _no_send(self, slug: str | None, list_name: str | None) -> InputError:
+        """The one-line error for a slug (or list) with no send, naming the sends there are."""
+        from .report import sends_of
+
+        what = f"of {slug}" if slug else "yet"
+        sent = ", ".join(sorted({s for s, _ in sends_of(self.store)})) or "none"
+        return InputError(f"no send {what}" + (f" to {list_name}" if list_name else "") + f" (sent: {sent})")
+
+    def problems_csv(self, status: SendStatus, out: TextIO) -> int:
+        """A send's failed and unknown rows as CSV, formulas neutralised; returns the rows written."""
+        from .csvio import export_problems
+
+        return export_problems(status.problems, out)
 
     def report_csv(self, reports: list[IssueReport]) -> str:
         """The reports as CSV: one row per send, counts then rates."""
@@ -398,8 +410,10 @@ class Newsletter:
         atomic_write(target, to_html(reports, f"{self.config.newsletter.name}: sends").encode("utf-8"))
         return target
 
-    def status(self, issue: str | os.PathLike[str], list_name: str | None = None) -> SendStatus:
-        """Counts by state, the failed and unknown rows, and provider events of one send."""
+    def status(self, issue: str | os.PathLike[str], list_name: str | None = None, *,
+               every_problem: bool = False) -> SendStatus:
+        """Counts by state, the failed and unknown rows (the first 200, or all with `every_problem`),
+        and provider events of one send. InputError for a slug that names no send."""
         from . import events
         from .ledger import Ledger
 
@@ -407,8 +421,10 @@ class Newsletter:
         slug = self.slug(issue)
         ledger = Ledger(self.store, slug, name, create=False)
         if not ledger.started():
+            if not Path(issue).is_file():  # a slug that names no send: most likely a typo
+                raise self._no_send(slug, name)
             return SendStatus(slug, name, False, {}, [], {}, [])
-        return SendStatus(slug, name, True, ledger.counts(), ledger.problems(limit=200),
+        return SendStatus(slug, name, True, ledger.counts(), ledger.problems(limit=None if every_problem else 200),
                           events.issue_counts(self.store, slug), ledger.live_workers(self.config.send.lease))
 
     def plan_due(self, list_name: str | None = None, *, now: dt.datetime | None = None) -> DuePlan:

@@ -27,6 +27,9 @@ if not out.is_terminal:
     out = Console(highlight=False, soft_wrap=True, width=160)  # tables in logs and pipes are not cut at 80
 
 
+PROBLEMS_SHOWN = 50  # failed and unknown rows `status` prints; --csv and --json list all
+
+
 class _Group(click.Group):
     """Turns a NewsletterError into one line on stderr and its exit code; bugs keep their traceback."""
 
@@ -57,16 +60,27 @@ pass_state = click.make_pass_decorator(_State)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Stop(threading.Event):
+    """The stop token of a command: set by SIGTERM or SIGINT, remembering which came first."""
+
+    signum: int | None = None
+
+    def exit_code(self, code: int, pending: int) -> int:
+        """A stop by a signal that left rows pending exits 128 + its number (130, 143), as shells report."""
+        return 128 + self.signum if self.signum and pending else code
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An Event set by SIGTERM or SIGINT for the length of the block; the previous handlers come back after.
+def stop_on_signals() -> Iterator[Stop]:
+    """A Stop set by SIGTERM or SIGINT for the length of the block; the previous handlers come back after.
 
     Only process entry points (this CLI) install handlers: the library takes the Event as a stop token.
     """
-    stop = threading.Event()
+    stop = Stop()
 
     def handler(signum: int, _frame: object) -> None:
         if not stop.is_set():
+            stop.signum = signum
             click.echo(f"received {signal.Signals(signum).name}: finishing the batch in flight, then stopping",
                        err=True)
         stop.set()
@@ -418,7 +432,7 @@ def _print_due(plan: DuePlan, nl: Newsletter, name: str, out_dir: str | None, li
         _print_dry_run(nl.dry_run(item.path, name, out_dir=out_dir, limit=limit))
 
 
-def _print_send(report: SendReport) -> None:
+def _print_send(report: SendReport, resume: str, signal_name: str) -> None:
     PENDING, SENT, FAILED, UNKNOWN, SKIPPED = "pending", "sent", "failed", "unknown", "skipped"  # noqa: N806
     run, c = report.this_run, report.counts
     if not sum(run.values()) and not c[PENDING]:
@@ -437,8 +451,11 @@ def _print_send(report: SendReport) -> None:
                       f"the next run tries them again")
     for reason, count in sorted(report.skipped_reasons.items()):
         out.print(f"  skipped {count:,}: {reason}")
-    if report.stopped:
-        out.print(f"stopped early: {report.stopped}; run send again to continue")
+    if report.stopped and c[PENDING]:
+        why = f"by {signal_name}" if signal_name else f"early: {report.stopped}"
+        out.print(f"stopped {why} with {c[PENDING]:,} pending; run `{resume}` again to continue", markup=False)
+    elif report.stopped:
+        out.print(f"stopped early: {report.stopped}")
     if report.recovered:
         err.print(f"[bold red]{report.recovered:,} messages were in flight when an earlier run died: marked unknown[/]",
                   markup=True)
@@ -507,19 +524,20 @@ class _Progress:
               help="With --dry-run: write the provider's preview here (sample .eml files; SendGrid's request body).")
 @click.option("--limit", type=click.IntRange(min=1),
               help="Send at most N now (with --dry-run: messages to write, default 3).")
-@click.option("--to", "to_address", help="Send one test copy to this address; not recorded.")
+@click.option("--to", "to_addresses", multiple=True, metavar="ADDRESS",
+              help="Send one test copy to this address instead (repeatable); not recorded.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for cron).")
 @click.option("--max-rate", type=click.FloatRange(min=0.1), help="At most N messages per second.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send messages whose delivery is unknown after a crash.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the dry run as JSON for scripts.")
 @pass_state
 def send_command(state: _State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
-                 out_dir: str | None, limit: int | None, to_address: str | None, yes: bool,
+                 out_dir: str | None, limit: int | None, to_addresses: tuple[str, ...], yes: bool,
                  max_rate: float | None, resend_unknown: bool, as_json: bool) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
     if due:
-        if issue or to_address:
+        if issue or to_addresses:
             raise click.UsageError("--due picks the issue itself: give no ISSUE or --to with it")
         if dry_run:
             name = nl.list_name(list_name)
@@ -529,7 +547,11 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
             run = nl.send_due(list_name, stop=stop)
         if run.line:
             out.print(run.line, markup=False)
-        sys.exit(run.exit_code)
+        pending = run.report.counts.get("pending", 0) if run.report else 0
+        if stop.signum and pending:
+            out.print(f"stopped by {signal.Signals(stop.signum).name} with {pending:,} pending: the next "
+                      f"`send --due` continues while its slot is open, or `newsletter send` it by hand", markup=False)
+        sys.exit(stop.exit_code(run.exit_code, pending))
     if not issue:
         raise click.UsageError("give the ISSUE file to send (or --due)")
     name = nl.list_name(list_name)
@@ -543,11 +565,13 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
     if as_json:
         raise click.UsageError("--json goes with --dry-run (a send prints its progress and summary)")
     mailing = nl.mailing(issue, name)
-    if to_address:
-        result = nl.send_test_copy(mailing, to_address)
-        out.print(f"test copy to {to_address}: {result.status}" + (f" ({result.error})" if result.error else ""))
+    if to_addresses:
+        results = [nl.send_test_copy(mailing, address) for address in to_addresses]
+        for address, result in zip(to_addresses, results, strict=True):
+            out.print(f"test copy to {address}: {result.status}" + (f" ({result.error})" if result.error else ""),
+                      markup=False)
         _warn(mailing.rendered.warnings)
-        sys.exit(0 if result.status == "sent" else 1)
+        sys.exit(0 if all(result.status == "sent" for result in results) else 1)
     _warn(mailing.rendered.warnings)
     if not yes:
         if not sys.stdin.isatty():
@@ -559,8 +583,9 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
     with stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
         report = nl.send(mailing, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
                          progress=progress, stop=stop)
-    _print_send(report)
-    sys.exit(report.exit_code)
+    _print_send(report, f"newsletter send {issue} --list {name} --yes",
+                signal.Signals(stop.signum).name if stop.signum else "")
+    sys.exit(stop.exit_code(report.exit_code, report.counts.get("pending", 0)))
 
 
 @cli.command("report")
@@ -627,13 +652,17 @@ def form_command(state: _State, list_name: str) -> None:
 @cli.command("status")
 @click.argument("issue")
 @_list_option
-@_json_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts, with every failed and unknown row.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print every failed and unknown row as CSV.")
 @pass_state
-def status_command(state: _State, issue: str, list_name: str | None, as_json: bool) -> None:
+def status_command(state: _State, issue: str, list_name: str | None, as_json: bool, as_csv: bool) -> None:
     """Who got ISSUE (file or slug), who failed and why, and what is still pending or unknown."""
-    status = state.nl.status(issue, list_name)
+    status = state.nl.status(issue, list_name, every_problem=as_json or as_csv)
     if as_json:
         _print_json(status)
+        return
+    if as_csv:
+        state.nl.problems_csv(status, sys.stdout)
         return
     if not status.started:
         out.print(f"{status.issue} has not been sent to {status.list_name}")
@@ -644,8 +673,12 @@ def status_command(state: _State, issue: str, list_name: str | None, as_json: bo
     if counts["unknown"]:
         err.print(f"[bold red]{counts['unknown']:,} unknown[/]: may or may not have been delivered; "
                   f"`send --resend-unknown` re-sends them", markup=True)
-    for email, state_, error, attempts in status.problems:
+    for email, state_, error, attempts in status.problems[:PROBLEMS_SHOWN]:
         out.print(f"  {state_}: {email} (attempts {attempts}): {error}", markup=False)
+    shown = min(len(status.problems), PROBLEMS_SHOWN)
+    if counts["failed"] + counts["unknown"] > shown:
+        out.print(f"  ({counts['failed'] + counts['unknown'] - shown:,} more failed or unknown rows: "
+                  f"--csv or --json lists them all)", markup=False)
     for w in status.workers:
         seconds = max((w["heartbeat_at"] - w["started_at"]).total_seconds(), 1e-9)
         out.print(f"worker {w['id']} on {w['host']} (pid {w['pid']}): sent {w['sent']:,} since "

@@ -228,6 +228,19 @@ def _build(cls: type, table: Any, section: str, path: Path) -> Any:
     return cls(**values)
 
 
+def _check_keys(sections: dict[str, Any], path: Path) -> None:
+    """Key material is parsed now: a bad key is one line naming it, not every webhook refused later."""
+    key = sections["sendgrid"].webhook_public_key
+    if key:
+        from .webhooks.sendgrid import check_public_key
+
+        try:
+            check_public_key(key)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [sendgrid] webhook_public_key: {exc}; paste the verification key from "
+                              f"SendGrid's Mail Settings > Signed Event Webhook") from None
+
+
 def _resolve_store_url(url: str, root: Path) -> str:
     """Make a relative SQLite path relative to the config file, not to the working directory."""
     prefix = "sqlite:///"
@@ -281,5 +294,6 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
             raise ConfigError(f"{path_}: [web] allowed_origins: {origin!r} is not an origin "
                               f"(scheme and host only, such as https://www.example.org)")
+    _check_keys(sections, path_)
     store = StoreSettings(url=_resolve_store_url(sections["store"].url, path_.parent))
     return Config(path=path_, lists=lists, **{**sections, "store": store})

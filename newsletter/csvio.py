@@ -468,5 +468,14 @@ def export_suppressions(store: Store, out: TextIO) -> int:
     return count
 
 
+def export_problems(problems: list[tuple[str, str, str, int]], out: TextIO) -> int:
+    """Write a send's failed and unknown rows as CSV (email, state, error, attempts)."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["email", "state", "error", "attempts"])
+    for email, state, error, attempts in problems:
+        writer.writerow([neutralise(email), state, neutralise(error), attempts])
+    return len(problems)
+
+
 def _stamp(value: dt.datetime | None) -> str:
     return f"{value:%Y-%m-%dT%H:%M:%SZ}" if value else ""

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from . import addresses, consent
 from .errors import InputError
+from .ledger import settle_unknown
 from .schema import events, lists, subscribers
 from .store import Store, now
 from .webhooks.base import KINDS, TrackingEvent
@@ -54,6 +55,9 @@ def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[
                 reason=event.reason or None, occurred_at=event.timestamp, received_at=now(),
             ))
             counts[event.kind] += 1
+            if event.issue and subscriber_id is not None:
+                settle_unknown(conn, event.issue, subscriber_id, event.kind, source=source, at=event.timestamp,
+                               message_id=event.message_id, reason=event.reason)
             if event.kind in (BOUNCE, COMPLAINT):
                 if subscriber_id is not None:
                     action = consent.BOUNCE if event.kind == BOUNCE else consent.COMPLAINT

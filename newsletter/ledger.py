@@ -457,8 +457,8 @@ class Ledger:
                                               sends.c.finished_at.is_(None)).values(finished_at=now()))
         return True
 
-    def problems(self, limit: int = 50) -> list[tuple[str, str, str, int]]:
-        """(email, state, error, attempts) of failed and unknown rows."""
+    def problems(self, limit: int | None = 50) -> list[tuple[str, str, str, int]]:
+        """(email, state, error, attempts) of failed and unknown rows (all of them with `limit=None`)."""
         with self.store.engine.connect() as conn:
             return [(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in conn.execute(
                 sa.select(sa.func.coalesce(sa.func.nullif(subscribers.c.email, ""), "(erased)"), deliveries.c.state,
@@ -467,6 +467,32 @@ class Ledger:
                 .where(*self._where, deliveries.c.state.in_([FAILED, UNKNOWN]))
                 .order_by(deliveries.c.subscriber_id).limit(limit)
             )]
+
+
+# What a provider's event says of a row whose outcome was unknown: it reached the provider (sent),
+# or the provider says it was not delivered (failed). Any other kind settles nothing.
+SETTLED_BY = {"processed": SENT, "delivered": SENT, "deferred": SENT, "opened": SENT, "clicked": SENT,
+              "complained": SENT, "unsubscribed": SENT, "bounced": FAILED, "blocked": FAILED, "dropped": FAILED}
+
+
+def settle_unknown(conn: Connection, issue: str, subscriber_id: int, kind: str, *, source: str, at: dt.datetime,
+                   message_id: str = "", reason: str = "") -> bool:
+    """Settle an `unknown` row by what the provider reported for exactly that issue and subscriber.
+
+    The row keeps what settled it in its error column (its history), so `status` shows why it is no
+    longer in doubt and `--resend-unknown` re-sends only what still is. Rows in any other state are
+    left alone: a bounce of a sent message is the consent rules' business, not the ledger's.
+    """
+    state = SETTLED_BY.get(kind)
+    if state is None:
+        return False
+    note = f"was unknown; settled by {source}: {kind} at {at:%Y-%m-%d %H:%M:%S} UTC" + (f": {reason}" if reason else "")
+    values: dict[str, Any] = {"state": state, "error": note, "updated_at": now()}
+    if message_id:
+        values["message_id"] = message_id[:200]
+    return bool(conn.execute(deliveries.update().where(
+        deliveries.c.issue == issue, deliveries.c.subscriber_id == subscriber_id, deliveries.c.state == UNKNOWN,
+    ).values(**values)).rowcount)
 
 
 def sent_issues(store: Store, list_name: str | None = None) -> list[dict[str, Any]]:

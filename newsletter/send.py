@@ -34,6 +34,7 @@ from .schema import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
 from .store import Store
 
 TEST_PREFIX = "[TEST] "
+NOT_FINISHED = 3  # the exit code of a send that stopped with rows still pending
 
 
 StopToken = Callable[[], bool] | threading.Event | None
@@ -117,9 +118,13 @@ class SendReport:
 
     @property
     def exit_code(self) -> int:
-        """1 when someone failed, is unknown, or was deferred by the server and still waits."""
+        """0 only when the send is complete; 1 when someone failed, is unknown, or was deferred by the
+        server and still waits; 3 when it stopped with rows pending (--limit, a stop, a lost lease).
+        The CLI reports a stop by a signal as 128 + the signal's number instead, as shells do."""
         waiting = self.this_run["deferred"] and self.counts.get(PENDING)
-        return 1 if self.counts.get(FAILED) or self.counts.get(UNKNOWN) or waiting else 0
+        if self.counts.get(FAILED) or self.counts.get(UNKNOWN) or waiting:
+            return 1
+        return NOT_FINISHED if self.counts.get(PENDING) else 0
 
     def summary(self) -> str:
         """One line for logs: what this run did and what is left."""

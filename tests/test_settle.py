@@ -69,8 +69,9 @@ def test_a_verified_event_for_an_unknown_row_settles_it_and_resend_unknown_sends
     still = {email for email, (state, _e) in after.items() if state == "unknown"}
     assert len(still) == 5 and "margaret@example.org" in still  # an event type we do not know settles nothing
     assert nl.status(issue, "weekly").counts["unknown"] == 5
+    before = len(fake.sent)
     resent = nl.send(issue, "weekly", resend_unknown=True)
-    assert sorted(fake.sent) == sorted(still)  # the provider's answer this time: sent
+    assert sorted(fake.sent[before:]) == sorted(still)  # the provider's answer this time: sent
     assert resent.counts["unknown"] == 0
 
 

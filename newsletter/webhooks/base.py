@@ -6,7 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 # The kinds of delivery event every provider's events are normalised to.
-KINDS = ("delivered", "deferred", "bounced", "blocked", "dropped", "complained", "unsubscribed", "opened", "clicked")
+KINDS = ("processed", "delivered", "deferred", "bounced", "blocked", "dropped", "complained", "unsubscribed", "opened",
+         "clicked")
 
 
 @dataclass(frozen=True)
