@@ -14,7 +14,7 @@ from newsletter import Newsletter, events
 from newsletter.webhooks.base import TrackingEvent
 
 from . import browser
-from .conftest import ROOT, SAMPLE_ISSUE
+from .conftest import ROOT, SAMPLE_ISSUE, ready_sample
 
 
 def event(kind: str, email: str, issue: str, minutes: int, **kw) -> TrackingEvent:
@@ -120,3 +120,49 @@ def test_json_for_scripts_from_lists_and_the_dry_run(sent, sg_run):
     assert dry["compatibility"]["features_used"] > 40
     refused = sg_run("send", SAMPLE_ISSUE, "--list", "weekly", "--json", "--yes")
     assert refused.exit_code == 2 and "--json goes with --dry-run" in refused.output
+
+
+@pytest.mark.parametrize("rate, shown", [(4 / 19_977, "0.020 %"), (3 / 1000, "0.30 %"), (1 / 1_000_000, "0.00010 %"),
+                                         (0.0, "0 %"), (1 / 12, "8.3 %"), (1.0, "100.0 %"), (None, "n/a")])
+def test_rates_below_one_percent_keep_two_significant_digits(rate, shown):
+    from newsletter.report import percent
+
+    assert percent(rate) == shown
+
+
+def test_the_text_report_shows_small_rates_and_the_sent_and_pending_columns(sg_config, sg_run, tmp_path):
+    rows = tmp_path / "many.csv"
+    rows.write_text("email\n" + "".join(f"r{i}@example.com\n" for i in range(300)))
+    assert sg_run("subscribers", "import", rows, "--list", "weekly").exit_code == 0
+    issue = ready_sample(tmp_path)
+    assert sg_run("send", issue, "--list", "weekly", "--yes", "--limit", "200").exit_code == 3
+    with Newsletter.from_config(sg_config) as nl:
+        events.apply(nl.store, [event("complained", "r7@example.com", "2026-12-01", 1)], "test")
+    table = sg_run("report", "2026-12-01").output
+    header, row = table.splitlines()[:2]
+    assert re.split(r"\s{2,}|\s(?=\S)", header.strip())[:5] == ["issue", "list", "recipients", "sent", "pending"]
+    assert "300" in row and "200" in row and "100" in row
+    assert "1 (0.50 %)" in row  # 1 complaint of 200 handed over: not "0.5 %" nor "0.0 %"
+
+
+def test_a_send_over_smtp_shows_na_for_what_only_events_can_tell(tmp_path, monkeypatch):
+    from . import smtp_server
+    from .conftest import SECRET, write_config
+
+    controller, _inbox = smtp_server.start()
+    try:
+        monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+        path = write_config(tmp_path, backend="smtp", smtp_port=controller.port)
+        with Newsletter.from_config(path) as nl:
+            nl.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
+            nl.send(ready_sample(tmp_path), "weekly")
+            (report,) = nl.report("2026-12-01")
+        assert report.sent == 12 and report.rates["delivered"] is None and report.rates["opened"] is None
+        from click.testing import CliRunner
+
+        from newsletter.cli import cli
+
+        row = CliRunner().invoke(cli, ["--config", str(path), "report"]).output.splitlines()[1]
+        assert "n/a" in row and "0.0 %" not in row
+    finally:
+        controller.stop()
