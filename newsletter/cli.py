@@ -618,19 +618,13 @@ def report_command(state: _State, issue: str | None, list_name: str | None, ever
 def _print_reports(reports: list[IssueReport]) -> None:
     from rich.table import Table
 
-    def cell(count: int, rate: float | None) -> str:
-        return f"{count:,}" + ("" if rate is None else f" ({100 * rate:.1f} %)")
+    from .report import TABLE_COLUMNS, table_row
 
     table = Table(box=None, pad_edge=False, padding=(0, 1))
-    for column in ("issue", "list", "recipients", "delivered", "bounced", "complained", "unsubscribed",
-                   "unique opens", "unique clicks"):
+    for column in ("issue", "list", *TABLE_COLUMNS):
         table.add_column(column, justify="left" if column in ("issue", "list") else "right")
     for r in reports:
-        rates = r.rates
-        table.add_row(r.issue, r.list_name, f"{r.recipients:,}", cell(r.delivered, rates["delivered"]),
-                      cell(r.bounced, rates["bounced"]), cell(r.complained, rates["complained"]),
-                      cell(r.unsubscribed, rates["unsubscribed"]), cell(r.opened, rates["opened"]),
-                      cell(r.clicked, rates["clicked"]))
+        table.add_row(r.issue, r.list_name, *table_row(r))
     out.print(table)
     for r in reports:
         if r.top_links:

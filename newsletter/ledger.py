@@ -176,7 +176,7 @@ class Ledger:
             ).all()
         return [Claimed(r.id, r.email, r.name, r.attributes) for r in rows]
 
-    def start(self, subject: str) -> bool:
+    def start(self, subject: str, *, events: bool = True) -> bool:
         """Fix the recipients with one set-based insert; False when the send had started before.
 
         Rows are keyed by (issue, subscriber), so two sends of one issue starting at once, to
@@ -186,13 +186,13 @@ class Ledger:
         """
         for attempt in range(3):
             try:
-                return self._start(subject)
+                return self._start(subject, events)
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise
         return False
 
-    def _start(self, subject: str) -> bool:
+    def _start(self, subject: str, events: bool) -> bool:
         with self.store.write() as conn:
             if conn.execute(
                 sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
@@ -208,7 +208,7 @@ class Ledger:
             )
             count = conn.execute(insert).rowcount
             conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
-                                               recipients=count, started_at=stamp))
+                                               recipients=count, started_at=stamp, events=events))
             return True
 
     # -- workers and their leases -----------------------------------------------------------------

@@ -56,8 +56,11 @@ class IssueReport:
     # Hours since the send started → (handed over, opened first, clicked first) in that hour.
     timeline: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
-    def rate(self, count: int, over: int) -> float | None:
-        return round(count / over, 4) if over else None
+    tracked: bool = True  # whether the provider of this send reports events (SMTP does not)
+
+    def rate(self, count: int, over: int, *, from_events: bool = True) -> float | None:
+        """count / over; None where it cannot be known (nothing to divide by, or no events can come)."""
+        return count / over if over and (self.tracked or not from_events) else None
 
     @property
     def rates(self) -> dict[str, float | None]:
@@ -66,7 +69,7 @@ class IssueReport:
             "delivered": self.rate(self.delivered, self.sent),
             "bounced": self.rate(self.bounced, self.sent),
             "complained": self.rate(self.complained, base),
-            "unsubscribed": self.rate(self.unsubscribed, base),
+            "unsubscribed": self.rate(self.unsubscribed, base, from_events=False),  # the link counts too
             "opened": self.rate(self.opened, base),
             "clicked": self.rate(self.clicked, base),
             "click_to_open": self.rate(self.clicked, self.opened),
@@ -119,11 +122,11 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
     """The report of one send (issue, list), from the ledger, the events and the history."""
     with store.engine.connect() as conn:
         send = conn.execute(
-            sa.select(sends.c.subject, sends.c.started_at, sends.c.finished_at, lists.c.id)
+            sa.select(sends.c.subject, sends.c.started_at, sends.c.finished_at, lists.c.id, sends.c.events)
             .join(lists, lists.c.id == sends.c.list_id)
             .where(sends.c.issue == issue, lists.c.name == list_name)
         ).one()
-        subject, started, finished, list_id = send
+        subject, started, finished, list_id, tracked = send
         states: dict[str, int] = dict(conn.execute(
             sa.select(deliveries.c.state, sa.func.count()).where(deliveries.c.issue == issue,
                                                                  deliveries.c.list_id == list_id)
@@ -170,6 +173,7 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
         opened=people.get("opened", 0), clicked=people.get("clicked", 0),
         top_links=tuple(Link(str(url), int(clicks), int(who)) for url, clicks, who in link_rows),
         timeline={hour: (s, o, c) for hour, (s, o, c) in timeline.items()},
+        tracked=tracked is not False,  # a send from before the column was recorded: assume events came
     )
 
 
@@ -224,8 +228,29 @@ def _plots(reports: list[IssueReport]) -> list[tuple[str, str]]:
     return plots
 
 
-def _percent(rate: float | None) -> str:
-    return "n/a" if rate is None else f"{100 * rate:.1f} %"
+def percent(rate: float | None) -> str:
+    """A rate for people: one decimal from 1 %, two significant digits below (Gmail's limits are 0.1 and 0.3 %)."""
+    if rate is None:
+        return "n/a"
+    if rate == 0:
+        return "0 %"
+    share = 100 * rate
+    return f"{share:.1f} %" if share >= 1 else f"{share:#.2g} %"
+
+
+# The columns of a report's table after issue and list (the CLI's and the HTML page's), and their cells.
+TABLE_COLUMNS = ("recipients", "sent", "pending", "delivered", "bounced", "complained", "unsubscribed",
+                 "unique opens", "unique clicks")
+
+
+def table_row(r: IssueReport) -> list[str]:
+    def cell(count: int, rate: float | None) -> str:
+        return f"{count:,} ({percent(rate)})" if rate is not None or count else percent(rate)
+
+    rates = r.rates
+    return [f"{r.recipients:,}", f"{r.sent:,}", f"{r.pending:,}",
+            *(cell(getattr(r, name), rates[name])
+              for name in ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked"))]
 
 
 def to_html(reports: list[IssueReport], title: str) -> str:
@@ -234,18 +259,14 @@ def to_html(reports: list[IssueReport], title: str) -> str:
 
     rows = "".join(
         f"<tr><td>{escape(r.issue)}</td><td>{escape(r.list_name)}</td><td>{escape(r.subject)}</td>"
-        f"<td>{r.recipients:,}</td><td>{r.delivered:,} ({_percent(r.rates['delivered'])})</td>"
-        f"<td>{r.bounced:,} ({_percent(r.rates['bounced'])})</td>"
-        f"<td>{r.complained:,} ({_percent(r.rates['complained'])})</td>"
-        f"<td>{r.unsubscribed:,} ({_percent(r.rates['unsubscribed'])})</td>"
-        f"<td>{r.opened:,} ({_percent(r.rates['opened'])})</td><td>{r.clicked:,} ({_percent(r.rates['clicked'])})</td>"
-        "</tr>" for r in reports)
+        + "".join(f"<td>{value}</td>" for value in table_row(r)) + "</tr>" for r in reports)
     links = "".join(
         f"<h3>Top links: {escape(r.issue)} to {escape(r.list_name)}</h3><table><tr><th>link</th><th>clicks</th>"
         f"<th>people</th></tr>"
         + "".join(f"<tr><td>{escape(link.url)}</td><td>{link.clicks:,}</td><td>{link.people:,}</td></tr>"
                   for link in r.top_links) + "</table>"
         for r in reports if r.top_links)
+    header = "".join(f"<th>{column}</th>" for column in ("issue", "list", "subject", *TABLE_COLUMNS))
     figures = "".join(f'<figure><figcaption>{escape(caption)}</figcaption>{svg}</figure>'
                       for caption, svg in _plots(reports))
     return f"""<!doctype html>
@@ -259,8 +280,7 @@ th {{ background: #f3f5f7; text-align: left; }} td {{ font-variant-numeric: tabu
 figure {{ margin: 1.5rem 0; }} figcaption {{ font-weight: 600; }} svg {{ max-width: 100%; height: auto; }}
 </style></head><body>
 <h1>{escape(title)}</h1>
-<table><tr><th>issue</th><th>list</th><th>subject</th><th>recipients</th><th>delivered</th><th>bounced</th>
-<th>complained</th><th>unsubscribed</th><th>opened</th><th>clicked</th></tr>{rows}</table>
+<table><tr>{header}</tr>{rows}</table>
 {figures}
 {links}
 <p>Counts are of people; opens and clicks need SendGrid's open and click tracking ([sendgrid] open_tracking,

@@ -81,6 +81,7 @@ sends = sa.Table(
     sa.Column("recipients", sa.Integer, nullable=False),
     sa.Column("started_at", sa.DateTime, nullable=False),
     sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Column("events", sa.Boolean, nullable=True),  # whether its provider reports delivery events
 )
 
 # A delivery's states: pending → in_flight → sent | failed | unknown | skipped (see `ledger`).
@@ -156,6 +157,11 @@ def _history(conn: Connection) -> None:
     metadata.create_all(conn, tables=[history])
 
 
+def _send_events(conn: Connection) -> None:
+    if "events" not in {c["name"] for c in sa.inspect(conn).get_columns("sends")}:
+        conn.execute(sa.text(f"ALTER TABLE sends ADD COLUMN events {sa.Boolean().compile(conn.dialect)}"))
+
+
 def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=list(tables))
@@ -170,6 +176,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (3, "provider events", _creates(events)),
     (4, "sending workers and leases", _leases),
     (5, "consent history; when a member left", _history),
+    (6, "sends remember whether their provider reports events", _send_events),
 ]
 
 

@@ -154,7 +154,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     started = time.monotonic()
     report = SendReport(slug, list_name, {})
     report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
-    report.started_now = ledger.start(mailing.rendered.subject)
+    report.started_now = ledger.start(mailing.rendered.subject, events=provider.reports_events)
     worker = ledger.register()
     lost = threading.Event()
     pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or lost.is_set(), sleep=sleep)

@@ -86,6 +86,7 @@ class Provider(Protocol):
     name: str
     max_batch: int
     max_in_flight: int
+    reports_events: bool  # whether delivery events (delivered, bounced, opened…) come back from it
 
     def check(self, envelope: Envelope) -> None:
         """Raise ProviderError when this message can never be sent (too large): before anything is sent."""

@@ -50,6 +50,7 @@ def _classify(step: str, code: int, reply: bytes | str) -> _Answer:
 
 class SmtpProvider:
     name = "smtp"
+    reports_events = False  # a relay answers once; nothing comes back to count deliveries or opens
     max_batch = 100
 
     def __init__(self, settings: SmtpSettings, password: str = "") -> None:
