@@ -122,3 +122,34 @@ def test_every_line_of_every_message_fits_in_78_columns(smtp, sample_issue, tmp_
         headers, _, body = raw.partition(b"\r\n\r\n")
         assert max(len(line) for line in body.split(b"\r\n")) <= 78, path.name
         assert b"MIME-Version: 1.0" in headers
+
+
+def test_every_address_the_dirty_list_accepts_goes_out_with_its_display_name(tmp_path, monkeypatch, sample_issue):
+    """Non-ASCII local parts with display names once failed on Python 3.11 ("cannot build the message")."""
+    from .test_store import DIRTY
+
+    controller, inbox = smtp_server.start(smtputf8=True)
+    try:
+        monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+        config = write_config(tmp_path, backend="smtp", smtp_port=controller.port)
+        dirty = tmp_path / "dirty.csv"
+        dirty.write_text(DIRTY + 'gżegorz@example.pl,Grzegorz,Kraków\r\n"zoë@exämple.de","Zoë ""Z"", Jr.",Graz\r\n'
+                         "ascii@exämple.de,Ünal,Ulm\r\n", encoding="utf-8")
+        runner = CliRunner()
+
+        def run(*args):
+            return runner.invoke(cli, ["--config", str(config), *map(str, args)], catch_exceptions=False)
+
+        assert run("subscribers", "import", dirty, "--list", "weekly").exit_code == 0
+        result = run("send", sample_issue, "--list", "weekly", "--yes")
+        assert result.exit_code == 0, result.output
+        assert "failed 0" in result.output
+        to = {rcpt[0]: msg["To"] for _f, rcpt, msg in inbox.messages}
+        assert len(to) == 10
+        assert to["gżegorz@example.pl"].addresses[0].display_name == "Grzegorz"
+        assert to["gżegorz@example.pl"].addresses[0].addr_spec == "gżegorz@example.pl"
+        assert to["zoë@exämple.de"].addresses[0].display_name == 'Zoë "Z", Jr.'
+        assert to["ascii@xn--exmple-cua.de"].addresses[0].display_name == "Ünal"
+        assert to["jörg@example.com"].addresses[0].display_name == "Jörg"
+    finally:
+        controller.stop()
