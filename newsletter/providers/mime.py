@@ -34,14 +34,26 @@ def needs_smtputf8(envelope: Envelope, recipient: Recipient) -> bool:
     return not (recipient.email.isascii() and envelope.from_email.isascii())
 
 
+def _to(recipient: Recipient, utf8: bool) -> Address | str:
+    """The To header. With a non-ASCII address, the email package of Python 3.11 cannot fold an
+    Address that has a display name (NonASCIILocalPartDefect), so the header is written as text:
+    the name as a quoted string, which RFC 6532 lets carry UTF-8."""
+    name = _one_line(recipient.name)
+    if not name:
+        return recipient.email
+    if not utf8:
+        return Address(display_name=name, addr_spec=recipient.email)
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{recipient.email}>'
+
+
 def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     """The complete message for one recipient, exactly as it goes over SMTP."""
     rendered = envelope.rendered
     msg = EmailMessage(policy=UTF8_POLICY if needs_smtputf8(envelope, recipient) else POLICY)
     msg["Subject"] = _one_line(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
     msg["From"] = envelope.from_header
-    name = _one_line(recipient.name)
-    msg["To"] = Address(display_name=name, addr_spec=recipient.email) if name else recipient.email
+    msg["To"] = _to(recipient, msg.policy is UTF8_POLICY)
     if envelope.reply_to:
         msg["Reply-To"] = envelope.reply_to
     msg["Date"] = formatdate(localtime=False, usegmt=True)
