@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,7 +72,7 @@ class Stop(threading.Event):
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[Stop]:
+def stop_on_signals(*, quiet: bool = False) -> Iterator[Stop]:
     """A Stop set by SIGTERM or SIGINT for the length of the block; the previous handlers come back after.
 
     Only process entry points (this CLI) install handlers: the library takes the Event as a stop token.
@@ -81,8 +82,9 @@ def stop_on_signals() -> Iterator[Stop]:
     def handler(signum: int, _frame: object) -> None:
         if not stop.is_set():
             stop.signum = signum
-            click.echo(f"received {signal.Signals(signum).name}: finishing the batch in flight, then stopping",
-                       err=True)
+            if not quiet:
+                click.echo(f"received {signal.Signals(signum).name}: finishing the batch in flight, then stopping",
+                           err=True)
         stop.set()
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
@@ -203,12 +205,17 @@ def preview(state: _State, issue: str, host: str, port: int, open_browser: bool)
     out.print(f"Previewing {rendered.slug} at {url} (plain text at {url}text); Ctrl-C stops.")
     if open_browser:
         webbrowser.open(url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    # Served from a thread, so that SIGINT and SIGTERM stop it however it was started (a background
+    # job or nohup starts it with SIGINT ignored, and KeyboardInterrupt never comes).
+    serving = threading.Thread(target=server.serve_forever, name="preview", daemon=True)
+    with stop_on_signals(quiet=True) as stop:
+        serving.start()
+        try:
+            while not stop.is_set() and serving.is_alive():
+                time.sleep(0.1)
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 @cli.group()

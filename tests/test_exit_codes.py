@@ -109,3 +109,45 @@ def test_status_of_a_slug_that_names_no_send_is_an_error_listing_the_known_ones(
     unsent = ready_sample(tmp_path, "2026-12-10")
     fresh = sg_run("status", unsent, "--list", "weekly")  # a real issue file not sent yet: a plain answer
     assert fresh.exit_code == 0 and "has not been sent to weekly" in fresh.output
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job or nohup starts a process
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("command", ["preview", "serve"])
+def test_preview_and_serve_stop_on_sigint_and_sigterm_however_they_were_started(tmp_path, command, sig):
+    import re
+    import urllib.request
+
+    from .smtp_server import free_port
+
+    path = write_config(tmp_path)
+    port = free_port()
+    args = ["preview", str(ready_sample(tmp_path)), "--port", str(port)] if command == "preview" else \
+        ["serve", "--port", str(port)]
+    env = {**os.environ, "NEWSLETTER_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(path), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
+    try:
+        url = f"http://127.0.0.1:{port}/" + ("" if command == "preview" else "healthz")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert urllib.request.urlopen(url, timeout=5).status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.1)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if command == "serve":  # uvicorn shuts down gracefully, then ends by the signal it caught, as a server should
+        assert proc.returncode in (0, -sig) and "Finished server process" in err, (out, err)
+    else:
+        assert proc.returncode == 0, (out, err)
+    assert not re.search(r"Traceback", err)
