@@ -625,13 +625,11 @@ def report_command(state: _State, issue: str | None, list_name: str | None, ever
 def _print_reports(reports: list[IssueReport]) -> None:
     from rich.table import Table
 
-    from .report import TABLE_COLUMNS, table_row
-
     table = Table(box=None, pad_edge=False, padding=(0, 1))
-    for column in ("issue", "list", *TABLE_COLUMNS):
+    for column in ("issue", "list", *reports[0].table_cells()):  # a report is never of no send
         table.add_column(column, justify="left" if column in ("issue", "list") else "right")
     for r in reports:
-        table.add_row(r.issue, r.list_name, *table_row(r))
+        table.add_row(r.issue, r.list_name, *r.table_cells().values())
     out.print(table)
     for r in reports:
         if r.top_links:

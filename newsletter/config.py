@@ -228,14 +228,26 @@ def _build(cls: type, table: Any, section: str, path: Path) -> Any:
     return cls(**values)
 
 
+def _check_ec_public_key(public_key: str) -> None:
+    """ValueError unless `public_key` is what SendGrid shows for a signed webhook: a base64 EC public key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    pem = f"-----BEGIN PUBLIC KEY-----\n{public_key.strip()}\n-----END PUBLIC KEY-----"
+    try:
+        key = load_pem_public_key(pem.encode("ascii", "replace"))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a public key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an elliptic-curve (ECDSA) key, which SendGrid's signed webhook uses")
+
+
 def _check_keys(sections: dict[str, Any], path: Path) -> None:
     """Key material is parsed now: a bad key is one line naming it, not every webhook refused later."""
     key = sections["sendgrid"].webhook_public_key
     if key:
-        from .webhooks.sendgrid import check_public_key
-
         try:
-            check_public_key(key)
+            _check_ec_public_key(key)
         except ValueError as exc:
             raise ConfigError(f"{path}: [sendgrid] webhook_public_key: {exc}; paste the verification key from "
                               f"SendGrid's Mail Settings > Signed Event Webhook") from None

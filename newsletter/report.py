@@ -75,6 +75,18 @@ class IssueReport:
             "click_to_open": self.rate(self.clicked, self.opened),
         }
 
+    def table_cells(self) -> dict[str, str]:
+        """The cells of this send's row in a table (the CLI's, the HTML page's) after issue and list."""
+        def cell(count: int, rate: float | None) -> str:
+            return f"{count:,} ({percent(rate)})" if rate is not None or count else percent(rate)
+
+        rates = self.rates
+        cells = {"recipients": f"{self.recipients:,}", "sent": f"{self.sent:,}", "pending": f"{self.pending:,}"}
+        for name in ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked"):
+            title = f"unique {name.removesuffix('ed')}s" if name in ("opened", "clicked") else name
+            cells[title] = cell(getattr(self, name), rates[name])
+        return cells
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["started_at"] = self.started_at.isoformat() + "Z"
@@ -238,35 +250,21 @@ def percent(rate: float | None) -> str:
     return f"{share:.1f} %" if share >= 1 else f"{share:#.2g} %"
 
 
-# The columns of a report's table after issue and list (the CLI's and the HTML page's), and their cells.
-TABLE_COLUMNS = ("recipients", "sent", "pending", "delivered", "bounced", "complained", "unsubscribed",
-                 "unique opens", "unique clicks")
-
-
-def table_row(r: IssueReport) -> list[str]:
-    def cell(count: int, rate: float | None) -> str:
-        return f"{count:,} ({percent(rate)})" if rate is not None or count else percent(rate)
-
-    rates = r.rates
-    return [f"{r.recipients:,}", f"{r.sent:,}", f"{r.pending:,}",
-            *(cell(getattr(r, name), rates[name])
-              for name in ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked"))]
-
-
 def to_html(reports: list[IssueReport], title: str) -> str:
     """One self-contained page: tables of counts and rates, top links, and the plots inline as SVG."""
     from html import escape
 
     rows = "".join(
         f"<tr><td>{escape(r.issue)}</td><td>{escape(r.list_name)}</td><td>{escape(r.subject)}</td>"
-        + "".join(f"<td>{value}</td>" for value in table_row(r)) + "</tr>" for r in reports)
+        + "".join(f"<td>{value}</td>" for value in r.table_cells().values()) + "</tr>" for r in reports)
     links = "".join(
         f"<h3>Top links: {escape(r.issue)} to {escape(r.list_name)}</h3><table><tr><th>link</th><th>clicks</th>"
         f"<th>people</th></tr>"
         + "".join(f"<tr><td>{escape(link.url)}</td><td>{link.clicks:,}</td><td>{link.people:,}</td></tr>"
                   for link in r.top_links) + "</table>"
         for r in reports if r.top_links)
-    header = "".join(f"<th>{column}</th>" for column in ("issue", "list", "subject", *TABLE_COLUMNS))
+    columns = ("issue", "list", "subject", *(reports[0].table_cells() if reports else ()))
+    header = "".join(f"<th>{column}</th>" for column in columns)
     figures = "".join(f'<figure><figcaption>{escape(caption)}</figcaption>{svg}</figure>'
                       for caption, svg in _plots(reports))
     return f"""<!doctype html>

@@ -19,20 +19,6 @@ _EVENT_KINDS = {
 }
 
 
-def check_public_key(public_key: str) -> None:
-    """ValueError unless `public_key` is what SendGrid shows for a signed webhook: a base64 EC public key."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    pem = f"-----BEGIN PUBLIC KEY-----\n{public_key.strip()}\n-----END PUBLIC KEY-----"
-    try:
-        key = load_pem_public_key(pem.encode("ascii", "replace"))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"not a public key ({exc})") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ValueError("not an elliptic-curve (ECDSA) key, which SendGrid's signed webhook uses")
-
-
 def verify_webhook(public_key: str, payload: bytes, signature: str, timestamp: str, tolerance: int,
                    now: float | None = None) -> bool:
     """True when SendGrid signed this payload (ECDSA over timestamp + body) recently enough."""
