@@ -125,18 +125,8 @@ MISSED_DAYS = 7  # how long after its slot a missed issue is still reported by e
 
 
 @dataclass(frozen=True)
-class PlannedSend:
-    """A send the plan makes now: a pinned one (`pin`) or the slot's weekly issue."""
-
-    path: Path
-    slug: str
-    why: str
-    pin: Pin | None = None
-
-
-@dataclass(frozen=True)
-class Passed:
-    """An issue the plan does not send now, and why: missed (reported, exit 1) or left alone."""
+class PlanItem:
+    """An issue in the plan, and why it is there: due now, missed, or left alone (`pin` when pinned)."""
 
     path: Path
     slug: str
@@ -147,9 +137,9 @@ class Passed:
 @dataclass(frozen=True)
 class DuePlan:
     now: dt.datetime
-    due: list[PlannedSend]  # in order: pins whose time has come, then at most one weekly issue
-    missed: list[Passed]  # their time passed beyond the grace: reported by `send --due`, which exits 1
-    skipped: list[Passed]  # never sent automatically (old, drafts, unreadable) or waiting for a later slot
+    due: list[PlanItem]  # in order: pins whose time has come, then at most one weekly issue
+    missed: list[PlanItem]  # their time passed beyond the grace: reported by `send --due`, which exits 1
+    skipped: list[PlanItem]  # never sent automatically (old, drafts, unreadable) or waiting for a later slot
     next_slot: dt.datetime | None
     next_issue: Path | None  # what the next slot would send, as things stand
 
@@ -190,16 +180,16 @@ def plan_due(config: Config, store: Store, list_name: str, now: dt.datetime | No
     tz = timezone(config)
     now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
     grace = dt.timedelta(seconds=config.schedule.misfire_grace)
-    due: list[PlannedSend] = []
-    missed: list[Passed] = []
+    due: list[PlanItem] = []
+    missed: list[PlanItem] = []
     waiting = pins(config, store)
     for pin in (p for p in waiting if p.list_name == list_name and p.at <= now):
         why = f"pinned to {pin.at.astimezone(tz):%Y-%m-%d %H:%M %Z}"
         if now - pin.at > grace:
-            missed.append(Passed(pin.issue_path, pin.slug, f"{why}, beyond [schedule] misfire_grace; send it by "
+            missed.append(PlanItem(pin.issue_path, pin.slug, f"{why}, beyond [schedule] misfire_grace; send it by "
                                                            f"hand with {by_hand(pin.issue_path, list_name)}", pin))
         else:
-            due.append(PlannedSend(pin.issue_path, pin.slug, why, pin))
+            due.append(PlanItem(pin.issue_path, pin.slug, why, pin))
     pinned = {pin.slug for pin in waiting}
     weekly, late, skipped = _weekly(config, store, list_name, now, pinned)
     slot = trigger(config).get_next_fire_time(None, now + dt.timedelta(seconds=1))
@@ -214,23 +204,23 @@ class _InWindow(NamedTuple):
 
 
 def _weekly(config: Config, store: Store, list_name: str, now: dt.datetime,
-            pinned: set[str]) -> tuple[list[PlannedSend], list[Passed], list[Passed]]:
+            pinned: set[str]) -> tuple[list[PlanItem], list[PlanItem], list[PlanItem]]:
     """The weekly rule at `now`: (the slot's issue, if any; missed; left alone)."""
     tz = timezone(config)
     weekly, grace = trigger(config), dt.timedelta(seconds=config.schedule.misfire_grace)
-    missed: list[Passed] = []
-    skipped: list[Passed] = []
+    missed: list[PlanItem] = []
+    skipped: list[PlanItem] = []
     window: list[_InWindow] = []  # issues whose slot is open now, finished sends included
     for path in sorted(config.issues_dir.glob("*.md")):
         try:
             issue = parse(path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
         except ContentError as exc:
-            skipped.append(Passed(path, path.stem, f"cannot be read: {exc}"))
+            skipped.append(PlanItem(path, path.stem, f"cannot be read: {exc}"))
             continue
         if issue.slug in pinned:
             continue
         if issue.draft:
-            skipped.append(Passed(path, issue.slug, "a draft (draft: true): never sent automatically"))
+            skipped.append(PlanItem(path, issue.slug, "a draft (draft: true): never sent automatically"))
             continue
         first = weekly.get_next_fire_time(None, dt.datetime.combine(issue.date, dt.time(), tzinfo=tz))
         if first is None or first > now:
@@ -247,9 +237,9 @@ def _weekly(config: Config, store: Store, list_name: str, now: dt.datetime,
                else f"dated {issue.date}; {when}")
         hint = f"; send it by hand with {by_hand(path, list_name)}"
         if (now.date() - first.date()).days <= MISSED_DAYS:
-            missed.append(Passed(path, issue.slug, why + hint))
+            missed.append(PlanItem(path, issue.slug, why + hint))
         else:
-            skipped.append(Passed(path, issue.slug, f"never sent automatically: {why}{hint}"))
+            skipped.append(PlanItem(path, issue.slug, f"never sent automatically: {why}{hint}"))
     slot = latest_slot(weekly, now) or now
     window.sort(key=lambda found: (found.issue.date, found.issue.slug))
     went = [w for w in window if w.send.started_at and w.send.started_at >= slot]
@@ -258,11 +248,11 @@ def _weekly(config: Config, store: Store, list_name: str, now: dt.datetime,
     for w in window:
         if w is owner and not w.send.complete:
             what = "continues its interrupted send" if w.send.started_at else "due"
-            due.append(PlannedSend(w.path, w.issue.slug, f"dated {w.issue.date}, {what} at the slot of "
+            due.append(PlanItem(w.path, w.issue.slug, f"dated {w.issue.date}, {what} at the slot of "
                                                          f"{slot:%Y-%m-%d %H:%M %Z} ({config.schedule.cron})"))
         elif owner is not None and not w.send.complete:
             verb = "went" if went else "goes"
-            skipped.append(Passed(w.path, w.issue.slug, f"waiting: {owner.issue.slug} {verb} at this slot (at most "
+            skipped.append(PlanItem(w.path, w.issue.slug, f"waiting: {owner.issue.slug} {verb} at this slot (at most "
                                                         f"one issue per slot); send it by hand with "
                                                         f"{by_hand(w.path, list_name)}"))
     return due, missed, skipped
