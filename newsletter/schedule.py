@@ -191,9 +191,10 @@ def plan_due(config: Config, store: Store, list_name: str, now: dt.datetime | No
         else:
             due.append(PlanItem(pin.issue_path, pin.slug, why, pin))
     pinned = {pin.slug for pin in waiting}
-    weekly, late, skipped = _weekly(config, store, list_name, now, pinned)
+    issues = _read_issues(config)
+    weekly, late, skipped = _weekly(config, store, list_name, now, pinned, issues)
     slot = trigger(config).get_next_fire_time(None, now + dt.timedelta(seconds=1))
-    then = _weekly(config, store, list_name, slot, pinned)[0] if slot is not None else []
+    then = _weekly(config, store, list_name, slot, pinned, issues)[0] if slot is not None else []
     return DuePlan(now, due + weekly, missed + late, skipped, slot, then[0].path if then else None)
 
 
@@ -203,19 +204,29 @@ class _InWindow(NamedTuple):
     send: _Send
 
 
-def _weekly(config: Config, store: Store, list_name: str, now: dt.datetime,
-            pinned: set[str]) -> tuple[list[PlanItem], list[PlanItem], list[PlanItem]]:
+def _read_issues(config: Config) -> list[tuple[Path, Issue | ContentError]]:
+    """Every issue file, parsed once per plan (or the error that keeps it from being read)."""
+    found: list[tuple[Path, Issue | ContentError]] = []
+    for path in sorted(config.issues_dir.glob("*.md")):
+        try:
+            found.append((path, parse(path, base_url=config.newsletter.base_url,
+                                      max_bytes=config.newsletter.max_issue_bytes)))
+        except ContentError as exc:
+            found.append((path, exc))
+    return found
+
+
+def _weekly(config: Config, store: Store, list_name: str, now: dt.datetime, pinned: set[str],
+            issues: list[tuple[Path, Issue | ContentError]]) -> tuple[list[PlanItem], list[PlanItem], list[PlanItem]]:
     """The weekly rule at `now`: (the slot's issue, if any; missed; left alone)."""
     tz = timezone(config)
     weekly, grace = trigger(config), dt.timedelta(seconds=config.schedule.misfire_grace)
     missed: list[PlanItem] = []
     skipped: list[PlanItem] = []
     window: list[_InWindow] = []  # issues whose slot is open now, finished sends included
-    for path in sorted(config.issues_dir.glob("*.md")):
-        try:
-            issue = parse(path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
-        except ContentError as exc:
-            skipped.append(PlanItem(path, path.stem, f"cannot be read: {exc}"))
+    for path, issue in issues:
+        if isinstance(issue, ContentError):
+            skipped.append(PlanItem(path, path.stem, f"cannot be read: {issue}"))
             continue
         if issue.slug in pinned:
             continue
