@@ -154,12 +154,6 @@ class _Send:
         return self.started_at is not None and not self.pending
 
 
-def _send_state(store: Store, slug: str, list_name: str) -> _Send:
-    ledger = Ledger(store, slug, list_name, create=False)
-    started = ledger.started_at()
-    return _Send(started, ledger.counts()[PENDING] if started else 0)
-
-
 def by_hand(path: Path, list_name: str) -> str:
     return f"`newsletter send {path} --list {list_name}`"
 
@@ -191,10 +185,10 @@ def plan_due(config: Config, store: Store, list_name: str, now: dt.datetime | No
         else:
             due.append(PlanItem(pin.issue_path, pin.slug, why, pin))
     pinned = {pin.slug for pin in waiting}
-    issues = _read_issues(config)
-    weekly, late, skipped = _weekly(config, store, list_name, now, pinned, issues)
-    slot = trigger(config).get_next_fire_time(None, now + dt.timedelta(seconds=1))
-    then = _weekly(config, store, list_name, slot, pinned, issues)[0] if slot is not None else []
+    rule = _WeeklyRule(config, store, list_name, pinned)
+    weekly, late, skipped = rule.at(now)
+    slot = rule.trigger.get_next_fire_time(None, now + dt.timedelta(seconds=1))
+    then = rule.at(slot)[0] if slot is not None else []
     return DuePlan(now, due + weekly, missed + late, skipped, slot, then[0].path if then else None)
 
 
@@ -204,69 +198,79 @@ class _InWindow(NamedTuple):
     send: _Send
 
 
-def _read_issues(config: Config) -> list[tuple[Path, Issue | ContentError]]:
-    """Every issue file, parsed once per plan (or the error that keeps it from being read)."""
-    found: list[tuple[Path, Issue | ContentError]] = []
-    for path in sorted(config.issues_dir.glob("*.md")):
-        try:
-            found.append((path, parse(path, base_url=config.newsletter.base_url,
-                                      max_bytes=config.newsletter.max_issue_bytes)))
-        except ContentError as exc:
-            found.append((path, exc))
-    return found
+class _WeeklyRule:
+    """The weekly rule for one list, over issue files parsed once and send states read once, so that a
+    plan can ask it about now and about the next slot without doing the work twice."""
 
+    def __init__(self, config: Config, store: Store, list_name: str, pinned: set[str]) -> None:
+        self.config, self.store, self.list_name, self.pinned = config, store, list_name, pinned
+        self.tz, self.trigger = timezone(config), trigger(config)
+        self.grace = dt.timedelta(seconds=config.schedule.misfire_grace)
+        self.issues: list[tuple[Path, Issue | ContentError]] = []
+        for path in sorted(config.issues_dir.glob("*.md")):
+            try:
+                self.issues.append((path, parse(path, base_url=config.newsletter.base_url,
+                                                max_bytes=config.newsletter.max_issue_bytes)))
+            except ContentError as exc:
+                self.issues.append((path, exc))
+        self._states: dict[str, _Send] = {}
 
-def _weekly(config: Config, store: Store, list_name: str, now: dt.datetime, pinned: set[str],
-            issues: list[tuple[Path, Issue | ContentError]]) -> tuple[list[PlanItem], list[PlanItem], list[PlanItem]]:
-    """The weekly rule at `now`: (the slot's issue, if any; missed; left alone)."""
-    tz = timezone(config)
-    weekly, grace = trigger(config), dt.timedelta(seconds=config.schedule.misfire_grace)
-    missed: list[PlanItem] = []
-    skipped: list[PlanItem] = []
-    window: list[_InWindow] = []  # issues whose slot is open now, finished sends included
-    for path, issue in issues:
-        if isinstance(issue, ContentError):
-            skipped.append(PlanItem(path, path.stem, f"cannot be read: {issue}"))
-            continue
-        if issue.slug in pinned:
-            continue
-        if issue.draft:
-            skipped.append(PlanItem(path, issue.slug, "a draft (draft: true): never sent automatically"))
-            continue
-        first = weekly.get_next_fire_time(None, dt.datetime.combine(issue.date, dt.time(), tzinfo=tz))
-        if first is None or first > now:
-            continue  # its slot is still to come, or never comes
-        state = _send_state(store, issue.slug, list_name)
-        open_slot = weekly.get_next_fire_time(None, max(first, now - grace))
-        if open_slot is not None and open_slot <= now and open_slot.date() == first.date():
-            window.append(_InWindow(issue, path, state))
-            continue
-        if state.complete:
-            continue
-        when = f"its slot was {first:%Y-%m-%d %H:%M %Z}, beyond [schedule] misfire_grace"
-        why = (f"interrupted with {state.pending:,} pending; {when}" if state.started_at
-               else f"dated {issue.date}; {when}")
-        hint = f"; send it by hand with {by_hand(path, list_name)}"
-        if (now.date() - first.date()).days <= MISSED_DAYS:
-            missed.append(PlanItem(path, issue.slug, why + hint))
-        else:
-            skipped.append(PlanItem(path, issue.slug, f"never sent automatically: {why}{hint}"))
-    slot = latest_slot(weekly, now) or now
-    window.sort(key=lambda found: (found.issue.date, found.issue.slug))
-    went = [w for w in window if w.send.started_at and w.send.started_at >= slot]
-    owner = went[0] if went else next((w for w in window if not w.send.complete), None)
-    due = []
-    for w in window:
-        if w is owner and not w.send.complete:
-            what = "continues its interrupted send" if w.send.started_at else "due"
-            due.append(PlanItem(w.path, w.issue.slug, f"dated {w.issue.date}, {what} at the slot of "
-                                                         f"{slot:%Y-%m-%d %H:%M %Z} ({config.schedule.cron})"))
-        elif owner is not None and not w.send.complete:
-            verb = "went" if went else "goes"
-            skipped.append(PlanItem(w.path, w.issue.slug, f"waiting: {owner.issue.slug} {verb} at this slot (at most "
-                                                        f"one issue per slot); send it by hand with "
-                                                        f"{by_hand(w.path, list_name)}"))
-    return due, missed, skipped
+    def state(self, slug: str) -> _Send:
+        if slug not in self._states:
+            ledger = Ledger(self.store, slug, self.list_name, create=False)
+            started = ledger.started_at()
+            self._states[slug] = _Send(started, ledger.counts()[PENDING] if started else 0)
+        return self._states[slug]
+
+    def at(self, now: dt.datetime) -> tuple[list[PlanItem], list[PlanItem], list[PlanItem]]:
+        """The rule at `now`: (the slot's issue, if any; missed; left alone)."""
+        list_name, weekly = self.list_name, self.trigger
+        missed: list[PlanItem] = []
+        skipped: list[PlanItem] = []
+        window: list[_InWindow] = []  # issues whose slot is open now, finished sends included
+        for path, issue in self.issues:
+            if isinstance(issue, ContentError):
+                skipped.append(PlanItem(path, path.stem, f"cannot be read: {issue}"))
+                continue
+            if issue.slug in self.pinned:
+                continue
+            if issue.draft:
+                skipped.append(PlanItem(path, issue.slug, "a draft (draft: true): never sent automatically"))
+                continue
+            first = weekly.get_next_fire_time(None, dt.datetime.combine(issue.date, dt.time(), tzinfo=self.tz))
+            if first is None or first > now:
+                continue  # its slot is still to come, or never comes
+            state = self.state(issue.slug)
+            open_slot = weekly.get_next_fire_time(None, max(first, now - self.grace))
+            if open_slot is not None and open_slot <= now and open_slot.date() == first.date():
+                window.append(_InWindow(issue, path, state))
+                continue
+            if state.complete:
+                continue
+            when = f"its slot was {first:%Y-%m-%d %H:%M %Z}, beyond [schedule] misfire_grace"
+            why = (f"interrupted with {state.pending:,} pending; {when}" if state.started_at
+                   else f"dated {issue.date}; {when}")
+            hint = f"; send it by hand with {by_hand(path, list_name)}"
+            if (now.date() - first.date()).days <= MISSED_DAYS:
+                missed.append(PlanItem(path, issue.slug, why + hint))
+            else:
+                skipped.append(PlanItem(path, issue.slug, f"never sent automatically: {why}{hint}"))
+        slot = latest_slot(weekly, now) or now
+        window.sort(key=lambda found: (found.issue.date, found.issue.slug))
+        went = [w for w in window if w.send.started_at and w.send.started_at >= slot]
+        owner = went[0] if went else next((w for w in window if not w.send.complete), None)
+        due = []
+        for w in window:
+            if w is owner and not w.send.complete:
+                what = "continues its interrupted send" if w.send.started_at else "due"
+                due.append(PlanItem(w.path, w.issue.slug, f"dated {w.issue.date}, {what} at the slot of "
+                                                             f"{slot:%Y-%m-%d %H:%M %Z} ({self.config.schedule.cron})"))
+            elif owner is not None and not w.send.complete:
+                verb = "went" if went else "goes"
+                skipped.append(PlanItem(w.path, w.issue.slug, f"waiting: {owner.issue.slug} {verb} at this slot "
+                                                                f"(at most one issue per slot); send it by hand with "
+                                                                f"{by_hand(w.path, list_name)}"))
+        return due, missed, skipped
 
 
 # -- the jobs ------------------------------------------------------------------------------------
