@@ -417,7 +417,7 @@ def _print_dry_run(report: DryRunReport) -> None:
     _warn(report.warnings)
 
 
-def _print_plan(plan: DuePlan, list_name: str) -> None:
+def _print_plan(plan: DuePlan) -> None:
     """What the due rule makes of each issue: due now, missed, left alone (and how to send by hand)."""
     for item in plan.due:
         out.print(f"due now: {item.path} ({item.why})", markup=False)
@@ -426,15 +426,15 @@ def _print_plan(plan: DuePlan, list_name: str) -> None:
                   f"`send --due` reports it and exits 1", markup=False)
     for passed in plan.skipped:
         out.print(f"{passed.path}: {passed.why}", markup=False)
-    if plan.next_slot is not None:
-        what = f"sends {plan.next_issue}" if plan.next_issue else "nothing due for it yet"
-        out.print(f"next weekly slot for {list_name}: {_when(plan.next_slot)}, {what}", markup=False)
 
 
 def _print_due(plan: DuePlan, nl: Newsletter, name: str, out_dir: str | None, limit: int) -> None:
     if not plan.due:
         out.print(f"nothing is due for {name} now", markup=False)
-    _print_plan(plan, name)
+    _print_plan(plan)
+    if plan.next_slot is not None:
+        what = f"sends {plan.next_issue}" if plan.next_issue else "nothing due for it yet"
+        out.print(f"next weekly slot for {name}: {_when(plan.next_slot)}, {what}", markup=False)
     for item in plan.due:
         _print_dry_run(nl.dry_run(item.path, name, out_dir=out_dir, limit=limit))
 
@@ -726,10 +726,7 @@ def schedule_list_command(state: _State) -> None:
         out.print(f"{run.id}  " + (f"next at {_when(run.next_run)}" if run.next_run else "paused")
                   + f"  {run.description}", markup=False)
     if scheduled.plan is not None:
-        for item in scheduled.plan.due:
-            out.print(f"due now: {item.path} ({item.why}): the next `send --due` sends it", markup=False)
-        for passed in [*scheduled.plan.missed, *scheduled.plan.skipped]:
-            out.print(f"{passed.path}: {passed.why}", markup=False)
+        _print_plan(scheduled.plan)
 
 
 @schedule.command("cancel")
