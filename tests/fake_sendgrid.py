@@ -3,7 +3,8 @@
 It checks what the real API checks and the schema does not (authorization, at most 1,000
 recipients, each address once per request, string custom_args, substitutions within 10,000
 bytes per personalization), records every recipient it accepted, and can be scripted to answer
-429, 500, 400 naming a personalization, 401, 413, or to stall past the client's timeout.
+429, 500, 400 naming a personalization, 401, 413, to stall past the client's timeout, or to
+answer something that is not HTTP after accepting a request.
 
     python tests/fake_sendgrid.py --port 0 --key SG.x   # prints the port, serves until killed
 """
@@ -86,6 +87,7 @@ class FakeSendGrid:
         self.script: deque[tuple[int, dict[str, str], float, list[dict[str, Any]] | None]] = deque()
         self.reject: dict[str, str] = {}  # address -> message: answer 400 naming its personalization
         self.stall = 0.0  # seconds to sleep before answering (the request is accepted first)
+        self.garbage: deque[bytes] = deque()  # what to answer instead of HTTP, after accepting the request
         self.latency = latency  # seconds every answer takes, as a real API's round trip
         server = self
 
@@ -151,8 +153,13 @@ class FakeSendGrid:
                     if server.record_bodies:
                         server.bodies.append(body)
                     stall = server.stall
+                    garbage = server.garbage.popleft() if server.garbage else None
                 if stall:
                     time.sleep(stall)
+                if garbage is not None:  # a proxy's error page, a broken keep-alive: not an HTTP answer
+                    self.wfile.write(garbage)
+                    self.close_connection = True
+                    return None
                 return self._answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -169,6 +176,11 @@ class FakeSendGrid:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def garble_next(self, data: bytes) -> None:
+        """Accept the next request, then answer it with `data`, which is not HTTP, and hang up."""
+        with self.lock:
+            self.garbage.append(data)
 
     def answer_next(self, status: int, headers: dict[str, str] | None = None, delay: float = 0.0, times: int = 1,
                     errors: list[dict[str, Any]] | None = None) -> None:
