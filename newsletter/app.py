@@ -36,12 +36,13 @@ if TYPE_CHECKING:
     from .compat import Report
     from .content import Issue
     from .csvio import ImportReport
+    from .pacing import StopToken
     from .preview import PreviewServer
     from .providers import Provider, Result
     from .render import Rendered
     from .report import IssueReport
     from .schedule import DuePlan
-    from .send import DryRunReport, Mailing, SendReport, StopToken
+    from .send import DryRunReport, Mailing, SendReport
     from .store import Store, Subscriber
 
 __all__ = [
@@ -332,7 +333,7 @@ class Newsletter:
              progress: Callable[[int, int], None] | None = None, stop: StopToken = None) -> SendReport:
         """Send the issue to the list, or continue an interrupted send; nobody gets it twice.
 
-        `stop` (an Event or a callable) ends the send after the batch with the provider; the
+        `stop` (a callable or an Event) ends the send after the batch with the provider; the
         rest stays pending for the next call.
         """
         from .send import send
@@ -507,8 +508,8 @@ class Newsletter:
 
         schedule.cancel(self.config, self.store, job_id)
 
-    def run_scheduler(self, list_name: str | None = None, *, stop: threading.Event) -> None:
-        """Run the weekly schedule and pinned sends until `stop` is set (blocks)."""
+    def run_scheduler(self, list_name: str | None = None, *, stop: StopToken) -> None:
+        """Run the weekly schedule and pinned sends until `stop` says so (blocks)."""
         from . import schedule
 
         name = self.list_name(list_name)

@@ -61,10 +61,18 @@ pass_state = click.make_pass_decorator(_State)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Stop(threading.Event):
-    """The stop token of a command: set by SIGTERM or SIGINT, remembering which came first."""
+class Stop:
+    """The stop token of a command: asked as `stop()`, set by SIGTERM or SIGINT, remembering which came first.
 
-    signum: int | None = None
+    Only a flag: a signal handler runs between two bytecodes of the main thread, possibly inside a
+    lock that thread holds (a `threading.Event.set` takes one), so the handler must take none.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
 
     def exit_code(self, code: int, pending: int) -> int:
         """A stop by a signal that left rows pending exits 128 + its number (130, 143), as shells report."""
@@ -75,25 +83,35 @@ class Stop(threading.Event):
 def stop_on_signals(*, quiet: bool = False) -> Iterator[Stop]:
     """A Stop set by SIGTERM or SIGINT for the length of the block; the previous handlers come back after.
 
-    Only process entry points (this CLI) install handlers: the library takes the Event as a stop token.
+    Only process entry points (this CLI) install handlers: the library takes the Stop as a stop token.
+    The handler only sets the flag; a thread says what was received (printing from a handler can
+    re-enter the stream the main thread is writing).
     """
     stop = Stop()
 
     def handler(signum: int, _frame: object) -> None:
-        if not stop.is_set():
+        if stop.signum is None:
             stop.signum = signum
-            if not quiet:
-                click.echo(f"received {signal.Signals(signum).name}: finishing the batch in flight, then stopping",
-                           err=True)
-        stop.set()
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield stop
         return
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    done = threading.Event()
+
+    def announce() -> None:
+        while not done.wait(0.05):
+            if stop.signum is not None:
+                click.echo(f"received {signal.Signals(stop.signum).name}: finishing the batch in flight, "
+                           f"then stopping", err=True)
+                return
+
+    if not quiet:
+        threading.Thread(target=announce, name="signal-notice", daemon=True).start()
     try:
         yield stop
     finally:
+        done.set()
         for sig, old in previous.items():
             signal.signal(sig, old)
 
@@ -211,7 +229,7 @@ def preview(state: _State, issue: str, host: str, port: int, open_browser: bool)
     with stop_on_signals(quiet=True) as stop:
         serving.start()
         try:
-            while not stop.is_set() and serving.is_alive():
+            while not stop() and serving.is_alive():
                 time.sleep(0.1)
         finally:
             server.shutdown()

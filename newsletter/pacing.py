@@ -13,7 +13,17 @@ import time
 from collections.abc import Callable
 
 StopCheck = Callable[[], bool]
+StopToken = StopCheck | threading.Event | None  # what callers pass: a callable, an Event, or None for "never"
 _SLICE = 0.1  # how often a wait looks at the stop token
+
+
+def stop_check(stop: StopToken) -> StopCheck:
+    """A stop token as a callable."""
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    return stop
 
 
 class Pacer:

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import re
 import threading
+import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .config import Config
 from .content import Issue, parse
 from .errors import ConfigError, ContentError, NewsletterError
 from .ledger import Ledger
+from .pacing import StopToken, stop_check
 from .schema import PENDING
 from .store import Store
 
@@ -509,8 +511,9 @@ def parse_at(text: str) -> dt.datetime:
         raise ConfigError(f"--at {text!r}: {exc}") from None
 
 
-def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, stop: threading.Event) -> None:
-    """Run until `stop` is set. A second scheduler on the same store refuses to start."""
+def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, stop: StopToken) -> None:
+    """Run until `stop` says so. A second scheduler on the same store refuses to start."""
+    should_stop = stop_check(stop)
     trigger(config)  # configuration errors now, not at the first run
     with store.lock("scheduler", "another `newsletter scheduler` is running on this store; only one may run at a time"):
         scheduler = build_scheduler(config, store, list_name, runner)
@@ -518,7 +521,8 @@ def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, 
         finished = threading.Event()
 
         def watch() -> None:
-            stop.wait()
+            while not should_stop():  # polled: a stop token set by a signal handler cannot be waited on
+                time.sleep(0.1)
             while not finished.is_set():
                 try:
                     scheduler.shutdown(wait=True)  # lets a running send finish its batch

@@ -27,7 +27,7 @@ from .config import Config
 from .errors import ProviderError, TokenError
 from .files import atomic_write
 from .ledger import Claimed, Ledger
-from .pacing import Pacer
+from .pacing import Pacer, StopToken, stop_check
 from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
 from .schema import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
@@ -35,18 +35,6 @@ from .store import Store
 
 TEST_PREFIX = "[TEST] "
 NOT_FINISHED = 3  # the exit code of a send that stopped with rows still pending
-
-
-StopToken = Callable[[], bool] | threading.Event | None
-
-
-def stop_check(stop: StopToken) -> Callable[[], bool]:
-    """A stop token (an Event, a callable, or None for "never") as a callable."""
-    if stop is None:
-        return lambda: False
-    if isinstance(stop, threading.Event):
-        return stop.is_set
-    return stop
 
 
 class Mailing:
