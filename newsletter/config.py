@@ -42,6 +42,7 @@ class NewsletterSettings:
 @dataclass(frozen=True)
 class StoreSettings:
     url: str = "sqlite:///subscribers/newsletter.db"
+    retry_for: float = 30.0  # seconds a send keeps retrying a database that went away before giving up
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class SmtpSettings:
     username: str = ""
     password_env: str = "SMTP_PASSWORD"  # noqa: S105 - the variable's name, not a secret
     timeout: float = 30.0
-    connections: int = 4  # a pool: one connection per batch in flight
+    connections: int = 4  # a pool: each sends one message at a time
     retries: int = 3  # tries of a recipient the server answers 4xx (greylisting, 421) in one run
     retry_backoff: float = 5.0  # seconds before the first retry, doubling each time
 

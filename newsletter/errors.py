@@ -28,6 +28,12 @@ class StoreError(NewsletterError):
     """The subscriber store refused an operation (unknown list, unknown address, bad schema)."""
 
 
+class StoreUnavailable(StoreError):
+    """The database stayed unreachable (or its disk full) for longer than `[store] retry_for`."""
+
+    exit_code = 1
+
+
 class UnknownListError(StoreError):
     """A list name that `config.toml` does not declare."""
 
@@ -75,6 +81,8 @@ class ProviderAuthError(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """The provider could not be reached or kept failing; the batch stays pending for the next run."""
+    """The provider could not be reached, kept failing, or stopped answering HTTP: the send stops.
+
+    A batch it never took stays pending for the next run; one it may have taken is unknown."""
 
     exit_code = 1

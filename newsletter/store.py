@@ -10,13 +10,16 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import operator
 import os
+import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Engine
@@ -25,7 +28,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from . import addresses, consent
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
-from .errors import LockedError, StoreError
+from .errors import LockedError, StoreError, StoreUnavailable
 from .schema import (
     PENDING,
     SKIPPED,
@@ -39,6 +42,9 @@ from .schema import (
     suppressions,
     upgrade,
 )
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ERASED = ""  # the address of an erased subscriber's tombstone row
 SUPPRESSED = "suppressed"  # what export and import call a member whose address is suppressed
@@ -73,7 +79,9 @@ def _sqlite_setup(engine: Engine) -> None:
 
 def make_engine(url: str) -> Engine:
     try:
-        engine = sa.create_engine(url)
+        # A pooled connection is checked before use, so one a server restart or a proxy closed is
+        # replaced instead of failing the next statement (a SQLite file has no connection to lose).
+        engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
         raise StoreError(f"store url {url!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
@@ -170,6 +178,12 @@ def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[s
     conn.exec_driver_sql(prepared.sql, params)
 
 
+def transient(exc: BaseException) -> bool:
+    """A database error that may pass: a lost or refused connection, a restart, a full disk, a long lock."""
+    return isinstance(exc, sa.exc.OperationalError) or (
+        isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated))
+
+
 def new_id(result: CursorResult[Any]) -> int:
     """The primary key an INSERT just made."""
     key = result.inserted_primary_key
@@ -191,11 +205,43 @@ class Store:
         self.config = config
         self.engine = engine or make_engine(config.store.url)
         self._writer = self.engine.execution_options(write=True)
-        self.version = upgrade(self.engine)
+        self.version = self.patiently(lambda: upgrade(self.engine))
         self._list_ids: dict[str, int] = {}
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def patiently(self, call: Callable[[], T]) -> T:
+        """`call()`, tried again with back-off while the database is away, for up to `[store] retry_for`
+        seconds; then StoreUnavailable. `call` must be one transaction that is safe to run again."""
+        deadline = time.monotonic() + self.config.store.retry_for
+        delay, warned = 0.1, False
+        while True:
+            try:
+                return call()
+            except sa.exc.DBAPIError as exc:
+                if not transient(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise self.unavailable(exc) from None
+                if not warned:
+                    log.warning("%s; trying again for up to %.0f s", self.unavailable(exc),
+                                self.config.store.retry_for)
+                    warned = True
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+    def unavailable(self, exc: sa.exc.DBAPIError) -> StoreUnavailable:
+        """One line for a database that is away: where it is and why; for a full disk, the space left."""
+        reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+        where = self.engine.url.render_as_string(hide_password=True)
+        database = self.engine.url.database or ""
+        if self.engine.dialect.name == "sqlite" and database and any(w in reason for w in ("full", "disk", "space")):
+            folder = Path(database).resolve().parent
+            free = shutil.disk_usage(folder).free
+            return StoreUnavailable(f"the store at {where} cannot be written: {reason} ({free / 1e6:,.1f} MB free "
+                                    f"on the disk holding {folder}); free some space and run the command again")
+        return StoreUnavailable(f"the store at {where} is unreachable: {reason}")
 
     def write(self) -> Any:
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so read-then-write is atomic)."""
