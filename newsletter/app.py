@@ -19,7 +19,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .compat import Report
     from .content import Issue
     from .csvio import ImportReport
+    from .ledger import Holder
     from .pacing import StopToken
     from .preview import PreviewServer
     from .providers import Provider, Result
@@ -84,6 +85,7 @@ class SendStatus:
     problems: list[tuple[str, str, str, int]]  # (email, state, error, attempts) of failed and unknown rows
     events: dict[str, int]
     workers: list[dict[str, Any]]  # processes sending it now: id, host, pid, sent, started_at, heartbeat_at
+    holders: list[Holder] = field(default_factory=list)  # who holds the rows in flight, and whether it is gone
 
 
 @dataclass(frozen=True)
@@ -425,8 +427,9 @@ class Newsletter:
             if not Path(issue).is_file():  # a slug that names no send: most likely a typo
                 raise self._no_send(slug, name)
             return SendStatus(slug, name, False, {}, [], {}, [])
+        lease = self.config.send.lease
         return SendStatus(slug, name, True, ledger.counts(), ledger.problems(limit=None if every_problem else 200),
-                          events.issue_counts(self.store, slug), ledger.live_workers(self.config.send.lease))
+                          events.issue_counts(self.store, slug), ledger.live_workers(lease), ledger.holders(lease))
 
     def plan_due(self, list_name: str | None = None, *, now: dt.datetime | None = None) -> DuePlan:
         """What `send --due` and the scheduler send now, what is missed or left alone and why, and what

@@ -696,6 +696,11 @@ def status_command(state: _State, issue: str, list_name: str | None, as_json: bo
     if counts["failed"] + counts["unknown"] > shown:
         out.print(f"  ({counts['failed'] + counts['unknown'] - shown:,} more failed or unknown rows: "
                   f"--csv or --json lists them all)", markup=False)
+    for h in status.holders:
+        if h.gone:
+            who = f"worker {h.worker} on {h.host} (pid {h.pid})" if h.worker is not None else "no worker"
+            err.print(f"[bold red]{h.rows:,} in flight held by {who}, which is gone[/] ({h.gone}): the next `send` "
+                      f"reports them unknown", markup=True)
     for w in status.workers:
         seconds = max((w["heartbeat_at"] - w["started_at"]).total_seconds(), 1e-9)
         out.print(f"worker {w['id']} on {w['host']} (pid {w['pid']}): sent {w['sent']:,} since "

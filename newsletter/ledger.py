@@ -11,13 +11,14 @@ unknown and are re-sent only on request. Several workers, on one machine or many
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -63,6 +64,31 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
+def _gone(worker: Any, horizon: dt.datetime, host: str) -> str:
+    """Why a worker row (id, host, pid, state, heartbeat_at) is gone, or "" while its lease holds."""
+    if worker.state != RUNNING:
+        return "finished" if worker.state == DONE else "lost"
+    if worker.heartbeat_at < horizon:
+        return f"its lease expired (last heartbeat {worker.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
+    if worker.host == host and not _alive(worker.pid):
+        return "its process is gone"
+    return ""
+
+
+class LeaseLost(Exception):
+    """This worker may claim no more: another worker found its lease expired and took its rows."""
+
+
+class Holder(NamedTuple):
+    """A worker holding in-flight rows of a send: `gone` says why it is gone, "" while it is alive."""
+
+    worker: int | None
+    rows: int
+    host: str
+    pid: int
+    gone: str
+
+
 class Claimed(NamedTuple):
     """A recipient claimed for sending."""
 
@@ -90,11 +116,31 @@ def _eligible(list_id: int) -> sa.Select[Any]:
     )
 
 
-class Ledger:
-    """The ledger rows of one (issue, list) send."""
+P = ParamSpec("P")
+R = TypeVar("R")
 
-    def __init__(self, store: Store, issue: str, list_name: str, *, create: bool = True) -> None:
+
+def _patient(method: Callable[Concatenate[Ledger, P], R]) -> Callable[Concatenate[Ledger, P], R]:
+    """A ledger operation that outlasts a database going away for a moment (see `Store.patiently`).
+
+    Each is one transaction that can run again: a claim whose commit was lost leaves rows in
+    flight that were never handed over, and `retire` puts those back.
+    """
+
+    @functools.wraps(method)
+    def patiently(self: Ledger, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.store.patiently(lambda: method(self, *args, **kwargs))
+
+    return patiently
+
+
+class Ledger:
+    """The ledger rows of one (issue, list) send; the operations a send makes wait out a short outage."""
+
+    def __init__(self, store: Store, issue: str, list_name: str, *, create: bool = True,
+                 clock: Callable[[], dt.datetime] = now) -> None:
         self.store, self.issue, self.list_name = store, issue, list_name
+        self.now = clock  # this host's clock (a test moves it to play a host whose clock jumped)
         self.list_id = store.list_id(list_name, create=create)
         self._where = (deliveries.c.issue == issue, deliveries.c.list_id == self.list_id)
         self._cursor = 0  # claims move forward through subscriber ids
@@ -176,6 +222,7 @@ class Ledger:
             ).all()
         return [Claimed(r.id, r.email, r.name, r.attributes) for r in rows]
 
+    @_patient
     def start(self, subject: str, *, events: bool = True) -> bool:
         """Fix the recipients with one set-based insert; False when the send had started before.
 
@@ -198,7 +245,7 @@ class Ledger:
                 sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
             ).first():
                 return False
-            stamp = now()
+            stamp = self.now()
             insert = deliveries.insert().from_select(
                 ["issue", "subscriber_id", "list_id", "state", "attempts", "updated_at"],
                 self._new_recipients().with_only_columns(
@@ -213,9 +260,10 @@ class Ledger:
 
     # -- workers and their leases -----------------------------------------------------------------
 
+    @_patient
     def register(self) -> int:
         """Register this process as a worker on this send; returns its id (never reused)."""
-        stamp = now()
+        stamp = self.now()
         with self.store.write() as conn:
             return new_id(conn.execute(workers.insert().values(
                 issue=self.issue, list_id=self.list_id, host=socket.gethostname(), pid=os.getpid(), state=RUNNING,
@@ -226,17 +274,25 @@ class Ledger:
         with self.store.write() as conn:
             return bool(conn.execute(
                 workers.update().where(workers.c.id == worker, workers.c.state == RUNNING)
-                .values(heartbeat_at=now(), sent=sent)
+                .values(heartbeat_at=self.now(), sent=sent)
             ).rowcount)
 
-    def retire(self, worker: int, sent: int) -> None:
+    @_patient
+    def retire(self, worker: int, sent: int, *, release: bool = True) -> None:
+        """This worker is done. With `release` (every batch it handed over is recorded), rows it still
+        holds in flight come from a claim whose commit it never heard of: they go back to pending."""
         with self.store.write() as conn:
             conn.execute(workers.update().where(workers.c.id == worker, workers.c.state == RUNNING)
-                         .values(state=DONE, heartbeat_at=now(), sent=sent))
+                         .values(state=DONE, heartbeat_at=self.now(), sent=sent))
+            if release:
+                conn.execute(deliveries.update().where(*self._where, deliveries.c.state == IN_FLIGHT,
+                                                       deliveries.c.worker_id == worker)
+                             .values(state=PENDING, worker_id=None, claim=None, attempts=deliveries.c.attempts - 1,
+                                     updated_at=self.now()))
 
     def live_workers(self, lease: float) -> list[dict[str, Any]]:
         """Workers on this send whose lease holds: id, host, pid, sent, started and last heartbeat."""
-        horizon = now() - dt.timedelta(seconds=lease)
+        horizon = self.now() - dt.timedelta(seconds=lease)
         with self.store.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(
                 sa.select(workers.c.id, workers.c.host, workers.c.pid, workers.c.sent, workers.c.started_at,
@@ -245,41 +301,70 @@ class Ledger:
                        workers.c.state == RUNNING, workers.c.heartbeat_at >= horizon)
                 .order_by(workers.c.id))]
 
-    def recover(self, lease: float, *, resend_unknown: bool = False, unowned: bool = True) -> int:
+    def holders(self, lease: float) -> list[Holder]:
+        """Who holds this send's in-flight rows, and whether each is gone (then the rows are stranded
+        until the next send turns them into unknown)."""
+        horizon, host = self.now() - dt.timedelta(seconds=lease), socket.gethostname()
+        with self.store.engine.connect() as conn:
+            held = conn.execute(sa.select(deliveries.c.worker_id, sa.func.count()).where(
+                *self._where, deliveries.c.state == IN_FLIGHT).group_by(deliveries.c.worker_id)).all()
+            known = {w.id: w for w in conn.execute(
+                sa.select(workers.c.id, workers.c.host, workers.c.pid, workers.c.state, workers.c.heartbeat_at)
+                .where(workers.c.id.in_([wid for wid, _n in held if wid is not None] or [-1])))}
+        found = []
+        for wid, rows in held:
+            w = known.get(wid)
+            found.append(Holder(wid, int(rows), w.host if w else "", w.pid if w else 0,
+                                _gone(w, horizon, host) if w else "unknown to this store"))
+        return sorted(found, key=lambda h: h.worker or 0)
+
+    @_patient
+    def recover(self, lease: float, *, resend_unknown: bool = False, sweep: bool = True) -> int:
         """Rows held by workers that are gone become unknown; returns how many.
 
-        A worker is gone when its lease has expired, or (on this host) its process no longer
-        exists. Its in_flight rows may or may not have reached the provider. `unowned` also
-        takes in_flight rows that carry no worker (left by a version before workers). With
+        A running worker is gone when its lease has expired or (on this host) its process no longer
+        exists: it is marked lost, and from then on claims nothing (see `claim`). Its in_flight rows
+        may or may not have reached the provider. `sweep` (what a send does when it starts) also
+        takes in-flight rows of every worker that is not running, and of none. With
         `resend_unknown`, every unknown row of the send goes back to pending.
         """
-        horizon = now() - dt.timedelta(seconds=lease)
-        host = socket.gethostname()
+        stamp = self.now()
+        horizon, host = stamp - dt.timedelta(seconds=lease), socket.gethostname()
         with self.store.write() as conn:
             running = conn.execute(
-                sa.select(workers.c.id, workers.c.host, workers.c.pid, workers.c.heartbeat_at)
+                sa.select(workers.c.id, workers.c.host, workers.c.pid, workers.c.state, workers.c.heartbeat_at)
                 .where(workers.c.issue == self.issue, workers.c.list_id == self.list_id, workers.c.state == RUNNING)
             ).all()
-            gone = [w.id for w in running if w.heartbeat_at < horizon or (w.host == host and not _alive(w.pid))]
-            if gone:
-                conn.execute(workers.update().where(workers.c.id.in_(gone)).values(state=LOST))
-            elif not unowned and not resend_unknown:
+            expired = [w.id for w in running if _gone(w, horizon, host)]
+            gone: list[int] = []
+            if expired:
+                # Taking the worker rows waits for a claim in progress (it holds them FOR SHARE), so the
+                # update below sees every row that claim took.
+                gone = list(conn.execute(
+                    workers.update().where(workers.c.id.in_(expired), workers.c.state == RUNNING)
+                    .values(state=LOST).returning(workers.c.id)).scalars())
+            if sweep:
+                live = sa.select(workers.c.id).where(workers.c.issue == self.issue, workers.c.list_id == self.list_id,
+                                                     workers.c.state == RUNNING)
+                orphaned: sa.ColumnElement[bool] = sa.or_(deliveries.c.worker_id.is_(None),
+                                                          deliveries.c.worker_id.not_in(live))
+            elif gone:
+                orphaned = deliveries.c.worker_id.in_(gone)
+            else:
                 return 0
-            orphaned: sa.ColumnElement[bool] = deliveries.c.worker_id.in_(gone or [-1])
-            if unowned:
-                orphaned = sa.or_(deliveries.c.worker_id.is_(None), orphaned)
             lost = conn.execute(
                 deliveries.update().where(*self._where, deliveries.c.state == IN_FLIGHT, orphaned)
                 .values(state=UNKNOWN, error="interrupted while sending: may or may not have been delivered",
-                        updated_at=now())
+                        updated_at=stamp)
             ).rowcount or 0
             if resend_unknown:
                 conn.execute(deliveries.update().where(*self._where, deliveries.c.state == UNKNOWN)
-                             .values(state=PENDING, worker_id=None, claim=None, updated_at=now()))
+                             .values(state=PENDING, worker_id=None, claim=None, updated_at=stamp))
         return int(lost)
 
     # -- claiming and recording -------------------------------------------------------------------
 
+    @_patient
     def held_elsewhere(self, worker: int) -> bool:
         """Whether other workers hold rows of this send in flight (asked often at a send's end: stops at one)."""
         query = sa.select(deliveries.c.subscriber_id).where(
@@ -287,14 +372,17 @@ class Ledger:
         with self.store.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
+    @_patient
     def has_pending(self) -> bool:
         """Whether any row of this send still waits to be sent."""
         with self.store.engine.connect() as conn:
             return conn.execute(sa.select(deliveries.c.subscriber_id).where(
                 *self._where, deliveries.c.state == PENDING).limit(1)).first() is not None
 
-    def claim(self, worker: int, claim: int, size: int) -> tuple[list[Claimed], Counter[str]]:
-        """Take up to `size` pending rows for `worker` in one short transaction.
+    @_patient
+    def claim(self, worker: int, claim: int, size: int, lease: float) -> tuple[list[Claimed], Counter[str]]:
+        """Take up to `size` pending rows for `worker` in one short transaction; LeaseLost when the worker
+        is no longer running with a live lease (another worker found it gone).
 
         PostgreSQL skips rows another worker is claiming at the same moment (FOR UPDATE SKIP
         LOCKED); SQLite serialises claims (BEGIN IMMEDIATE). Rows whose member has left or been
@@ -303,15 +391,22 @@ class Ledger:
         released or deferred behind it.
         """
         for _ in range(2):
-            claimed, skipped = self._claim_from(worker, claim, size)
+            claimed, skipped = self._claim_from(worker, claim, size, lease)
             if claimed or skipped or self._cursor == 0:
                 return claimed, skipped
             self._cursor = 0
         return [], Counter()
 
-    def _claim_from(self, worker: int, claim: int, size: int) -> tuple[list[Claimed], Counter[str]]:
-        stamp = now()
+    def _claim_from(self, worker: int, claim: int, size: int, lease: float) -> tuple[list[Claimed], Counter[str]]:
+        stamp = self.now()
         with self.store.write() as conn:
+            # Claim only while this worker's lease holds, seen inside the claim's own transaction; FOR
+            # SHARE makes a recovery that marks it lost wait for this claim (PostgreSQL).
+            holds = conn.execute(sa.select(workers.c.id).where(
+                workers.c.id == worker, workers.c.state == RUNNING,
+                workers.c.heartbeat_at >= stamp - dt.timedelta(seconds=lease)).with_for_update(read=True)).first()
+            if holds is None:
+                raise LeaseLost(f"worker {worker} no longer holds a lease on {self.issue} to {self.list_name}")
             pick = deliveries.alias("pick")  # an alias, so the subquery is not correlated with the UPDATE
             picked = (
                 sa.select(pick.c.subscriber_id)
@@ -396,6 +491,7 @@ class Ledger:
              "b_worker": worker, "b_retry": retry_after} for i in ids
         ])
 
+    @_patient
     def mark(self, worker: int, claim: int, results: Iterable[tuple[int, str, str, str, float]],
              batch: list[int]) -> None:
         """Record (subscriber_id, state, message_id, error, retry_in) results of one provider call.
@@ -408,7 +504,7 @@ class Ledger:
         groups: dict[tuple[str, str, str, float], list[int]] = defaultdict(list)
         for sid, state, message_id, error, retry_in in results:
             groups[(state, message_id, error, retry_in)].append(sid)
-        stamp = now()
+        stamp = self.now()
         with self.store.write() as conn:
             if len(groups) == 1 and len(next(iter(groups.values()))) == len(batch):
                 ((state, message_id, error, retry_in),) = groups
@@ -430,6 +526,7 @@ class Ledger:
                 else:
                     self._set(conn, ids, state, at, error=error or None, message_id=message_id or None, worker=worker)
 
+    @_patient
     def release(self, worker: int, ids: list[int]) -> None:
         """Put claimed rows back to pending: the provider certainly did not take them.
 
@@ -439,8 +536,9 @@ class Ledger:
             return
         self._cursor = min(self._cursor, min(ids) - 1)
         with self.store.write() as conn:
-            self._set(conn, ids, PENDING, db_time(conn, now()), error=None, worker=worker, attempts=-1)
+            self._set(conn, ids, PENDING, db_time(conn, self.now()), error=None, worker=worker, attempts=-1)
 
+    @_patient
     def counts(self) -> dict[str, int]:
         with self.store.engine.connect() as conn:
             found: dict[str, int] = dict(conn.execute(
@@ -448,15 +546,17 @@ class Ledger:
             ).all())
         return {state: found.get(state, 0) for state in STATES}
 
+    @_patient
     def finish_if_done(self, counts: dict[str, int] | None = None) -> bool:
         counts = counts or self.counts()
         if counts[PENDING] or counts[IN_FLIGHT]:
             return False
         with self.store.write() as conn:
             conn.execute(sends.update().where(sends.c.issue == self.issue, sends.c.list_id == self.list_id,
-                                              sends.c.finished_at.is_(None)).values(finished_at=now()))
+                                              sends.c.finished_at.is_(None)).values(finished_at=self.now()))
         return True
 
+    @_patient
     def problems(self, limit: int | None = 50) -> list[tuple[str, str, str, int]]:
         """(email, state, error, attempts) of failed and unknown rows (all of them with `limit=None`)."""
         with self.store.engine.connect() as conn:

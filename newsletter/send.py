@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 
 from . import compat, placeholders, tokens
 from .config import Config
-from .errors import ProviderError, TokenError
+from .errors import ProviderError, StoreUnavailable, TokenError
 from .files import atomic_write
-from .ledger import Claimed, Ledger
+from .ledger import Claimed, LeaseLost, Ledger
 from .pacing import Pacer, StopToken, stop_check
 from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
-from .schema import FAILED, PENDING, SENT, SKIPPED, UNKNOWN
+from .schema import FAILED, IN_FLIGHT, PENDING, SENT, SKIPPED, UNKNOWN
 from .store import Store
 
 TEST_PREFIX = "[TEST] "
@@ -107,12 +107,13 @@ class SendReport:
     @property
     def exit_code(self) -> int:
         """0 only when the send is complete; 1 when someone failed, is unknown, or was deferred by the
-        server and still waits; 3 when it stopped with rows pending (--limit, a stop, a lost lease).
+        server and still waits; 3 when it stopped with rows pending (--limit, a stop, a lost lease) or
+        still held by another worker.
         The CLI reports a stop by a signal as 128 + the signal's number instead, as shells do."""
         waiting = self.this_run["deferred"] and self.counts.get(PENDING)
         if self.counts.get(FAILED) or self.counts.get(UNKNOWN) or waiting:
             return 1
-        return NOT_FINISHED if self.counts.get(PENDING) else 0
+        return NOT_FINISHED if self.counts.get(PENDING) or self.counts.get(IN_FLIGHT) else 0
 
     def summary(self) -> str:
         """One line for logs: what this run did and what is left."""
@@ -144,9 +145,9 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
     report.started_now = ledger.start(mailing.rendered.subject, events=provider.reports_events)
     worker = ledger.register()
-    lost = threading.Event()
-    pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or lost.is_set(), sleep=sleep)
-    beat = _Heartbeat(ledger, worker, lease, lost, report)
+    beat = _Heartbeat(ledger, worker, lease, report)
+    # Every wait, and every provider call of every batch, stops as soon as the lease may be gone.
+    pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or not beat.holds(), sleep=sleep)
     total = ledger.counts()[PENDING]
     size = provider.max_batch if not max_rate else max(1, min(provider.max_batch, int(max_rate)))
     slots = max(1, concurrency or provider.max_in_flight)
@@ -154,9 +155,11 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="provider")
     in_flight, handed, claims = 0, 0, 0
     failure: ProviderError | None = None
+    outage: StoreUnavailable | None = None
+    unrecorded: list[tuple[int, list[Recipient], list[Result]]] = []  # held while the store is away
 
     def record(item: tuple[int, list[Recipient], Future[list[Result]]]) -> None:
-        nonlocal in_flight, failure
+        nonlocal in_flight, failure, outage
         in_flight -= 1
         claim, recipients, future = item
         try:
@@ -164,7 +167,14 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
         except ProviderError as exc:
             results = list(exc.partial)
             failure = failure or exc
-        _record(ledger, worker, claim, recipients, results, report)
+        report.this_run.update(r.status for r in results)
+        if outage is None:
+            try:
+                _record(ledger, worker, claim, recipients, results)
+            except StoreUnavailable as exc:
+                outage = exc
+        if outage is not None:  # held, to be written when the store is back
+            unrecorded.append((claim, recipients, results))
         if progress:
             progress(sum(report.this_run.values()), total)
 
@@ -177,7 +187,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
                     record(finished.get_nowait())
             except queue.Empty:
                 pass
-            stopping = failure is not None or bool(report.stopped) or exhausted
+            stopping = failure is not None or outage is not None or bool(report.stopped) or exhausted
             if stopping or in_flight >= slots:
                 if in_flight == 0:
                     break
@@ -187,11 +197,19 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
                 report.stopped = f"--limit {limit} reached"
                 continue
             want = size if limit is None else min(size, limit - handed)
-            if not pacer.admit(want, ledger.has_pending):  # rate limit and pauses; claims come after the wait
-                report.stopped = _why_stopped(lost)
+            try:
+                if not pacer.admit(want, ledger.has_pending):  # rate limit and pauses; claims come after the wait
+                    report.stopped = beat.why_stopped()
+                    continue
+                claims += 1
+                claimed, skipped = ledger.claim(worker, claims, want, lease)
+            except LeaseLost:
+                beat.lost.set()
+                report.stopped = beat.why_stopped()
                 continue
-            claims += 1
-            claimed, skipped = ledger.claim(worker, claims, want)
+            except StoreUnavailable as exc:
+                outage = exc
+                continue
             report.skipped_reasons.update(skipped)
             report.this_run[SKIPPED] += sum(skipped.values())
             if not claimed:
@@ -202,29 +220,63 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
             future.add_done_callback(functools.partial(_returned, finished, claims, recipients))
             in_flight += 1
             handed += len(recipients)
-        # Nothing left to claim: wait while other workers finish theirs (a dead one's rows become
-        # unknown when its lease runs out), so the send ends in a final state.
-        while not report.stopped and failure is None and ledger.held_elsewhere(worker):
-            ledger.recover(lease, unowned=False)
-            if not pacer.sleep(0.25):
-                break
+        if not report.stopped and failure is None and outage is None:
+            report.stopped = _wait_for_others(ledger, worker, lease, pacer)
+    except StoreUnavailable as exc:
+        outage = exc
     finally:
         # Interrupted or not: every batch with the provider finishes and is recorded.
         while in_flight:
             record(finished.get())
         if pacer.stopped and not report.stopped:  # the stop came while the last batches were out
-            report.stopped = _why_stopped(lost)
+            report.stopped = beat.why_stopped()
         pool.shutdown(wait=True)
         beat.stop()
-        ledger.retire(worker, report.this_run[SENT])
-        ledger.recover(lease, unowned=False)  # rows of workers that died meanwhile become unknown
-        report.counts = ledger.counts()
-        report.problems = ledger.problems()
         report.duration = time.monotonic() - started
-        ledger.finish_if_done(report.counts)
+        try:
+            while unrecorded:  # the store is back (or one last try)
+                _record(ledger, worker, *unrecorded[0])
+                unrecorded.pop(0)
+            ledger.retire(worker, report.this_run[SENT], release=not unrecorded)
+            ledger.recover(lease, sweep=False)  # rows of workers that died meanwhile become unknown
+            report.counts = ledger.counts()
+            report.problems = ledger.problems()
+            ledger.finish_if_done(report.counts)
+        except StoreUnavailable as exc:
+            outage = outage or exc
+    if outage is not None and (unrecorded or not report.counts):
+        raise _gave_up(outage, unrecorded, total - handed)
     if failure is not None:
         raise failure
     return report
+
+
+def _wait_for_others(ledger: Ledger, worker: int, lease: float, pacer: Pacer) -> str:
+    """Nothing is left to claim: wait while other workers finish the rows they hold, so that the send
+    ends in a final state. A dead one's rows become unknown once its lease runs out; a live one is
+    waited for two leases at most. Returns why this run stopped early, or ""."""
+    deadline = time.monotonic() + 2 * lease
+    while ledger.held_elsewhere(worker):
+        ledger.recover(lease, sweep=False)
+        if time.monotonic() > deadline:
+            return ("rows are still held by another worker that is alive; it records them: `status` shows "
+                    "them, and a later run finishes the send")
+        if not pacer.sleep(0.25):
+            return ""  # stopped: said by the caller
+    return ""
+
+
+def _gave_up(outage: StoreUnavailable, unrecorded: list[tuple[int, list[Recipient], list[Result]]],
+             pending: int) -> StoreUnavailable:
+    """The one line for a send whose store stayed away: what the provider did that could not be written."""
+    results = [r for _claim, _recipients, batch in unrecorded for r in batch]
+    if not results:
+        return StoreUnavailable(f"{outage}; about {max(pending, 0):,} rows were not handed over and stay pending")
+    accepted = sum(r.status == SENT for r in results)
+    return StoreUnavailable(
+        f"{outage}; the provider's answers for {len(results):,} recipients ({accepted:,} accepted) could not be "
+        f"recorded: those rows stay in flight and are reported unknown by the next send, and about "
+        f"{max(pending, 0):,} rows were not handed over and stay pending")
 
 
 def _returned(finished: queue.Queue[tuple[int, list[Recipient], Future[list[Result]]]], claim: int,
@@ -233,25 +285,39 @@ def _returned(finished: queue.Queue[tuple[int, list[Recipient], Future[list[Resu
     finished.put((claim, recipients, future))
 
 
-def _why_stopped(lost: threading.Event) -> str:
-    """What a stop of the dispatcher is reported as: a lost lease, or the caller's stop token."""
-    if lost.is_set():
-        return ("this worker's lease was lost (it could not heartbeat for [send] lease seconds); "
-                "stopped before sending more")
-    return "stopped on request"
+HOLD = 0.75  # the share of the lease after the last renewal within which a worker still sends
 
 
 class _Heartbeat:
     """Renews a worker's lease from its own thread, so long waits never let it lapse.
 
-    Each beat also turns the rows of workers that died into unknown. When the lease is found
-    lost (another worker took this one's rows), `lost` is set and the send stops claiming.
+    Each beat also turns the rows of workers that died into unknown. The dispatcher and the
+    provider's threads send only while `holds()`: the last renewal is recent enough that no other
+    worker can have found the lease expired, which also stops a process that was suspended
+    (SIGSTOP) or cut off from the database before it sends anything more. A failed beat is tried
+    again a second later; when the lease is found taken, `lost` is set.
     """
 
-    def __init__(self, ledger: Ledger, worker: int, lease: float, lost: threading.Event, report: SendReport) -> None:
-        self.ledger, self.worker, self.lease, self.lost, self.report = ledger, worker, lease, lost, report
+    def __init__(self, ledger: Ledger, worker: int, lease: float, report: SendReport) -> None:
+        self.ledger, self.worker, self.lease, self.report = ledger, worker, lease, report
+        self.lost = threading.Event()
+        self.renewed = time.monotonic()
+        self.error = ""
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def holds(self) -> bool:
+        return not self.lost.is_set() and time.monotonic() - self.renewed < HOLD * self.lease
+
+    def why_stopped(self) -> str:
+        """What a stop of the dispatcher is reported as: a lease lost or not kept, or the caller's stop."""
+        if self.lost.is_set():
+            return ("another worker found this one's lease expired and took its rows; stopped before "
+                    "sending more")
+        if not self.holds():
+            return (f"this worker could not renew its lease for {time.monotonic() - self.renewed:.0f} s "
+                    f"({self.error or 'the process was suspended or starved'}); stopped before sending more")
+        return "stopped on request"
 
     def start(self) -> None:
         self._thread.start()
@@ -261,19 +327,25 @@ class _Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._done.wait(max(0.5, self.lease / 4)):
-            if not self.ledger.heartbeat(self.worker, self.report.this_run[SENT]):
-                self.lost.set()
-                return
-            self.ledger.recover(self.lease, unowned=False)
+        interval = max(0.5, self.lease / 4)
+        wait = interval
+        while not self._done.wait(wait):
+            began = time.monotonic()
+            try:
+                if not self.ledger.heartbeat(self.worker, self.report.this_run[SENT]):
+                    self.lost.set()
+                    return
+                self.renewed, self.error, wait = began, "", interval
+                self.ledger.recover(self.lease, sweep=False)
+            except Exception as exc:  # noqa: BLE001 - the dispatcher stops on its own once the lease is not kept
+                self.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                wait = min(interval, 1.0)
 
 
-def _record(ledger: Ledger, worker: int, claim: int, recipients: list[Recipient], results: list[Result],
-            report: SendReport) -> None:
+def _record(ledger: Ledger, worker: int, claim: int, recipients: list[Recipient], results: list[Result]) -> None:
     """Record what the provider did with one batch; recipients it did not take go back to pending."""
-    ledger.mark(worker, claim, ((r.key, r.status, r.message_id, r.error, r.retry_in) for r in results),
+    ledger.mark(worker, claim, [(r.key, r.status, r.message_id, r.error, r.retry_in) for r in results],
                 [r.key for r in recipients])
-    report.this_run.update(r.status for r in results)
     handled = {r.key for r in results}
     untouched = [r.key for r in recipients if r.key not in handled]
     if untouched:

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from newsletter import Newsletter
 from newsletter.cli import cli, stop_on_signals
-from newsletter.ledger import Ledger
+from newsletter.ledger import LeaseLost, Ledger
 from newsletter.store import now
 
 from . import smtp_server
@@ -76,13 +76,14 @@ def test_a_worker_found_lost_claims_nothing_more_and_the_list_completes_once(lea
         a = Ledger(nl.store, slug, "weekly")
         a.start(mailing.rendered.subject)
         wa = a.register()
-        assert len(a.claim(wa, 1, 10)[0]) == 10
+        assert len(a.claim(wa, 1, 10, LEASE)[0]) == 10
         # Worker B's clock is ahead by more than a lease (or A's heartbeat stalled): A looks gone,
         # and B turns A's rows into unknown.
         b = Ledger(nl.store, slug, "weekly", clock=lambda: now() + dt.timedelta(seconds=3 * LEASE))
         assert b.recover(LEASE) == 10
         # A lives on, has not heartbeat since, and must not claim again: its lease is gone.
-        assert a.claim(wa, 2, 10)[0] == []
+        with pytest.raises(LeaseLost):
+            a.claim(wa, 2, 10, LEASE)
         # A dies here. The next send ends, sends the 20 nobody had, and reports A's 10 unknown.
         report = in_thread(lambda: nl.send(mailing), 30)
         assert report.counts["sent"] == 20 and report.counts["unknown"] == 10 and report.exit_code == 1
@@ -101,7 +102,7 @@ def test_rows_left_in_flight_by_a_lost_worker_are_recovered_and_the_next_send_en
         a = Ledger(nl.store, mailing.rendered.slug, "weekly")
         a.start(mailing.rendered.subject)
         wa = a.register()
-        assert len(a.claim(wa, 1, 10)[0]) == 10
+        assert len(a.claim(wa, 1, 10, LEASE)[0]) == 10
         # Another worker marked A lost but did not see A's claim (PostgreSQL: the claim committed
         # after its update's snapshot); then A was killed. Its rows sit in flight under a lost worker.
         with nl.store.engine.begin() as conn:
@@ -125,7 +126,7 @@ def test_the_end_of_send_wait_for_a_live_worker_is_bounded(lease_config, tmp_pat
         a = Ledger(nl.store, mailing.rendered.slug, "weekly")
         a.start(mailing.rendered.subject)
         wa = a.register()
-        assert len(a.claim(wa, 1, 10)[0]) == 10
+        assert len(a.claim(wa, 1, 10, LEASE)[0]) == 10
         alive = threading.Event()
 
         def beat() -> None:  # A lives, renews its lease, and never answers (a provider call that hangs)
@@ -179,7 +180,13 @@ def test_a_worker_stopped_past_its_lease_sends_nothing_once_resumed(slow_smtp, t
     proc = cli_process(config, "send", str(tmp_path / "issues" / "2026-12-01.md"), "--list", "weekly", "--yes")
     try:
         assert wait_for(lambda: len(inbox.messages) >= 5, 30)
-        proc.send_signal(signal.SIGSTOP)
+        # Stopped outside a write transaction (a stopped SQLite writer would block everyone).
+        for _try in range(50):
+            proc.send_signal(signal.SIGSTOP)
+            if not _write_locked(tmp_path / "newsletter.db"):
+                break
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
         time.sleep(LEASE + 1)  # past its lease; what was on the wire has arrived
         with Newsletter.from_config(config) as nl:
             ledger = Ledger(nl.store, "2026-12-01", "weekly")
@@ -192,6 +199,20 @@ def test_a_worker_stopped_past_its_lease_sends_nothing_once_resumed(slow_smtp, t
         proc.kill()
     assert len(inbox.messages) == taken, out + err  # nothing more went out once its rows were taken
     assert "lease" in out + err and "Traceback" not in err
+
+
+def _write_locked(database: Path) -> bool:
+    import sqlite3
+
+    conn = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
 
 
 def test_two_sigterms_in_a_row_stop_the_scheduler(tmp_path, monkeypatch):
