@@ -5,7 +5,7 @@ passed as substitutions. The request body is built as plain data: the library's 
 cost about 15 s per million recipients. Errors are handled per SendGrid's semantics: a 400 that
 names a personalization fails that recipient and re-sends the rest, one that names none stops
 the send; 413 splits the batch (a message too large on its own is refused before anything is
-sent); 429 pauses every batch until `X-RateLimit-Reset`; 5xx and connection errors back off and
+sent); 429 pauses every batch until `X-RateLimit-Reset`; 5xx, 408 and connection errors back off and
 retry; a read timeout or a broken answer is `unknown`, because the request may have been
 accepted (SendGrid has no idempotency key).
 """
@@ -48,7 +48,11 @@ class _TooLarge(Exception):
 
 
 class _MaybeSent(Exception):
-    pass
+    """The request was written and no usable answer came: each recipient's outcome is unknown."""
+
+    def __init__(self, message: str, *, stop: bool = False) -> None:
+        super().__init__(message)
+        self.stop = stop  # the send cannot go on (the answers are not HTTP at all)
 
 
 def _message(body: Any) -> list[dict[str, Any]]:
@@ -253,7 +257,7 @@ class SendGridProvider:
                     last = "429 rate limited"
                     pacer.pause(wait)
                     continue
-                if status >= 500:
+                if status >= 500 or status == 408:  # 408: the request timed out on the way in, nothing taken
                     last = f"{status}: {detail}"
                     pacer.pause(self._backoff(attempt))
                     continue
@@ -266,8 +270,11 @@ class SendGridProvider:
             except (http.client.BadStatusLine, http.client.LineTooLong) as exc:
                 if isinstance(exc, http.client.RemoteDisconnected):  # closed without an answer: may have taken it
                     raise _MaybeSent(f"SendGrid closed the connection without answering ({exc})") from None
-                raise ProviderError(f"{self.settings.api_base} answered with something that is not HTTP "
-                                    f"({type(exc).__name__}); check [sendgrid] api_base") from None
+                # The whole request was written (urllib reports failures to write as URLError): it may
+                # have been taken. The next answer would be as garbled, so the send stops too.
+                raise _MaybeSent(f"{self.settings.api_base} answered with something that is not HTTP after the "
+                                 f"request was sent ({type(exc).__name__}); check [sendgrid] api_base and any "
+                                 f"proxy in between", stop=True) from None
             except (TimeoutError, OSError, http.client.HTTPException) as exc:
                 # After the request went out: a timeout, a dropped connection, or an answer that is
                 # not HTTP. SendGrid may have accepted it.
@@ -306,6 +313,8 @@ class SendGridProvider:
         except _MaybeSent as exc:
             for r in ready:
                 results[r.key] = Result(r.key, "unknown", error=str(exc))
+            if exc.stop:
+                raise ProviderUnavailable(f"{exc}: the {len(ready):,} recipients of that request are unknown") from None
             return
         except _TooLarge:
             # Fewer recipients per request make it smaller; if even one is too many, the message

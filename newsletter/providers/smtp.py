@@ -1,4 +1,4 @@
-"""SMTP with smtplib: a pool of connections, one per batch in flight, one message per recipient.
+"""SMTP with smtplib: a pool of connections, each sending one message at a time, one per recipient.
 
 Each worker thread keeps its own connection (`[smtp] connections` of them) and reconnects when
 the server hangs up or answers 421. MAIL, RCPT and DATA go out in one write where the server
@@ -51,7 +51,9 @@ def _classify(step: str, code: int, reply: bytes | str) -> _Answer:
 class SmtpProvider:
     name = "smtp"
     reports_events = False  # a relay answers once; nothing comes back to count deliveries or opens
-    max_batch = 100
+    # One message per batch: each result is recorded as its server answers, so a crash leaves at
+    # most one unknown message per connection (the one whose body was on the wire).
+    max_batch = 1
 
     def __init__(self, settings: SmtpSettings, password: str = "") -> None:
         self.settings = settings
@@ -162,7 +164,8 @@ class SmtpProvider:
             except Exception as exc:  # noqa: BLE001 - one recipient's message, never the batch
                 return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
             try:
-                self._transaction(conn, envelope.from_email, recipient.email, data, utf8)
+                if not self._transaction(conn, envelope.from_email, recipient.email, data, utf8, pacer):
+                    return None
             except (smtplib.SMTPException, UnicodeError, ValueError) as exc:  # anything else about this one message
                 self._reset(conn)
                 return Result(recipient.key, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -180,8 +183,12 @@ class SmtpProvider:
         return Result(recipient.key, "deferred", error=f"{last}; tried {s.retries} times, left for a later run",
                       retry_in=s.retry_backoff * 2 ** max(1, s.retries))
 
-    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes, utf8: bool) -> None:
-        """MAIL, RCPT, DATA and the body; returns on 250, raises _Answer otherwise."""
+    def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes, utf8: bool,
+                     pacer: Pacer) -> bool:
+        """MAIL, RCPT, DATA and the body; True on 250, raises _Answer otherwise.
+
+        False when the send is stopping (or the worker's lease may be gone) once DATA is accepted:
+        the body is not sent, so nothing was handed over."""
         options = ["SMTPUTF8"] if utf8 else []
         if utf8 and conn.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
@@ -209,6 +216,9 @@ class SmtpProvider:
                     conn.getreply()
             self._reset(conn)
             raise _classify(*refused)
+        if pacer.stopped:  # a process resumed after SIGSTOP may have lost its rows meanwhile: look again
+            self._drop()  # hanging up before the final "." is how a message is withdrawn during DATA
+            return False
         body = _LEADING_DOT.sub(b"..", data)
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
@@ -221,6 +231,7 @@ class SmtpProvider:
         if code != 250:
             self._reset(conn)
             raise _classify("end of DATA", code, reply)
+        return True
 
     def _reset(self, conn: smtplib.SMTP) -> None:
         try:
