@@ -12,6 +12,7 @@ import codecs
 import csv
 import datetime as dt
 import json
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 
 from . import addresses, consent
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
-from .errors import InputError
+from .errors import InputError, NewsletterError, StoreError
 from .schema import history, memberships, subscribers, suppressions
 from .store import (
     SUPPRESSED,
@@ -84,6 +85,7 @@ class ImportReport:
     reject_samples: list[tuple[int, str]] = field(default_factory=list)
     kept_out_samples: list[tuple[int, str]] = field(default_factory=list)  # (line, who and why)
     suppressed: int = 0  # addresses a status column put on the suppression list
+    kept: int = 0  # rows in chunks already committed
 
     def summary(self) -> str:
         return (f"rows read {self.read}, added {self.added}, updated {self.updated}, already present "
@@ -154,15 +156,37 @@ def _columns(path: Path, raw: list[str], email_column: str | None) -> list[str]:
     return header
 
 
+class _Lines:
+    """A file's lines with their numbers, for csv.reader; lines can be put back to be read again."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._numbered = enumerate(handle, 1)
+        self._back: deque[tuple[int, str]] = deque()
+        self.taken: list[tuple[int, str]] = []  # the lines read since `taken` was last emptied
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        item = self._back.popleft() if self._back else next(self._numbered)
+        self.taken.append(item)
+        return item[1]
+
+    def put_back(self, lines: list[tuple[int, str]]) -> None:
+        self._back.extendleft(reversed(lines))
+
+
 def _records(path: Path, delimiter: str | None = None,
              email_column: str | None = None) -> Iterator[tuple[int, list[str], list[str], str]]:
     """(line, header, cells, problem) per data row; the line is where the record starts.
 
     `problem` is set for a record that runs over many lines or holds a huge field: most likely a
-    quote that was never closed, which swallows the rows after it.
+    quote that was never closed, which swallows the rows after it. That record is its first line
+    alone, and the lines it swallowed are read again as rows of their own.
     """
     with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter or _delimiter(path))
+        lines = _Lines(handle)
+        reader = csv.reader(lines, delimiter=delimiter or _delimiter(path))
         try:
             raw = next(reader)
         except StopIteration:
@@ -173,22 +197,27 @@ def _records(path: Path, delimiter: str | None = None,
         named = [h for h in header if h]
         if len(set(named)) != len(named):
             raise InputError(f"{path}:1: the header repeats a column name")
-        start = reader.line_num + 1
         while True:
+            lines.taken = []
+            problem = ""
             try:
                 cells = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:
-                raise InputError(f"{path}:{start}: {exc}") from None
-            spans = reader.line_num - start + 1
-            problem = ""
-            if spans > MAX_RECORD_LINES or (cells and max(map(len, cells)) > MAX_FIELD_CHARS):
-                problem = (f"a field starting on this line runs {spans} lines and {max(map(len, cells)):,} characters: "
-                           f"probably a quote that is never closed")
+            except csv.Error as exc:  # the reader starts afresh at the next line it is given
+                problem = f"{exc}"
+                cells = []
+            taken = lines.taken
+            start, spans = taken[0][0], taken[-1][0] - taken[0][0] + 1
+            if problem or spans > MAX_RECORD_LINES or (cells and max(map(len, cells)) > MAX_FIELD_CHARS):
+                longest = max(map(len, cells)) if cells else sum(len(text) for _n, text in taken)
+                problem = (f"{problem or 'a field starting on this line'} (it runs {spans} lines and {longest:,} "
+                           f"characters): probably a quote that is never closed; the rows after it are read on "
+                           f"their own")
+                lines.put_back(taken[1:])
+                cells = taken[0][1].rstrip("\r\n").split(reader.dialect.delimiter)
             if problem or (cells and any(c.strip() for c in cells)):
                 yield start, header, cells, problem
-            start = reader.line_num + 1
 
 
 def _parse(header: list[str], cells: list[str], problem: str = "") -> _Row | str:
@@ -278,8 +307,8 @@ def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = 
                 raise InputError(f"{path}:{line}: {parsed} (--strict: nothing was imported)")
     report = ImportReport()
     rejects = _Rejects(Path(rejects_path) if rejects_path else path.with_name(path.stem + ".rejects.csv"))
+    chunk: list[_Row] = []
     try:
-        chunk: list[_Row] = []
         for line, header, cells, problem in _records(path, delimiter, email_column):
             report.read += 1
             parsed = _parse(header, cells, problem)
@@ -293,18 +322,34 @@ def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = 
             chunk.append(parsed)
             if len(chunk) >= chunk_rows:
                 _import_chunk(store, list_id, chunk, status, source, report)
+                report.kept += len(chunk)
                 chunk = []
                 if progress:
                     progress(report.read)
         if chunk:
             _import_chunk(store, list_id, chunk, status, source, report)
+            report.kept += len(chunk)
         if progress:
             progress(report.read)
+    except (InputError, StoreError, sa.exc.OperationalError) as exc:
+        raise _stopped_at(store, exc, report.kept, chunk[0].line if chunk else 0, chunk_rows) from None
     finally:
         rejects.close()
     if report.rejected:
         report.rejects_path = rejects.path
     return report
+
+
+def _stopped_at(store: Store, exc: Exception, kept: int, line: int, chunk_rows: int) -> NewsletterError:
+    """An import that stopped part-way: what went wrong, how many rows were kept, and how to go on."""
+    error: NewsletterError = (store.unavailable(exc) if isinstance(exc, sa.exc.OperationalError)
+                              else exc if isinstance(exc, NewsletterError) else StoreError(str(exc)))
+    if not kept:
+        return error
+    where = f" before line {line:,}" if line else ""
+    return type(error)(f"{error}; the {kept:,} rows{where} were imported (in chunks of {chunk_rows:,}): fix that and "
+                       f"run the same import again, which updates the rows already imported instead of adding them "
+                       f"twice")
 
 
 def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, source: str, report: ImportReport) -> None:
