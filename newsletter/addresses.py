@@ -63,7 +63,10 @@ def normalize(raw: str) -> Address:
     if "\r" in text or "\n" in text:
         raise InputError(f"invalid address {text!r}: contains a line break")
     local, at, domain = text.rpartition("@")
-    if at and len(local) <= MAX_LOCAL and _DOT_ATOM_LOCAL.fullmatch(local):
+    octets = len(local.encode("utf-8", "surrogatepass"))
+    if octets > MAX_LOCAL:  # RFC 5321 4.5.3.1.1; email-validator lets longer ones through
+        raise InputError(f"invalid address {text!r}: the part before the @ is {octets} octets; at most {MAX_LOCAL}")
+    if at and _DOT_ATOM_LOCAL.fullmatch(local):
         ascii_domain = _domain(domain)
         if ascii_domain is not None:
             email = f"{local}@{ascii_domain}"

@@ -152,7 +152,12 @@ def init_project(folder: str | os.PathLike[str]) -> list[Path]:
     sources = sorted(p for p in SKELETON.rglob("*")
                      if p.is_file() and "__pycache__" not in p.parts and ".db" not in p.name)
     for source in sources:
-        existing = target / source.relative_to(SKELETON)
+        relative = source.relative_to(SKELETON)
+        for depth in range(1, len(relative.parts) + 1):  # the file and each folder on its way, inside target
+            existing = target.joinpath(*relative.parts[:depth])
+            if existing.is_symlink():
+                raise InputError(f"{existing}: is a symlink; `newsletter init` never writes through one (it would "
+                                 f"write outside {target}): remove it, or choose another folder")
         if existing.exists():
             raise InputError(f"{existing}: already exists; `newsletter init` writes only files that are not there yet "
                              f"(choose an empty folder)")
@@ -160,7 +165,10 @@ def init_project(folder: str | os.PathLike[str]) -> list[Path]:
     for source in sources:
         path = target / source.relative_to(SKELETON)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(source.read_bytes())
+        # O_EXCL | O_NOFOLLOW: a file or link that appeared since the check is refused, not followed.
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(handle, "wb") as out:
+            out.write(source.read_bytes())
         written.append(path)
     return written
 
@@ -605,10 +613,10 @@ class Newsletter:
     def subscribe(self, email: str, list_name: str, name: str = "") -> SubscribeRequest:
         """A subscribe request from the public form (double opt-in). InputError for a bad address."""
         from . import addresses
-        from .store import clean_text
+        from .store import clean_text, reject_controls
 
         address = addresses.normalize(email)
-        person = clean_text(name)[:200]
+        person = clean_text(reject_controls(name, "the name"))[:200]
         subscriber_id, should_mail = self.store.request_subscription(address.email, list_name, person)
         return SubscribeRequest(subscriber_id, address.email, address.key, list_name, person,
                                 should_mail and subscriber_id is not None)

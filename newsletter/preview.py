@@ -8,6 +8,7 @@ enough to see the result. A render error is shown in the page, not thrown at the
 from __future__ import annotations
 
 import html as html_lib
+import ipaddress
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +84,9 @@ def make_server(render: Callable[[], Rendered], values: Callable[[Rendered], dic
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if not own_host(self.headers.get("Host", ""), host):
+                self.send_error(421, "Misdirected Request: this preview answers only its own address")
+                return
             page = pages.get(self.path.split("?")[0])
             if page is None:
                 self.send_error(404)
@@ -99,3 +103,20 @@ def make_server(render: Callable[[], Rendered], values: Callable[[Rendered], dic
             return
 
     return pages.first, ThreadingHTTPServer((host, port), Handler)
+
+
+def own_host(header: str, host: str) -> bool:
+    """Whether a request's Host names this server: an IP address, localhost, or the name it was bound to.
+
+    Any other name may be a DNS rebinding: a page the author visits points its own name at this
+    address, and could then read an unpublished draft.
+    """
+    name = header.rpartition("]")[0].lstrip("[") if header.startswith("[") else header.partition(":")[0]
+    name = name.lower().rstrip(".")
+    if name and name in ("localhost", host.lower()):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

@@ -13,6 +13,7 @@ import json
 import logging
 import operator
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,7 +29,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from . import addresses, consent
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
-from .errors import LockedError, StoreError, StoreUnavailable
+from .errors import InputError, LockedError, StoreError, StoreUnavailable
 from .schema import (
     PENDING,
     SKIPPED,
@@ -106,10 +107,23 @@ class Subscriber:
     suppressed: str = ""
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def reject_controls(value: str, what: str) -> str:
+    """`value` unchanged, or InputError when it holds a control character other than a tab or a line
+    break (PostgreSQL refuses NUL in text, and the others have no business in a name)."""
+    found = _CONTROLS.search(value)
+    if found:
+        raise InputError(f"{what} holds a control character (U+{ord(found.group()):04X}) at position "
+                         f"{found.start() + 1}")
+    return value
+
+
 def clean_text(value: str) -> str:
-    """Subscriber text as stored: line breaks become spaces (they could start a header)."""
-    if "\r" in value or "\n" in value:
-        value = value.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    """Subscriber text as stored: line breaks and tabs become spaces (a line break could start a header)."""
+    if "\r" in value or "\n" in value or "\t" in value:
+        value = value.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
     return value.strip()
 
 
