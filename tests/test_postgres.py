@@ -65,3 +65,35 @@ def test_import_send_and_lock_on_postgresql(pg_config, sendgrid_server):
         assert (counts["sent"], counts["skipped"], counts["pending"]) == (10, 2, 0)
         assert store.find("ken@example.com") is None
     assert run("subscribers", "import", SAMPLE, "--list", "weekly").output.count("kept out 2") == 1
+
+
+def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_second_scheduler(pg_config):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    database = sa.engine.make_url(pg_config.store.url).database
+    admin = sa.create_engine(SERVER.replace("/?", "/postgres?"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # a server (or a proxy) that closes sessions idle for a second
+        conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET idle_session_timeout = '1s'"))
+    admin.dispose()
+
+    def scheduler() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(pg_config.path), "scheduler",
+                                 "--list", "weekly"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "NEWSLETTER_SECRET": SECRET})
+
+    first = scheduler()
+    try:
+        time.sleep(4)  # idle well past the timeout
+        assert first.poll() is None, first.communicate()
+        second = scheduler()
+        out, err = second.communicate(timeout=60)
+        assert second.returncode != 0 and "another `newsletter scheduler` is running" in err, out + err
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert "Traceback" not in err
