@@ -34,7 +34,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from .config import Config
 from .content import Issue, parse
-from .errors import ConfigError, ContentError, NewsletterError
+from .errors import ConfigError, ContentError, LockedError, NewsletterError
 from .ledger import Ledger
 from .pacing import StopToken, stop_check
 from .schema import PENDING
@@ -515,13 +515,15 @@ def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, 
     """Run until `stop` says so. A second scheduler on the same store refuses to start."""
     should_stop = stop_check(stop)
     trigger(config)  # configuration errors now, not at the first run
-    with store.lock("scheduler", "another `newsletter scheduler` is running on this store; only one may run at a time"):
+    with store.lock("scheduler", "another `newsletter scheduler` is running on this store; only one may run at a "
+                    "time") as lost:
         scheduler = build_scheduler(config, store, list_name, runner)
 
         finished = threading.Event()
 
         def watch() -> None:
-            while not should_stop():  # polled: a stop token set by a signal handler cannot be waited on
+            # Polled: a stop token set by a signal handler cannot be waited on.
+            while not should_stop() and not lost.is_set():
                 time.sleep(0.1)
             while not finished.is_set():
                 try:
@@ -545,6 +547,9 @@ def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, 
             scheduler.start()
         finally:
             finished.set()
+        if lost.is_set():
+            raise LockedError("this scheduler lost its lock on the store to another `newsletter scheduler` and "
+                              "stopped; only one may run at a time")
     log.info("scheduler stopped")
 
 

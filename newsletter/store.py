@@ -6,6 +6,7 @@ Any SQLAlchemy URL works. Everything SQLite-specific (WAL, busy timeout, BEGIN I
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -15,6 +16,7 @@ import operator
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -262,17 +264,19 @@ class Store:
         return self._writer.begin()
 
     @contextmanager
-    def lock(self, name: str, busy_message: str) -> Iterator[None]:
+    def lock(self, name: str, busy_message: str) -> Iterator[threading.Event]:
         """Hold an exclusive, crash-safe lock called `name`, or raise LockedError at once.
 
+        Yields an Event set if the lock is lost while held; the holder must then stop.
         SQLite: an flock on a file beside the database (the kernel drops it when the process dies).
-        PostgreSQL: a session advisory lock. Other databases are refused rather than unguarded.
+        PostgreSQL: a session advisory lock, kept alive (see `_SessionLock`). Other databases are
+        refused rather than unguarded.
         """
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
             database = self.engine.url.database or ""
             if not database or database == ":memory:":
-                yield
+                yield threading.Event()
                 return
             digest = hashlib.sha256(name.encode()).hexdigest()[:16]
             path = Path(f"{database}.{digest}.lock")
@@ -286,20 +290,15 @@ class Store:
                 handle.truncate()
                 handle.write(f"{name} pid {os.getpid()}\n")
                 handle.flush()
-                yield
+                yield threading.Event()  # an flock is never lost while the file is open
             finally:
                 handle.close()
         elif dialect == "postgresql":
-            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-            # A session lock on a connection in autocommit: never idle in a transaction, so
-            # idle_in_transaction_session_timeout cannot end the session and drop the lock.
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                    raise LockedError(busy_message)
-                try:
-                    yield
-                finally:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            held = _SessionLock(self.engine, name, busy_message)
+            try:
+                yield held.lost
+            finally:
+                held.release()
         else:
             raise StoreError(f"locks are implemented for SQLite and PostgreSQL stores, not {dialect}")
 
@@ -690,6 +689,75 @@ class Store:
                                                                      suppressions.c.email_hash)):
                 yield {"email": row.email_key or "", "email_sha256": row.email_hash, "reason": row.reason,
                        "source": row.source, "suppressed_at": row.created_at}
+
+
+class _SessionLock:
+    """A PostgreSQL session advisory lock that outlives idle-session timeouts.
+
+    The lock belongs to one session, on a connection in autocommit (never idle in a transaction).
+    A thread keeps the session busy well within `idle_session_timeout` (or every few seconds, for
+    a proxy that closes idle connections); if the session is lost anyway, it takes the lock again
+    on a new one, and when another process got it first, `lost` is set.
+    """
+
+    def __init__(self, engine: Engine, name: str, busy_message: str) -> None:
+        self.engine, self.name = engine, name
+        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._mutex = threading.Lock()
+        self._conn = self._take()
+        if self._conn is None:
+            raise LockedError(busy_message)
+        timeout_ms = self._conn.execute(sa.text(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'")).scalar() or 0
+        self._every = min(5.0, timeout_ms / 3000) if timeout_ms else 5.0
+        self._thread = threading.Thread(target=self._keep, name=f"lock-{name}", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> Connection | None:
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
+            return conn
+        conn.close()
+        return None
+
+    def _keep(self) -> None:
+        while not self._done.wait(self._every):
+            with self._mutex:
+                if self._alive():
+                    continue
+                try:
+                    self._conn = self._take()
+                except sa.exc.DBAPIError:
+                    continue  # the server is away: try again at the next beat
+                if self._conn is None:
+                    log.error("another process holds the %s lock now; stopping", self.name)
+                    self.lost.set()
+                    return
+
+    def _alive(self) -> bool:
+        """Whether the session holding the lock still answers; a lost one is closed."""
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.DBAPIError as exc:
+            log.warning("the session holding the %s lock was lost (%s); taking the lock again", self.name,
+                        str(exc.orig or exc).strip().splitlines()[0])
+        with contextlib.suppress(sa.exc.DBAPIError):
+            self._conn.close()
+        self._conn = None
+        return False
+
+    def release(self) -> None:
+        self._done.set()
+        self._thread.join()
+        with self._mutex, contextlib.suppress(sa.exc.DBAPIError):
+            if self._conn is not None:
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                self._conn.close()
 
 
 def left_at_after(status: str, stamp: Any, before: Any) -> Any:
