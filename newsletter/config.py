@@ -308,5 +308,5 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"{path_}: [web] allowed_origins: {origin!r} is not an origin "
                               f"(scheme and host only, such as https://www.example.org)")
     _check_keys(sections, path_)
-    store = StoreSettings(url=_resolve_store_url(sections["store"].url, path_.parent))
+    store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
     return Config(path=path_, lists=lists, **{**sections, "store": store})

@@ -68,3 +68,12 @@ def test_secret_comes_only_from_environment(cfg, monkeypatch):
         cfg.secret()
     monkeypatch.setenv("NEWSLETTER_SECRET", "s3")
     assert cfg.secret() == b"s3"
+
+
+def test_store_settings_keep_every_key_when_the_url_is_resolved(tmp_path):
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('url = "sqlite:///newsletter.db"',
+                                             'url = "sqlite:///newsletter.db"\nretry_for = 4.5'))
+    loaded = config_mod.load(path)
+    assert loaded.store.retry_for == 4.5
+    assert loaded.store.url == f"sqlite:///{tmp_path / 'newsletter.db'}"

@@ -77,7 +77,8 @@ def test_an_export_restores_a_whole_store_statuses_and_suppressions_included(mak
     assert statuses(target)["ada@example.com"] == "unsubscribed"
 
 
-def test_an_unclosed_quote_is_reported_where_it_starts_the_rest_imported_and_strict_imports_nothing(make, tmp_path, run):
+def test_an_unclosed_quote_is_reported_where_it_starts_the_rest_imported_and_strict_imports_nothing(
+        make, tmp_path, run):
     nl = make("quotes")
     lines = ["email,name", "ok@example.com,Fine", 'broken@example.com,"Never closed', *(
         f"r{i}@example.com,Reader {i}" for i in range(2000))]
