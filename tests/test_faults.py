@@ -201,6 +201,34 @@ def test_a_worker_stopped_past_its_lease_sends_nothing_once_resumed(slow_smtp, t
     assert "lease" in out + err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("moment", [0.5, 0.8])
+def test_an_smtp_send_killed_mid_way_leaves_at_most_one_unknown_per_connection(slow_smtp, tmp_path, moment):
+    config, inbox = slow_smtp
+    config.write_text(config.read_text().replace("[smtp]", "[smtp]\nconnections = 3"))
+    with Newsletter.from_config(config) as nl:
+        nl.import_csv(people(tmp_path, 300), "weekly")
+    proc = cli_process(config, "send", str(tmp_path / "issues" / "2026-12-01.md"), "--list", "weekly", "--yes")
+    try:
+        assert wait_for(lambda: len(inbox.messages) >= 10, 30)
+        time.sleep(moment)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    time.sleep(0.3)  # a body already on the wire arrives
+    with Newsletter.from_config(config) as nl:
+        report = nl.send(tmp_path / "issues" / "2026-12-01.md", "weekly")
+        with nl.store.engine.connect() as conn:
+            unknown = {r[0] for r in conn.exec_driver_sql(
+                "SELECT s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+                "WHERE d.state = 'unknown'")}
+    received = collections.Counter(rcpt for _sender, rcpts, _msg in inbox.messages for rcpt in rcpts)
+    assert len(unknown) <= 3, unknown  # only what was on each connection's wire
+    assert max(received.values()) == 1
+    assert set(received) | unknown == {f"p{i}@example.com" for i in range(300)}
+    assert report.counts["sent"] + report.counts["unknown"] == 300
+
+
 def _write_locked(database: Path) -> bool:
     import sqlite3
 
