@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,16 @@ SAMPLE_ISSUE = ROOT / "issues" / "2026-12-01.md"
 SHARED = ROOT.parent / "shared"
 SECRET = "test-secret-please-change"
 POSTGRES = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
+
+
+def wait_for(condition, seconds: float) -> bool:
+    """Poll `condition` until it holds or `seconds` have passed; its last answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
 
 
 def ready_sample(folder: Path, date: str = "2026-12-01") -> Path:

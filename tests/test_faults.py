@@ -27,7 +27,7 @@ from newsletter.ledger import LeaseLost, Ledger
 from newsletter.store import now
 
 from . import smtp_server
-from .conftest import SECRET, ready_sample, write_config
+from .conftest import SECRET, ready_sample, wait_for, write_config
 from .fake_provider import FakeProvider
 
 LEASE = 2
@@ -67,19 +67,24 @@ def lease_config(tmp_path, monkeypatch, store_url):
     return path
 
 
+def worker_a_claims_10_of_30(nl: Newsletter, folder: Path):
+    """30 members; worker A starts the send and claims the first 10. (mailing, A's ledger, A's id)"""
+    nl.import_csv(people(folder, 30), "weekly")
+    mailing = nl.mailing(folder / "issues" / "2026-12-01.md", "weekly")
+    a = Ledger(nl.store, mailing.rendered.slug, "weekly")
+    a.start(mailing.rendered.subject)
+    wa = a.register()
+    assert len(a.claim(wa, 1, 10, LEASE)[0]) == 10
+    return mailing, a, wa
+
+
 def test_a_worker_found_lost_claims_nothing_more_and_the_list_completes_once(lease_config, tmp_path):
     fake = FakeProvider(max_batch=10)
     with Newsletter.from_config(lease_config, provider_factory=fake.factory) as nl:
-        nl.import_csv(people(tmp_path, 30), "weekly")
-        mailing = nl.mailing(tmp_path / "issues" / "2026-12-01.md", "weekly")
-        slug = mailing.rendered.slug
-        a = Ledger(nl.store, slug, "weekly")
-        a.start(mailing.rendered.subject)
-        wa = a.register()
-        assert len(a.claim(wa, 1, 10, LEASE)[0]) == 10
+        mailing, a, wa = worker_a_claims_10_of_30(nl, tmp_path)
         # Worker B's clock is ahead by more than a lease (or A's heartbeat stalled): A looks gone,
         # and B turns A's rows into unknown.
-        b = Ledger(nl.store, slug, "weekly", clock=lambda: now() + dt.timedelta(seconds=3 * LEASE))
+        b = Ledger(nl.store, mailing.rendered.slug, "weekly", clock=lambda: now() + dt.timedelta(seconds=3 * LEASE))
         assert b.recover(LEASE) == 10
         # A lives on, has not heartbeat since, and must not claim again: its lease is gone.
         with pytest.raises(LeaseLost):
@@ -97,12 +102,7 @@ def test_a_worker_found_lost_claims_nothing_more_and_the_list_completes_once(lea
 def test_rows_left_in_flight_by_a_lost_worker_are_recovered_and_the_next_send_ends(lease_config, tmp_path):
     fake = FakeProvider(max_batch=10)
     with Newsletter.from_config(lease_config, provider_factory=fake.factory) as nl:
-        nl.import_csv(people(tmp_path, 30), "weekly")
-        mailing = nl.mailing(tmp_path / "issues" / "2026-12-01.md", "weekly")
-        a = Ledger(nl.store, mailing.rendered.slug, "weekly")
-        a.start(mailing.rendered.subject)
-        wa = a.register()
-        assert len(a.claim(wa, 1, 10, LEASE)[0]) == 10
+        mailing, _a, wa = worker_a_claims_10_of_30(nl, tmp_path)
         # Another worker marked A lost but did not see A's claim (PostgreSQL: the claim committed
         # after its update's snapshot); then A was killed. Its rows sit in flight under a lost worker.
         with nl.store.engine.begin() as conn:
@@ -121,12 +121,7 @@ def test_rows_left_in_flight_by_a_lost_worker_are_recovered_and_the_next_send_en
 def test_the_end_of_send_wait_for_a_live_worker_is_bounded(lease_config, tmp_path):
     fake = FakeProvider(max_batch=10)
     with Newsletter.from_config(lease_config, provider_factory=fake.factory) as nl:
-        nl.import_csv(people(tmp_path, 30), "weekly")
-        mailing = nl.mailing(tmp_path / "issues" / "2026-12-01.md", "weekly")
-        a = Ledger(nl.store, mailing.rendered.slug, "weekly")
-        a.start(mailing.rendered.subject)
-        wa = a.register()
-        assert len(a.claim(wa, 1, 10, LEASE)[0]) == 10
+        mailing, a, wa = worker_a_claims_10_of_30(nl, tmp_path)
         alive = threading.Event()
 
         def beat() -> None:  # A lives, renews its lease, and never answers (a provider call that hangs)
@@ -162,15 +157,6 @@ def cli_process(config: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(config), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "NEWSLETTER_SECRET": SECRET})
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_a_worker_stopped_past_its_lease_sends_nothing_once_resumed(slow_smtp, tmp_path):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from newsletter import Newsletter
 
-from .conftest import SECRET, ready_sample, write_config
+from .conftest import SECRET, ready_sample, wait_for, write_config
 from .smtp_server import free_port
 
 N = 1500
@@ -92,13 +92,15 @@ def people(folder: Path, n: int = N) -> Path:
     return path
 
 
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+def start_send(postgres: Postgres, server, folder: Path, monkeypatch, retry_for: float):
+    """N members on our own PostgreSQL, and a `send` of them started in its own process (the fake
+    answering in 0.1 s)."""
+    config = config_for(folder, postgres.url, server.url, retry_for=retry_for)
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    with Newsletter.from_config(config) as nl:
+        nl.import_csv(people(folder), "weekly")
+    server.latency = 0.1
+    return config, sender(config)
 
 
 def unknown_addresses(config: Path) -> set[str]:
@@ -109,12 +111,7 @@ def unknown_addresses(config: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_postgresql_stopped_for_three_seconds_mid_send_is_survived(postgres, sendgrid_server, tmp_path, monkeypatch):
-    config = config_for(tmp_path, postgres.url, sendgrid_server.url, retry_for=30)
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    with Newsletter.from_config(config) as nl:
-        nl.import_csv(people(tmp_path), "weekly")
-    sendgrid_server.latency = 0.1
-    proc = sender(config)
+    config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=30)
     assert wait_for(lambda: len(sendgrid_server.received) >= 300, 60)
     postgres.stop()
     time.sleep(3)
@@ -133,12 +130,7 @@ def test_postgresql_stopped_for_three_seconds_mid_send_is_survived(postgres, sen
 
 @pytest.mark.slow
 def test_terminated_sessions_mid_send_are_retried(postgres, sendgrid_server, tmp_path, monkeypatch):
-    config = config_for(tmp_path, postgres.url, sendgrid_server.url, retry_for=30)
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    with Newsletter.from_config(config) as nl:
-        nl.import_csv(people(tmp_path), "weekly")
-    sendgrid_server.latency = 0.1
-    proc = sender(config)
+    _config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=30)
     admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
     terminated = 0
     try:
@@ -160,12 +152,7 @@ def test_terminated_sessions_mid_send_are_retried(postgres, sendgrid_server, tmp
 @pytest.mark.slow
 def test_a_store_that_stays_away_ends_the_send_in_one_line_and_nobody_is_mailed_twice(
         postgres, sendgrid_server, tmp_path, monkeypatch):
-    config = config_for(tmp_path, postgres.url, sendgrid_server.url, retry_for=2)
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    with Newsletter.from_config(config) as nl:
-        nl.import_csv(people(tmp_path), "weekly")
-    sendgrid_server.latency = 0.1
-    proc = sender(config)
+    config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=2)
     assert wait_for(lambda: len(sendgrid_server.received) >= 300, 60)
     postgres.stop()
     out, err = proc.communicate(timeout=60)

@@ -6,14 +6,13 @@ import collections
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from newsletter import Newsletter
 
-from .conftest import ROOT, SECRET, write_config
+from .conftest import ROOT, SECRET, wait_for, write_config
 
 ISSUE = ROOT / "issues" / "2026-12-01.md"
 
@@ -38,15 +37,6 @@ def worker(config: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(config), "send", str(ISSUE),
                              "--list", "weekly", "--yes", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.mark.slow
