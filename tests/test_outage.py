@@ -129,6 +129,25 @@ def test_postgresql_stopped_for_three_seconds_mid_send_is_survived(postgres, sen
 
 
 @pytest.mark.slow
+def test_results_held_while_the_store_is_away_are_written_when_it_comes_back(
+        postgres, sendgrid_server, tmp_path, monkeypatch):
+    config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=3)
+    assert wait_for(lambda: len(sendgrid_server.received) >= 300, 60)
+    postgres.stop()
+    time.sleep(4)  # past retry_for: the send stops claiming and holds what comes back
+    postgres.start()  # within the last window it gives the store to come back
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out + err  # not finished: the rest is pending, nothing is in doubt
+    assert "while the store was away" in out + err and "Traceback" not in err
+    assert unknown_addresses(config) == set()
+    again = sender(config)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, out + err
+    received = collections.Counter(sendgrid_server.received)
+    assert len(received) == N and max(received.values()) == 1
+
+
+@pytest.mark.slow
 def test_terminated_sessions_mid_send_are_retried(postgres, sendgrid_server, tmp_path, monkeypatch):
     _config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=30)
     admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
