@@ -244,6 +244,8 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
             ledger.finish_if_done(report.counts)
         except StoreUnavailable as exc:
             outage = outage or exc
+        if outage is not None and not report.stopped:  # it came back in time to record everything
+            report.stopped = f"stopped claiming while the store was away ({outage})"
     if outage is not None and (unrecorded or not report.counts):
         raise _gave_up(outage, unrecorded, total - handed)
     if failure is not None:

@@ -238,13 +238,14 @@ class Store:
             except sa.exc.DBAPIError as exc:
                 if not transient(exc):
                     raise
-                if time.monotonic() + delay > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise self.unavailable(exc) from None
                 if not warned:
                     log.warning("%s; trying again for up to %.0f s", self.unavailable(exc),
                                 self.config.store.retry_for)
                     warned = True
-                time.sleep(delay)
+                time.sleep(min(delay, left))  # the last try comes at the deadline
                 delay = min(2 * delay, 2.0)
 
     def unavailable(self, exc: sa.exc.DBAPIError) -> StoreUnavailable:
