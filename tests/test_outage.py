@@ -209,10 +209,9 @@ def small_disk(tmp_path):
 
 def fill(folder: Path) -> Path:
     filler = folder / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
-            handle.write(b"\0" * 65536)
-            handle.flush()
+            handle.write(b"\0" * 4096)
     return filler
 
 
@@ -251,3 +250,26 @@ def test_an_import_that_fills_the_disk_says_how_many_rows_it_kept(small_disk, tm
     assert "Traceback" not in result.output and not isinstance(result.exception, sa.exc.SQLAlchemyError)
     line = result.output.strip().splitlines()[-1]
     assert "full" in line and "rows before line" in line and "run the same import again" in line, result.output
+
+
+def test_any_command_on_a_full_disk_says_so_in_one_line(small_disk, tmp_path):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    config = config_for(tmp_path, f"sqlite:///{small_disk}/newsletter.db", "http://127.0.0.1:9", retry_for=1)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(config), "subscribers", "add", "ada@example.com", "--list",
+                               "weekly"]).exit_code == 0
+    import sqlite3
+
+    reader = sqlite3.connect(small_disk / "newsletter.db")  # keeps the WAL files: the store opens, writes fail
+    reader.execute("SELECT count(*) FROM subscribers").fetchall()
+    filler = fill(small_disk)
+    result = runner.invoke(cli, ["--config", str(config), "subscribers", "add", "bob@example.com", "--list", "weekly",
+                                 "--name", "Bob " * 2000])
+    reader.close()
+    assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit), \
+        result.output
+    assert result.output.count("error:") == 1 and "MB free" in result.output, result.output
+    filler.unlink()
