@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 from . import consent, placeholders, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
 from .consent import STATUSES
-from .errors import ContentError, InputError, TokenError, WebhookError
+from .errors import ContentError, InputError, NewsletterError, TokenError, WebhookError
 
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
 # and `send` never loads the web app or the scheduler (or `serve` the CSV code).
@@ -210,6 +210,15 @@ class Newsletter:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def explain(self, exc: BaseException) -> NewsletterError | None:
+        """An exception from below that is the infrastructure's doing (a database away, a full disk), as
+        the one-line error a face shows; None for anything else, which is a bug."""
+        from .store import transient
+
+        if self._store is not None and transient(exc):
+            return self._store.unavailable(exc)
+        return None
 
     def __enter__(self) -> Newsletter:
         return self

@@ -32,7 +32,8 @@ PROBLEMS_SHOWN = 50  # failed and unknown rows `status` prints; --csv and --json
 
 
 class _Group(click.Group):
-    """Turns a NewsletterError into one line on stderr and its exit code; bugs keep their traceback."""
+    """Turns a NewsletterError (or what the front door explains as one: a database away, a full disk)
+    into one line on stderr and its exit code; bugs keep their traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,6 +41,13 @@ class _Group(click.Group):
         except NewsletterError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except Exception as exc:
+            state = ctx.find_object(_State)
+            known = state.explain(exc) if state is not None else None
+            if known is None:
+                raise
+            click.echo(f"error: {known}", err=True)
+            ctx.exit(known.exit_code)
 
 
 class _State:
@@ -48,6 +56,9 @@ class _State:
     def __init__(self, ctx: click.Context, config_path: str | None) -> None:
         self.ctx, self.config_path = ctx, config_path
         self._newsletter: Newsletter | None = None
+
+    def explain(self, exc: Exception) -> NewsletterError | None:
+        return self._newsletter.explain(exc) if self._newsletter is not None else None
 
     @property
     def nl(self) -> Newsletter:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Engine
@@ -194,7 +194,7 @@ def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[s
     conn.exec_driver_sql(prepared.sql, params)
 
 
-def transient(exc: BaseException) -> bool:
+def transient(exc: BaseException) -> TypeGuard[sa.exc.DBAPIError]:
     """A database error that may pass: a lost or refused connection, a restart, a full disk, a long lock."""
     return isinstance(exc, sa.exc.OperationalError) or (
         isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated))
