@@ -103,6 +103,22 @@ def start_send(postgres: Postgres, server, folder: Path, monkeypatch, retry_for:
     return config, sender(config)
 
 
+def stop_mid_send(postgres: Postgres, server) -> None:
+    """Stop the server once the send has handed 300 recipients to the provider."""
+    assert wait_for(lambda: len(server.received) >= 300, 60)
+    postgres.stop()
+
+
+def one_error_line(proc: subprocess.Popen[str]) -> str:
+    """The process ends with exit 1 and one `error:` line, no traceback: that line."""
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def unknown_addresses(config: Path) -> set[str]:
     with Newsletter.from_config(config) as nl, nl.store.engine.connect() as conn:
         return {r[0] for r in conn.exec_driver_sql(
@@ -112,8 +128,7 @@ def unknown_addresses(config: Path) -> set[str]:
 @pytest.mark.slow
 def test_postgresql_stopped_for_three_seconds_mid_send_is_survived(postgres, sendgrid_server, tmp_path, monkeypatch):
     config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=30)
-    assert wait_for(lambda: len(sendgrid_server.received) >= 300, 60)
-    postgres.stop()
+    stop_mid_send(postgres, sendgrid_server)
     time.sleep(3)
     postgres.start()
     out, err = proc.communicate(timeout=120)
@@ -132,8 +147,7 @@ def test_postgresql_stopped_for_three_seconds_mid_send_is_survived(postgres, sen
 def test_results_held_while_the_store_is_away_are_written_when_it_comes_back(
         postgres, sendgrid_server, tmp_path, monkeypatch):
     config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=3)
-    assert wait_for(lambda: len(sendgrid_server.received) >= 300, 60)
-    postgres.stop()
+    stop_mid_send(postgres, sendgrid_server)
     time.sleep(4)  # past retry_for: the send stops claiming and holds what comes back
     postgres.start()  # within the last window it gives the store to come back
     out, err = proc.communicate(timeout=120)
@@ -172,13 +186,9 @@ def test_terminated_sessions_mid_send_are_retried(postgres, sendgrid_server, tmp
 def test_a_store_that_stays_away_ends_the_send_in_one_line_and_nobody_is_mailed_twice(
         postgres, sendgrid_server, tmp_path, monkeypatch):
     config, proc = start_send(postgres, sendgrid_server, tmp_path, monkeypatch, retry_for=2)
-    assert wait_for(lambda: len(sendgrid_server.received) >= 300, 60)
-    postgres.stop()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "is unreachable" in lines[0] and "stay pending" in lines[0], err
+    stop_mid_send(postgres, sendgrid_server)
+    line = one_error_line(proc)
+    assert "is unreachable" in line and "stay pending" in line
     postgres.start()
     again = sender(config)
     out, err = again.communicate(timeout=120)
@@ -223,11 +233,8 @@ def test_sqlite_on_a_full_disk_says_so_in_one_line_and_sends_once_when_there_is_
         nl.import_csv(people(tmp_path, 300), "weekly")
     filler = fill(small_disk)
     proc = sender(config)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "full" in lines[0] and "MB free" in lines[0], err
+    line = one_error_line(proc)
+    assert "full" in line and "MB free" in line
     filler.unlink()
     again = sender(config)
     out, err = again.communicate(timeout=60)
