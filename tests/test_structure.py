@@ -122,3 +122,13 @@ def test_every_cli_command_is_in_the_readme():
 
     missing = [c for c in commands(cli, "newsletter") if c not in readme]
     assert not missing, f"not in the README: {missing}"
+
+
+def test_every_public_name_of_every_module_exists():
+    """`from newsletter.x import *` works: each `__all__` names only what the module defines at run time."""
+    import importlib
+
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = importlib.import_module(module_name(path))
+        missing = [name for name in getattr(module, "__all__", []) if not hasattr(module, name)]
+        assert not missing, f"{module.__name__}.__all__ names {missing}, which it does not define"
