@@ -20,21 +20,19 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
-from . import addresses, consent
+from . import addresses, consent, fields
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError, NewsletterError, StoreError
 from .schema import history, memberships, subscribers, suppressions
 from .store import (
     SUPPRESSED,
     Store,
-    clean_text,
     db_time,
     executemany,
     kept_out_reason,
     left_at_after,
     merge,
     now,
-    select_in,
 )
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -43,9 +41,6 @@ LEFT_ACTIONS = {UNSUBSCRIBED: consent.UNSUBSCRIBE, BOUNCED: consent.BOUNCE, COMP
 EMAIL_HEADERS = ("email", "email address", "e-mail", "e-mail address")  # ours and listmonk's; Mailchimp's
 MAX_RECORD_LINES = 20  # a record running over more lines is taken for an unclosed quote
 MAX_FIELD_CHARS = 10_000
-MAX_NAME_CHARS = 300
-MAX_KEY_CHARS = 100
-MAX_VALUE_CHARS = 2_000
 # A status column's values, ours and other tools', to what they mean here. Nothing that means
 # "left" or "blocked" ever becomes active.
 STATUS_VALUES = {
@@ -238,14 +233,11 @@ def _parse(header: list[str], cells: list[str], problem: str = "") -> _Row | str
     except InputError as exc:
         return str(exc)
     first, last = values.pop("first name", ""), values.pop("last name", "")
-    name = clean_text(values.pop("name", "") or f"{first.strip()} {last.strip()}")
-    if len(name) > MAX_NAME_CHARS:
-        return f"the name is {len(name):,} characters; at most {MAX_NAME_CHARS}"
     given = values.pop("status", "").strip().lower()
     status = STATUS_VALUES.get(given) if given else None
     if given and status is None:
         return f"unknown status {given!r} (known: {', '.join(sorted(STATUS_VALUES))})"
-    attributes = {k: clean_text(v) for k, v in values.items() if k != "attributes"}
+    raw_attributes: dict[str, object] = {k: v for k, v in values.items() if k not in ("name", "attributes")}
     if values.get("attributes", "").strip():  # listmonk: a JSON object
         try:
             extra = json.loads(values["attributes"])
@@ -253,12 +245,12 @@ def _parse(header: list[str], cells: list[str], problem: str = "") -> _Row | str
             return "the attributes column is not JSON"
         if not isinstance(extra, dict):
             return "the attributes column is not a JSON object"
-        attributes.update({str(k): clean_text(json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-                           for k, v in extra.items()})
-    for key, value in attributes.items():
-        if len(key) > MAX_KEY_CHARS or len(value) > MAX_VALUE_CHARS:
-            return (f"column {key[:40]!r} is too long (names at most {MAX_KEY_CHARS}, "
-                    f"values {MAX_VALUE_CHARS} characters)")
+        raw_attributes.update({str(k): json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in extra.items()})
+    try:
+        name = fields.name(values.get("name", "") or f"{first.strip()} {last.strip()}")
+        attributes = fields.attributes(raw_attributes)
+    except InputError as exc:
+        return str(exc)
     return _Row(0, address, name, attributes, status)
 
 
@@ -353,6 +345,7 @@ def _stopped_at(store: Store, exc: Exception, kept: int, line: int, chunk_rows: 
 
 
 def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, source: str, report: ImportReport) -> None:
+    source = fields.clip(source, fields.SOURCE)
     merged: dict[str, _Row] = {}
     for row in rows:
         seen = merged.get(row.address.key)
@@ -367,7 +360,7 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
     with store.write() as conn:
         stamp = db_time(conn, now())
         hashes = {addresses.hash_key(k): k for k in keys}
-        suppressed = {hashes[h] for (h,) in select_in(
+        suppressed = {hashes[h] for (h,) in store.select_in(
             conn, "suppressed", lambda v: sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(v)),
             list(hashes))}
         # Rows whose status says "suppressed" (ours, listmonk's blocklisted, Mailchimp's cleaned) go
@@ -375,11 +368,11 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
         newly = [k for k in keys if merged[k].status == SUPPRESSED and k not in suppressed]
         changes: list[dict[str, Any]] = []
         executemany(conn, suppressions.insert(), [
-            {"email_hash": addresses.hash_key(k), "email_key": k, "reason": f"{source}: suppressed"[:300],
-             "source": source[:100], "created_at": stamp} for k in newly])
+            {"email_hash": addresses.hash_key(k), "email_key": k, "source": source, "created_at": stamp,
+             "reason": fields.clip(f"{source}: suppressed", fields.REASON)} for k in newly])
         report.suppressed += len(newly)
         suppressed.update(newly)
-        existing = {r[1]: r for r in select_in(
+        existing = {r[1]: r for r in store.select_in(
             conn, "subscribers by key",
             lambda v: sa.select(subscribers.c.id, subscribers.c.email_key, subscribers.c.name, subscribers.c.attributes)
             .where(subscribers.c.email_key.in_(v)), keys)}
@@ -409,11 +402,11 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
                  "attributes": json.dumps(r.attributes) if r.attributes else "{}", "created_at": stamp,
                  "updated_at": stamp} for r in new
             ])
-            ids.update(select_in(
+            ids.update(store.select_in(
                 conn, "ids by key",
                 lambda v: sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(v)),
                 [r.address.key for r in new]))
-        current = {sid: (state, left) for sid, state, left in select_in(
+        current = {sid: (state, left) for sid, state, left in store.select_in(
             conn, "memberships of ids",
             lambda v: sa.select(memberships.c.subscriber_id, memberships.c.status, memberships.c.left_at)
             .where(memberships.c.list_id == sa.bindparam("list_id"), memberships.c.subscriber_id.in_(v)),
@@ -428,7 +421,7 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             if key in newly:
                 if subscriber_id is not None:
                     changes.append({"subscriber_id": subscriber_id, "list_id": None, "from_status": None,
-                                    "to_status": SUPPRESSED, "source": source[:200], "reason": None, "at": stamp})
+                                    "to_status": SUPPRESSED, "source": source, "reason": None, "at": stamp})
                 continue
             if wanted in LEFT_ACTIONS:  # a row that left in the tool it comes from
                 decision = (consent.Decision(wanted, True, False) if state is None
@@ -452,11 +445,11 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             if not decision.changed:
                 continue
             changes.append({"subscriber_id": subscriber_id, "list_id": list_id, "from_status": state,
-                            "to_status": decision.status, "source": source[:200], "reason": None, "at": stamp})
+                            "to_status": decision.status, "source": source, "reason": None, "at": stamp})
             left_after = left_at_after(str(decision.status), stamp, left)
             if state is None:
                 to_insert.append({"subscriber_id": subscriber_id, "list_id": list_id, "status": decision.status,
-                                  "changed_at": stamp, "source": source[:100], "left_at": left_after})
+                                  "changed_at": stamp, "source": source, "left_at": left_after})
             else:
                 to_update.append({"b_id": subscriber_id, "b_status": decision.status, "b_left": left_after})
         executemany(conn, memberships.insert(), to_insert)
@@ -466,7 +459,7 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             .where(memberships.c.list_id == sa.bindparam("b_list"), memberships.c.subscriber_id == sa.bindparam("b_id"))
             .values(status=sa.bindparam("b_status"), changed_at=sa.bindparam("b_at"), source=sa.bindparam("b_source"),
                     left_at=sa.bindparam("b_left")),
-            [{**row, "b_list": list_id, "b_at": stamp, "b_source": source[:100]} for row in to_update],
+            [{**row, "b_list": list_id, "b_at": stamp, "b_source": source} for row in to_update],
         )
         executemany(conn, history.insert(), changes)
 

@@ -42,6 +42,14 @@ class InputError(NewsletterError):
     """Operator input such as a CSV file or an address is unusable."""
 
 
+class FieldError(InputError):
+    """A subscriber field that is refused (too long, a control character); `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field  # "name" or "attributes"
+
+
 class TokenError(NewsletterError):
     """A signed token is forged, altered, expired, or cannot be made without a secret."""
 

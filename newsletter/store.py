@@ -14,7 +14,6 @@ import json
 import logging
 import operator
 import os
-import re
 import shutil
 import threading
 import time
@@ -28,10 +27,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from . import addresses, consent
+from . import addresses, consent, fields
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
-from .errors import InputError, LockedError, StoreError, StoreUnavailable
+from .errors import LockedError, StoreError, StoreUnavailable
 from .schema import (
     PENDING,
     SKIPPED,
@@ -109,26 +108,6 @@ class Subscriber:
     suppressed: str = ""
 
 
-_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def reject_controls(value: str, what: str) -> str:
-    """`value` unchanged, or InputError when it holds a control character other than a tab or a line
-    break (PostgreSQL refuses NUL in text, and the others have no business in a name)."""
-    found = _CONTROLS.search(value)
-    if found:
-        raise InputError(f"{what} holds a control character (U+{ord(found.group()):04X}) at position "
-                         f"{found.start() + 1}")
-    return value
-
-
-def clean_text(value: str) -> str:
-    """Subscriber text as stored: line breaks and tabs become spaces (a line break could start a header)."""
-    if "\r" in value or "\n" in value or "\t" in value:
-        value = value.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
-    return value.strip()
-
-
 class Prepared:
     """A Core statement compiled once for a dialect and run straight through the driver.
 
@@ -154,28 +133,33 @@ class Prepared:
 
 
 IN_BLOCK = 500
-_IN_QUERIES: dict[tuple[str, str], tuple[Prepared, list[str]]] = {}
 
 
-def select_in(conn: Connection, name: str, build: Callable[[list[sa.BindParameter[Any]]], sa.Select[Any]],
-              values: list[Any], **fixed: Any) -> list[Any]:
-    """Rows of the query `build(IN list)` for many values, in blocks of IN_BLOCK bound values.
+class InQueries:
+    """Queries over many values, each compiled once per store (see `run`)."""
 
-    The query (named `name`) is compiled once: the last block is padded by repeating a value,
-    which changes nothing in an IN list. SQLAlchemy's "expanding" parameters would rebuild the
-    statement for every call, one parameter name per value.
-    """
-    key = (name, conn.dialect.name)
-    if key not in _IN_QUERIES:
-        names = [f"in_{i}" for i in range(IN_BLOCK)]
-        _IN_QUERIES[key] = (Prepared(build([sa.bindparam(n) for n in names]), conn.dialect), names)
-    prepared, names = _IN_QUERIES[key]
-    rows: list[Any] = []
-    for start in range(0, len(values), IN_BLOCK):
-        block = values[start:start + IN_BLOCK]
-        block += [block[0]] * (IN_BLOCK - len(block))
-        rows.extend(prepared.execute(conn, {**fixed, **dict(zip(names, block, strict=True))}))
-    return rows
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[str, str], Prepared] = {}
+        self._names = [f"in_{i}" for i in range(IN_BLOCK)]
+
+    def run(self, conn: Connection, name: str, build: Callable[[list[sa.BindParameter[Any]]], sa.Select[Any]],
+            values: list[Any], **fixed: Any) -> list[Any]:
+        """Rows of the query `build(IN list)` for many values, in blocks of IN_BLOCK bound values.
+
+        The query (named `name`) is compiled once: the last block is padded by repeating a value,
+        which changes nothing in an IN list. SQLAlchemy's "expanding" parameters would rebuild the
+        statement for every call, one parameter name per value.
+        """
+        key = (name, conn.dialect.name)
+        prepared = self._compiled.get(key)
+        if prepared is None:
+            prepared = self._compiled[key] = Prepared(build([sa.bindparam(n) for n in self._names]), conn.dialect)
+        rows: list[Any] = []
+        for start in range(0, len(values), IN_BLOCK):
+            block = values[start:start + IN_BLOCK]
+            block += [block[0]] * (IN_BLOCK - len(block))
+            rows.extend(prepared.execute(conn, {**fixed, **dict(zip(self._names, block, strict=True))}))
+        return rows
 
 
 def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, Any]]) -> None:
@@ -223,6 +207,7 @@ class Store:
         self._writer = self.engine.execution_options(write=True)
         self.version = self.patiently(lambda: upgrade(self.engine))
         self._list_ids: dict[str, int] = {}
+        self.select_in = InQueries().run
 
     def close(self) -> None:
         self.engine.dispose()
@@ -408,9 +393,8 @@ class Store:
         address = addresses.normalize(email)
         with self.write() as conn:
             list_id = self.list_id(list_name, conn)
-            outcome = self._upsert(conn, address, list_id, clean_text(name),
-                                   {k: clean_text(str(v)) for k, v in (attributes or {}).items()}, status, source,
-                                   consent.ADD)
+            outcome = self._upsert(conn, address, list_id, fields.name(name), fields.attributes(attributes or {}),
+                                   status, source, consent.ADD)
             return self.find(address.email, conn), outcome
 
     def _upsert(self, conn: Connection, address: addresses.Address, list_id: int, name: str,
@@ -525,12 +509,13 @@ class Store:
             if self.is_suppressed(address.key, c):
                 return False
             c.execute(suppressions.insert().values(email_hash=address.hash, email_key=address.key,
-                                                   reason=clean_text(reason)[:300] or "suppressed", source=source,
+                                                   reason=fields.clip(reason, fields.REASON) or "suppressed",
+                                                   source=fields.clip(source, fields.SOURCE),
                                                    created_at=now()))
             found = c.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
             if found is not None:
                 self.apply_to_memberships(c, found, consent.SUPPRESS, source)
-                _log(c, found, None, None, SUPPRESSED, source, clean_text(reason), now())
+                _log(c, found, None, None, SUPPRESSED, source, reason, now())
             return True
 
     def unsuppress(self, email: str, reason: str, source: str = "cli") -> None:
@@ -546,7 +531,7 @@ class Store:
             conn.execute(suppressions.delete().where(suppressions.c.email_hash == address.hash))
             found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
             if found is not None:
-                _log(conn, found, None, SUPPRESSED, "unsuppressed", source, clean_text(reason), now())
+                _log(conn, found, None, SUPPRESSED, "unsuppressed", source, reason, now())
 
     def history(self, subscriber_id: int) -> list[dict[str, Any]]:
         """Every recorded change of this person's memberships and suppression, oldest first."""
@@ -625,7 +610,7 @@ class Store:
                     return None, False
                 stamp = now()
                 subscriber_id = new_id(conn.execute(subscribers.insert().values(
-                    email=address.email, email_key=address.key, name=clean_text(name)[:300], attributes="{}",
+                    email=address.email, email_key=address.key, name=fields.name(name), attributes="{}",
                     created_at=stamp, updated_at=stamp)))
             current, _left = self._membership(conn, subscriber_id, list_id)
             decision = consent.decide(consent.REQUEST, current, suppressed=suppressed)
@@ -774,7 +759,7 @@ _UNCHANGED: Any = object()
 
 def membership_values(status: str, stamp: Any, source: str) -> dict[str, Any]:
     """A membership's columns after a change to `status` (`left_at` only where it changes)."""
-    values: dict[str, Any] = {"status": status, "changed_at": stamp, "source": source[:100]}
+    values: dict[str, Any] = {"status": status, "changed_at": stamp, "source": fields.clip(source, fields.SOURCE)}
     left = left_at_after(status, stamp, _UNCHANGED)
     if left is not _UNCHANGED:
         values["left_at"] = left
@@ -785,8 +770,8 @@ def _log(conn: Connection, subscriber_id: int, list_id: int | None, before: str 
          reason: str | None, at: dt.datetime) -> None:
     """One line of a person's history (`list_id` None: about the address, such as a suppression)."""
     conn.execute(history.insert().values(subscriber_id=subscriber_id, list_id=list_id, from_status=before,
-                                         to_status=after, source=source[:200],
-                                         reason=reason[:300] if reason else None, at=at))
+                                         to_status=after, source=fields.clip(source, fields.SOURCE),
+                                         reason=fields.clip(reason, fields.REASON) if reason else None, at=at))
 
 
 def kept_out_reason(suppressed: bool, left_at: dt.datetime | None) -> str:

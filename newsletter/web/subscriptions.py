@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..app import Newsletter, SubscribeRequest
-from ..errors import InputError, NewsletterError, TokenError, UnknownListError
+from ..errors import FieldError, InputError, NewsletterError, TokenError, UnknownListError
 from .pages import Pages
 from .security import BAD_FORM, HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask, read_form
 
@@ -53,6 +53,9 @@ class Subscriptions:
             return self._check_inbox(request, email, declared.title)
         try:
             subscription = await run_in_threadpool(self.nl.subscribe, email, name, person)
+        except FieldError as exc:
+            return self.pages.page(request, "subscribe.html", {"list": declared, "email": email, "name": person,
+                                   "error": f"Please check your name: {exc}."}, 400, csrf=csrf)
         except InputError:
             return self.pages.page(request, "subscribe.html", {"list": declared, "email": email, "name": person,
                                    "error": "That does not look like an email address."}, 400, csrf=csrf)
