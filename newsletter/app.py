@@ -65,6 +65,20 @@ __all__ = [
     "init_project",
 ]
 
+# Result types that live with their module, loaded when first asked for: `send` must not import
+# the scheduler, nor `serve` the send path.
+_LAZY = {"DryRunReport": "send", "SendReport": "send", "DuePlan": "schedule", "IssueReport": "report",
+         "Report": "compat"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 IssueRef: TypeAlias = "str | os.PathLike[str] | Issue | Mailing"
 
 
@@ -621,11 +635,10 @@ class Newsletter:
 
     def subscribe(self, email: str, list_name: str, name: str = "") -> SubscribeRequest:
         """A subscribe request from the public form (double opt-in). InputError for a bad address."""
-        from . import addresses
-        from .store import clean_text, reject_controls
+        from . import addresses, fields
 
         address = addresses.normalize(email)
-        person = clean_text(reject_controls(name, "the name"))[:200]
+        person = fields.name(name)
         subscriber_id, should_mail = self.store.request_subscription(address.email, list_name, person)
         return SubscribeRequest(subscriber_id, address.email, address.key, list_name, person,
                                 should_mail and subscriber_id is not None)

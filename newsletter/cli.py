@@ -780,6 +780,7 @@ def scheduler_command(state: _State, list_name: str | None) -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # not every wake-up
     with stop_on_signals() as stop:
         state.nl.run_scheduler(list_name, stop=stop)
 

@@ -540,7 +540,6 @@ def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, 
                 log.info("next run: %s", next_run(config))
 
         scheduler.add_listener(executed, EVENT_JOB_EXECUTED)
-        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # not every wake-up
         log.info("scheduler started for list %s (%s, %s); next runs: %s", list_name, config.schedule.cron,
                  config.schedule.timezone, next_run(config))
         try:

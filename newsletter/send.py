@@ -99,7 +99,6 @@ class SendReport:
     this_run: Counter[str] = field(default_factory=Counter)
     skipped_reasons: Counter[str] = field(default_factory=Counter)
     recovered: int = 0
-    started_now: bool = False
     duration: float = 0.0
     stopped: str = ""
     problems: list[tuple[str, str, str, int]] = field(default_factory=list)
@@ -143,7 +142,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     started = time.monotonic()
     report = SendReport(slug, list_name, {})
     report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
-    report.started_now = ledger.start(mailing.rendered.subject, events=provider.reports_events)
+    ledger.start(mailing.rendered.subject, events=provider.reports_events)
     worker = ledger.register()
     beat = _Heartbeat(ledger, worker, lease, report)
     # Every wait, and every provider call of every batch, stops as soon as the lease may be gone.

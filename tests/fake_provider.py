@@ -21,7 +21,6 @@ def all_sent(recipients: Sequence[Recipient]) -> list[Result]:
 
 
 class FakeProvider:
-    name = "fake"
     reports_events = True
 
     def __init__(self, max_batch: int = 5, max_in_flight: int = 1) -> None:

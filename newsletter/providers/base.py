@@ -83,7 +83,6 @@ class Provider(Protocol):
     them and a stop cuts every wait short.
     """
 
-    name: str
     max_batch: int
     max_in_flight: int
     reports_events: bool  # whether delivery events (delivered, bounced, opened…) come back from it

@@ -184,7 +184,6 @@ class Payload:
 
 
 class SendGridProvider:
-    name = "sendgrid"
     reports_events = True  # through the signed Event Webhook
 
     def __init__(self, settings: SendGridSettings, api_key: str, *, max_in_flight: int = 4,

@@ -49,7 +49,6 @@ def _classify(step: str, code: int, reply: bytes | str) -> _Answer:
 
 
 class SmtpProvider:
-    name = "smtp"
     reports_events = False  # a relay answers once; nothing comes back to count deliveries or opens
     # One message per batch: each result is recorded as its server answers, so a crash leaves at
     # most one unknown message per connection (the one whose body was on the wire).
