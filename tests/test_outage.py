@@ -274,7 +274,7 @@ def test_any_command_on_a_full_disk_says_so_in_one_line(small_disk, tmp_path):
     reader.execute("SELECT count(*) FROM subscribers").fetchall()
     filler = fill(small_disk)
     result = runner.invoke(cli, ["--config", str(config), "subscribers", "add", "bob@example.com", "--list", "weekly",
-                                 "--name", "Bob " * 2000])
+                                 "--name", "Bob", "--attr", "note=" + "n" * 2000])
     reader.close()
     assert result.exit_code == 1 and result.exception is not None and isinstance(result.exception, SystemExit), \
         result.output
