@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import click
@@ -96,7 +97,8 @@ def test_layers():
                     todo.append(nxt)
         return seen
 
-    storage = {"newsletter.store", "newsletter.schema", "newsletter.ledger", "newsletter.events", "newsletter.csvio"}
+    storage = {"newsletter.store", "newsletter.sql", "newsletter.locks", "newsletter.schema", "newsletter.ledger",
+               "newsletter.events", "newsletter.csvio"}
     for module in ("newsletter.render", "newsletter.content", "newsletter.plaintext"):
         assert not reaches(module) & storage, f"{module} reaches the store"
     for module in [m for m in MODULES if m.startswith("newsletter.providers")]:
@@ -132,3 +134,38 @@ def test_every_public_name_of_every_module_exists():
         module = importlib.import_module(module_name(path))
         missing = [name for name in getattr(module, "__all__", []) if not hasattr(module, name)]
         assert not missing, f"{module.__name__}.__all__ names {missing}, which it does not define"
+
+
+def design_rows() -> list[list[str]]:
+    """The modules of each row of the README's Design table, in order (a package as `name/`)."""
+    lines = (ROOT / "README.md").read_text().split("\n## Design\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| `"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [re.findall(r"`([a-z_/]+)`", row.split("|")[1]) for row in lines[start:end]]
+
+
+def layer_of(module: str, rows: list[list[str]]) -> int | None:
+    name = module.removeprefix("newsletter.")
+    for index, names in enumerate(rows):
+        for entry in names:
+            if name == entry or (entry.endswith("/") and (name + ".").startswith(entry.replace("/", "."))):
+                return index
+    return None
+
+
+def test_the_design_table_is_the_layering():
+    """Each module is in the README's Design table, and imports only modules of its own row or the rows above."""
+    rows = design_rows()
+    assert rows, "no Design table in the README"
+    for module, found in MODULES.items():
+        if module == "newsletter":
+            continue
+        layer = layer_of(module, rows)
+        assert layer is not None, f"{module} is missing from the README's Design table"
+        for target in found & set(MODULES):
+            if target == "newsletter" or target.startswith(module + "."):
+                continue
+            other = layer_of(target, rows)
+            assert other is not None and other <= layer, (
+                f"{module} (row {layer + 1} of the Design table) imports {target} (row {other}): move the rows, or "
+                f"the import")
