@@ -228,7 +228,7 @@ class Newsletter:
     def explain(self, exc: BaseException) -> NewsletterError | None:
         """An exception from below that is the infrastructure's doing (a database away, a full disk), as
         the one-line error a face shows; None for anything else, which is a bug."""
-        from .store import transient
+        from .sql import transient
 
         if self._store is not None and transient(exc):
             return self._store.unavailable(exc)

@@ -24,16 +24,8 @@ from . import addresses, consent, fields
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError, NewsletterError, StoreError
 from .schema import history, memberships, subscribers, suppressions
-from .store import (
-    SUPPRESSED,
-    Store,
-    db_time,
-    executemany,
-    kept_out_reason,
-    left_at_after,
-    merge,
-    now,
-)
+from .sql import db_time, executemany, now
+from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DELIMITERS = (",", ";", "\t")

@@ -17,7 +17,8 @@ from . import addresses, consent
 from .errors import InputError
 from .ledger import settle_unknown
 from .schema import events, lists, subscribers
-from .store import Store, now
+from .sql import now
+from .store import Store
 from .webhooks.base import KINDS, TrackingEvent
 
 BOUNCE, COMPLAINT, UNSUBSCRIBE = "bounced", "complained", "unsubscribed"

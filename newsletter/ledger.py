@@ -43,7 +43,8 @@ from .schema import (
     suppressions,
     workers,
 )
-from .store import Prepared, Store, db_time, executemany, new_id, now
+from .sql import Prepared, db_time, executemany, new_id, now
+from .store import Store
 
 DEFERRED = "deferred"  # a provider's result for a row refused for now: it goes back to pending
 DEFAULT_RETRY = 300.0  # seconds before a deferred row is tried again when the provider did not say

@@ -1,36 +1,30 @@
 """The subscriber store: lists, subscribers, memberships and suppressions, on SQLAlchemy Core.
 
-Any SQLAlchemy URL works. Everything SQLite-specific (WAL, busy timeout, BEGIN IMMEDIATE) sits in
-`_sqlite_setup`. The tables are in `schema`; every membership change is decided by `consent`.
+Any SQLAlchemy URL works; the engine and the bulk SQL helpers are in `sql`, the cross-process
+lock in `locks`, the tables in `schema`; every membership change is decided by `consent`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import hashlib
 import json
 import logging
-import operator
-import os
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard, TypeVar, cast
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, CursorResult, Engine
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.engine import Connection, Engine
 
-from . import addresses, consent, fields
+from . import addresses, consent, fields, locks
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
-from .errors import LockedError, StoreError, StoreUnavailable
+from .errors import StoreError, StoreUnavailable
 from .schema import (
     PENDING,
     SKIPPED,
@@ -44,57 +38,13 @@ from .schema import (
     suppressions,
     upgrade,
 )
+from .sql import InQueries, make_engine, new_id, now, transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ERASED = ""  # the address of an erased subscriber's tombstone row
 SUPPRESSED = "suppressed"  # what export and import call a member whose address is suppressed
-
-
-def now() -> dt.datetime:
-    """UTC now, naive, as every timestamp in the store."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-# -- engine -------------------------------------------------------------------------------------
-
-
-def _sqlite_setup(engine: Engine) -> None:
-    """SQLite only: WAL, a busy timeout, and BEGIN IMMEDIATE for `Store.write()` transactions."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        # Writers take the write lock up front (no deadlock upgrading a read); readers do not block.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
-
-
-def make_engine(url: str) -> Engine:
-    try:
-        # A pooled connection is checked before use, so one a server restart or a proxy closed is
-        # replaced instead of failing the next statement (a SQLite file has no connection to lose).
-        engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-        raise StoreError(f"store url {url!r}: {exc}") from None
-    if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        _sqlite_setup(engine)
-    return engine
-
-
-# -- the store ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -106,96 +56,6 @@ class Subscriber:
     created_at: dt.datetime
     memberships: dict[str, tuple[str, dt.datetime, str]] = field(default_factory=dict)
     suppressed: str = ""
-
-
-class Prepared:
-    """A Core statement compiled once for a dialect and run straight through the driver.
-
-    SQLAlchemy's per-row parameter and result processing costs more than the database does in
-    bulk imports and sends. Values are still bound parameters, never SQL text built from values;
-    they must be what the driver takes: str, int, None, or `db_time()`.
-    """
-
-    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect, column_keys: list[str] | None = None) -> None:
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=column_keys))
-        self.sql = str(compiled)
-        self._order = compiled.positiontup
-        self._fixed = dict(compiled.params)  # literals written in the statement
-
-    def params(self, values: dict[str, Any]) -> Any:
-        merged = {**self._fixed, **values} if self._fixed else values
-        return tuple(merged[n] for n in self._order) if self._order else merged
-
-    def execute(self, conn: Connection, values: dict[str, Any]) -> list[Any]:
-        """Run once and return the rows as plain tuples."""
-        result = conn.exec_driver_sql(self.sql, self.params(values))
-        return list(result.fetchall()) if result.returns_rows else []
-
-
-IN_BLOCK = 500
-
-
-class InQueries:
-    """Queries over many values, each compiled once per store (see `run`)."""
-
-    def __init__(self) -> None:
-        self._compiled: dict[tuple[str, str], Prepared] = {}
-        self._names = [f"in_{i}" for i in range(IN_BLOCK)]
-
-    def run(self, conn: Connection, name: str, build: Callable[[list[sa.BindParameter[Any]]], sa.Select[Any]],
-            values: list[Any], **fixed: Any) -> list[Any]:
-        """Rows of the query `build(IN list)` for many values, in blocks of IN_BLOCK bound values.
-
-        The query (named `name`) is compiled once: the last block is padded by repeating a value,
-        which changes nothing in an IN list. SQLAlchemy's "expanding" parameters would rebuild the
-        statement for every call, one parameter name per value.
-        """
-        key = (name, conn.dialect.name)
-        prepared = self._compiled.get(key)
-        if prepared is None:
-            prepared = self._compiled[key] = Prepared(build([sa.bindparam(n) for n in self._names]), conn.dialect)
-        rows: list[Any] = []
-        for start in range(0, len(values), IN_BLOCK):
-            block = values[start:start + IN_BLOCK]
-            block += [block[0]] * (IN_BLOCK - len(block))
-            rows.extend(prepared.execute(conn, {**fixed, **dict(zip(self._names, block, strict=True))}))
-        return rows
-
-
-def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, Any]]) -> None:
-    """Run a Core statement for many rows through the driver's executemany (see `Prepared`)."""
-    if not rows:
-        return
-    prepared = Prepared(statement, conn.dialect, list(rows[0]) if isinstance(statement, sa.Insert) else None)
-    literals = {k: v for k, v in prepared._fixed.items() if k not in rows[0]}
-    if literals:
-        rows = [{**literals, **row} for row in rows]
-    if prepared._order:
-        pick = operator.itemgetter(*prepared._order)
-        params: list[Any] = [pick(row) if len(prepared._order) > 1 else (pick(row),) for row in rows]
-    else:
-        params = rows
-    conn.exec_driver_sql(prepared.sql, params)
-
-
-def transient(exc: BaseException) -> TypeGuard[sa.exc.DBAPIError]:
-    """A database error that may pass: a lost or refused connection, a restart, a full disk, a long lock."""
-    return isinstance(exc, sa.exc.OperationalError) or (
-        isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated))
-
-
-def new_id(result: CursorResult[Any]) -> int:
-    """The primary key an INSERT just made."""
-    key = result.inserted_primary_key
-    if key is None:
-        raise StoreError("the database did not report the new row's id")
-    return int(key[0])
-
-
-def db_time(conn: Connection, value: dt.datetime) -> Any:
-    """`value` as the dialect stores a DateTime, for use with `executemany`."""
-    processor = sa.DateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    return processor(value) if processor else value
 
 
 class Store:
@@ -249,44 +109,15 @@ class Store:
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so read-then-write is atomic)."""
         return self._writer.begin()
 
-    @contextmanager
-    def lock(self, name: str, busy_message: str) -> Iterator[threading.Event]:
-        """Hold an exclusive, crash-safe lock called `name`, or raise LockedError at once.
-
-        Yields an Event set if the lock is lost while held; the holder must then stop.
-        SQLite: an flock on a file beside the database (the kernel drops it when the process dies).
-        PostgreSQL: a session advisory lock, kept alive (see `_SessionLock`). Other databases are
-        refused rather than unguarded.
-        """
+    def lock(self, name: str, busy_message: str) -> AbstractContextManager[threading.Event]:
+        """Hold an exclusive, crash-safe lock called `name`, or raise LockedError at once; the Event it
+        yields is set if the lock is lost while held (see `locks`)."""
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
-            database = self.engine.url.database or ""
-            if not database or database == ":memory:":
-                yield threading.Event()
-                return
-            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-            path = Path(f"{database}.{digest}.lock")
-            handle = path.open("a+")
-            try:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise LockedError(busy_message) from None
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{name} pid {os.getpid()}\n")
-                handle.flush()
-                yield threading.Event()  # an flock is never lost while the file is open
-            finally:
-                handle.close()
-        elif dialect == "postgresql":
-            held = _SessionLock(self.engine, name, busy_message)
-            try:
-                yield held.lost
-            finally:
-                held.release()
-        else:
-            raise StoreError(f"locks are implemented for SQLite and PostgreSQL stores, not {dialect}")
+            return locks.file_lock(self.engine.url.database or "", name, busy_message)
+        if dialect == "postgresql":
+            return locks.session_lock(self.engine, name, busy_message)
+        raise StoreError(f"locks are implemented for SQLite and PostgreSQL stores, not {dialect}")
 
     def __enter__(self) -> Store:
         return self
@@ -675,75 +506,6 @@ class Store:
                                                                      suppressions.c.email_hash)):
                 yield {"email": row.email_key or "", "email_sha256": row.email_hash, "reason": row.reason,
                        "source": row.source, "suppressed_at": row.created_at}
-
-
-class _SessionLock:
-    """A PostgreSQL session advisory lock that outlives idle-session timeouts.
-
-    The lock belongs to one session, on a connection in autocommit (never idle in a transaction).
-    A thread keeps the session busy well within `idle_session_timeout` (or every few seconds, for
-    a proxy that closes idle connections); if the session is lost anyway, it takes the lock again
-    on a new one, and when another process got it first, `lost` is set.
-    """
-
-    def __init__(self, engine: Engine, name: str, busy_message: str) -> None:
-        self.engine, self.name = engine, name
-        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        self.lost = threading.Event()
-        self._done = threading.Event()
-        self._mutex = threading.Lock()
-        self._conn = self._take()
-        if self._conn is None:
-            raise LockedError(busy_message)
-        timeout_ms = self._conn.execute(sa.text(
-            "SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'")).scalar() or 0
-        self._every = min(5.0, timeout_ms / 3000) if timeout_ms else 5.0
-        self._thread = threading.Thread(target=self._keep, name=f"lock-{name}", daemon=True)
-        self._thread.start()
-
-    def _take(self) -> Connection | None:
-        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
-            return conn
-        conn.close()
-        return None
-
-    def _keep(self) -> None:
-        while not self._done.wait(self._every):
-            with self._mutex:
-                if self._alive():
-                    continue
-                try:
-                    self._conn = self._take()
-                except sa.exc.DBAPIError:
-                    continue  # the server is away: try again at the next beat
-                if self._conn is None:
-                    log.error("another process holds the %s lock now; stopping", self.name)
-                    self.lost.set()
-                    return
-
-    def _alive(self) -> bool:
-        """Whether the session holding the lock still answers; a lost one is closed."""
-        if self._conn is None:
-            return False
-        try:
-            self._conn.execute(sa.text("SELECT 1"))
-            return True
-        except sa.exc.DBAPIError as exc:
-            log.warning("the session holding the %s lock was lost (%s); taking the lock again", self.name,
-                        str(exc.orig or exc).strip().splitlines()[0])
-        with contextlib.suppress(sa.exc.DBAPIError):
-            self._conn.close()
-        self._conn = None
-        return False
-
-    def release(self) -> None:
-        self._done.set()
-        self._thread.join()
-        with self._mutex, contextlib.suppress(sa.exc.DBAPIError):
-            if self._conn is not None:
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-                self._conn.close()
 
 
 def left_at_after(status: str, stamp: Any, before: Any) -> Any:

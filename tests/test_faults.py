@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from newsletter import Newsletter
 from newsletter.cli import cli, stop_on_signals
 from newsletter.ledger import LeaseLost, Ledger
-from newsletter.store import now
+from newsletter.sql import now
 
 from . import smtp_server
 from .conftest import SECRET, ready_sample, wait_for, write_config
