@@ -27,6 +27,7 @@ from . import consent, placeholders, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
 from .consent import STATUSES
 from .errors import ContentError, InputError, NewsletterError, TokenError, WebhookError
+from .statuses import Delivery, EventKind, Membership
 
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
 # and `send` never loads the web app or the scheduler (or `serve` the CSV code).
@@ -50,11 +51,14 @@ __all__ = [
     "CONFIG_ENV",
     "STATUSES",
     "ArchivedIssue",
+    "Delivery",
     "DryRunReport",
     "DuePlan",
     "DueRun",
+    "EventKind",
     "IssueReport",
     "LinkedMembership",
+    "Membership",
     "Newsletter",
     "Report",
     "Schedule",

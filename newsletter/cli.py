@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .app import CONFIG_ENV, STATUSES, Newsletter, init_project
+from .app import CONFIG_ENV, STATUSES, Delivery, Newsletter, init_project
 from .errors import NewsletterError
 
 if TYPE_CHECKING:
@@ -409,7 +409,8 @@ def subscribers_lists(state: _State, as_json: bool) -> None:
 
 @subscribers.command("export")
 @click.option("--list", "list_name", help="The list to export.")
-@click.option("--status", type=click.Choice([*STATUSES, "suppressed", "all"]), default="active", show_default=True,
+@click.option("--status", type=click.Choice([*(s.value for s in STATUSES), "suppressed", "all"]), default="active",
+              show_default=True,
               help="active: who would be mailed; all: everyone, with their status.")
 @click.option("--suppressions", is_flag=True, help="Export the suppression list instead of a list.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="File to write (default: standard output).")
@@ -469,36 +470,36 @@ def _print_due(plan: DuePlan, nl: Newsletter, name: str, out_dir: str | None, li
 
 
 def _print_send(report: SendReport, resume: str, signal_name: str) -> None:
-    PENDING, SENT, FAILED, UNKNOWN, SKIPPED = "pending", "sent", "failed", "unknown", "skipped"  # noqa: N806
+    D = Delivery  # noqa: N806 - read as a table of states below
     run, c = report.this_run, report.counts
-    if not sum(run.values()) and not c[PENDING]:
+    if not sum(run.values()) and not c[D.PENDING]:
         out.print(f"nothing to send: {report.issue} has no pending recipients on {report.list_name}"
-                  + (f" ({c[SENT]:,} already sent)" if c[SENT] else ""))
+                  + (f" ({c[D.SENT]:,} already sent)" if c[D.SENT] else ""))
     else:
-        rate = run[SENT] / report.duration if report.duration > 0 else 0.0
+        rate = run[D.SENT] / report.duration if report.duration > 0 else 0.0
         out.print(
-            f"{report.issue} to {report.list_name}: this run sent {run[SENT]:,}, failed {run[FAILED]:,}, "
-            f"unknown {run[UNKNOWN]:,}, skipped {run[SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)"
+            f"{report.issue} to {report.list_name}: this run sent {run[D.SENT]:,}, failed {run[D.FAILED]:,}, "
+            f"unknown {run[D.UNKNOWN]:,}, skipped {run[D.SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)"
         )
-        out.print(f"in total: sent {c[SENT]:,}, failed {c[FAILED]:,}, unknown {c[UNKNOWN]:,}, "
-                  f"skipped {c[SKIPPED]:,}, pending {c[PENDING]:,}")
+        out.print(f"in total: sent {c[D.SENT]:,}, failed {c[D.FAILED]:,}, unknown {c[D.UNKNOWN]:,}, "
+                  f"skipped {c[D.SKIPPED]:,}, pending {c[D.PENDING]:,}")
         if run["deferred"]:
             out.print(f"deferred {run['deferred']:,}: the server refused them for now (4xx); they stay pending and "
                       f"the next run tries them again")
     for reason, count in sorted(report.skipped_reasons.items()):
         out.print(f"  skipped {count:,}: {reason}")
-    if report.stopped and c[PENDING]:
+    if report.stopped and c[D.PENDING]:
         why = f"by {signal_name}" if signal_name else f"early: {report.stopped}"
-        out.print(f"stopped {why} with {c[PENDING]:,} pending; run `{resume}` again to continue", markup=False)
+        out.print(f"stopped {why} with {c[D.PENDING]:,} pending; run `{resume}` again to continue", markup=False)
     elif report.stopped:
         out.print(f"stopped early: {report.stopped}")
     if report.recovered:
         err.print(f"[bold red]{report.recovered:,} messages were in flight when an earlier run died: marked unknown[/]",
                   markup=True)
-    if c[UNKNOWN]:
+    if c[D.UNKNOWN]:
         err.print(
-            f"[bold red]UNKNOWN: {c[UNKNOWN]:,} messages may or may not have been delivered.[/] They are not re-sent; "
-            f"see `newsletter status`, and re-send them with --resend-unknown if you are sure.", markup=True)
+            f"[bold red]UNKNOWN: {c[D.UNKNOWN]:,} messages may or may not have been delivered.[/] They are not "
+            f"re-sent; see `newsletter status`, and re-send them with --resend-unknown if you are sure.", markup=True)
     for email, state_, error, _attempts in report.problems[:20]:
         err.print(f"  {state_}: {email}: {error}", markup=False)
 
@@ -583,7 +584,7 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
             run = nl.send_due(list_name, stop=stop)
         if run.line:
             out.print(run.line, markup=False)
-        pending = run.report.counts.get("pending", 0) if run.report else 0
+        pending = run.report.counts.get(Delivery.PENDING, 0) if run.report else 0
         if stop.signum and pending:
             out.print(f"stopped by {signal.Signals(stop.signum).name} with {pending:,} pending: the next "
                       f"`send --due` continues while its slot is open, or `newsletter send` it by hand", markup=False)
@@ -607,7 +608,7 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
             out.print(f"test copy to {address}: {result.status}" + (f" ({result.error})" if result.error else ""),
                       markup=False)
         _warn(mailing.rendered.warnings)
-        sys.exit(0 if all(result.status == "sent" for result in results) else 1)
+        sys.exit(0 if all(result.status == "sent" for result in results) else 1)  # the provider's Result literal
     _warn(mailing.rendered.warnings)
     if not yes:
         if not sys.stdin.isatty():
@@ -621,7 +622,7 @@ def send_command(state: _State, issue: str | None, list_name: str | None, due: b
                          progress=progress, stop=stop)
     _print_send(report, f"newsletter send {issue} --list {name} --yes",
                 signal.Signals(stop.signum).name if stop.signum else "")
-    sys.exit(stop.exit_code(report.exit_code, report.counts.get("pending", 0)))
+    sys.exit(stop.exit_code(report.exit_code, report.counts.get(Delivery.PENDING, 0)))
 
 
 @cli.command("report")
@@ -698,14 +699,14 @@ def status_command(state: _State, issue: str, list_name: str | None, as_json: bo
     counts = status.counts
     out.print(f"{status.issue} to {status.list_name}: " + ", ".join(f"{s} {n:,}" for s, n in counts.items()))
     out.print("provider events: " + ", ".join(f"{kind} {n:,}" for kind, n in status.events.items()))
-    if counts["unknown"]:
-        err.print(f"[bold red]{counts['unknown']:,} unknown[/]: may or may not have been delivered; "
+    if counts[Delivery.UNKNOWN]:
+        err.print(f"[bold red]{counts[Delivery.UNKNOWN]:,} unknown[/]: may or may not have been delivered; "
                   f"`send --resend-unknown` re-sends them", markup=True)
     for email, state_, error, attempts in status.problems[:PROBLEMS_SHOWN]:
         out.print(f"  {state_}: {email} (attempts {attempts}): {error}", markup=False)
     shown = min(len(status.problems), PROBLEMS_SHOWN)
-    if counts["failed"] + counts["unknown"] > shown:
-        out.print(f"  ({counts['failed'] + counts['unknown'] - shown:,} more failed or unknown rows: "
+    if counts[Delivery.FAILED] + counts[Delivery.UNKNOWN] > shown:
+        out.print(f"  ({counts[Delivery.FAILED] + counts[Delivery.UNKNOWN] - shown:,} more failed or unknown rows: "
                   f"--csv or --json lists them all)", markup=False)
     for h in status.holders:
         if h.gone:

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-UNCONFIRMED, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
-    "unconfirmed", "active", "unsubscribed", "bounced", "complained",
-)
-STATUSES: Final = (UNCONFIRMED, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+from .statuses import Membership
+
+UNCONFIRMED, ACTIVE, UNSUBSCRIBED = Membership.UNCONFIRMED, Membership.ACTIVE, Membership.UNSUBSCRIBED
+BOUNCED, COMPLAINED = Membership.BOUNCED, Membership.COMPLAINED
+STATUSES: Final = tuple(Membership)
 LEFT: Final = (UNSUBSCRIBED, BOUNCED, COMPLAINED)  # never made active again except by a confirmed resubscribe
 
 # Actions

@@ -29,7 +29,8 @@ from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DELIMITERS = (",", ";", "\t")
-LEFT_ACTIONS = {UNSUBSCRIBED: consent.UNSUBSCRIBE, BOUNCED: consent.BOUNCE, COMPLAINED: consent.COMPLAINT}
+LEFT_ACTIONS: dict[str, str] = {UNSUBSCRIBED: consent.UNSUBSCRIBE, BOUNCED: consent.BOUNCE,
+                                COMPLAINED: consent.COMPLAINT}
 EMAIL_HEADERS = ("email", "email address", "e-mail", "e-mail address")  # ours and listmonk's; Mailchimp's
 MAX_RECORD_LINES = 20  # a record running over more lines is taken for an unclosed quote
 MAX_FIELD_CHARS = 10_000

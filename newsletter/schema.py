@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from .errors import StoreError
+from .statuses import Delivery, WorkerState
 
 metadata = sa.MetaData()
 
@@ -85,8 +86,9 @@ sends = sa.Table(
 )
 
 # A delivery's states: pending → in_flight → sent | failed | unknown | skipped (see `ledger`).
-PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED = "pending", "in_flight", "sent", "failed", "unknown", "skipped"
-DELIVERY_STATES = (PENDING, IN_FLIGHT, SENT, FAILED, UNKNOWN, SKIPPED)
+PENDING, IN_FLIGHT, SENT = Delivery.PENDING, Delivery.IN_FLIGHT, Delivery.SENT
+FAILED, UNKNOWN, SKIPPED = Delivery.FAILED, Delivery.UNKNOWN, Delivery.SKIPPED
+DELIVERY_STATES = tuple(Delivery)
 
 deliveries = sa.Table(
     "deliveries", metadata,
@@ -106,7 +108,7 @@ deliveries = sa.Table(
 )
 
 # Sending processes: each holds a lease on the rows it claims for as long as it heartbeats.
-RUNNING, DONE, LOST = "running", "done", "lost"
+RUNNING, DONE, LOST = WorkerState.RUNNING, WorkerState.DONE, WorkerState.LOST
 workers = sa.Table(
     "workers", metadata,
     sa.Column("id", sa.Integer, primary_key=True),  # never reused (AUTOINCREMENT on SQLite)

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..app import Newsletter, SubscribeRequest
+from ..app import Membership, Newsletter, SubscribeRequest
 from ..errors import FieldError, InputError, NewsletterError, TokenError, UnknownListError
 from .pages import Pages
 from .security import BAD_FORM, HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask, read_form
@@ -73,7 +73,7 @@ class Subscriptions:
     def _mail_confirmation(self, subscription: SubscribeRequest) -> None:
         try:
             result = self.nl.send_confirmation(subscription)
-            if result.status != "sent":
+            if result.status != "sent":  # the provider's Result literal
                 log.error("confirmation mail to subscriber %s: %s %s", subscription.subscriber_id, result.status,
                           result.error)
         except NewsletterError as exc:
@@ -102,7 +102,7 @@ class Subscriptions:
             return self.pages.error(request, 400, f"This confirmation link does not work: {exc}.")
         if status is None:
             return self.pages.error(request, 404, "This subscription no longer exists.")
-        if status != "active":
+        if status != Membership.ACTIVE:
             return self.pages.message(request, "Not confirmed",
                                       f"This address cannot be subscribed to {declared.title}.")
         return self.pages.message(request, "You are subscribed",
@@ -122,7 +122,7 @@ class Subscriptions:
         if request.method != "POST":  # GET and HEAD only show  # never unsubscribes: mail scanners fetch every link
             return self.pages.page(request, "unsubscribe.html",
                                    {"list": found.list, "email": mask(found.email), "token": token,
-                                    "done": found.status == "unsubscribed"}, csrf=csrf_for(request))
+                                    "done": found.status == Membership.UNSUBSCRIBED}, csrf=csrf_for(request))
         form = await read_form(request)
         if form is None:
             return self.pages.error(request, 400, BAD_FORM)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-# The kinds of delivery event every provider's events are normalised to.
-KINDS = ("processed", "delivered", "deferred", "bounced", "blocked", "dropped", "complained", "unsubscribed", "opened",
-         "clicked")
+from ..statuses import EventKind
+
+KINDS = tuple(EventKind)
 
 
 @dataclass(frozen=True)
