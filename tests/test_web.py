@@ -546,3 +546,16 @@ def test_serve_believes_forwarded_addresses_from_trusted_proxies_and_logs_no_tok
         log, _ = server.communicate(timeout=30)
     assert "/unsubscribe/[token]" in log and "secret-token" not in log, log
     assert "203.0.113.1" in log  # the access log names the visitor, not the proxy
+
+
+def test_webhooks_are_mounted_per_provider_and_an_unknown_one_is_404(client, web_config, signer):
+    from newsletter.webhooks import receivers
+
+    found = receivers(web_config)
+    assert set(found) == {"sendgrid"}
+    for receiver in found.values():  # the receiver protocol: verify first, then parse
+        assert callable(receiver.verify) and callable(receiver.parse)
+    body = b"[]"
+    answer = client.post("/webhooks/nosuchprovider", content=body, headers=signer.headers(body))
+    assert answer.status_code == 404 and "sendgrid" in answer.json()["error"]
+    assert client.post("/webhooks/sendgrid", content=body, headers=signer.headers(body)).json()["received"] == 0
