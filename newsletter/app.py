@@ -18,7 +18,7 @@ import datetime as dt
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeAlias
 from . import consent, placeholders, tokens
 from .config import CONFIG_ENV, Config, ListSettings, load
 from .consent import STATUSES
-from .errors import ContentError, InputError, NewsletterError, TokenError, WebhookError
+from .errors import ContentError, InputError, NewsletterError, TokenError, UnknownProviderError
 from .statuses import Delivery, EventKind, Membership
 
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
@@ -707,26 +707,28 @@ class Newsletter:
         found = self.store.membership(claims.subscriber_id, claims.list_name)
         return LinkedMembership(declared, found[0], found[1]) if found else None
 
-    def receive_sendgrid_events(self, body: bytes, signature: str, timestamp: str, *,
-                                now: float | None = None) -> tuple[int, Counter[str]]:
-        """Verify and record a SendGrid Event Webhook batch: (events received, counts by kind).
+    def receive_events(self, provider: str, body: bytes, headers: Mapping[str, str], *,
+                       now: float | None = None) -> tuple[int, Counter[str]]:
+        """Verify and record one webhook call of `provider`: (events received, counts by kind).
 
-        WebhookError (before anything is read as events) when the signature or its time is wrong.
+        UnknownProviderError for a provider with no webhook; WebhookError (before anything is read as events)
+        when the signature or its time is wrong; InputError for a body that is not events.
         """
-        from . import events
-        from .webhooks import sendgrid as sendgrid_webhook
+        import time
 
-        settings = self.config.sendgrid
-        if not settings.webhook_public_key:
-            raise WebhookError("[sendgrid] webhook_public_key is not set: webhook calls are refused")
-        if not sendgrid_webhook.verify_webhook(settings.webhook_public_key, body, signature, timestamp,
-                                               settings.webhook_tolerance, now=now):
-            raise WebhookError("bad or missing signature")
+        from . import events
+        from .webhooks import receivers
+
+        found = receivers(self.config)
+        receiver = found.get(provider)
+        if receiver is None:
+            raise UnknownProviderError(f"no webhook for {provider!r}; there are: {', '.join(sorted(found))}")
+        receiver.verify(body, headers, time.time() if now is None else now)
         try:
-            parsed = sendgrid_webhook.parse_events(body)
+            parsed = receiver.parse(body)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        return len(parsed), events.apply(self.store, parsed, "sendgrid webhook")
+        return len(parsed), events.apply(self.store, parsed, f"{provider} webhook")
 
     def archive(self, list_name: str | None = None) -> list[ArchivedIssue]:
         """Issues that have been sent (to `list_name`, or to any list), newest first."""

@@ -58,6 +58,10 @@ class WebhookError(NewsletterError):
     """A provider webhook call that cannot be trusted: bad or missing signature, or too old."""
 
 
+class UnknownProviderError(InputError):
+    """A provider name (in a webhook's path) that has no receiver here."""
+
+
 class SendError(NewsletterError):
     """A send could not go ahead or did not finish; the ledger says exactly where it stopped."""
 

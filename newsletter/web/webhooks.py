@@ -11,25 +11,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..app import Newsletter
-from ..errors import InputError, WebhookError
+from ..errors import InputError, UnknownProviderError, WebhookError
 
 log = logging.getLogger("newsletter.web")
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 
 class Webhooks:
     def __init__(self, nl: Newsletter, clock: Callable[[], float] = time.time) -> None:
         self.nl, self.clock = nl, clock
 
-    async def sendgrid(self, request: Request) -> Response:
+    async def receive(self, request: Request) -> Response:
+        """POST /webhooks/{provider}: one provider's signed events (SendGrid's at /webhooks/sendgrid)."""
+        provider = request.path_params["provider"]
         body = await request.body()  # bounded by the app's BodyLimit: [web] max_webhook_bytes
-        signature, timestamp = request.headers.get(SIGNATURE_HEADER, ""), request.headers.get(TIMESTAMP_HEADER, "")
         try:
             received, counts = await run_in_threadpool(
-                lambda: self.nl.receive_sendgrid_events(body, signature, timestamp, now=self.clock()))
+                lambda: self.nl.receive_events(provider, body, request.headers, now=self.clock()))
+        except UnknownProviderError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
         except WebhookError as exc:
-            log.error("SendGrid webhook refused: %s", exc)
+            log.error("%s webhook refused: %s", provider, exc)
             return JSONResponse({"error": "bad or missing signature"}, status_code=403)
         except InputError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

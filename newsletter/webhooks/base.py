@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..statuses import EventKind
 
@@ -27,3 +29,19 @@ class TrackingEvent:
     @property
     def key(self) -> str:
         return self.event_id or f"{self.message_id}|{self.kind}|{self.timestamp.isoformat()}|{self.email.lower()}"
+
+
+class Receiver(Protocol):
+    """One provider's event webhook, mounted at `/webhooks/{name}` (after django-anymail's tracking
+    webhooks): the call is verified before anything of its body is read as events."""
+
+    name: str
+
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
+        """Raise WebhookError unless the provider signed this body recently enough."""
+        ...
+
+    def parse(self, body: bytes) -> list[TrackingEvent]:
+        """The body's events, normalised; ValueError for a body that is not a batch of events."""
+        ...
+

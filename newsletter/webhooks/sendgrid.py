@@ -9,8 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Mapping
 
+from ..config import SendGridSettings
+from ..errors import WebhookError
 from .base import TrackingEvent
+
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 _EVENT_KINDS = {
     "processed": "processed", "delivered": "delivered", "deferred": "deferred", "dropped": "dropped",
@@ -63,3 +69,23 @@ def parse_events(payload: bytes) -> list[TrackingEvent]:
             reason=str(raw.get("reason") or raw.get("response") or raw.get("url") or ""),
         ))
     return parsed
+
+
+class SendGridReceiver:
+    """SendGrid's Event Webhook, verified with `[sendgrid] webhook_public_key`."""
+
+    name = "sendgrid"
+
+    def __init__(self, settings: SendGridSettings) -> None:
+        self.settings = settings
+
+    def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
+        if not self.settings.webhook_public_key:
+            raise WebhookError("[sendgrid] webhook_public_key is not set: webhook calls are refused")
+        if not verify_webhook(self.settings.webhook_public_key, body, headers.get(SIGNATURE_HEADER, ""),
+                              headers.get(TIMESTAMP_HEADER, ""), self.settings.webhook_tolerance, now=now):
+            raise WebhookError("bad or missing signature")
+
+    def parse(self, body: bytes) -> list[TrackingEvent]:
+        return parse_events(body)
+
