@@ -559,3 +559,36 @@ def test_webhooks_are_mounted_per_provider_and_an_unknown_one_is_404(client, web
     answer = client.post("/webhooks/nosuchprovider", content=body, headers=signer.headers(body))
     assert answer.status_code == 404 and "sendgrid" in answer.json()["error"]
     assert client.post("/webhooks/sendgrid", content=body, headers=signer.headers(body)).json()["received"] == 0
+
+
+def test_an_unsubscribe_by_link_records_its_issue_in_a_column_of_the_history(client, web_config):
+    import sqlalchemy as sa
+
+    token = unsubscribe_token(web_config, "grace@example.org")
+    assert client.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    with Store(web_config) as store, store.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT to_status, issue, reason FROM history WHERE to_status = 'unsubscribed'"))
+        assert [tuple(r) for r in rows] == [("unsubscribed", "2026-12-01", None)]
+
+
+def test_the_migration_moves_the_issue_out_of_old_unsubscribe_reasons(tmp_path):
+    import sqlalchemy as sa
+
+    from newsletter.schema import MIGRATIONS, history, schema_version
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:  # a store as version 6 left it
+        schema_version.create(conn)
+        for version, _what, step in MIGRATIONS:
+            if version <= 6:
+                step(conn)
+        conn.execute(schema_version.insert().values(version=6))
+        columns = [c for c in history.c if c.name != "issue"]
+        conn.execute(sa.insert(sa.table("history", *[sa.column(c.name) for c in columns])).values(
+            subscriber_id=1, list_id=1, from_status="active", to_status="unsubscribed", source="one-click",
+            reason="issue 2026-11-24", at=sa.func.current_timestamp()))
+    from newsletter.schema import upgrade
+
+    assert upgrade(engine) >= 7
+    with engine.connect() as conn:
+        assert tuple(conn.execute(sa.text("SELECT issue, reason FROM history")).one()) == ("2026-11-24", None)
