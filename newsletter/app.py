@@ -703,7 +703,7 @@ class Newsletter:
         claims = self._unsubscribe_claims(token)
         declared = self.config.list(claims.list_name)
         self.store.change(claims.subscriber_id, claims.list_name, consent.UNSUBSCRIBE, source,
-                          f"issue {claims.extra}" if claims.extra else None)  # the report counts it for the issue
+                          issue=claims.extra or None)
         found = self.store.membership(claims.subscriber_id, claims.list_name)
         return LinkedMembership(declared, found[0], found[1]) if found else None
 

@@ -342,7 +342,8 @@ def subscribers_show(state: _State, email: str, as_json: bool) -> None:
         where = f"list {h['list']}" if h["list"] else "address"
         change = f"{h['from_status'] or 'none'} -> {h['to_status']}"
         why = f": {h['reason']}" if h["reason"] else ""
-        out.print(f"{h['at']:%Y-%m-%d %H:%M} UTC  {where}: {change} by {h['source']}{why}", markup=False)
+        link = f" (the link in issue {h['issue']})" if h["issue"] else ""
+        out.print(f"{h['at']:%Y-%m-%d %H:%M} UTC  {where}: {change} by {h['source']}{link}{why}", markup=False)
 
 
 @subscribers.command("unsubscribe")

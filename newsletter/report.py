@@ -164,7 +164,7 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
         unsubscribers |= {row[0] for row in conn.execute(
             sa.select(history.c.subscriber_id).where(history.c.list_id == list_id,
                                                      history.c.to_status == "unsubscribed",
-                                                     history.c.reason == f"issue {issue}"))}
+                                                     history.c.issue == issue))}
         timeline: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
         for (at,) in conn.execute(sa.select(deliveries.c.updated_at).where(
                 deliveries.c.issue == issue, deliveries.c.list_id == list_id, deliveries.c.state == SENT)):

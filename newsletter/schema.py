@@ -61,6 +61,7 @@ history = sa.Table(
     sa.Column("source", sa.String(200), nullable=False),
     sa.Column("reason", sa.String(300), nullable=True),
     sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("issue", sa.String(200), nullable=True),  # the issue whose unsubscribe link made the change
     sa.Index("ix_history_subscriber", "subscriber_id", "id"),
     sqlite_autoincrement=True,
 )
@@ -164,6 +165,15 @@ def _send_events(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE sends ADD COLUMN events {sa.Boolean().compile(conn.dialect)}"))
 
 
+def _history_issue(conn: Connection) -> None:
+    """History lines say which issue's link made a change, in a column (it was a reason "issue SLUG")."""
+    if "issue" not in {c["name"] for c in sa.inspect(conn).get_columns("history")}:
+        conn.execute(sa.text(f"ALTER TABLE history ADD COLUMN issue {sa.String(200).compile(conn.dialect)}"))
+    conn.execute(history.update().where(history.c.issue.is_(None), history.c.to_status == "unsubscribed",
+                                        history.c.reason.like("issue %"))
+                 .values(issue=sa.func.substr(history.c.reason, 7), reason=None))
+
+
 def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=list(tables))
@@ -179,6 +189,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "sending workers and leases", _leases),
     (5, "consent history; when a member left", _history),
     (6, "sends remember whether their provider reports events", _send_events),
+    (7, "history lines name the issue whose link made the change", _history_issue),
 ]
 
 

@@ -277,7 +277,7 @@ class Store:
 
     @staticmethod
     def _apply(conn: Connection, subscriber_id: int, list_id: int, current: str | None,
-               decision: consent.Decision, source: str, reason: str | None = None) -> None:
+               decision: consent.Decision, source: str, reason: str | None = None, issue: str | None = None) -> None:
         """Write a consent decision about one membership, and its line in the history."""
         if not decision.changed or decision.status is None:
             return
@@ -288,7 +288,7 @@ class Store:
         else:
             conn.execute(memberships.update().where(memberships.c.subscriber_id == subscriber_id,
                                                     memberships.c.list_id == list_id).values(**values))
-        _log(conn, subscriber_id, list_id, current, decision.status, source, reason, stamp)
+        _log(conn, subscriber_id, list_id, current, decision.status, source, reason, stamp, issue)
 
     @staticmethod
     def apply_to_memberships(conn: Connection, subscriber_id: int, action: str, source: str,
@@ -308,8 +308,10 @@ class Store:
             for list_, before in changed:
                 _log(conn, subscriber_id, list_, before, target, source, None, stamp)
 
-    def change(self, subscriber_id: int, list_name: str, action: str, source: str, reason: str | None = None) -> bool:
-        """Apply a consent action to one membership; True when its status changed."""
+    def change(self, subscriber_id: int, list_name: str, action: str, source: str, reason: str | None = None, *,
+               issue: str | None = None) -> bool:
+        """Apply a consent action to one membership; True when its status changed. `issue`: the issue
+        whose link asked for it, kept in the history (the report counts it for that issue)."""
         with self.write() as conn:
             list_id = self.list_id(list_name, conn)
             row = conn.execute(
@@ -320,7 +322,7 @@ class Store:
             if row is None:
                 return False
             decision = consent.decide(action, str(row.status), suppressed=self.is_suppressed(row.email_key, conn))
-            self._apply(conn, subscriber_id, list_id, str(row.status), decision, source, reason)
+            self._apply(conn, subscriber_id, list_id, str(row.status), decision, source, reason, issue)
             return decision.changed
 
     def unsubscribe(self, email: str, list_name: str | None, source: str = "cli") -> list[str]:
@@ -369,7 +371,7 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(
                 sa.select(history.c.at, lists.c.name.label("list"), history.c.from_status, history.c.to_status,
-                          history.c.source, history.c.reason)
+                          history.c.source, history.c.reason, history.c.issue)
                 .select_from(history.outerjoin(lists, lists.c.id == history.c.list_id))
                 .where(history.c.subscriber_id == subscriber_id).order_by(history.c.id))]
 
@@ -529,11 +531,12 @@ def membership_values(status: str, stamp: Any, source: str) -> dict[str, Any]:
 
 
 def _log(conn: Connection, subscriber_id: int, list_id: int | None, before: str | None, after: str, source: str,
-         reason: str | None, at: dt.datetime) -> None:
+         reason: str | None, at: dt.datetime, issue: str | None = None) -> None:
     """One line of a person's history (`list_id` None: about the address, such as a suppression)."""
     conn.execute(history.insert().values(subscriber_id=subscriber_id, list_id=list_id, from_status=before,
                                          to_status=after, source=fields.clip(source, fields.SOURCE),
-                                         reason=fields.clip(reason, fields.REASON) if reason else None, at=at))
+                                         reason=fields.clip(reason, fields.REASON) if reason else None, at=at,
+                                         issue=issue))
 
 
 def kept_out_reason(suppressed: bool, left_at: dt.datetime | None) -> str:

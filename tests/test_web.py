@@ -569,6 +569,8 @@ def test_an_unsubscribe_by_link_records_its_issue_in_a_column_of_the_history(cli
     with Store(web_config) as store, store.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT to_status, issue, reason FROM history WHERE to_status = 'unsubscribed'"))
         assert [tuple(r) for r in rows] == [("unsubscribed", "2026-12-01", None)]
+    shown = CliRunner().invoke(cli, ["--config", str(web_config.path), "subscribers", "show", "grace@example.org"])
+    assert "active -> unsubscribed by one-click (the link in issue 2026-12-01)" in shown.output, shown.output
 
 
 def test_the_migration_moves_the_issue_out_of_old_unsubscribe_reasons(tmp_path):
