@@ -546,10 +546,7 @@ class Ledger:
     @_patient
     def counts(self) -> dict[str, int]:
         with self.store.engine.connect() as conn:
-            found: dict[str, int] = dict(conn.execute(
-                sa.select(deliveries.c.state, sa.func.count()).where(*self._where).group_by(deliveries.c.state)
-            ).all())
-        return {state: found.get(state, 0) for state in STATES}
+            return delivery_counts(conn, self.issue, self.list_id)
 
     @_patient
     def finish_if_done(self, counts: dict[str, int] | None = None) -> bool:
@@ -572,6 +569,15 @@ class Ledger:
                 .where(*self._where, deliveries.c.state.in_([FAILED, UNKNOWN]))
                 .order_by(deliveries.c.subscriber_id).limit(limit)
             )]
+
+
+def delivery_counts(conn: Connection, issue: str, list_id: int) -> dict[str, int]:
+    """How many rows of one send are in each state (every state, zero included): the one counts query."""
+    found: dict[str, int] = dict(conn.execute(
+        sa.select(deliveries.c.state, sa.func.count())
+        .where(deliveries.c.issue == issue, deliveries.c.list_id == list_id).group_by(deliveries.c.state)
+    ).all())
+    return {state: found.get(state, 0) for state in STATES}
 
 
 # What a provider's event says of a row whose outcome was unknown: it reached the provider (sent),

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from .csvio import neutralise
 from .errors import ConfigError
+from .ledger import delivery_counts
 from .schema import FAILED, PENDING, SENT, UNKNOWN, deliveries, events, history, lists, sends
 from .store import Store
 
@@ -139,11 +140,7 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
             .where(sends.c.issue == issue, lists.c.name == list_name)
         ).one()
         subject, started, finished, list_id, tracked = send
-        states: dict[str, int] = dict(conn.execute(
-            sa.select(deliveries.c.state, sa.func.count()).where(deliveries.c.issue == issue,
-                                                                 deliveries.c.list_id == list_id)
-            .group_by(deliveries.c.state)
-        ).all())
+        states = delivery_counts(conn, issue, list_id)
         recipients = sum(states.values())
         # Events of this issue for recipients on this list (an event names its list when the provider
         # carried our custom arguments; the ledger row ties the rest to the list).
