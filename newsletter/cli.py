@@ -471,35 +471,33 @@ def _print_due(plan: DuePlan, nl: Newsletter, name: str, out_dir: str | None, li
 
 
 def _print_send(report: SendReport, resume: str, signal_name: str) -> None:
-    D = Delivery  # noqa: N806 - read as a table of states below
     run, c = report.this_run, report.counts
-    if not sum(run.values()) and not c[D.PENDING]:
+    if not sum(run.values()) and not c[Delivery.PENDING]:
         out.print(f"nothing to send: {report.issue} has no pending recipients on {report.list_name}"
-                  + (f" ({c[D.SENT]:,} already sent)" if c[D.SENT] else ""))
+                  + (f" ({c[Delivery.SENT]:,} already sent)" if c[Delivery.SENT] else ""))
     else:
-        rate = run[D.SENT] / report.duration if report.duration > 0 else 0.0
-        out.print(
-            f"{report.issue} to {report.list_name}: this run sent {run[D.SENT]:,}, failed {run[D.FAILED]:,}, "
-            f"unknown {run[D.UNKNOWN]:,}, skipped {run[D.SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)"
-        )
-        out.print(f"in total: sent {c[D.SENT]:,}, failed {c[D.FAILED]:,}, unknown {c[D.UNKNOWN]:,}, "
-                  f"skipped {c[D.SKIPPED]:,}, pending {c[D.PENDING]:,}")
+        rate = run[Delivery.SENT] / report.duration if report.duration > 0 else 0.0
+        out.print(f"{report.issue} to {report.list_name}: this run sent {run[Delivery.SENT]:,}, "
+                  f"failed {run[Delivery.FAILED]:,}, unknown {run[Delivery.UNKNOWN]:,}, "
+                  f"skipped {run[Delivery.SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)")
+        out.print(f"in total: sent {c[Delivery.SENT]:,}, failed {c[Delivery.FAILED]:,}, "
+                  f"unknown {c[Delivery.UNKNOWN]:,}, skipped {c[Delivery.SKIPPED]:,}, pending {c[Delivery.PENDING]:,}")
         if run["deferred"]:
             out.print(f"deferred {run['deferred']:,}: the server refused them for now (4xx); they stay pending and "
                       f"the next run tries them again")
     for reason, count in sorted(report.skipped_reasons.items()):
         out.print(f"  skipped {count:,}: {reason}")
-    if report.stopped and c[D.PENDING]:
+    if report.stopped and c[Delivery.PENDING]:
         why = f"by {signal_name}" if signal_name else f"early: {report.stopped}"
-        out.print(f"stopped {why} with {c[D.PENDING]:,} pending; run `{resume}` again to continue", markup=False)
+        out.print(f"stopped {why} with {c[Delivery.PENDING]:,} pending; run `{resume}` again to continue", markup=False)
     elif report.stopped:
         out.print(f"stopped early: {report.stopped}")
     if report.recovered:
         err.print(f"[bold red]{report.recovered:,} messages were in flight when an earlier run died: marked unknown[/]",
                   markup=True)
-    if c[D.UNKNOWN]:
+    if c[Delivery.UNKNOWN]:
         err.print(
-            f"[bold red]UNKNOWN: {c[D.UNKNOWN]:,} messages may or may not have been delivered.[/] They are not "
+            f"[bold red]UNKNOWN: {c[Delivery.UNKNOWN]:,} messages may or may not have been delivered.[/] They are not "
             f"re-sent; see `newsletter status`, and re-send them with --resend-unknown if you are sure.", markup=True)
     for email, state_, error, _attempts in report.problems[:20]:
         err.print(f"  {state_}: {email}: {error}", markup=False)
