@@ -24,7 +24,7 @@ from . import addresses, consent, fields
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError, NewsletterError, StoreError
 from .schema import history, memberships, subscribers, suppressions
-from .sql import db_time, executemany, now
+from .sql import db_time, executemany, now, transient
 from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -316,8 +316,12 @@ def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = 
             report.kept += len(chunk)
         if progress:
             progress(report.read)
-    except (InputError, StoreError, sa.exc.OperationalError) as exc:
-        raise _stopped_at(store, exc, report.kept, chunk[0].line if chunk else 0, chunk_rows) from None
+    except (InputError, StoreError) as exc:
+        raise _stopped_at(exc, report.kept, chunk[0].line if chunk else 0, chunk_rows) from None
+    except sa.exc.DBAPIError as exc:
+        if not transient(exc):
+            raise
+        raise _stopped_at(store.unavailable(exc), report.kept, chunk[0].line if chunk else 0, chunk_rows) from None
     finally:
         rejects.close()
     if report.rejected:
@@ -325,10 +329,8 @@ def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = 
     return report
 
 
-def _stopped_at(store: Store, exc: Exception, kept: int, line: int, chunk_rows: int) -> NewsletterError:
+def _stopped_at(error: NewsletterError, kept: int, line: int, chunk_rows: int) -> NewsletterError:
     """An import that stopped part-way: what went wrong, how many rows were kept, and how to go on."""
-    error: NewsletterError = (store.unavailable(exc) if isinstance(exc, sa.exc.OperationalError)
-                              else exc if isinstance(exc, NewsletterError) else StoreError(str(exc)))
     if not kept:
         return error
     where = f" before line {line:,}" if line else ""
