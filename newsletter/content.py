@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import yaml
@@ -22,6 +22,9 @@ from markdown_it.tree import SyntaxTreeNode
 
 from . import placeholders
 from .errors import ContentError
+
+if TYPE_CHECKING:
+    from .config import NewsletterSettings
 
 FRONT_MATTER_KEYS = ("subject", "date", "preheader", "slug", "from", "reply_to", "draft")
 REQUIRED_KEYS = ("subject", "date")
@@ -135,6 +138,11 @@ def _address(path: Path, line: int, key: str, value: Any) -> str:
 
 
 MAX_ISSUE_BYTES = 512 * 1024  # a weekly issue is a few KB; Gmail clips the HTML at 102 KB anyway
+
+
+def load(path: str | Path, settings: NewsletterSettings) -> Issue:
+    """The issue at `path` as this newsletter reads it: links against its base URL, within its size limit."""
+    return parse(path, base_url=settings.base_url, max_bytes=settings.max_issue_bytes)
 
 
 def parse(path: str | Path, *, base_url: str = "", max_bytes: int = MAX_ISSUE_BYTES) -> Issue:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 
 from .errors import FieldError, InputError
+from .placeholders import one_line
 
 NAME = 300  # characters of a subscriber's name (the column holds 300)
 ATTRIBUTE_KEY = 100
@@ -24,9 +25,7 @@ _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 def clean_text(value: str) -> str:
     """Text as stored: line breaks and tabs become spaces (a line break could start a header)."""
-    if "\r" in value or "\n" in value or "\t" in value:
-        value = value.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
-    return value.strip()
+    return one_line(value).strip()
 
 
 def reject_controls(value: str, what: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 
 # Group 1 is the placeholder's spec: its name, and after a "|" the text used when the value is
 # empty (`%%name|there%%`). The spec is also the key a provider substitutes.
@@ -17,10 +18,23 @@ PATTERN = re.compile(r"%%([A-Za-z0-9_]+(?:\.[A-Za-z0-9_-]+)?(?:\|[^%|\r\n]{0,60}
 FIXED = ("name", "email", "unsubscribe_url", "view_url")
 
 # Values shown by `preview` and in test copies sent without a real subscriber.
-SAMPLE_VALUES = {
+SAMPLE_VALUES: Mapping[str, str] = MappingProxyType({
     "name": "Ada Lovelace",
     "email": "ada@example.com",
-}
+})
+
+_BREAKS = re.compile(r"\r\n|[\r\n\t]")
+
+
+def one_line(value: str) -> str:
+    """`value` with each line break (CRLF is one) and tab made a space: a line break could start a header."""
+    return _BREAKS.sub(" ", value) if "\r" in value or "\n" in value or "\t" in value else value
+
+
+def neutral(view_url: str = "") -> dict[str, str]:
+    """Values that are nobody's: a subject shown to all, or an issue's web version. Personal
+    placeholders give way to their defaults or nothing."""
+    return {"name": "", "email": "", "unsubscribe_url": "", "view_url": view_url}
 
 
 def is_known(spec: str) -> bool:
@@ -49,8 +63,7 @@ def clean(value: str, *, html_escape: bool) -> str:
     """One value as it goes into a part: line breaks become spaces; escaped for HTML."""
     if SPECIAL.search(value) is None:  # the common case, checked in one pass
         return value
-    if "\r" in value or "\n" in value:
-        value = value.replace("\r", " ").replace("\n", " ")
+    value = one_line(value)
     return html.escape(value, quote=True) if html_escape else value
 
 

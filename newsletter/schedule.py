@@ -33,7 +33,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
 from .config import Config
-from .content import Issue, parse
+from .content import Issue, load
 from .errors import ConfigError, ContentError, LockedError, NewsletterError
 from .ledger import Ledger
 from .pacing import StopToken, stop_check
@@ -211,8 +211,7 @@ class _WeeklyRule:
         self.issues: list[tuple[Path, Issue | ContentError]] = []
         for path in sorted(config.issues_dir.glob("*.md")):
             try:
-                self.issues.append((path, parse(path, base_url=config.newsletter.base_url,
-                                                max_bytes=config.newsletter.max_issue_bytes)))
+                self.issues.append((path, load(path, config.newsletter)))
             except ContentError as exc:
                 self.issues.append((path, exc))
         self._states: dict[str, _Send] = {}
@@ -399,7 +398,7 @@ class StoredJobs:
 
 def pin(config: Config, store: Store, issue_path: Path, at: dt.datetime, list_name: str) -> tuple[str, dt.datetime]:
     """Pin a send of an issue to a time; returns the job id and the time (aware)."""
-    issue = parse(issue_path, base_url=config.newsletter.base_url, max_bytes=config.newsletter.max_issue_bytes)
+    issue = load(issue_path, config.newsletter)
     if issue.draft:
         raise ContentError(f"{issue_path}: the issue is a draft (draft: true); remove that line to pin it")
     tz = timezone(config)

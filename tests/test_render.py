@@ -167,7 +167,7 @@ def test_fill_strips_line_breaks_and_fills_attributes():
                              html_escape=True) == "friend none Kyiv"
     assert placeholders.fill("%%name|a <b>%%", {}, html_escape=True) == "a &lt;b&gt;"  # defaults are escaped too
     assert placeholders.fill("%%name%%|%%attr.city%%|%%attr.zip%%", values, html_escape=False) == (
-        "Eve  Bcc: x@y.z|Berlin|"
+        "Eve Bcc: x@y.z|Berlin|"  # CRLF is one line break, one space
     )
 
 

@@ -14,12 +14,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from ..placeholders import fill
+from ..placeholders import fill, one_line
 from .base import Envelope, Preview, Recipient, list_unsubscribe
 
 
-def _one_line(value: str) -> str:
-    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+def _header(value: str) -> str:
+    return one_line(value).strip()
 
 
 # CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
@@ -38,7 +38,7 @@ def _to(recipient: Recipient, utf8: bool) -> Address | str:
     """The To header. With a non-ASCII address, the email package of Python 3.11 cannot fold an
     Address that has a display name (NonASCIILocalPartDefect), so the header is written as text:
     the name as a quoted string, which RFC 6532 lets carry UTF-8."""
-    name = _one_line(recipient.name)
+    name = _header(recipient.name)
     if not name:
         return recipient.email
     if not utf8:
@@ -51,7 +51,7 @@ def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     """The complete message for one recipient, exactly as it goes over SMTP."""
     rendered = envelope.rendered
     msg = EmailMessage(policy=UTF8_POLICY if needs_smtputf8(envelope, recipient) else POLICY)
-    msg["Subject"] = _one_line(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
+    msg["Subject"] = _header(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
     msg["From"] = envelope.from_header
     msg["To"] = _to(recipient, msg.policy is UTF8_POLICY)
     if envelope.reply_to:
@@ -59,7 +59,7 @@ def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     domain = envelope.from_email.rpartition("@")[2] or None
     msg["Message-ID"] = make_msgid(domain=domain)
-    msg["List-Id"] = _one_line(envelope.list_id)
+    msg["List-Id"] = _header(envelope.list_id)
     if recipient.unsubscribe_url:  # transactional mail (a confirmation request) has none
         msg["List-Unsubscribe"] = list_unsubscribe(envelope, recipient.unsubscribe_url)
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

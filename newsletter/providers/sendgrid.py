@@ -27,7 +27,7 @@ from python_http_client.exceptions import HTTPError
 from ..config import SendGridSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderRejected, ProviderUnavailable
 from ..pacing import Pacer
-from ..placeholders import PATTERN, SPECIAL, clean, fill, lookup
+from ..placeholders import PATTERN, SPECIAL, clean, fill, lookup, neutral, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .mime import eml_previews
 
@@ -62,10 +62,6 @@ def _message(body: Any) -> list[dict[str, Any]]:
         return errors if isinstance(errors, list) else []
     except (ValueError, AttributeError):
         return []
-
-
-def _one_line(value: str) -> str:
-    return clean(value, html_escape=False)
 
 
 _json_str = json.encoder.encode_basestring_ascii
@@ -115,10 +111,10 @@ class Payload:
                 sender["name"] = envelope.from_name
             rest: dict[str, Any] = {
                 "from": sender,
-                "subject": _one_line(envelope.subject_prefix + fill(rendered.subject, {}, html_escape=False)),
+                "subject": one_line(envelope.subject_prefix + fill(rendered.subject, neutral(), html_escape=False)),
                 "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": rendered.html}],
                 "categories": [envelope.category],
-                "headers": {"List-Id": _one_line(envelope.list_id)},
+                "headers": {"List-Id": one_line(envelope.list_id)},
                 "tracking_settings": self._tracking,
             }
             if envelope.reply_to:
@@ -166,7 +162,7 @@ class Payload:
 
     def _personalization(self, r: Recipient, keys: list[tuple[str, bool | None, str]]) -> str:
         values = r.values
-        name = _one_line(r.name).replace(";", " ").replace(",", " ").strip() if r.name else ""
+        name = one_line(r.name).replace(";", " ").replace(",", " ").strip() if r.name else ""
         subs = ",".join([
             key + _json_str(lookup(values, n) if escape is None else clean(lookup(values, n), html_escape=escape))
             for n, escape, key in keys
@@ -178,7 +174,7 @@ class Payload:
         subject = ""
         if self._personal_subject:
             text = self.envelope.subject_prefix + fill(self.envelope.rendered.subject, values, html_escape=False)
-            subject = ',"subject":' + _json_str(_one_line(text))
+            subject = ',"subject":' + _json_str(one_line(text))
         return _PERSONALIZATION_JSON % (_json_str(r.email), ',"name":' + _json_str(name) if name else "", subs,
                                         headers, args, subject)
 
