@@ -8,7 +8,7 @@ unsubscribes end the membership.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -19,7 +19,7 @@ from .ledger import settle_unknown
 from .schema import events, lists, subscribers
 from .sql import now
 from .store import Store
-from .webhooks.base import KINDS, TrackingEvent
+from .webhooks.base import KINDS, Receiver, TrackingEvent
 
 BOUNCE, COMPLAINT, UNSUBSCRIBE = "bounced", "complained", "unsubscribed"
 
@@ -69,6 +69,19 @@ def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[
                 store.apply_to_memberships(conn, subscriber_id, consent.UNSUBSCRIBE, source,
                                            _list_id(conn, event.list_name))
     return counts
+
+
+def receive(store: Store, receiver: Receiver, body: bytes, headers: Mapping[str, str], now: float) -> tuple[
+        int, Counter[str]]:
+    """One webhook call: verified before anything is read as events, then parsed and applied.
+    Returns (events received, counts by kind). WebhookError for a wrong signature or time;
+    InputError for a body that is not events."""
+    receiver.verify(body, headers, now)
+    try:
+        parsed = receiver.parse(body)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return len(parsed), apply(store, parsed, f"{receiver.name} webhook")
 
 
 def issue_counts(store: Store, issue: str) -> dict[str, int]:

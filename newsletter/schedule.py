@@ -145,6 +145,11 @@ class DuePlan:
     next_slot: dt.datetime | None
     next_issue: Path | None  # what the next slot would send, as things stand
 
+    @property
+    def next_sends(self) -> str:
+        """What the next slot sends, in words."""
+        return f"sends {self.next_issue}" if self.next_issue else "nothing due for it yet"
+
 
 @dataclass(frozen=True)
 class _Send:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import addresses, consent, fields, locks
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
-from .errors import StoreError, StoreUnavailable
+from .errors import StoreError, StoreUnavailable, TokenError
 from .schema import (
     PENDING,
     SKIPPED,
@@ -39,6 +39,9 @@ from .schema import (
     upgrade,
 )
 from .sql import InQueries, make_engine, new_id, now, transient
+
+if TYPE_CHECKING:
+    from .tokens import Claims
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -466,6 +469,14 @@ class Store:
                 .where(subscribers.c.id == subscriber_id, lists.c.name == list_name)
             ).first()
         return (row.email, row.status) if row else None
+
+    def linked_membership(self, claims: Claims) -> tuple[str, str] | None:
+        """(email, status) of the membership a signed link names, or None. A link acts only for its own
+        person: TokenError when the subscriber it names no longer has the address it was made for."""
+        found = self.membership(claims.subscriber_id, claims.list_name)
+        if found is not None and not claims.for_address(found[0]):
+            raise TokenError("this link was made for someone else")
+        return found
 
     def members(self, list_name: str, status: str | None = ACTIVE, batch: int = 5000) -> Iterator[dict[str, Any]]:
         """Stream a list's members in id order, in pages of `batch`.

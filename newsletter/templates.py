@@ -8,11 +8,12 @@ its file and line before anything is sent or served, not a 500 at the first requ
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import jinja2
 
-from .errors import RenderError
+from .errors import InputError, RenderError
 
 SKELETON = Path(__file__).with_name("skeleton")  # what `newsletter init` writes
 BUILTIN = SKELETON / "templates"
@@ -68,3 +69,31 @@ def check(folder: Path) -> None:
         get(folder, name)
     for page in WEB:
         _get(web_environment(folder), folder / "web", page)
+
+
+def init_project(folder: str | os.PathLike[str]) -> list[Path]:
+    """Write a working project into `folder`: config.toml (every key commented), the templates to
+    customise, a sample issue and list. Refuses, writing nothing, if any of those files exists."""
+    target = Path(folder)
+    sources = sorted(p for p in SKELETON.rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts and ".db" not in p.name)
+    for source in sources:
+        relative = source.relative_to(SKELETON)
+        for depth in range(1, len(relative.parts) + 1):  # the file and each folder on its way, inside target
+            existing = target.joinpath(*relative.parts[:depth])
+            if existing.is_symlink():
+                raise InputError(f"{existing}: is a symlink; `newsletter init` never writes through one (it would "
+                                 f"write outside {target}): remove it, or choose another folder")
+        if existing.exists():
+            raise InputError(f"{existing}: already exists; `newsletter init` writes only files that are not there yet "
+                             f"(choose an empty folder)")
+    written = []
+    for source in sources:
+        path = target / source.relative_to(SKELETON)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL | O_NOFOLLOW: a file or link that appeared since the check is refused, not followed.
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(handle, "wb") as out:
+            out.write(source.read_bytes())
+        written.append(path)
+    return written

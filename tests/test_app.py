@@ -32,33 +32,33 @@ def fake() -> FakeProvider:
 @pytest.fixture
 def nl(cfg, fake, sample_issue):
     with Newsletter(cfg, provider_factory=fake.factory) as newsletter:
-        newsletter.import_csv(SAMPLE, "weekly")
+        newsletter.subscribers.import_csv(SAMPLE, "weekly")
         yield newsletter
 
 
 def test_a_stopped_send_does_not_stop_the_next_one_in_the_same_process(nl, fake, sample_issue):
     stop = threading.Event()
     # Asked to stop once the first batch is recorded (one batch at a time with this provider).
-    first = nl.send(sample_issue, "weekly", stop=stop, progress=lambda done, total: stop.set())
+    first = nl.sends.send(sample_issue, "weekly", stop=stop, progress=lambda done, total: stop.set())
     assert first.stopped == "stopped on request" and len(fake.sent) == 5
     assert first.counts["pending"] == 7 and first.counts["in_flight"] == 0
-    second = nl.send(sample_issue, "weekly")  # no token: nothing left over from the first send stops it
+    second = nl.sends.send(sample_issue, "weekly")  # no token: nothing left over from the first send stops it
     assert second.stopped == "" and second.counts["sent"] == 12
     assert sorted(fake.sent) == EVERYONE  # each once
     # A second Newsletter in the same process is just as independent.
     with Newsletter(nl.config, provider_factory=FakeProvider().factory) as other:
-        assert other.send(sample_issue, "daily").stopped == ""
+        assert other.sends.send(sample_issue, "daily").stopped == ""
 
 
 def test_a_callable_is_a_stop_token_too(nl, fake, sample_issue):
-    report = nl.send(sample_issue, "weekly", stop=lambda: len(fake.batches) >= 2)
+    report = nl.sends.send(sample_issue, "weekly", stop=lambda: len(fake.batches) >= 2)
     assert report.stopped and report.counts["sent"] == 10 and report.counts["pending"] == 2
 
 
 def test_library_calls_leave_signal_handlers_alone(nl, sample_issue, run, monkeypatch):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    nl.send(sample_issue, "weekly")
-    nl.send_due("weekly", issue_path=sample_issue)
+    nl.sends.send(sample_issue, "weekly")
+    nl.schedule.due("weekly", issue_path=sample_issue)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     # The CLI installs its handlers for the length of a send and puts the old ones back.
     monkeypatch.setattr("newsletter.app.Newsletter.provider", lambda self, dry_run=False: FakeProvider())
@@ -71,10 +71,10 @@ def test_provider_errors_keep_partial_results_and_leave_the_rest_pending(nl, fak
     fake.next(all_sent)
     fake.next(ProviderUnavailable("the provider is down", partial=[]))
     with pytest.raises(ProviderUnavailable):
-        nl.send(sample_issue, "weekly")
-    counts = nl.status(sample_issue, "weekly").counts
+        nl.sends.send(sample_issue, "weekly")
+    counts = nl.sends.status(sample_issue, "weekly").counts
     assert (counts["sent"], counts["pending"], counts["in_flight"]) == (5, 7, 0)
-    assert nl.send(sample_issue, "weekly").counts["sent"] == 12 and sorted(fake.sent) == EVERYONE
+    assert nl.sends.send(sample_issue, "weekly").counts["sent"] == 12 and sorted(fake.sent) == EVERYONE
 
 
 def test_results_per_recipient_are_recorded_as_the_provider_gives_them(nl, fake, sample_issue):
@@ -84,38 +84,38 @@ def test_results_per_recipient_are_recorded_as_the_provider_gives_them(nl, fake,
                 Result(r.key, "sent") for r in recipients]
 
     fake.next(mixed)
-    report = nl.send(sample_issue, "weekly")
+    report = nl.sends.send(sample_issue, "weekly")
     assert (report.counts["sent"], report.counts["failed"], report.counts["unknown"]) == (10, 1, 1)
     assert report.exit_code == 1
-    problems = {email: (state, error) for email, state, error, _ in nl.status(sample_issue, "weekly").problems}
+    problems = {email: (state, error) for email, state, error, _ in nl.sends.status(sample_issue, "weekly").problems}
     assert problems == {"alan@example.com": ("failed", "550 no such user"), "ada@example.com": ("unknown", "timeout")}
 
 
 def test_dry_run_of_a_send_under_way_reports_what_is_left(nl, fake, sample_issue, tmp_path):
-    nl.send(sample_issue, "weekly", limit=4)
-    nl.unsubscribe_address("radia@example.org", "weekly")
-    report = nl.dry_run(sample_issue, "weekly", out_dir=tmp_path / "dry", limit=2)
+    nl.sends.send(sample_issue, "weekly", limit=4)
+    nl.subscribers.unsubscribe("radia@example.org", "weekly")
+    report = nl.sends.dry_run(sample_issue, "weekly", out_dir=tmp_path / "dry", limit=2)
     assert (report.recipients, report.already_sent, report.batches, report.batch_size) == (7, 4, 2, 5)
     assert report.skipped_reasons == {"left the list or suppressed since the send started": 1}
     assert [p.name for p in report.written] == ["2026-12-01-fake.txt"]  # the provider's own preview
-    assert nl.status(sample_issue, "weekly").counts["pending"] == 8  # the dry run changed nothing
+    assert nl.sends.status(sample_issue, "weekly").counts["pending"] == 8  # the dry run changed nothing
 
 
 def test_add_updates_a_known_subscribers_name_and_attributes(nl):
-    subscriber, outcome = nl.add_subscriber("ada@example.com", "weekly", name="Augusta Ada King",
+    subscriber, outcome = nl.subscribers.add("ada@example.com", "weekly", name="Augusta Ada King",
                                             attributes={"city": "London"})
     assert outcome == "updated"
     assert subscriber is not None and subscriber.name == "Augusta Ada King"
     assert subscriber.attributes["city"] == "London"
-    again = nl.add_subscriber("ada@example.com", "weekly", name="Augusta Ada King")
+    again = nl.subscribers.add("ada@example.com", "weekly", name="Augusta Ada King")
     assert again[1] == "already present"
 
 
 def test_smtp_dry_run_writes_eml_files_only(tmp_path, monkeypatch, sample_issue):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     with Newsletter.from_config(write_config(tmp_path, backend="smtp")) as nl:
-        nl.import_csv(SAMPLE, "weekly")
-        report = nl.dry_run(sample_issue, "weekly", out_dir=tmp_path / "dry", limit=3)
+        nl.subscribers.import_csv(SAMPLE, "weekly")
+        report = nl.sends.dry_run(sample_issue, "weekly", out_dir=tmp_path / "dry", limit=3)
     assert sorted(p.name for p in report.written) == [f"2026-12-01-00{i}.eml" for i in (1, 2, 3)]
     assert sorted(p.name for p in (tmp_path / "dry").iterdir()) == [p.name for p in report.written]
 
@@ -168,10 +168,10 @@ def test_a_request_wide_400_stops_the_send_and_fails_nobody(sg_config, sendgrid_
     sendgrid_server.answer_next(400, errors=[{"field": "from.email", "message": "The from address does not match "
                                                                                   "a verified Sender Identity."}])
     with Newsletter.from_config(sg_config) as nl:
-        nl.import_csv(SAMPLE, "weekly")
+        nl.subscribers.import_csv(SAMPLE, "weekly")
         with pytest.raises(ProviderError, match=r"SendGrid rejected the request: from\.email: The from address"):
-            nl.send(sample_issue, "weekly")
-        counts = nl.status(sample_issue, "weekly").counts
+            nl.sends.send(sample_issue, "weekly")
+        counts = nl.sends.status(sample_issue, "weekly").counts
     assert (counts["failed"], counts["pending"], counts["sent"]) == (0, 12, 0)
     assert sendgrid_server.requests == 1
 
@@ -187,7 +187,7 @@ def test_the_readme_embedding_example_sends_an_issue(sg_config, sendgrid_server,
     lines = [line for line in code.group(1).splitlines() if line.strip()]
     assert len(lines) <= 6, "the example should stay a few lines"
     with Newsletter.from_config(sg_config) as nl:
-        nl.import_csv(SAMPLE, "weekly")
+        nl.subscribers.import_csv(SAMPLE, "weekly")
     monkeypatch.chdir(sg_config.parent)
     exec(compile(code.group(1), "README.md", "exec"), {})  # noqa: S102 - our own README
     assert sorted(sendgrid_server.received) == EVERYONE
@@ -214,8 +214,8 @@ def test_consent_table_covers_every_action_and_status():
 def test_the_front_door_opens_its_store_lazily_and_closes_it(cfg):
     nl = Newsletter(cfg)
     assert not (cfg.path.parent / "newsletter.db").exists()  # nothing touched until needed
-    assert nl.list_counts()["weekly"]["active"] == 0
+    assert nl.subscribers.counts()["weekly"]["active"] == 0
     nl.close()
     nl.close()  # closing twice is harmless
-    assert nl.list_counts()["weekly"]["active"] == 0  # and it reopens on use
+    assert nl.subscribers.counts()["weekly"]["active"] == 0  # and it reopens on use
     nl.close()

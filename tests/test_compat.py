@@ -111,7 +111,7 @@ def test_render_and_the_dry_run_print_the_table(run, sample_issue, tmp_path, con
     lines = [line for line in result.output.splitlines() if line.startswith("@media (prefers-color-scheme)")]
     assert len(lines) == 1 and lines[0].split()[2:5] == ["no", "no", "no"] and "by design" in lines[0]
     with Newsletter.from_config(config_path) as nl:
-        nl.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
+        nl.subscribers.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
     result = run("send", sample_issue, "--list", "weekly", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "Email client support" in result.output and "border-radius" in result.output

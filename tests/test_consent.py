@@ -21,19 +21,19 @@ def nl(config_path, store_url):
     """
     config_path.write_text(config_path.read_text().replace('url = "sqlite:///newsletter.db"', f'url = "{store_url}"'))
     with Newsletter.from_config(config_path) as newsletter:
-        newsletter.import_csv(SAMPLE, "weekly")
+        newsletter.subscribers.import_csv(SAMPLE, "weekly")
         yield newsletter
 
 
 def status(nl, email: str) -> str:
-    return nl.subscriber(email).memberships["weekly"][0]
+    return nl.subscribers.get(email).memberships["weekly"][0]
 
 
 def test_a_leaver_who_submits_the_form_is_not_made_active_by_a_reimport(nl, run):
-    nl.unsubscribe_address("ada@example.com", "weekly")
-    request = nl.subscribe("ada@example.com", "weekly", "Ada")
+    nl.subscribers.unsubscribe("ada@example.com", "weekly")
+    request = nl.links.subscribe("ada@example.com", "weekly", "Ada")
     assert request.should_mail and status(nl, "ada@example.com") == "unconfirmed"
-    report = nl.import_csv(SAMPLE, "weekly")  # a routine re-import of the old list
+    report = nl.subscribers.import_csv(SAMPLE, "weekly")  # a routine re-import of the old list
     assert status(nl, "ada@example.com") == "unconfirmed"
     assert report.kept_out == 1
     line, why = report.kept_out_samples[0]
@@ -45,17 +45,17 @@ def test_a_leaver_who_submits_the_form_is_not_made_active_by_a_reimport(nl, run)
     from newsletter import tokens
 
     token = tokens.make_confirm(nl.config.secret(), request.subscriber_id, "weekly", 3600)
-    assert nl.confirm(token)[1] == "active"
-    assert nl.import_csv(SAMPLE, "weekly").kept_out == 0 and status(nl, "ada@example.com") == "active"
+    assert nl.links.confirm(token)[1] == "active"
+    assert nl.subscribers.import_csv(SAMPLE, "weekly").kept_out == 0 and status(nl, "ada@example.com") == "active"
 
 
 def test_the_history_records_every_change_with_its_source_and_reason(nl, run):
-    nl.unsubscribe_address("grace@example.org", "weekly")
-    nl.subscribe("grace@example.org", "weekly")
-    nl.suppress("grace@example.org", "asked by phone")
-    nl.unsuppress("grace@example.org", "suppressed the wrong address")
+    nl.subscribers.unsubscribe("grace@example.org", "weekly")
+    nl.links.subscribe("grace@example.org", "weekly")
+    nl.subscribers.suppress("grace@example.org", "asked by phone")
+    nl.subscribers.unsuppress("grace@example.org", "suppressed the wrong address")
     changes = [(h["list"], h["from_status"], h["to_status"], h["source"], h["reason"])
-               for h in nl.subscriber_history("grace@example.org")]
+               for h in nl.subscribers.history("grace@example.org")]
     assert changes == [
         ("weekly", None, "active", "import sample.csv", None),
         ("weekly", "active", "unsubscribed", "cli", None),
@@ -94,21 +94,21 @@ def test_unsuppress_lets_an_address_be_added_again_but_not_an_erased_one(nl, run
 def test_an_old_link_of_an_erased_person_never_acts_for_someone_else(nl, cfg):
     from newsletter import tokens
 
-    first, _ = nl.add_subscriber("zed@example.com", "weekly")
+    first, _ = nl.subscribers.add("zed@example.com", "weekly")
     assert first is not None
     signer = tokens.unsubscribe_signer(nl.config.secret())
     old_link = signer.make(first.id, "weekly", "2026-12-01", tokens.address_tag(first.email))
-    pending = nl.subscribe("zoe@example.com", "weekly")
+    pending = nl.links.subscribe("zoe@example.com", "weekly")
     old_confirm = tokens.make_confirm(nl.config.secret(), pending.subscriber_id or 0, "weekly", 3600,
                                       tag=tokens.address_tag("zoe@example.com"))
-    nl.erase("zed@example.com")
-    nl.erase("zoe@example.com")
-    newcomer, _ = nl.add_subscriber("new@example.com", "weekly")
-    late = nl.subscribe("late@example.com", "weekly")
+    nl.subscribers.erase("zed@example.com")
+    nl.subscribers.erase("zoe@example.com")
+    newcomer, _ = nl.subscribers.add("new@example.com", "weekly")
+    late = nl.links.subscribe("late@example.com", "weekly")
     assert newcomer is not None and newcomer.id not in (first.id, pending.subscriber_id)  # ids are never reused
     assert late.subscriber_id not in (first.id, pending.subscriber_id)
-    assert nl.unsubscribe_link(old_link) is None and nl.unsubscribe(old_link) is None  # points at nobody
-    assert nl.confirm(old_confirm)[1] is None
+    assert nl.links.unsubscribe_target(old_link) is None and nl.links.unsubscribe(old_link) is None  # points at nobody
+    assert nl.links.confirm(old_confirm)[1] is None
     assert status(nl, "new@example.com") == "active" and status(nl, "late@example.com") == "unconfirmed"
 
 
@@ -116,11 +116,11 @@ def test_a_link_made_for_another_address_is_refused(nl):
     from newsletter import tokens
     from newsletter.errors import TokenError
 
-    ada = nl.subscriber("ada@example.com")
+    ada = nl.subscribers.get("ada@example.com")
     forged_for = tokens.unsubscribe_signer(nl.config.secret()).make(ada.id, "weekly", "x",
                                                                     tokens.address_tag("someone@example.com"))
     with pytest.raises(TokenError, match="made for someone else"):
-        nl.unsubscribe(forged_for)
+        nl.links.unsubscribe(forged_for)
     assert status(nl, "ada@example.com") == "active"
 
 
@@ -129,19 +129,19 @@ def test_links_signed_with_a_rotated_secret_keep_working(cfg, monkeypatch, tmp_p
     from newsletter.errors import TokenError
 
     with Newsletter(cfg) as nl:
-        nl.import_csv(SAMPLE, "weekly")
-        ada = nl.subscriber("ada@example.com")
+        nl.subscribers.import_csv(SAMPLE, "weekly")
+        ada = nl.subscribers.get("ada@example.com")
     old = tokens.unsubscribe_signer(cfg.secret()).make(ada.id, "weekly", "x", tokens.address_tag(ada.email))
     for respelled in (old + "==", old + "A"):  # one token, one spelling: padding or stray bits are refused
         with pytest.raises(TokenError):
             tokens.unsubscribe_signer(cfg.secret()).check(respelled)
     monkeypatch.setenv("NEWSLETTER_SECRET", "a-new-secret-after-rotation")
     with Newsletter(config_mod.load(cfg.path)) as nl, pytest.raises(TokenError):
-        nl.unsubscribe(old)  # the old secret is not known yet
+        nl.links.unsubscribe(old)  # the old secret is not known yet
     cfg.path.write_text(cfg.path.read_text().replace('secret_env = "NEWSLETTER_SECRET"',
                                                      'secret_env = "NEWSLETTER_SECRET"\n'
                                                      'previous_secrets_env = "NEWSLETTER_PREVIOUS_SECRETS"'))
     monkeypatch.setenv("NEWSLETTER_PREVIOUS_SECRETS", "something-older, test-secret-please-change")
     with Newsletter(config_mod.load(cfg.path)) as nl:
-        assert nl.unsubscribe(old) is not None
-        assert nl.subscriber("ada@example.com").memberships["weekly"][0] == "unsubscribed"
+        assert nl.links.unsubscribe(old) is not None
+        assert nl.subscribers.get("ada@example.com").memberships["weekly"][0] == "unsubscribed"

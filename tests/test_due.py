@@ -37,7 +37,7 @@ def newsletter(tmp_path: Path, monkeypatch, cron: str = "0 9 * * MON", grace: in
                                         f"misfire_grace = {grace}\n")
     fake = FakeProvider(max_batch=100)
     nl = Newsletter(config_mod.load(path), provider_factory=fake.factory)
-    nl.import_csv(SAMPLE, "weekly")
+    nl.subscribers.import_csv(SAMPLE, "weekly")
     return nl, fake
 
 
@@ -53,7 +53,7 @@ def weekly(tmp_path, monkeypatch):
 
 
 def due_slugs(nl: Newsletter, now: dt.datetime) -> list[str]:
-    return [item.slug for item in nl.plan_due("weekly", now=now).due]
+    return [item.slug for item in nl.schedule.plan("weekly", now=now).due]
 
 
 def test_an_issue_dated_the_slots_monday_goes_at_that_slot_and_one_dated_wednesday_the_next(weekly, tmp_path):
@@ -63,7 +63,7 @@ def test_an_issue_dated_the_slots_monday_goes_at_that_slot_and_one_dated_wednesd
     assert due_slugs(nl, MONDAY_0900 - dt.timedelta(minutes=1)) == []
     assert due_slugs(nl, MONDAY_0900) == ["monday"]
     assert due_slugs(nl, MONDAY_0900 + dt.timedelta(hours=5)) == ["monday"]  # within the 6 h grace
-    plan = nl.plan_due("weekly", now=MONDAY_0900 + dt.timedelta(days=2, hours=3))  # Wednesday noon
+    plan = nl.schedule.plan("weekly", now=MONDAY_0900 + dt.timedelta(days=2, hours=3))  # Wednesday noon
     assert plan.due == [] and plan.next_slot == MONDAY_0900 + dt.timedelta(days=7)
     assert plan.next_issue is not None and plan.next_issue.name == "wednesday.md"
     assert due_slugs(nl, MONDAY_0900 + dt.timedelta(days=7)) == ["wednesday"]
@@ -98,7 +98,7 @@ def test_with_an_every_minute_schedule_an_issue_dated_today_goes_at_the_next_run
     issue(tmp_path, "today", "2026-12-01")
     issue(tmp_path, "yesterday", "2026-11-30")
     at = dt.datetime(2026, 12, 1, 14, 37, 12, tzinfo=UTC)
-    run = nl.send_due("weekly", now=at)
+    run = nl.schedule.due("weekly", now=at)
     assert run.report is not None and run.report.issue == "today" and len(fake.sent) == 12
     assert run.exit_code == 1 and f"MISSED: {tmp_path / 'issues' / 'yesterday.md'} " in run.line
     assert sends(nl) == ["today"]  # yesterday's issue missed its day
@@ -108,11 +108,11 @@ def test_with_an_every_minute_schedule_an_issue_dated_today_goes_at_the_next_run
 def test_after_three_days_off_the_missed_slot_is_reported_not_sent_late(weekly, tmp_path):
     nl, fake = weekly
     path = issue(tmp_path, "monday", "2026-11-30")
-    run = nl.send_due("weekly", now=MONDAY_0900 + dt.timedelta(days=3))
+    run = nl.schedule.due("weekly", now=MONDAY_0900 + dt.timedelta(days=3))
     assert run.exit_code == 1 and run.report is None and fake.sent == []
     assert run.line.startswith(f"MISSED: {path} ")
     assert f"newsletter send {path} --list weekly" in run.line
-    plan = nl.plan_due("weekly", now=MONDAY_0900 + dt.timedelta(days=3))
+    plan = nl.schedule.plan("weekly", now=MONDAY_0900 + dt.timedelta(days=3))
     assert [m.path for m in plan.missed] == [path]
 
 
@@ -120,11 +120,11 @@ def test_at_most_one_weekly_issue_per_list_per_slot(weekly, tmp_path):
     nl, fake = weekly
     issue(tmp_path, "a-first", "2026-11-27")
     issue(tmp_path, "b-second", "2026-11-28")
-    first = nl.send_due("weekly", now=MONDAY_0900)
+    first = nl.schedule.due("weekly", now=MONDAY_0900)
     assert first.report is not None and first.report.issue == "a-first"
-    again = nl.send_due("weekly", now=MONDAY_0900 + dt.timedelta(minutes=1))  # cron's next minute
+    again = nl.schedule.due("weekly", now=MONDAY_0900 + dt.timedelta(minutes=1))  # cron's next minute
     assert again.report is None and len(fake.sent) == 12
-    plan = nl.plan_due("weekly", now=MONDAY_0900 + dt.timedelta(minutes=1))
+    plan = nl.schedule.plan("weekly", now=MONDAY_0900 + dt.timedelta(minutes=1))
     assert plan.due == []
     (waiting,) = [s for s in plan.skipped if s.slug == "b-second"]
     assert "a-first went at this slot" in waiting.why
@@ -134,21 +134,21 @@ def test_a_pin_sends_at_its_time_whatever_the_issues_date(weekly, tmp_path):
     nl, fake = weekly
     old = issue(tmp_path, "2019-03-04", "2019-03-04")
     at = dt.datetime.now(UTC) + dt.timedelta(minutes=5)
-    nl.pin(old, f"{at:%Y-%m-%d %H:%M}", "weekly")
-    run = nl.send_due("weekly", now=at + dt.timedelta(minutes=1))
+    nl.schedule.pin(old, f"{at:%Y-%m-%d %H:%M}", "weekly")
+    run = nl.schedule.due("weekly", now=at + dt.timedelta(minutes=1))
     assert run.report is not None and run.report.issue == "2019-03-04" and len(fake.sent) == 12
 
 
 def test_an_interrupted_send_is_continued_within_its_window_and_reported_after(weekly, tmp_path):
     nl, fake = weekly
     path = issue(tmp_path, "monday", "2026-11-30")
-    first = nl.send(path, "weekly", limit=5)
+    first = nl.sends.send(path, "weekly", limit=5)
     assert first.counts["pending"] == 7
-    continued = nl.send_due("weekly", now=MONDAY_0900 + dt.timedelta(hours=1))
+    continued = nl.schedule.due("weekly", now=MONDAY_0900 + dt.timedelta(hours=1))
     assert continued.report is not None and continued.report.counts["sent"] == 12
     second = issue(tmp_path, "next", "2026-12-07")
-    nl.send(second, "weekly", limit=5)
-    late = nl.send_due("weekly", now=MONDAY_0900 + dt.timedelta(days=7, hours=7))
+    nl.sends.send(second, "weekly", limit=5)
+    late = nl.schedule.due("weekly", now=MONDAY_0900 + dt.timedelta(days=7, hours=7))
     assert late.exit_code == 1 and late.report is None and len(fake.sent) == 17
     assert f"MISSED: {second} " in late.line and "7 pending" in late.line
 
@@ -157,7 +157,7 @@ def test_drafts_and_broken_files_are_listed_with_why(weekly, tmp_path):
     nl, _fake = weekly
     issue(tmp_path, "draft", "2026-11-30", draft=True)
     (tmp_path / "issues" / "broken.md").write_text("no front matter\n")
-    plan = nl.plan_due("weekly", now=MONDAY_0900)
+    plan = nl.schedule.plan("weekly", now=MONDAY_0900)
     reasons = {s.path.name: s.why for s in plan.skipped}
     assert plan.due == [] and "draft (draft: true)" in reasons["draft.md"]
     assert "front matter" in reasons["broken.md"]
@@ -166,7 +166,7 @@ def test_drafts_and_broken_files_are_listed_with_why(weekly, tmp_path):
 def test_the_scheduler_and_cron_act_on_the_same_plan(weekly, tmp_path):
     nl, fake = weekly
     issue(tmp_path, "2019-01-07", "2019-01-07")
-    line = nl.send_due("weekly", now=MONDAY_0900).line  # what the scheduler's weekly job runs
+    line = nl.schedule.due("weekly", now=MONDAY_0900).line  # what the scheduler's weekly job runs
     assert line == "" and fake.sent == []
 
 

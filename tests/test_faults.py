@@ -69,8 +69,8 @@ def lease_config(tmp_path, monkeypatch, store_url):
 
 def worker_a_claims_10_of_30(nl: Newsletter, folder: Path):
     """30 members; worker A starts the send and claims the first 10. (mailing, A's ledger, A's id)"""
-    nl.import_csv(people(folder, 30), "weekly")
-    mailing = nl.mailing(folder / "issues" / "2026-12-01.md", "weekly")
+    nl.subscribers.import_csv(people(folder, 30), "weekly")
+    mailing = nl.sends.mailing(folder / "issues" / "2026-12-01.md", "weekly")
     a = Ledger(nl.store, mailing.rendered.slug, "weekly")
     a.start(mailing.rendered.subject)
     wa = a.register()
@@ -90,10 +90,10 @@ def test_a_worker_found_lost_claims_nothing_more_and_the_list_completes_once(lea
         with pytest.raises(LeaseLost):
             a.claim(wa, 2, 10, LEASE)
         # A dies here. The next send ends, sends the 20 nobody had, and reports A's 10 unknown.
-        report = in_thread(lambda: nl.send(mailing), 30)
+        report = in_thread(lambda: nl.sends.send(mailing), 30)
         assert report.counts["sent"] == 20 and report.counts["unknown"] == 10 and report.exit_code == 1
         # A had handed nothing over: re-sending the unknown completes the list, nobody twice.
-        again = in_thread(lambda: nl.send(mailing, resend_unknown=True), 30)
+        again = in_thread(lambda: nl.sends.send(mailing, resend_unknown=True), 30)
         assert again.counts["sent"] == 30 and again.exit_code == 0
     received = collections.Counter(fake.sent)
     assert len(received) == 30 and set(received.values()) == {1}
@@ -111,9 +111,9 @@ def test_rows_left_in_flight_by_a_lost_worker_are_recovered_and_the_next_send_en
     assert "in_flight 10" in status.output
     assert f"10 in flight held by worker {wa}" in status.output and "gone" in status.output, status.output
     with Newsletter.from_config(lease_config, provider_factory=fake.factory) as nl:
-        report = in_thread(lambda: nl.send(mailing), 30)
+        report = in_thread(lambda: nl.sends.send(mailing), 30)
         assert report.counts["sent"] == 20 and report.counts["unknown"] == 10 and report.counts["in_flight"] == 0
-        again = in_thread(lambda: nl.send(mailing, resend_unknown=True), 30)
+        again = in_thread(lambda: nl.sends.send(mailing, resend_unknown=True), 30)
         assert again.counts["sent"] == 30 and again.exit_code == 0
     assert sorted(collections.Counter(fake.sent).values()) == [1] * 30
 
@@ -131,7 +131,7 @@ def test_the_end_of_send_wait_for_a_live_worker_is_bounded(lease_config, tmp_pat
         threading.Thread(target=beat, daemon=True).start()
         try:
             started = time.monotonic()
-            report = in_thread(lambda: nl.send(mailing), 10 * LEASE)
+            report = in_thread(lambda: nl.sends.send(mailing), 10 * LEASE)
             waited = time.monotonic() - started
         finally:
             alive.set()
@@ -162,7 +162,7 @@ def cli_process(config: Path, *args: str) -> subprocess.Popen[str]:
 def test_a_worker_stopped_past_its_lease_sends_nothing_once_resumed(slow_smtp, tmp_path):
     config, inbox = slow_smtp
     with Newsletter.from_config(config) as nl:
-        nl.import_csv(people(tmp_path, 200), "weekly")
+        nl.subscribers.import_csv(people(tmp_path, 200), "weekly")
     proc = cli_process(config, "send", str(tmp_path / "issues" / "2026-12-01.md"), "--list", "weekly", "--yes")
     try:
         assert wait_for(lambda: len(inbox.messages) >= 5, 30)
@@ -192,7 +192,7 @@ def test_an_smtp_send_killed_mid_way_leaves_at_most_one_unknown_per_connection(s
     config, inbox = slow_smtp
     config.write_text(config.read_text().replace("[smtp]", "[smtp]\nconnections = 3"))
     with Newsletter.from_config(config) as nl:
-        nl.import_csv(people(tmp_path, 300), "weekly")
+        nl.subscribers.import_csv(people(tmp_path, 300), "weekly")
     proc = cli_process(config, "send", str(tmp_path / "issues" / "2026-12-01.md"), "--list", "weekly", "--yes")
     try:
         assert wait_for(lambda: len(inbox.messages) >= 10, 30)
@@ -203,7 +203,7 @@ def test_an_smtp_send_killed_mid_way_leaves_at_most_one_unknown_per_connection(s
         proc.kill()
     time.sleep(0.3)  # a body already on the wire arrives
     with Newsletter.from_config(config) as nl:
-        report = nl.send(tmp_path / "issues" / "2026-12-01.md", "weekly")
+        report = nl.sends.send(tmp_path / "issues" / "2026-12-01.md", "weekly")
         with nl.store.engine.connect() as conn:
             unknown = {r[0] for r in conn.exec_driver_sql(
                 "SELECT s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "

@@ -43,7 +43,7 @@ def test_add_and_import_refuse_an_over_long_field_with_the_same_words(config, tm
 def test_the_form_refuses_an_over_long_name_instead_of_cutting_it(config):
     with Newsletter.from_config(config) as nl:
         with pytest.raises(FieldError, match="at most 300") as caught:
-            nl.subscribe("ada@example.com", "weekly", "N" * 301)
+            nl.links.subscribe("ada@example.com", "weekly", "N" * 301)
         assert caught.value.field == "name"
-        nl.subscribe("ada@example.com", "weekly", "N" * 300)
+        nl.links.subscribe("ada@example.com", "weekly", "N" * 300)
         assert nl.store.find("ada@example.com").name == "N" * 300

@@ -35,7 +35,7 @@ def app_and_config(tmp_path_factory):
         path = write_config(folder, backend="smtp", smtp_port=9, base_url="https://testserver")
         path.write_text(path.read_text().replace("[sendgrid]", f'[sendgrid]\nwebhook_public_key = "{key}"'))
         nl = Newsletter.from_config(path)
-        nl.import_csv(SAMPLE, "weekly")
+        nl.subscribers.import_csv(SAMPLE, "weekly")
         client = TestClient(create_app(nl), base_url="https://testserver", raise_server_exceptions=True)
         yield client, nl.config
         nl.close()
@@ -88,15 +88,15 @@ def test_csv_import_never_fails_and_strict_changes_nothing(tmp_path_factory, row
     path = folder / "fuzz.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with Newsletter.from_config(cfg_path) as nl:
-        nl.list_counts()
+        nl.subscribers.counts()
         before = dump(nl.config)
         try:
-            nl.import_csv(path, "weekly", strict=True)
+            nl.subscribers.import_csv(path, "weekly", strict=True)
         except InputError as exc:
             assert "\n" not in str(exc)
             assert dump(nl.config) == before
         try:
-            report = nl.import_csv(path, "weekly")
+            report = nl.subscribers.import_csv(path, "weekly")
         except InputError:
             return
         assert report.read == report.added + report.updated + report.present - report.duplicates \

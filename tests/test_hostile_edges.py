@@ -99,9 +99,9 @@ def test_the_subscribe_form_refuses_control_characters_in_the_name(tmp_path, mon
     with Newsletter.from_config(config) as nl:
         for name in ("Ada\0Lovelace", "Ada\x1b[31m", "Ada\x7f"):
             with pytest.raises(InputError, match="control character"):
-                nl.subscribe("ada@example.com", "weekly", name)
+                nl.links.subscribe("ada@example.com", "weekly", name)
         assert nl.store.find("ada@example.com") is None
-        nl.subscribe("ada@example.com", "weekly", "Ada\tLovelace")  # a tab is a space, as a line break is
+        nl.links.subscribe("ada@example.com", "weekly", "Ada\tLovelace")  # a tab is a space, as a line break is
         assert nl.store.find("ada@example.com").name == "Ada Lovelace"
 
 
@@ -119,7 +119,7 @@ def test_preview_answers_only_its_own_host(tmp_path, monkeypatch):
     config = write_config(tmp_path)
     issue = ready_sample(tmp_path)
     with Newsletter.from_config(config) as nl:
-        _rendered, server = nl.preview_server(issue, "127.0.0.1", 0)
+        _rendered, server = nl.issues.preview(issue, "127.0.0.1", 0)
         port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:

@@ -98,7 +98,7 @@ def start_send(postgres: Postgres, server, folder: Path, monkeypatch, retry_for:
     config = config_for(folder, postgres.url, server.url, retry_for=retry_for)
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     with Newsletter.from_config(config) as nl:
-        nl.import_csv(people(folder), "weekly")
+        nl.subscribers.import_csv(people(folder), "weekly")
     server.latency = 0.1
     return config, sender(config)
 
@@ -230,7 +230,7 @@ def test_sqlite_on_a_full_disk_says_so_in_one_line_and_sends_once_when_there_is_
     config = config_for(tmp_path, f"sqlite:///{small_disk}/newsletter.db", sendgrid_server.url, retry_for=1)
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     with Newsletter.from_config(config) as nl:
-        nl.import_csv(people(tmp_path, 300), "weekly")
+        nl.subscribers.import_csv(people(tmp_path, 300), "weekly")
     filler = fill(small_disk)
     proc = sender(config)
     line = one_error_line(proc)

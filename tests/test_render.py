@@ -365,7 +365,7 @@ def test_preview_renders_again_when_the_issue_is_saved_and_says_when_the_port_is
     from newsletter.errors import InputError
 
     with Newsletter.from_config(config_path) as nl:
-        _rendered, server = nl.preview_server(sample_issue, "127.0.0.1", 0)
+        _rendered, server = nl.issues.preview(sample_issue, "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         try:
@@ -393,6 +393,6 @@ def test_preview_renders_again_when_the_issue_is_saved_and_says_when_the_port_is
             port = taken.getsockname()[1]
             shutil.copy(ROOT / "issues" / "2026-12-01.md", sample_issue)
             with pytest.raises(InputError, match=rf"^127\.0\.0\.1:{port} is in use: pick another with --port"):
-                nl.preview_server(sample_issue, "127.0.0.1", port)
+                nl.issues.preview(sample_issue, "127.0.0.1", port)
         finally:
             taken.close()

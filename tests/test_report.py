@@ -50,7 +50,7 @@ def sent(sg_config, sg_run, tmp_path):
 
 def test_one_issue_counts_people_not_events_with_rates_and_top_links(sent):
     with Newsletter.from_config(sent) as nl:
-        (report,) = nl.report("2026-12-01")
+        (report,) = nl.sends.report("2026-12-01")
     assert (report.recipients, report.sent, report.delivered, report.bounced) == (12, 12, 10, 1)
     assert (report.opened, report.clicked, report.unsubscribed, report.complained) == (4, 2, 1, 1)
     assert report.rates["opened"] == 0.4 and report.rates["clicked"] == 0.2 and report.rates["click_to_open"] == 0.5
@@ -154,9 +154,9 @@ def test_a_send_over_smtp_shows_na_for_what_only_events_can_tell(tmp_path, monke
         monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
         path = write_config(tmp_path, backend="smtp", smtp_port=controller.port)
         with Newsletter.from_config(path) as nl:
-            nl.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
-            nl.send(ready_sample(tmp_path), "weekly")
-            (report,) = nl.report("2026-12-01")
+            nl.subscribers.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
+            nl.sends.send(ready_sample(tmp_path), "weekly")
+            (report,) = nl.sends.report("2026-12-01")
         assert report.sent == 12 and report.rates["delivered"] is None and report.rates["opened"] is None
         from click.testing import CliRunner
 

@@ -198,7 +198,7 @@ def test_a_pin_older_than_the_misfire_grace_is_reported_missed_and_dropped(tmp_p
     from newsletter import Newsletter
 
     with Newsletter(cfg) as nl:
-        run = nl.send_due("weekly", now=dt.datetime.now(UTC) + dt.timedelta(seconds=30))
+        run = nl.schedule.due("weekly", now=dt.datetime.now(UTC) + dt.timedelta(seconds=30))
     assert run.exit_code == 1 and run.line.startswith("MISSED: pin:2026-12-01:weekly (pinned to ")
     assert f"send it by hand with `newsletter send {tmp_path / 'issues' / '2026-12-01.md'} --list weekly`" in run.line
     assert run.report is None and "pin:2026-12-01:weekly" not in pinned_jobs(cfg)
@@ -243,7 +243,7 @@ def test_schedule_list_names_the_issue_the_next_weekly_slot_sends(tmp_path, monk
     from newsletter import Newsletter
 
     with Newsletter(cfg) as nl:
-        (weekly,) = nl.scheduled().runs
+        (weekly,) = nl.schedule.timetable().runs
     assert weekly.description == f"weekly send (* * * * *), sends {tmp_path / 'issues' / (TODAY + '.md')}"
 
 
@@ -380,8 +380,9 @@ def test_commands_that_only_read_the_schedule_create_no_table_and_race_nothing(t
     from newsletter import Newsletter
 
     with Newsletter(cfg) as nl:
-        assert nl.plan_due("weekly").due == [] and [run.id for run in nl.scheduled().runs] == ["weekly:weekly"]
+        assert nl.schedule.plan("weekly").due == []
+        assert [run.id for run in nl.schedule.timetable().runs] == ["weekly:weekly"]
         assert schedule.JOB_TABLE not in sa.inspect(nl.store.engine).get_table_names()
         with pytest.raises(ConfigError, match="no scheduled job 'pin:x'"):
-            nl.cancel("pin:x")
+            nl.schedule.cancel("pin:x")
         assert schedule.JOB_TABLE not in sa.inspect(nl.store.engine).get_table_names()

@@ -22,13 +22,13 @@ SAMPLE = ROOT / "subscribers" / "sample.csv"
 @pytest.fixture
 def imported(sg_config):
     with Newsletter.from_config(sg_config) as nl:
-        nl.import_csv(SAMPLE, "weekly")
+        nl.subscribers.import_csv(SAMPLE, "weekly")
     return sg_config
 
 
 def counts(config) -> dict[str, int]:
     with Newsletter.from_config(config) as nl:
-        return nl.status(ROOT / "issues" / "2026-12-01.md", "weekly").counts
+        return nl.sends.status(ROOT / "issues" / "2026-12-01.md", "weekly").counts
 
 
 def test_a_message_too_large_on_its_own_is_refused_before_anything_is_sent(imported, sg_run, sendgrid_server,

@@ -37,9 +37,9 @@ def crashed(tmp_path, monkeypatch):
     fake = FakeProvider(max_batch=100)
     fake.next(unknown)
     nl = Newsletter(config_mod.load(path), provider_factory=fake.factory)
-    nl.import_csv(SAMPLE, "weekly")
+    nl.subscribers.import_csv(SAMPLE, "weekly")
     issue = ready_sample(tmp_path)
-    report = nl.send(issue, "weekly")
+    report = nl.sends.send(issue, "weekly")
     assert report.counts["unknown"] == 12
     yield nl, signer, fake, issue
     nl.close()
@@ -68,9 +68,9 @@ def test_a_verified_event_for_an_unknown_row_settles_it_and_resend_unknown_sends
     assert after["alan@example.com"][0] == "failed"  # blocked
     still = {email for email, (state, _e) in after.items() if state == "unknown"}
     assert len(still) == 5 and "margaret@example.org" in still  # an event type we do not know settles nothing
-    assert nl.status(issue, "weekly").counts["unknown"] == 5
+    assert nl.sends.status(issue, "weekly").counts["unknown"] == 5
     before = len(fake.sent)
-    resent = nl.send(issue, "weekly", resend_unknown=True)
+    resent = nl.sends.send(issue, "weekly", resend_unknown=True)
     assert sorted(fake.sent[before:]) == sorted(still)  # the provider's answer this time: sent
     assert resent.counts["unknown"] == 0
 
@@ -78,7 +78,7 @@ def test_a_verified_event_for_an_unknown_row_settles_it_and_resend_unknown_sends
 def test_an_event_never_settles_a_row_that_is_not_unknown(crashed):
     nl, signer, _fake, issue = crashed
     ids = {line.split(",")[0]: nl.store.get(line.split(",")[0]).id for line in SAMPLE.read_text().splitlines()[1:]}
-    nl.send(issue, "weekly", resend_unknown=True)  # all sent now
+    nl.sends.send(issue, "weekly", resend_unknown=True)  # all sent now
     body = event_batch("2026-12-01", ids, int(time.time()))
     with TestClient(create_app(nl), base_url="https://testserver") as client:
         assert client.post("/webhooks/sendgrid", content=body, headers=signer.headers(body)).status_code == 200
@@ -93,9 +93,9 @@ def test_status_lists_every_problem_row_as_json_and_as_csv(tmp_path, monkeypatch
     fake = FakeProvider(max_batch=1000)
     fake.next(unknown)
     with Newsletter(config_mod.load(path), provider_factory=fake.factory) as nl:
-        nl.import_csv(rows, "weekly")
+        nl.subscribers.import_csv(rows, "weekly")
         issue = ready_sample(tmp_path)
-        nl.send(issue, "weekly")
+        nl.sends.send(issue, "weekly")
     runner = CliRunner()
     listed = runner.invoke(cli, ["--config", str(path), "status", str(issue), "--list", "weekly", "--json"])
     assert listed.exit_code == 0, listed.output

@@ -85,13 +85,13 @@ def test_a_relay_that_keeps_deferring_leaves_rows_pending_for_a_later_run(relay,
     assert "pending 5" in status.output and "failed 0" in status.output
     with Newsletter.from_config(config) as nl:
         # Not claimed again before their retry time, so a second run right away sends nothing...
-        again = nl.send(sample_issue, "weekly")
+        again = nl.sends.send(sample_issue, "weekly")
         assert again.this_run["deferred"] == 0 and again.counts["pending"] == 5
         # ...and once the relay takes mail again and the time has come, the next run delivers them.
         inbox.always_busy = False
         with nl.store.write() as conn:
             conn.exec_driver_sql("UPDATE deliveries SET retry_after = NULL")
-        assert nl.send(sample_issue, "weekly").counts["sent"] == 5
+        assert nl.sends.send(sample_issue, "weekly").counts["sent"] == 5
     assert len(received(inbox)) == 5
 
 

@@ -27,8 +27,8 @@ def test_the_messages_score_at_most_one_point(tmp_path, monkeypatch, which):
     config = write_config(tmp_path, backend="smtp")
     issue = ROOT / "issues" / "2026-12-01.md" if which == "sample" else thirteen_items(tmp_path / "issues" / "13.md")
     with Newsletter.from_config(config) as nl:
-        nl.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
-        report = nl.dry_run(issue, "weekly", out_dir=tmp_path / "out", limit=1)
+        nl.subscribers.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
+        report = nl.sends.dry_run(issue, "weekly", out_dir=tmp_path / "out", limit=1)
     eml = next(p for p in report.written if p.suffix == ".eml")
     result = subprocess.run([SPAMASSASSIN or "spamassassin", "-t", "-L"], input=eml.read_bytes(),
                             capture_output=True, timeout=180)

@@ -43,7 +43,7 @@ def worker(config: Path, *args: str) -> subprocess.Popen[str]:
 def test_three_workers_share_a_send_and_survive_one_being_killed(shared, sendgrid_server, tmp_path):
     n = 2000
     with Newsletter.from_config(shared) as nl:
-        nl.import_csv(people(tmp_path, n), "weekly")
+        nl.subscribers.import_csv(people(tmp_path, n), "weekly")
     sendgrid_server.latency = 0.15
     workers = [worker(shared) for _ in range(3)]
     assert wait_for(lambda: len(sendgrid_server.received) >= 400, 60)
@@ -54,7 +54,7 @@ def test_three_workers_share_a_send_and_survive_one_being_killed(shared, sendgri
         assert w.returncode in (0, 1), out + err  # 1: rows of the killed worker are reported unknown
         assert "Traceback" not in err
     with Newsletter.from_config(shared) as nl:
-        counts = nl.status(ISSUE, "weekly").counts
+        counts = nl.sends.status(ISSUE, "weekly").counts
         with nl.store.engine.connect() as conn:
             unknown = {r[0] for r in conn.exec_driver_sql(
                 "SELECT s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
@@ -78,7 +78,7 @@ def test_three_workers_share_a_send_and_survive_one_being_killed(shared, sendgri
 @pytest.mark.slow
 def test_a_second_send_joins_the_first_instead_of_failing(shared, sendgrid_server, tmp_path):
     with Newsletter.from_config(shared) as nl:
-        nl.import_csv(people(tmp_path, 1200), "weekly")
+        nl.subscribers.import_csv(people(tmp_path, 1200), "weekly")
     sendgrid_server.latency = 0.3
     first = worker(shared)
     assert wait_for(lambda: len(sendgrid_server.received) >= 50, 60)
@@ -99,9 +99,9 @@ def test_one_issue_to_two_overlapping_lists_at_once_reaches_each_person_once(sto
     path.write_text(path.read_text().replace('url = "sqlite:///newsletter.db"', f'url = "{store_url}"'))
     everyone = people(tmp_path, 300)
     with Newsletter.from_config(path) as nl:
-        nl.import_csv(everyone, "weekly")
-        nl.import_csv(everyone, "daily")
-        nl.add_subscriber("only-daily@example.com", "daily")
+        nl.subscribers.import_csv(everyone, "weekly")
+        nl.subscribers.import_csv(everyone, "daily")
+        nl.subscribers.add("only-daily@example.com", "daily")
     for round_ in range(5):  # it used to fail every time on PostgreSQL
         issue = tmp_path / f"issue-{round_}.md"
         issue.write_text(ISSUE.read_text().replace("slug: 2026-12-01", f"slug: round-{round_}"))
@@ -112,10 +112,10 @@ def test_one_issue_to_two_overlapping_lists_at_once_reaches_each_person_once(sto
         def send(list_name: str, fake: FakeProvider, issue: Path, start: threading.Barrier,
                  errors: list[BaseException]) -> None:
             with Newsletter.from_config(path, provider_factory=fake.factory) as nl:
-                mailing = nl.mailing(issue, list_name)
+                mailing = nl.sends.mailing(issue, list_name)
                 start.wait()
                 try:
-                    nl.send(mailing)
+                    nl.sends.send(mailing)
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     errors.append(exc)
 

@@ -32,7 +32,7 @@ __all__ = ["app", "create_app"]
 def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Starlette:
     """The ASGI app for one newsletter; `clock` (seconds since the epoch) is for tests."""
     nl.config.secret()  # links cannot be checked without it: fail at start-up, not at the first click
-    nl.check_templates()  # a broken template: one line now, not a 500 at the first request
+    nl.issues.check_templates()  # a broken template: one line now, not a 500 at the first request
     pages = Pages(nl)
     subscriptions, webhooks, archive = Subscriptions(nl, pages, clock), Webhooks(nl, clock), Archive(nl, pages)
 

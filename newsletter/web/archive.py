@@ -23,7 +23,7 @@ class Archive:
         name = request.path_params.get("list")
         if name is not None and name not in self.nl.config.lists:
             return await self._issue(request, str(name), None)
-        issues = await run_in_threadpool(self.nl.archive, name)
+        issues = await run_in_threadpool(self.nl.issues.archive, name)
         lists = [self.nl.config.lists[name]] if name else list(self.nl.config.lists.values())
         return self.pages.page(request, "archive.html", {"list": lists[0] if name else None, "lists": lists, "issues": [
             {"slug": i.slug, "subject": i.subject, "date": i.date, "preheader": i.preheader,
@@ -36,7 +36,7 @@ class Archive:
         return await self._issue(request, request.path_params["slug"], str(name))
 
     async def _issue(self, request: Request, slug: str, list_name: str | None) -> Response:
-        page = await run_in_threadpool(self.nl.web_version, slug, list_name)
+        page = await run_in_threadpool(self.nl.issues.web_version, slug, list_name)
         if page is None:
             return self.pages.error(request, 404, "There is no such issue in the archive.")
         return HTMLResponse(page)
@@ -46,8 +46,8 @@ class Archive:
         name = request.path_params.get("list")
         if name is not None and name not in self.nl.config.lists:
             return self.pages.error(request, 404, "There is no such list.")
-        issues = await run_in_threadpool(self.nl.archive, name)
-        pages = [await run_in_threadpool(self.nl.web_version, i.slug, name) for i in issues]
+        issues = await run_in_threadpool(self.nl.issues.archive, name)
+        pages = [await run_in_threadpool(self.nl.issues.web_version, i.slug, name) for i in issues]
         return Response(self._atom(issues, pages, name), media_type="application/atom+xml")
 
     def _atom(self, issues: list[ArchivedIssue], pages: list[str | None], list_name: str | None) -> bytes:

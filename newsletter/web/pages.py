@@ -16,7 +16,7 @@ from .security import CSRF_COOKIE
 class Pages:
     def __init__(self, nl: Newsletter) -> None:
         self.nl = nl
-        self.templates = Jinja2Templates(env=nl.web_templates())
+        self.templates = Jinja2Templates(env=nl.issues.web_templates())
         self.secure_cookie = nl.config.require_base_url().startswith("https://")
 
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200,

@@ -52,7 +52,7 @@ class Subscriptions:
             log.info("subscribe form with the hidden field filled in, from %s: ignored", client)
             return self._check_inbox(request, email, declared.title)
         try:
-            subscription = await run_in_threadpool(self.nl.subscribe, email, name, person)
+            subscription = await run_in_threadpool(self.nl.links.subscribe, email, name, person)
         except FieldError as exc:
             return self.pages.page(request, "subscribe.html", {"list": declared, "email": email, "name": person,
                                    "error": f"Please check your name: {exc}."}, 400, csrf=csrf)
@@ -72,7 +72,7 @@ class Subscriptions:
 
     def _mail_confirmation(self, subscription: SubscribeRequest) -> None:
         try:
-            result = self.nl.send_confirmation(subscription)
+            result = self.nl.links.send_confirmation(subscription)
             if result.status != "sent":  # the provider's Result literal
                 log.error("confirmation mail to subscriber %s: %s %s", subscription.subscriber_id, result.status,
                           result.error)
@@ -82,7 +82,7 @@ class Subscriptions:
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            declared = self.nl.confirmation_list(token, now=self.clock())
+            declared = self.nl.links.confirmation_list(token, now=self.clock())
         except TokenError as exc:
             return self.pages.error(request, 400, f"This confirmation link does not work: {exc}.")
         except UnknownListError:
@@ -97,7 +97,7 @@ class Subscriptions:
             return self.pages.page(request, "confirm.html", {"list": declared, "token": token,
                                    "error": "The form expired. Please press the button again."}, 403, csrf=csrf)
         try:
-            _list, status = await run_in_threadpool(lambda: self.nl.confirm(token, now=self.clock()))
+            _list, status = await run_in_threadpool(lambda: self.nl.links.confirm(token, now=self.clock()))
         except TokenError as exc:  # expired between the page and the button
             return self.pages.error(request, 400, f"This confirmation link does not work: {exc}.")
         if status is None:
@@ -111,7 +111,7 @@ class Subscriptions:
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            found = await run_in_threadpool(self.nl.unsubscribe_link, token)
+            found = await run_in_threadpool(self.nl.links.unsubscribe_target, token)
         except TokenError:
             return self.pages.error(request, 400,
                                     "This unsubscribe link is not valid. Use the link from the newest email.")
@@ -129,7 +129,7 @@ class Subscriptions:
         one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: sent without cookies
         if not one_click and not csrf_ok(request, form):
             return self.pages.error(request, 403, "The form expired. Please open the unsubscribe link again.")
-        await run_in_threadpool(lambda: self.nl.unsubscribe(token, source="one-click" if one_click else "web"))
+        await run_in_threadpool(lambda: self.nl.links.unsubscribe(token, source="one-click" if one_click else "web"))
         return self.pages.message(
             request, "You are unsubscribed",
             f"{mask(found.email)} will get no more {found.list.title}. It takes effect at once, "

@@ -26,7 +26,7 @@ class Webhooks:
         body = await request.body()  # bounded by the app's BodyLimit: [web] max_webhook_bytes
         try:
             received, counts = await run_in_threadpool(
-                lambda: self.nl.receive_events(provider, body, request.headers, now=self.clock()))
+                lambda: self.nl.webhooks.receive(provider, body, request.headers, now=self.clock()))
         except UnknownProviderError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
         except WebhookError as exc:

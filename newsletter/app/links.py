@@ -1,0 +1,115 @@
+"""`nl.links`: the subscriber's side: the signup form, subscribe requests, confirmation and unsubscribe links.
+
+Each link is signed for one person on one list and acts only for them (`Store.linked_membership`).
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .. import consent, tokens
+from ..errors import InputError
+from .part import Part
+
+if TYPE_CHECKING:
+    from ..config import ListSettings
+    from ..providers import Result
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """A subscribe form submission, accepted: whether a confirmation mail should go out."""
+
+    subscriber_id: int | None
+    email: str
+    address_key: str
+    list_name: str
+    name: str
+    should_mail: bool
+
+
+@dataclass(frozen=True)
+class LinkedMembership:
+    """The membership a signed unsubscribe link points at."""
+
+    list: ListSettings
+    email: str
+    status: str
+
+
+class Links(Part):
+    _unsubscribe_signer: tokens.Signer | None = None  # made on first use: a send makes a million of its tokens
+
+    def form(self, list_name: str) -> tuple[str, list[str]]:
+        """The HTML form to paste on another site (`web/embed.html`), and what keeps it from working yet."""
+        declared = self.config.list(list_name)
+        action = f"{self.config.require_base_url().rstrip('/')}/subscribe/{list_name}"
+        html = self._nl.issues.web_templates().get_template("embed.html").render(action=action, list=declared)
+        notes = [] if self.config.web.allowed_origins else [
+            f"{self.config.path}: [web] allowed_origins is empty: add the origin of the site that shows this form "
+            f"(such as https://www.example.org), or the form's posts are refused"]
+        return html, notes
+
+    def subscribe(self, email: str, list_name: str, name: str = "") -> SubscribeRequest:
+        """A subscribe request from the public form (double opt-in). InputError for a bad address."""
+        from .. import addresses, fields
+
+        address = addresses.normalize(email)
+        person = fields.name(name)
+        subscriber_id, should_mail = self.store.request_subscription(address.email, list_name, person)
+        return SubscribeRequest(subscriber_id, address.email, address.key, list_name, person,
+                                should_mail and subscriber_id is not None)
+
+    def send_confirmation(self, request: SubscribeRequest) -> Result:
+        """Mail the confirmation link of a subscribe request."""
+        from ..send import send_confirmation
+
+        if request.subscriber_id is None:
+            raise InputError("this subscribe request has nobody to confirm")
+        with closing(self._nl.provider()) as provider:
+            return send_confirmation(self.config, provider, subscriber_id=request.subscriber_id, email=request.email,
+                                     name=request.name, list_name=request.list_name)
+
+    def confirm(self, token: str, *, now: float | None = None) -> tuple[ListSettings, str | None]:
+        """Act on a confirmation link: the list and the membership's status after (None: no membership).
+
+        TokenError for a forged, altered or expired link; UnknownListError for a list no longer declared.
+        """
+        claims = self._confirm_claims(token, now)
+        declared = self.config.list(claims.list_name)
+        return declared, self.store.confirm(claims.subscriber_id, claims.list_name)
+
+    def confirmation_list(self, token: str, *, now: float | None = None) -> ListSettings:
+        """The list a confirmation link is for, checking the link without acting on it."""
+        return self.config.list(self._confirm_claims(token, now).list_name)
+
+    def unsubscribe_target(self, token: str) -> LinkedMembership | None:
+        """What an unsubscribe link points at, without acting (mail scanners fetch links); None when gone."""
+        return self._linked(self._unsubscribe_claims(token))
+
+    def unsubscribe(self, token: str, *, source: str = "web") -> LinkedMembership | None:
+        """Act on an unsubscribe link; repeating it is harmless. None when the membership is gone."""
+        claims = self._unsubscribe_claims(token)
+        self.config.list(claims.list_name)  # a list no longer declared: its one-line error, nothing changed
+        self.store.change(claims.subscriber_id, claims.list_name, consent.UNSUBSCRIBE, source,
+                          issue=claims.extra or None)
+        return self._linked(claims)
+
+    def _linked(self, claims: tokens.Claims) -> LinkedMembership | None:
+        declared = self.config.list(claims.list_name)
+        found = self.store.linked_membership(claims)
+        return LinkedMembership(declared, found[0], found[1]) if found else None
+
+    def _confirm_claims(self, token: str, now: float | None) -> tokens.Claims:
+        claims = tokens.check_confirm(self.config.secret(), token, now=now, previous=self.config.previous_secrets())
+        self.store.linked_membership(claims)
+        return claims
+
+    def _unsubscribe_claims(self, token: str) -> tokens.Claims:
+        if self._unsubscribe_signer is None:
+            self._unsubscribe_signer = tokens.unsubscribe_signer(self.config.secret(), self.config.previous_secrets())
+        claims = self._unsubscribe_signer.check(token)
+        self.store.linked_membership(claims)
+        return claims

@@ -1,0 +1,212 @@
+"""What every command shares: the group, the newsletter of `--config`, stop tokens, the consoles, printers."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+
+from .. import __version__
+from ..app import CONFIG_ENV, Newsletter, init_project
+from ..errors import NewsletterError
+
+if TYPE_CHECKING:
+    from ..app import Report
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out = Console(highlight=False, soft_wrap=True, width=160)  # tables in logs and pipes are not cut at 80
+
+
+class Group(click.Group):
+    """Turns a NewsletterError (or what the front door explains as one: a database away, a full disk)
+    into one line on stderr and its exit code; bugs keep their traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except Exception as exc:
+            state = ctx.find_object(State)
+            known = state.explain(exc) if state is not None else None
+            if known is None:
+                raise
+            click.echo(f"error: {known}", err=True)
+            ctx.exit(known.exit_code)
+
+
+class State:
+    """The newsletter of `--config`, opened on first use and closed when the command ends."""
+
+    def __init__(self, ctx: click.Context, config_path: str | None) -> None:
+        self.ctx, self.config_path = ctx, config_path
+        self._newsletter: Newsletter | None = None
+
+    def explain(self, exc: Exception) -> NewsletterError | None:
+        return self._newsletter.explain(exc) if self._newsletter is not None else None
+
+    @property
+    def nl(self) -> Newsletter:
+        if self._newsletter is None:
+            self._newsletter = Newsletter.from_config(self.config_path)
+            self.ctx.call_on_close(self._newsletter.close)
+        return self._newsletter
+
+
+pass_state = click.make_pass_decorator(State)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Stop:
+    """The stop token of a command: asked as `stop()`, set by SIGTERM or SIGINT, remembering which came first.
+
+    Only a flag: a signal handler runs between two bytecodes of the main thread, possibly inside a
+    lock that thread holds (a `threading.Event.set` takes one), so the handler must take none.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def exit_code(self, code: int, pending: int) -> int:
+        """A stop by a signal that left rows pending exits 128 + its number (130, 143), as shells report."""
+        return 128 + self.signum if self.signum and pending else code
+
+
+@contextmanager
+def stop_on_signals(*, quiet: bool = False) -> Iterator[Stop]:
+    """A Stop set by SIGTERM or SIGINT for the length of the block; the previous handlers come back after.
+
+    Only process entry points (this CLI) install handlers: the library takes the Stop as a stop token.
+    The handler only sets the flag; a thread says what was received (printing from a handler can
+    re-enter the stream the main thread is writing).
+    """
+    stop = Stop()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.signum is None:
+            stop.signum = signum
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    done = threading.Event()
+
+    def announce() -> None:
+        while not done.wait(0.05):
+            if stop.signum is not None:
+                click.echo(f"received {signal.Signals(stop.signum).name}: finishing the batch in flight, "
+                           f"then stopping", err=True)
+                return
+
+    if not quiet:
+        threading.Thread(target=announce, name="signal-notice", daemon=True).start()
+    try:
+        yield stop
+    finally:
+        done.set()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@click.group(cls=Group)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar=CONFIG_ENV,
+    help="Configuration file (default: $NEWSLETTER_CONFIG, else ./config.toml).",
+)
+@click.version_option(__version__, prog_name="newsletter")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Render weekly Markdown issues to email, keep subscriber lists, and send each issue once."""
+    ctx.obj = State(ctx, config_path)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False), default=".")
+def init(folder: str) -> None:
+    """Write a new project into FOLDER (default: here): config, templates, a sample issue and list."""
+    written = init_project(folder)
+    out.print(f"wrote {len(written)} files into {folder}:", markup=False)
+    for path in written:
+        out.print(f"  {path}", markup=False)
+    config = Path(folder) / "config.toml"
+    out.print("next: edit config.toml (name, from_email, base_url, postal_address), then try\n"
+              f"  newsletter --config {config} subscribers import {Path(folder) / 'subscribers' / 'sample.csv'} "
+              "--list weekly\n"
+              f"  newsletter --config {config} send {Path(folder) / 'issues' / '2026-12-01.md'} --list weekly "
+              "--dry-run\n"
+              "the sample issue is a draft (draft: true), so `send --due` and the scheduler never send it; "
+              "remove that line from an issue when it is ready to go at its slot", markup=False)
+
+
+def warn(warnings: tuple[str, ...] | list[str]) -> None:
+    from rich.markup import escape
+
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True)
+
+
+def print_json(data: Any) -> None:
+    """JSON for scripts on standard output: dataclasses as objects, times as ISO 8601."""
+    import dataclasses
+    import json
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    click.echo(json.dumps(data, default=plain, indent=2, ensure_ascii=False))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+
+
+def print_compatibility(report: Report | None) -> None:
+    """caniemail's verdict on the features the issue uses, one row each, one column per client."""
+    if report is None:
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Email client support (caniemail.com data of {report.data_date}): "
+                        f"{len(report.findings)} of {report.features_used} features used are not supported everywhere",
+                  title_justify="left", box=None, pad_edge=False, padding=(0, 1))
+    table.add_column("feature", overflow="fold")
+    for client in report.clients:
+        table.add_column(client.replace(" ", "\n", 1), justify="center")
+    table.add_column("")
+    for finding in report.findings:
+        cells = ["no" if c in finding.unsupported else "part" if c in finding.partial else "" for c in report.clients]
+        verdict = "by design" if finding.on_purpose else ("[yellow]check[/]" if finding.unsupported else "")
+        table.add_row(finding.title, *cells, verdict)
+    out.print(table)
+
+
+def list_option(f: F) -> F:
+    return click.option("--list", "list_name", help="The list (default: [schedule] list in the config).")(f)
+
+
+def show_time(when: Any) -> str:
+    """A time in the schedule's zone and in UTC."""
+    import datetime as dt
+
+    return f"{when:%Y-%m-%d %H:%M %Z} ({when.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
+
+
