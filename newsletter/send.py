@@ -135,121 +135,159 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     batches with the provider finish and are recorded, and the rest stays pending. Other
     processes sending the same issue to the same list share the work through the ledger.
     """
-    should_stop = stop_check(stop)
     provider.check(mailing.envelope)  # a message that can never be sent stops here, before any claim
-    slug, list_name = mailing.rendered.slug, mailing.list_name
-    ledger = Ledger(store, slug, list_name)
-    started = time.monotonic()
-    report = SendReport(slug, list_name, {})
+    ledger = Ledger(store, mailing.rendered.slug, mailing.list_name)
+    report = SendReport(mailing.rendered.slug, mailing.list_name, {})
     report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
     ledger.start(mailing.rendered.subject, events=provider.reports_events)
-    worker = ledger.register()
-    beat = _Heartbeat(ledger, worker, lease, report)
-    # Every wait, and every provider call of every batch, stops as soon as the lease may be gone.
-    pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or not beat.holds(), sleep=sleep)
-    total = ledger.counts()[PENDING]
-    size = provider.max_batch if not max_rate else max(1, min(provider.max_batch, int(max_rate)))
-    slots = max(1, concurrency or provider.max_in_flight)
-    finished: queue.Queue[tuple[int, list[Recipient], Future[list[Result]]]] = queue.Queue()
-    pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="provider")
-    in_flight, handed, claims = 0, 0, 0
-    failure: ProviderError | None = None
-    outage: StoreUnavailable | None = None
-    unrecorded: list[tuple[int, list[Recipient], list[Result]]] = []  # held while the store is away
+    dispatch = _Dispatch(ledger, mailing, provider, report, stop_check(stop), limit=limit, max_rate=max_rate,
+                         progress=progress, sleep=sleep, lease=lease, concurrency=concurrency)
+    return dispatch.run()
 
-    def record(item: tuple[int, list[Recipient], Future[list[Result]]]) -> None:
-        nonlocal in_flight, failure, outage
-        in_flight -= 1
+
+_Returned = tuple[int, list[Recipient], Future[list[Result]]]  # (claim, its recipients, the provider's answer)
+_Unrecorded = tuple[int, list[Recipient], list[Result]]
+
+
+class _Dispatch:
+    """One worker's send: waits for a free slot and the pacer, claims a batch, hands it to a provider
+    thread, and records each batch as it comes back; whatever stops it, every batch handed over is
+    recorded (or held while the store is away) before it returns."""
+
+    def __init__(self, ledger: Ledger, mailing: Mailing, provider: Provider, report: SendReport,
+                 should_stop: Callable[[], bool], *, limit: int | None, max_rate: float | None,
+                 progress: Callable[[int, int], None] | None, sleep: Callable[[float], None] | None, lease: float,
+                 concurrency: int | None) -> None:
+        self.ledger, self.mailing, self.provider, self.report = ledger, mailing, provider, report
+        self.limit, self.progress, self.lease = limit, progress, lease
+        self.worker = ledger.register()
+        self.beat = _Heartbeat(ledger, self.worker, lease, report)
+        # Every wait, and every provider call of every batch, stops as soon as the lease may be gone.
+        self.pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or not self.beat.holds(), sleep=sleep)
+        self.total = ledger.counts()[PENDING]
+        self.size = provider.max_batch if not max_rate else max(1, min(provider.max_batch, int(max_rate)))
+        self.slots = max(1, concurrency or provider.max_in_flight)
+        self.finished: queue.Queue[_Returned] = queue.Queue()
+        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="provider")
+        self.in_flight = self.handed = self.claims = 0
+        self.exhausted = False  # nothing left to claim
+        self.failure: ProviderError | None = None
+        self.outage: StoreUnavailable | None = None
+        self.unrecorded: list[_Unrecorded] = []  # held while the store is away
+
+    def run(self) -> SendReport:
+        started = time.monotonic()
+        self.beat.start()
+        try:
+            self._dispatch()
+            if not self.report.stopped and self.failure is None and self.outage is None:
+                self.report.stopped = _wait_for_others(self.ledger, self.worker, self.lease, self.pacer)
+        except StoreUnavailable as exc:
+            self.outage = exc
+        finally:
+            self._finish(started)
+        if self.outage is not None and (self.unrecorded or not self.report.counts):
+            raise _gave_up(self.outage, self.unrecorded, self.total - self.handed)
+        if self.failure is not None:
+            raise self.failure
+        return self.report
+
+    def _dispatch(self) -> None:
+        while True:
+            self._record_returned()
+            if self._stopping() or self.in_flight >= self.slots:
+                if self.in_flight == 0:
+                    return
+                self._record(self.finished.get())
+            elif self.limit is not None and self.handed >= self.limit:
+                self.report.stopped = f"--limit {self.limit} reached"
+            else:
+                claimed = self._claim(self.size if self.limit is None else min(self.size, self.limit - self.handed))
+                if claimed:
+                    self._hand(claimed)
+
+    def _stopping(self) -> bool:
+        return self.failure is not None or self.outage is not None or bool(self.report.stopped) or self.exhausted
+
+    def _claim(self, want: int) -> list[Claimed]:
+        """The next batch, after the rate limit and pauses; [] when stopped, away, or only skips came back."""
+        try:
+            if not self.pacer.admit(want, self.ledger.has_pending):
+                self.report.stopped = self.beat.why_stopped()
+                return []
+            self.claims += 1
+            claimed, skipped = self.ledger.claim(self.worker, self.claims, want, self.lease)
+        except LeaseLost:
+            self.beat.lost.set()
+            self.report.stopped = self.beat.why_stopped()
+            return []
+        except StoreUnavailable as exc:
+            self.outage = exc
+            return []
+        self.report.skipped_reasons.update(skipped)
+        self.report.this_run[SKIPPED] += sum(skipped.values())
+        if not claimed:
+            self.exhausted = not skipped
+        return claimed
+
+    def _hand(self, claimed: list[Claimed]) -> None:
+        recipients = [self.mailing.recipient(c) for c in claimed]
+        future = self.pool.submit(self.provider.send, self.mailing.envelope, recipients, self.pacer)
+        future.add_done_callback(functools.partial(_returned, self.finished, self.claims, recipients))
+        self.in_flight += 1
+        self.handed += len(recipients)
+
+    def _record_returned(self) -> None:
+        """Record every batch that has come back, without waiting."""
+        try:
+            while True:
+                self._record(self.finished.get_nowait())
+        except queue.Empty:
+            pass
+
+    def _record(self, item: _Returned) -> None:
+        self.in_flight -= 1
         claim, recipients, future = item
         try:
             results = future.result()
         except ProviderError as exc:
             results = list(exc.partial)
-            failure = failure or exc
-        report.this_run.update(r.status for r in results)
-        if outage is None:
+            self.failure = self.failure or exc
+        self.report.this_run.update(r.status for r in results)
+        if self.outage is None:
             try:
-                _record(ledger, worker, claim, recipients, results)
+                _record(self.ledger, self.worker, claim, recipients, results)
             except StoreUnavailable as exc:
-                outage = exc
-        if outage is not None:  # held, to be written when the store is back
-            unrecorded.append((claim, recipients, results))
-        if progress:
-            progress(sum(report.this_run.values()), total)
+                self.outage = exc
+        if self.outage is not None:  # held, to be written when the store is back
+            self.unrecorded.append((claim, recipients, results))
+        if self.progress:
+            self.progress(sum(self.report.this_run.values()), self.total)
 
-    beat.start()
-    try:
-        exhausted = False
-        while True:
-            try:  # record every batch that has come back
-                while True:
-                    record(finished.get_nowait())
-            except queue.Empty:
-                pass
-            stopping = failure is not None or outage is not None or bool(report.stopped) or exhausted
-            if stopping or in_flight >= slots:
-                if in_flight == 0:
-                    break
-                record(finished.get())
-                continue
-            if limit is not None and handed >= limit:
-                report.stopped = f"--limit {limit} reached"
-                continue
-            want = size if limit is None else min(size, limit - handed)
-            try:
-                if not pacer.admit(want, ledger.has_pending):  # rate limit and pauses; claims come after the wait
-                    report.stopped = beat.why_stopped()
-                    continue
-                claims += 1
-                claimed, skipped = ledger.claim(worker, claims, want, lease)
-            except LeaseLost:
-                beat.lost.set()
-                report.stopped = beat.why_stopped()
-                continue
-            except StoreUnavailable as exc:
-                outage = exc
-                continue
-            report.skipped_reasons.update(skipped)
-            report.this_run[SKIPPED] += sum(skipped.values())
-            if not claimed:
-                exhausted = not skipped
-                continue
-            recipients = [mailing.recipient(c) for c in claimed]
-            future = pool.submit(provider.send, mailing.envelope, recipients, pacer)
-            future.add_done_callback(functools.partial(_returned, finished, claims, recipients))
-            in_flight += 1
-            handed += len(recipients)
-        if not report.stopped and failure is None and outage is None:
-            report.stopped = _wait_for_others(ledger, worker, lease, pacer)
-    except StoreUnavailable as exc:
-        outage = exc
-    finally:
-        # Interrupted or not: every batch with the provider finishes and is recorded.
-        while in_flight:
-            record(finished.get())
-        if pacer.stopped and not report.stopped:  # the stop came while the last batches were out
-            report.stopped = beat.why_stopped()
-        pool.shutdown(wait=True)
-        beat.stop()
+    def _finish(self, started: float) -> None:
+        """Interrupted or not: every batch with the provider finishes and is recorded, held results are
+        written if the store is back, and the worker retires."""
+        report = self.report
+        while self.in_flight:
+            self._record(self.finished.get())
+        if self.pacer.stopped and not report.stopped:  # the stop came while the last batches were out
+            report.stopped = self.beat.why_stopped()
+        self.pool.shutdown(wait=True)
+        self.beat.stop()
         report.duration = time.monotonic() - started
         try:
-            while unrecorded:  # the store is back (or one last try)
-                _record(ledger, worker, *unrecorded[0])
-                unrecorded.pop(0)
-            ledger.retire(worker, report.this_run[SENT], release=not unrecorded)
-            ledger.recover(lease, sweep=False)  # rows of workers that died meanwhile become unknown
-            report.counts = ledger.counts()
-            report.problems = ledger.problems()
-            ledger.finish_if_done(report.counts)
+            while self.unrecorded:  # the store is back (or one last try)
+                _record(self.ledger, self.worker, *self.unrecorded[0])
+                self.unrecorded.pop(0)
+            self.ledger.retire(self.worker, report.this_run[SENT], release=not self.unrecorded)
+            self.ledger.recover(self.lease, sweep=False)  # rows of workers that died meanwhile become unknown
+            report.counts = self.ledger.counts()
+            report.problems = self.ledger.problems()
+            self.ledger.finish_if_done(report.counts)
         except StoreUnavailable as exc:
-            outage = outage or exc
-        if outage is not None and not report.stopped:  # it came back in time to record everything
-            report.stopped = f"stopped claiming while the store was away ({outage})"
-    if outage is not None and (unrecorded or not report.counts):
-        raise _gave_up(outage, unrecorded, total - handed)
-    if failure is not None:
-        raise failure
-    return report
+            self.outage = self.outage or exc
+        if self.outage is not None and not report.stopped:  # it came back in time to record everything
+            report.stopped = f"stopped claiming while the store was away ({self.outage})"
 
 
 def _wait_for_others(ledger: Ledger, worker: int, lease: float, pacer: Pacer) -> str:
@@ -267,8 +305,7 @@ def _wait_for_others(ledger: Ledger, worker: int, lease: float, pacer: Pacer) ->
     return ""
 
 
-def _gave_up(outage: StoreUnavailable, unrecorded: list[tuple[int, list[Recipient], list[Result]]],
-             pending: int) -> StoreUnavailable:
+def _gave_up(outage: StoreUnavailable, unrecorded: list[_Unrecorded], pending: int) -> StoreUnavailable:
     """The one line for a send whose store stayed away: what the provider did that could not be written."""
     results = [r for _claim, _recipients, batch in unrecorded for r in batch]
     if not results:
@@ -280,8 +317,8 @@ def _gave_up(outage: StoreUnavailable, unrecorded: list[tuple[int, list[Recipien
         f"{max(pending, 0):,} rows were not handed over and stay pending")
 
 
-def _returned(finished: queue.Queue[tuple[int, list[Recipient], Future[list[Result]]]], claim: int,
-              recipients: list[Recipient], future: Future[list[Result]]) -> None:
+def _returned(finished: queue.Queue[_Returned], claim: int, recipients: list[Recipient],
+              future: Future[list[Result]]) -> None:
     """A batch came back from the provider (its thread): hand it to the dispatcher to record."""
     finished.put((claim, recipients, future))
 
