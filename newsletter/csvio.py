@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from . import addresses, consent, fields
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
@@ -276,101 +277,154 @@ def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = 
     listmonk's or Mailchimp's values) sets each row's status instead of `status`.
     """
     path = Path(path)
-    source = source or f"import {path.name}"
     if status not in (ACTIVE, UNCONFIRMED):
         raise InputError(f"import status must be {ACTIVE} or {UNCONFIRMED}, not {status!r}")
     list_id = store.list_id(list_name)
+    _check_file(path, delimiter)
+    if strict:
+        _check_every_row(path, delimiter, email_column)
+    run = _Import(store, list_id, status, source or f"import {path.name}", chunk_rows, progress)
+    rejects = _Rejects(Path(rejects_path) if rejects_path else path.with_name(path.stem + ".rejects.csv"))
+    try:
+        for line, header, cells, problem in _records(path, delimiter, email_column):
+            run.take(line, header, cells, problem, rejects)
+        run.flush()
+    except (InputError, StoreError) as exc:
+        raise run.stopped(exc) from None
+    except sa.exc.DBAPIError as exc:
+        if not transient(exc):
+            raise
+        raise run.stopped(store.unavailable(exc)) from None
+    finally:
+        rejects.close()
+    if run.report.rejected:
+        run.report.rejects_path = rejects.path
+    return run.report
+
+
+def _check_file(path: Path, delimiter: str | None) -> None:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     _check_utf8(path)
     if delimiter is not None and delimiter not in DELIMITERS:
         raise InputError(f"--delimiter must be one of: comma, semicolon, tab (got {delimiter!r})")
-    if strict:
-        for line, header, cells, problem in _records(path, delimiter, email_column):
-            parsed = _parse(header, cells, problem)
-            if isinstance(parsed, str):
-                raise InputError(f"{path}:{line}: {parsed} (--strict: nothing was imported)")
-    report = ImportReport()
-    rejects = _Rejects(Path(rejects_path) if rejects_path else path.with_name(path.stem + ".rejects.csv"))
-    chunk: list[_Row] = []
-    try:
-        for line, header, cells, problem in _records(path, delimiter, email_column):
-            report.read += 1
-            parsed = _parse(header, cells, problem)
-            if isinstance(parsed, str):
-                report.rejected += 1
-                if len(report.reject_samples) < 10:
-                    report.reject_samples.append((line, parsed))
-                rejects.write(line, parsed, header, cells)
-                continue
-            parsed.line = line
-            chunk.append(parsed)
-            if len(chunk) >= chunk_rows:
-                _import_chunk(store, list_id, chunk, status, source, report)
-                report.kept += len(chunk)
-                chunk = []
-                if progress:
-                    progress(report.read)
-        if chunk:
-            _import_chunk(store, list_id, chunk, status, source, report)
-            report.kept += len(chunk)
-        if progress:
-            progress(report.read)
-    except (InputError, StoreError) as exc:
-        raise _stopped_at(exc, report.kept, chunk[0].line if chunk else 0, chunk_rows) from None
-    except sa.exc.DBAPIError as exc:
-        if not transient(exc):
-            raise
-        raise _stopped_at(store.unavailable(exc), report.kept, chunk[0].line if chunk else 0, chunk_rows) from None
-    finally:
-        rejects.close()
-    if report.rejected:
-        report.rejects_path = rejects.path
-    return report
 
 
-def _stopped_at(error: NewsletterError, kept: int, line: int, chunk_rows: int) -> NewsletterError:
-    """An import that stopped part-way: what went wrong, how many rows were kept, and how to go on."""
-    if not kept:
-        return error
-    where = f" before line {line:,}" if line else ""
-    return type(error)(f"{error}; the {kept:,} rows{where} were imported (in chunks of {chunk_rows:,}): fix that and "
-                       f"run the same import again, which updates the rows already imported instead of adding them "
-                       f"twice")
+def _check_every_row(path: Path, delimiter: str | None, email_column: str | None) -> None:
+    """--strict: the first bad row is the error, before anything is imported."""
+    for line, header, cells, problem in _records(path, delimiter, email_column):
+        parsed = _parse(header, cells, problem)
+        if isinstance(parsed, str):
+            raise InputError(f"{path}:{line}: {parsed} (--strict: nothing was imported)")
 
 
-def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, source: str, report: ImportReport) -> None:
-    source = fields.clip(source, fields.SOURCE)
-    merged: dict[str, _Row] = {}
-    for row in rows:
-        seen = merged.get(row.address.key)
-        if seen is None:
-            merged[row.address.key] = row
-        else:
-            report.duplicates += 1
-            report.present += 1
-            seen.name, seen.attributes = merge(seen.name, seen.attributes, row.name, row.attributes)
-            seen.status = row.status or seen.status
-    keys = list(merged)
-    with store.write() as conn:
-        stamp = db_time(conn, now())
-        hashes = {addresses.hash_key(k): k for k in keys}
-        suppressed = {hashes[h] for (h,) in store.select_in(
-            conn, "suppressed", lambda v: sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(v)),
-            list(hashes))}
-        # Rows whose status says "suppressed" (ours, listmonk's blocklisted, Mailchimp's cleaned) go
-        # on the suppression list; from then on they are kept out like any suppressed address.
-        newly = [k for k in keys if merged[k].status == SUPPRESSED and k not in suppressed]
-        changes: list[dict[str, Any]] = []
-        executemany(conn, suppressions.insert(), [
-            {"email_hash": addresses.hash_key(k), "email_key": k, "source": source, "created_at": stamp,
-             "reason": fields.clip(f"{source}: suppressed", fields.REASON)} for k in newly])
-        report.suppressed += len(newly)
-        suppressed.update(newly)
-        existing = {r[1]: r for r in store.select_in(
-            conn, "subscribers by key",
+class _Import:
+    """Rows read, rejected or gathered into chunks; each chunk imported in its own transaction."""
+
+    def __init__(self, store: Store, list_id: int, status: str, source: str, chunk_rows: int,
+                 progress: Callable[[int], None] | None) -> None:
+        self.store, self.list_id, self.status, self.chunk_rows = store, list_id, status, chunk_rows
+        self.progress = progress
+        self.source = fields.clip(source, fields.SOURCE)
+        self.report = ImportReport()
+        self.chunk: list[_Row] = []
+
+    def take(self, line: int, header: list[str], cells: list[str], problem: str, rejects: _Rejects) -> None:
+        self.report.read += 1
+        parsed = _parse(header, cells, problem)
+        if isinstance(parsed, str):
+            self.report.rejected += 1
+            if len(self.report.reject_samples) < SAMPLES:
+                self.report.reject_samples.append((line, parsed))
+            rejects.write(line, parsed, header, cells)
+            return
+        parsed.line = line
+        self.chunk.append(parsed)
+        if len(self.chunk) >= self.chunk_rows:
+            self._import_chunk()
+            if self.progress:
+                self.progress(self.report.read)
+
+    def flush(self) -> None:
+        if self.chunk:
+            self._import_chunk()
+        if self.progress:
+            self.progress(self.report.read)
+
+    def _import_chunk(self) -> None:
+        with self.store.write() as conn:
+            _Chunk(conn, self.store, self.list_id, self.status, self.source, self.report).run(self.chunk)
+        self.report.kept += len(self.chunk)
+        self.chunk = []
+
+    def stopped(self, error: NewsletterError) -> NewsletterError:
+        """An import that stopped part-way: what went wrong, how many rows were kept, and how to go on."""
+        kept = self.report.kept
+        if not kept:
+            return error
+        where = f" before line {self.chunk[0].line:,}" if self.chunk else ""
+        return type(error)(f"{error}; the {kept:,} rows{where} were imported (in chunks of {self.chunk_rows:,}): fix "
+                           f"that and run the same import again, which updates the rows already imported instead of "
+                           f"adding them twice")
+
+
+SAMPLES = 10  # rejected and kept-out rows an import report names
+
+
+class _Chunk:
+    """One chunk of rows imported in one transaction, with set-based statements: suppressions a status
+    column asks for, then people (added or their details merged), then memberships and history."""
+
+    def __init__(self, conn: Connection, store: Store, list_id: int, status: str, source: str,
+                 report: ImportReport) -> None:
+        self.conn, self.store, self.list_id, self.status, self.source = conn, store, list_id, status, source
+        self.report = report
+        self.stamp = db_time(conn, now())
+        self.changes: list[dict[str, Any]] = []  # history rows
+
+    def run(self, rows: list[_Row]) -> None:
+        merged = self._merge(rows)
+        suppressed, newly = self._suppress(merged)
+        ids, changed, known = self._people(merged, suppressed)
+        self._memberships(merged, ids, known, suppressed, newly, changed)
+        executemany(self.conn, history.insert(), self.changes)
+
+    def _merge(self, rows: list[_Row]) -> dict[str, _Row]:
+        """One row per address; a repeated one merges into the first."""
+        merged: dict[str, _Row] = {}
+        for row in rows:
+            seen = merged.get(row.address.key)
+            if seen is None:
+                merged[row.address.key] = row
+            else:
+                self.report.duplicates += 1
+                self.report.present += 1
+                seen.name, seen.attributes = merge(seen.name, seen.attributes, row.name, row.attributes)
+                seen.status = row.status or seen.status
+        return merged
+
+    def _suppress(self, merged: dict[str, _Row]) -> tuple[set[str], list[str]]:
+        """The chunk's suppressed addresses, and those its rows newly suppress: a status that says
+        "suppressed" (ours, listmonk's blocklisted, Mailchimp's cleaned) puts the address on the
+        suppression list, and from then on it is kept out like any suppressed address."""
+        hashes = {addresses.hash_key(k): k for k in merged}
+        suppressed = {hashes[h] for (h,) in self.store.select_in(
+            self.conn, "suppressed",
+            lambda v: sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(v)), list(hashes))}
+        newly = [k for k, row in merged.items() if row.status == SUPPRESSED and k not in suppressed]
+        executemany(self.conn, suppressions.insert(), [
+            {"email_hash": addresses.hash_key(k), "email_key": k, "source": self.source, "created_at": self.stamp,
+             "reason": fields.clip(f"{self.source}: suppressed", fields.REASON)} for k in newly])
+        self.report.suppressed += len(newly)
+        return suppressed | set(newly), newly
+
+    def _people(self, merged: dict[str, _Row], suppressed: set[str]) -> tuple[dict[str, int], set[str], list[int]]:
+        """Subscriber ids by address, after adding the new people and merging the details of known ones
+        (suppressed ones are left as they are); the addresses whose details changed; the known people's ids."""
+        existing = {r[1]: r for r in self.store.select_in(
+            self.conn, "subscribers by key",
             lambda v: sa.select(subscribers.c.id, subscribers.c.email_key, subscribers.c.name, subscribers.c.attributes)
-            .where(subscribers.c.email_key.in_(v)), keys)}
+            .where(subscribers.c.email_key.in_(v)), list(merged))}
         ids: dict[str, int] = {k: r[0] for k, r in existing.items()}
         changed: set[str] = set()
         updates = []
@@ -382,81 +436,93 @@ def _import_chunk(store: Store, list_id: int, rows: list[_Row], status: str, sou
             name, attrs = merge(old_name, old_attrs, row.name, row.attributes)
             if (name, attrs) != (old_name, old_attrs):
                 changed.add(key)
-                updates.append({"b_id": sid, "b_name": name, "b_attributes": json.dumps(attrs), "b_updated": stamp})
+                updates.append({"b_id": sid, "b_name": name, "b_attributes": json.dumps(attrs),
+                                "b_updated": self.stamp})
         executemany(
-            conn,
+            self.conn,
             subscribers.update().where(subscribers.c.id == sa.bindparam("b_id")).values(
                 name=sa.bindparam("b_name"), attributes=sa.bindparam("b_attributes"),
                 updated_at=sa.bindparam("b_updated")),
             updates,
         )
-        new = [merged[k] for k in keys if k not in existing and k not in suppressed]
+        new = [row for k, row in merged.items() if k not in existing and k not in suppressed]
         if new:
-            executemany(conn, subscribers.insert(), [
+            executemany(self.conn, subscribers.insert(), [
                 {"email": r.address.email, "email_key": r.address.key, "name": r.name,
-                 "attributes": json.dumps(r.attributes) if r.attributes else "{}", "created_at": stamp,
-                 "updated_at": stamp} for r in new
+                 "attributes": json.dumps(r.attributes) if r.attributes else "{}", "created_at": self.stamp,
+                 "updated_at": self.stamp} for r in new
             ])
-            ids.update(store.select_in(
-                conn, "ids by key",
+            ids.update(self.store.select_in(
+                self.conn, "ids by key",
                 lambda v: sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(v)),
                 [r.address.key for r in new]))
-        current = {sid: (state, left) for sid, state, left in store.select_in(
-            conn, "memberships of ids",
+        return ids, changed, [r[0] for r in existing.values()]
+
+    def _memberships(self, merged: dict[str, _Row], ids: dict[str, int], known: list[int], suppressed: set[str],
+                     newly: list[str], changed: set[str]) -> None:
+        """Each row's membership decided by the consent rules from its current state, counted, and written."""
+        current = {sid: (state, left) for sid, state, left in self.store.select_in(
+            self.conn, "memberships of ids",
             lambda v: sa.select(memberships.c.subscriber_id, memberships.c.status, memberships.c.left_at)
             .where(memberships.c.list_id == sa.bindparam("list_id"), memberships.c.subscriber_id.in_(v)),
-            list(ids.values()), list_id=list_id)} if existing else {}
+            known, list_id=self.list_id)} if known else {}  # the people just added have no membership yet
         to_insert: list[dict[str, Any]] = []
         to_update: list[dict[str, Any]] = []
-        for key in keys:
+        for key, row in merged.items():
             subscriber_id = ids.get(key)
             state, left = current.get(subscriber_id, (None, None)) if subscriber_id is not None else (None, None)
-            left_at = _as_datetime(left)
-            wanted = merged[key].status or status
             if key in newly:
                 if subscriber_id is not None:
-                    changes.append({"subscriber_id": subscriber_id, "list_id": None, "from_status": None,
-                                    "to_status": SUPPRESSED, "source": source, "reason": None, "at": stamp})
+                    self._change(subscriber_id, None, None, SUPPRESSED)
                 continue
-            if wanted in LEFT_ACTIONS:  # a row that left in the tool it comes from
-                decision = (consent.Decision(wanted, True, False) if state is None
-                            else consent.decide(LEFT_ACTIONS[wanted], state))
-            else:
-                decision = consent.decide(consent.IMPORT, state, suppressed=key in suppressed, requested=wanted,
-                                          left=left is not None)
-            outcome = consent.outcome(decision, created=state is None and not decision.kept_out,
-                                      details_changed=key in changed)
-            if outcome == "kept out":
-                report.kept_out += 1
-                if len(report.kept_out_samples) < 10:
-                    why = kept_out_reason(key in suppressed, left_at)
-                    report.kept_out_samples.append((merged[key].line, f"{merged[key].address.email}: {why}"))
-            elif outcome == "added":
-                report.added += 1
-            elif outcome == "updated":
-                report.updated += 1
-            else:
-                report.present += 1
+            decision = self._decide(row.status or self.status, state, key in suppressed, left)
+            self._count(decision, state, row, key in suppressed, key in changed, _as_datetime(left))
             if not decision.changed:
                 continue
-            changes.append({"subscriber_id": subscriber_id, "list_id": list_id, "from_status": state,
-                            "to_status": decision.status, "source": source, "reason": None, "at": stamp})
-            left_after = left_at_after(str(decision.status), stamp, left)
+            self._change(subscriber_id, self.list_id, state, decision.status)
+            left_after = left_at_after(str(decision.status), self.stamp, left)
             if state is None:
-                to_insert.append({"subscriber_id": subscriber_id, "list_id": list_id, "status": decision.status,
-                                  "changed_at": stamp, "source": source, "left_at": left_after})
+                to_insert.append({"subscriber_id": subscriber_id, "list_id": self.list_id, "status": decision.status,
+                                  "changed_at": self.stamp, "source": self.source, "left_at": left_after})
             else:
                 to_update.append({"b_id": subscriber_id, "b_status": decision.status, "b_left": left_after})
-        executemany(conn, memberships.insert(), to_insert)
+        executemany(self.conn, memberships.insert(), to_insert)
         executemany(
-            conn,
+            self.conn,
             memberships.update()
             .where(memberships.c.list_id == sa.bindparam("b_list"), memberships.c.subscriber_id == sa.bindparam("b_id"))
             .values(status=sa.bindparam("b_status"), changed_at=sa.bindparam("b_at"), source=sa.bindparam("b_source"),
                     left_at=sa.bindparam("b_left")),
-            [{**row, "b_list": list_id, "b_at": stamp, "b_source": source} for row in to_update],
+            [{**row, "b_list": self.list_id, "b_at": self.stamp, "b_source": self.source} for row in to_update],
         )
-        executemany(conn, history.insert(), changes)
+
+    @staticmethod
+    def _decide(wanted: str, state: str | None, suppressed: bool, left: Any) -> consent.Decision:
+        if wanted in LEFT_ACTIONS:  # a row that left in the tool it comes from
+            if state is None:
+                return consent.Decision(wanted, True, False)
+            return consent.decide(LEFT_ACTIONS[wanted], state)
+        return consent.decide(consent.IMPORT, state, suppressed=suppressed, requested=wanted, left=left is not None)
+
+    def _count(self, decision: consent.Decision, state: str | None, row: _Row, suppressed: bool, changed: bool,
+               left_at: dt.datetime | None) -> None:
+        report = self.report
+        outcome = consent.outcome(decision, created=state is None and not decision.kept_out, details_changed=changed)
+        if outcome == "kept out":
+            report.kept_out += 1
+            if len(report.kept_out_samples) < SAMPLES:
+                why = kept_out_reason(suppressed, left_at)
+                report.kept_out_samples.append((row.line, f"{row.address.email}: {why}"))
+        elif outcome == "added":
+            report.added += 1
+        elif outcome == "updated":
+            report.updated += 1
+        else:
+            report.present += 1
+
+    def _change(self, subscriber_id: int | None, list_id: int | None, before: str | None, after: str | None) -> None:
+        self.changes.append({"subscriber_id": subscriber_id, "list_id": list_id, "from_status": before,
+                             "to_status": after, "source": self.source, "reason": None, "at": self.stamp})
 
 
 def _as_datetime(value: Any) -> dt.datetime | None:
