@@ -11,8 +11,10 @@ import dataclasses
 import os
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -177,7 +179,7 @@ class Config:
         return self.newsletter.base_url.rstrip("/")
 
 
-_SECTIONS: dict[str, type] = {
+_SECTIONS: Mapping[str, type] = MappingProxyType({
     "newsletter": NewsletterSettings,
     "store": StoreSettings,
     "provider": ProviderSettings,
@@ -186,12 +188,12 @@ _SECTIONS: dict[str, type] = {
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,
     "web": WebSettings,
-}
+})
 _REQUIRED_SECTIONS = ("newsletter",)
-_CHOICES = {
+_CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
     ("provider", "backend"): ("sendgrid", "smtp"),
     ("smtp", "security"): ("starttls", "ssl", "none"),
-}
+})
 
 
 def _build(cls: type, table: Any, section: str, path: Path) -> Any:
@@ -205,28 +207,30 @@ def _build(cls: type, table: Any, section: str, path: Path) -> Any:
             raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
-        if name not in table:
-            if f.default is dataclasses.MISSING:
-                raise ConfigError(f"{where} {name}: required key missing")
-            continue
-        value, want = table[name], hints[name]
-        if typing.get_origin(want) is tuple:  # a TOML array of strings
-            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-                raise ConfigError(f"{where} {name}: expected an array of strings, got {value!r}")
-            values[name] = tuple(value)
-            continue
-        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ConfigError(f"{where} {name}: expected {want.__name__}, got {type(value).__name__}")
-        choices = _CHOICES.get((section.split(".")[0], name))
-        if choices and value not in choices:
-            raise ConfigError(f"{where} {name}: must be one of {', '.join(choices)}, got {value!r}")
-        if want in (int, float) and value <= 0:
-            raise ConfigError(f"{where} {name}: must be positive, got {value}")
-        values[name] = value
+        if name in table:
+            choices = _CHOICES.get((section.split(".")[0], name))
+            values[name] = _value(table[name], hints[name], f"{where} {name}", choices)
+        elif f.default is dataclasses.MISSING:
+            raise ConfigError(f"{where} {name}: required key missing")
     return cls(**values)
+
+
+def _value(value: Any, want: Any, where: str, choices: tuple[str, ...] | None) -> Any:
+    """One key's value, checked against its field's type (and choices): as the dataclass takes it."""
+    if typing.get_origin(want) is tuple:  # a TOML array of strings
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: expected an array of strings, got {value!r}")
+        return tuple(value)
+    ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__}")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
+    if want in (int, float) and value <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value}")
+    return value
 
 
 def _check_ec_public_key(public_key: str) -> None:
@@ -267,6 +271,19 @@ def _resolve_store_url(url: str, root: Path) -> str:
 def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Load the config at `path`, else at $NEWSLETTER_CONFIG, else ./config.toml."""
     chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    data = _read_toml(chosen)
+    path_ = Path(os.path.abspath(chosen))  # noqa: PTH100 - not resolve(): a symlinked config keeps its folder
+    _check_sections(data, path_)
+    sections = {name: _build(cls, data.get(name, {}), name, path_) for name, cls in _SECTIONS.items()}
+    lists = _lists(data.get("lists", {}), path_)
+    _check_newsletter(sections["newsletter"], path_)
+    _check_origins(sections["web"].allowed_origins, path_)
+    _check_keys(sections, path_)
+    store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
+    return Config(path=path_, lists=lists, **{**sections, "store": store})
+
+
+def _read_toml(chosen: Path) -> dict[str, Any]:
     try:
         raw = chosen.read_bytes()
     except FileNotFoundError:
@@ -276,37 +293,40 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read config file: {exc.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{chosen}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: invalid TOML: {exc}") from None
-    path_ = Path(os.path.abspath(chosen))  # noqa: PTH100 - not resolve(): a symlinked config keeps its folder
+
+
+def _check_sections(data: dict[str, Any], path: Path) -> None:
     for key in data:
         if key not in _SECTIONS and key != "lists":
-            raise ConfigError(f"{path_}: [{key}]: unknown section (known: {', '.join([*_SECTIONS, 'lists'])})")
+            raise ConfigError(f"{path}: [{key}]: unknown section (known: {', '.join([*_SECTIONS, 'lists'])})")
     for key in _REQUIRED_SECTIONS:
         if key not in data:
-            raise ConfigError(f"{path_}: [{key}]: required section missing")
-    sections = {name: _build(cls, data.get(name, {}), name, path_) for name, cls in _SECTIONS.items()}
-    lists_table = data.get("lists", {})
-    if not isinstance(lists_table, dict):
-        raise ConfigError(f"{path_}: [lists] must hold one table per list, e.g. [lists.weekly]")
-    lists = {
-        name: dataclasses.replace(_build(ListSettings, table, f"lists.{name}", path_), name=name)
-        for name, table in lists_table.items()
-    }
-    nl = sections["newsletter"]
+            raise ConfigError(f"{path}: [{key}]: required section missing")
+
+
+def _lists(table: Any, path: Path) -> dict[str, ListSettings]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [lists] must hold one table per list, e.g. [lists.weekly]")
+    return {name: dataclasses.replace(_build(ListSettings, settings, f"lists.{name}", path), name=name)
+            for name, settings in table.items()}
+
+
+def _check_newsletter(nl: NewsletterSettings, path: Path) -> None:
     for key in ("from_email", "reply_to", "from_name", "name", "unsubscribe_mailto"):
         if any(c in getattr(nl, key) for c in "\r\n"):
-            raise ConfigError(f"{path_}: [newsletter] {key}: must not contain line breaks")
+            raise ConfigError(f"{path}: [newsletter] {key}: must not contain line breaks")
     if nl.base_url and urlsplit(nl.base_url).scheme not in ("http", "https"):
-        raise ConfigError(f"{path_}: [newsletter] base_url: must start with https:// or http://")
-    for origin in sections["web"].allowed_origins:
+        raise ConfigError(f"{path}: [newsletter] base_url: must start with https:// or http://")
+
+
+def _check_origins(origins: tuple[str, ...], path: Path) -> None:
+    for origin in origins:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-            raise ConfigError(f"{path_}: [web] allowed_origins: {origin!r} is not an origin "
+            raise ConfigError(f"{path}: [web] allowed_origins: {origin!r} is not an origin "
                               f"(scheme and host only, such as https://www.example.org)")
-    _check_keys(sections, path_)
-    store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
-    return Config(path=path_, lists=lists, **{**sections, "store": store})
