@@ -179,15 +179,20 @@ class Payload:
                                         headers, args, subject)
 
 
+Post = Callable[[str, float], str]  # (request body, timeout) -> X-Message-Id
+
+
 class SendGridProvider:
     reports_events = True  # through the signed Event Webhook
 
     def __init__(self, settings: SendGridSettings, api_key: str, *, max_in_flight: int = 4,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None, post: Post | None = None) -> None:
         self.settings = settings
         self.max_in_flight = max_in_flight
         self.max_batch = min(settings.batch_size, MAX_RECIPIENTS)
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=settings.api_base.rstrip("/"))
+        # The HTTP call: (body, timeout) to the X-Message-Id, raising as python-http-client does.
+        self._call: Post = post or self._client_post
         self._sleep = sleep
         self._payload: Payload | None = None
 
@@ -228,56 +233,63 @@ class SendGridProvider:
             if not pacer.wait():
                 return None
             try:
-                # A Content-Type other than the bare "application/json" makes the library send
-                # the (already JSON) text as it is instead of encoding it again.
-                response = self._client.client.mail.send.post(
-                    request_body=body, request_headers={"Content-Type": CONTENT_TYPE}, timeout=self.settings.timeout)
-                return str(response.headers.get("X-Message-Id", ""))
+                return self._call(body, self.settings.timeout)
             except HTTPError as exc:
-                status, errors = exc.status_code, _message(exc.body)
-                detail = "; ".join(str(e.get("message", "")) for e in errors) or str(exc.reason)
-                if status in (401, 403):
-                    raise ProviderAuthError(
-                        f"SendGrid refused the API key ({status}: {detail}); check {self.settings.api_key_env}"
-                    ) from None
-                if status == 400:
-                    raise _BadRequest(errors) from None
-                if status == 413:
-                    raise _TooLarge() from None
-                if status == 429:
-                    reset = (exc.headers or {}).get("X-RateLimit-Reset")
-                    wait = self._backoff(attempt)
-                    if reset and str(reset).isdigit():
-                        wait = min(MAX_RATE_LIMIT_WAIT, max(0.0, int(reset) - time.time()) + 0.05)
-                    last = "429 rate limited"
-                    pacer.pause(wait)
-                    continue
-                if status >= 500 or status == 408:  # 408: the request timed out on the way in, nothing taken
-                    last = f"{status}: {detail}"
-                    pacer.pause(self._backoff(attempt))
-                    continue
-                raise ProviderError(f"SendGrid answered {status}: {detail}") from None
+                last = self._retry_after(exc, attempt, pacer)
             except urllib.error.URLError as exc:
                 # The connection was never made (refused, DNS, connect timeout): nothing was sent.
                 last = f"connection failed: {exc.reason}"
                 pacer.pause(self._backoff(attempt))
-                continue
-            except (http.client.BadStatusLine, http.client.LineTooLong) as exc:
-                if isinstance(exc, http.client.RemoteDisconnected):  # closed without an answer: may have taken it
-                    raise _MaybeSent(f"SendGrid closed the connection without answering ({exc})") from None
-                # The whole request was written (urllib reports failures to write as URLError): it may
-                # have been taken. The next answer would be as garbled, so the send stops too.
-                raise _MaybeSent(f"{self.settings.api_base} answered with something that is not HTTP after the "
-                                 f"request was sent ({type(exc).__name__}); check [sendgrid] api_base and any "
-                                 f"proxy in between", stop=True) from None
             except (TimeoutError, OSError, http.client.HTTPException) as exc:
-                # After the request went out: a timeout, a dropped connection, or an answer that is
-                # not HTTP. SendGrid may have accepted it.
-                raise _MaybeSent(f"no usable answer from SendGrid after the request was sent "
-                                 f"({type(exc).__name__}: {exc or 'timeout'})") from None
+                raise self._after_sending(exc) from None
         raise ProviderUnavailable(
             f"SendGrid failed {self.settings.max_retries} times (last: {last}); the batch stays pending, run send again"
         )
+
+    def _client_post(self, body: str, timeout: float) -> str:
+        # A Content-Type other than the bare "application/json" makes the library send the
+        # (already JSON) text as it is instead of encoding it again.
+        response = self._client.client.mail.send.post(
+            request_body=body, request_headers={"Content-Type": CONTENT_TYPE}, timeout=timeout)
+        return str(response.headers.get("X-Message-Id", ""))
+
+    def _retry_after(self, exc: HTTPError, attempt: int, pacer: Pacer) -> str:
+        """An HTTP error answer: what to say of it once retries run out, after pausing the send for a
+        retryable one (429, 5xx, 408); anything else is raised as the error it is."""
+        status, errors = exc.status_code, _message(exc.body)
+        detail = "; ".join(str(e.get("message", "")) for e in errors) or str(exc.reason)
+        if status in (401, 403):
+            raise ProviderAuthError(
+                f"SendGrid refused the API key ({status}: {detail}); check {self.settings.api_key_env}") from None
+        if status == 400:
+            raise _BadRequest(errors) from None
+        if status == 413:
+            raise _TooLarge() from None
+        if status == 429:
+            reset = (exc.headers or {}).get("X-RateLimit-Reset")
+            wait = self._backoff(attempt)
+            if reset and str(reset).isdigit():
+                wait = min(MAX_RATE_LIMIT_WAIT, max(0.0, int(reset) - time.time()) + 0.05)
+            pacer.pause(wait)
+            return "429 rate limited"
+        if status >= 500 or status == 408:  # 408: the request timed out on the way in, nothing taken
+            pacer.pause(self._backoff(attempt))
+            return f"{status}: {detail}"
+        raise ProviderError(f"SendGrid answered {status}: {detail}") from None
+
+    def _after_sending(self, exc: Exception) -> _MaybeSent:
+        """A failure once the whole request was written (urllib reports failures to write as URLError):
+        SendGrid may have accepted it."""
+        if isinstance(exc, http.client.RemoteDisconnected):  # closed without an answer
+            return _MaybeSent(f"SendGrid closed the connection without answering ({exc})")
+        if isinstance(exc, (http.client.BadStatusLine, http.client.LineTooLong)):
+            # The next answer would be as garbled, so the send stops too.
+            return _MaybeSent(f"{self.settings.api_base} answered with something that is not HTTP after the request "
+                              f"was sent ({type(exc).__name__}); check [sendgrid] api_base and any proxy in between",
+                              stop=True)
+        # A timeout, a dropped connection, or another answer that is not HTTP.
+        return _MaybeSent(f"no usable answer from SendGrid after the request was sent "
+                          f"({type(exc).__name__}: {exc or 'timeout'})")
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
         """Results for the recipients handed over; none for those left when the send is stopping."""
