@@ -133,22 +133,25 @@ def _selector(selector: str) -> Iterator[tuple[str, str]]:
         if len(compounds) > 1 and re.search(r"[^\s>+~]\s+[^\s>+~]", group):
             yield ("selector", "descendant")
         for compound in compounds:
-            simple = re.findall(r"[.#][\w-]+|\[[^\]]*\]|::?[\w-]+(?:\([^)]*\))?|^\*|^[a-z][\w-]*", compound)
-            if len(simple) > 1:
-                yield ("selector", "chaining")
-            for part in simple:
-                if part.startswith("."):
-                    yield ("selector", "class")
-                elif part.startswith("#"):
-                    yield ("selector", "id")
-                elif part.startswith("["):
-                    yield ("selector", "attribute")
-                elif part == "*":
-                    yield ("selector", "universal")
-                elif part.startswith(":"):
-                    yield ("pseudo", _PSEUDO.match(part).group(1))  # type: ignore[union-attr]
-                else:
-                    yield ("selector", "type")
+            yield from _compound(compound)
+
+
+_SIMPLE = re.compile(r"[.#][\w-]+|\[[^\]]*\]|::?[\w-]+(?:\([^)]*\))?|^\*|^[a-z][\w-]*")
+_SIMPLE_KINDS = (("selector", ".", "class"), ("selector", "#", "id"), ("selector", "[", "attribute"),
+                 ("selector", "*", "universal"))
+
+
+def _compound(compound: str) -> Iterator[tuple[str, str]]:
+    """The simple selectors of one compound (`a.b:hover`): type, class, id, attribute, universal, pseudo."""
+    simple = _SIMPLE.findall(compound)
+    if len(simple) > 1:
+        yield ("selector", "chaining")
+    for part in simple:
+        if part.startswith(":"):
+            yield ("pseudo", _PSEUDO.match(part).group(1))  # type: ignore[union-attr]
+            continue
+        yield next(((kind, name) for kind, start, name in _SIMPLE_KINDS if part.startswith(start)),
+                   ("selector", "type"))
 
 
 def _stylesheet(css: str) -> Iterator[tuple[str, str]]:
@@ -181,6 +184,13 @@ def _element(tag: str, attributes: str) -> Iterator[tuple[str, str]]:
         value = html_lib.unescape(next((g for g in match.groups()[1:] if g is not None), ""))
         values[name] = value
         yield ("attribute", name)
+    yield from _what_the_element_does(tag, values)
+    if "style" in values:
+        yield ("style", values["style"])
+
+
+def _what_the_element_does(tag: str, values: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Features a tag shows by its attributes: an input's type, a link's kind, a meta's name, an image's format."""
     if tag in ("input", "button"):
         yield ("element", f"{tag}[{values.get('type', 'text' if tag == 'input' else 'submit').lower()}]")
     elif tag == "a":
@@ -195,8 +205,6 @@ def _element(tag: str, attributes: str) -> Iterator[tuple[str, str]]:
             yield ("image", "base64")
         elif extension := _IMAGE_EXTENSION.search(src.split("%%")[0]):
             yield ("image", extension.group(1))
-    if "style" in values:
-        yield ("style", values["style"])
 
 
 def used(html: str) -> set[tuple[str, str]]:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..providers import Provider
     from ..report import IssueReport
     from ..schedule import DuePlan
-    from ..send import DryRunReport, SendReport
+    from ..send import DryRunReport, Mailing, SendReport
     from ..store import Store
     from ..templates import init_project
 
@@ -54,6 +54,7 @@ __all__ = [
     "Issues",
     "LinkedMembership",
     "Links",
+    "Mailing",
     "Membership",
     "Newsletter",
     "Report",
@@ -71,8 +72,8 @@ __all__ = [
 
 # Names that live with their module, loaded when first asked for: `send` must not import the
 # scheduler, nor `serve` the send path, nor anything Jinja2 before it renders.
-_LAZY = (("DryRunReport", "send"), ("SendReport", "send"), ("DuePlan", "schedule"), ("IssueReport", "report"),
-         ("Report", "compat"), ("ArchivedIssue", "archive"), ("init_project", "templates"))
+_LAZY = (("DryRunReport", "send"), ("SendReport", "send"), ("Mailing", "send"), ("DuePlan", "schedule"),
+         ("IssueReport", "report"), ("Report", "compat"), ("ArchivedIssue", "archive"), ("init_project", "templates"))
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ from .base import (
 from .schedule import print_plan
 
 if TYPE_CHECKING:
-    from ..app import DryRunReport, DuePlan, IssueReport, Newsletter, SendReport
+    from ..app import DryRunReport, DuePlan, IssueReport, Mailing, Newsletter, SendReport
 
 PROBLEMS_SHOWN = 50  # failed and unknown rows `status` prints; --csv and --json list all
 
@@ -159,19 +159,7 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
     if due:
         if issue or to_addresses:
             raise click.UsageError("--due picks the issue itself: give no ISSUE or --to with it")
-        if dry_run:
-            name = nl.config.list_or_default(list_name)
-            _print_due(nl.schedule.plan(name), nl, name, out_dir, limit or 3)
-            return
-        with stop_on_signals() as stop:
-            run = nl.schedule.due(list_name, stop=stop)
-        if run.line:
-            out.print(run.line, markup=False)
-        pending = run.report.counts.get(Delivery.PENDING, 0) if run.report else 0
-        if stop.signum and pending:
-            out.print(f"stopped by {signal.Signals(stop.signum).name} with {pending:,} pending: the next "
-                      f"`send --due` continues while its slot is open, or `newsletter send` it by hand", markup=False)
-        sys.exit(stop.exit_code(run.exit_code, pending))
+        _send_due(nl, list_name, dry_run, out_dir, limit)
     if not issue:
         raise click.UsageError("give the ISSUE file to send (or --due)")
     name = nl.config.list_or_default(list_name)
@@ -185,27 +173,53 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
     if as_json:
         raise click.UsageError("--json goes with --dry-run (a send prints its progress and summary)")
     mailing = nl.sends.mailing(issue, name)
-    if to_addresses:
-        results = [nl.sends.test_copy(mailing, address) for address in to_addresses]
-        for address, result in zip(to_addresses, results, strict=True):
-            out.print(f"test copy to {address}: {result.status}" + (f" ({result.error})" if result.error else ""),
-                      markup=False)
-        warn(mailing.rendered.warnings)
-        sys.exit(0 if all(result.status == "sent" for result in results) else 1)  # the provider's Result literal
     warn(mailing.rendered.warnings)
+    if to_addresses:
+        _send_test_copies(nl, mailing, to_addresses)
     if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
-        recipients = nl.sends.recipients(mailing)
-        if recipients:
-            click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {name} via "
-                          f"{nl.config.provider.backend}?", abort=True, err=True)
+        _confirm(nl, mailing)
     with stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
         report = nl.sends.send(mailing, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
-                         progress=progress, stop=stop)
+                               progress=progress, stop=stop)
     _print_send(report, f"newsletter send {issue} --list {name} --yes",
                 signal.Signals(stop.signum).name if stop.signum else "")
     sys.exit(stop.exit_code(report.exit_code, report.counts.get(Delivery.PENDING, 0)))
+
+
+def _send_due(nl: Newsletter, list_name: str | None, dry_run: bool, out_dir: str | None, limit: int | None) -> None:
+    """`send --due`: what cron runs (or, with --dry-run, what it would send and why); exits."""
+    if dry_run:
+        name = nl.config.list_or_default(list_name)
+        _print_due(nl.schedule.plan(name), nl, name, out_dir, limit or 3)
+        sys.exit(0)
+    with stop_on_signals() as stop:
+        run = nl.schedule.due(list_name, stop=stop)
+    if run.line:
+        out.print(run.line, markup=False)
+    pending = run.report.counts.get(Delivery.PENDING, 0) if run.report else 0
+    if stop.signum and pending:
+        out.print(f"stopped by {signal.Signals(stop.signum).name} with {pending:,} pending: the next "
+                  f"`send --due` continues while its slot is open, or `newsletter send` it by hand", markup=False)
+    sys.exit(stop.exit_code(run.exit_code, pending))
+
+
+def _send_test_copies(nl: Newsletter, mailing: Mailing, to_addresses: tuple[str, ...]) -> None:
+    """`--to`: one test copy to each address; exits 0 only if every one was accepted."""
+    results = [nl.sends.test_copy(mailing, address) for address in to_addresses]
+    for address, result in zip(to_addresses, results, strict=True):
+        out.print(f"test copy to {address}: {result.status}" + (f" ({result.error})" if result.error else ""),
+                  markup=False)
+    sys.exit(0 if all(result.status == "sent" for result in results) else 1)  # the provider's Result literal
+
+
+def _confirm(nl: Newsletter, mailing: Mailing) -> None:
+    """Ask before a real send; refuse to guess when there is nobody to ask."""
+    if not sys.stdin.isatty():
+        raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
+    recipients = nl.sends.recipients(mailing)
+    if recipients:
+        click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {mailing.list_name} via "
+                      f"{nl.config.provider.backend}?", abort=True, err=True)
 
 
 @cli.command("report")
