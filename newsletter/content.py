@@ -148,13 +148,53 @@ def load(path: str | Path, settings: NewsletterSettings) -> Issue:
 def parse(path: str | Path, *, base_url: str = "", max_bytes: int = MAX_ISSUE_BYTES) -> Issue:
     """Read and check the issue at `path`; every problem is a ContentError naming file and line."""
     path = Path(path)
+    _check_size(path, max_bytes)
+    text = _read_text(path)
+    front, body, body_line = _split_front_matter(path, text)
+    meta = _front_matter(path, front)
+    subject = str(meta["subject"])
+    if "\r" in subject or "\n" in subject:
+        raise ContentError(f"{path}:{_key_line(front, 'subject')}: subject must be one line")
+    slug = str(meta.get("slug") or path.stem)
+    if not _SLUG.match(slug):
+        raise ContentError(
+            f"{path}:{_key_line(front, 'slug')}: slug {slug!r} may hold only a-z, 0-9, '.', '_' and '-'"
+        )
+    draft = meta.get("draft", False)
+    if not isinstance(draft, bool):
+        raise ContentError(f"{path}:{_key_line(front, 'draft')}: draft: {draft!r} must be true or false")
+
+    def address(key: str) -> str:
+        return _address(path, _key_line(front, key), key, meta[key]) if meta.get(key) else ""
+
+    issue = Issue(
+        path=path,
+        subject=subject,
+        date=_parse_date(path, _key_line(front, "date"), meta["date"]),
+        body=body,
+        body_line=body_line,
+        preheader=" ".join(str(meta.get("preheader") or "").split()),
+        slug=slug,
+        from_header=address("from"),
+        reply_to=address("reply_to"),
+        draft=draft,
+    )
+    _check_placeholders(issue, front)
+    tree = SyntaxTreeNode(MARKDOWN.parse(body))
+    _resolve_links(issue, tree, base_url)
+    return dataclasses.replace(issue, tree=tree)
+
+
+def _check_size(path: Path, max_bytes: int) -> None:
     with contextlib.suppress(OSError):  # a missing file gets its own message from _read_text
         size = path.stat().st_size
         if size > max_bytes:
             raise ContentError(f"{path}: the issue is {size / 1024:,.0f} KB, over the limit of "
                                f"{max_bytes / 1024:,.0f} KB ([newsletter] max_issue_bytes)")
-    text = _read_text(path)
-    front, body, body_line = _split_front_matter(path, text)
+
+
+def _front_matter(path: Path, front: str) -> dict[str, Any]:
+    """The front matter's keys, each known, the required ones present."""
     try:
         meta = yaml.load(front, Loader=_FrontMatterLoader) if front.strip() else {}  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
@@ -173,35 +213,7 @@ def parse(path: str | Path, *, base_url: str = "", max_bytes: int = MAX_ISSUE_BY
     for key in REQUIRED_KEYS:
         if meta.get(key) in (None, ""):
             raise ContentError(f"{path}:1: front matter: required key {key!r} is missing")
-    subject = str(meta["subject"])
-    if "\r" in subject or "\n" in subject:
-        raise ContentError(f"{path}:{_key_line(front, 'subject')}: subject must be one line")
-    slug = str(meta.get("slug") or path.stem)
-    if not _SLUG.match(slug):
-        raise ContentError(
-            f"{path}:{_key_line(front, 'slug')}: slug {slug!r} may hold only a-z, 0-9, '.', '_' and '-'"
-        )
-    preheader = " ".join(str(meta.get("preheader") or "").split())
-    draft = meta.get("draft", False)
-    if not isinstance(draft, bool):
-        raise ContentError(f"{path}:{_key_line(front, 'draft')}: draft: {draft!r} must be true or false")
-    issue = Issue(
-        path=path,
-        subject=subject,
-        date=_parse_date(path, _key_line(front, "date"), meta["date"]),
-        body=body,
-        body_line=body_line,
-        preheader=preheader,
-        slug=slug,
-        from_header=_address(path, _key_line(front, "from"), "from", meta["from"]) if meta.get("from") else "",
-        reply_to=(_address(path, _key_line(front, "reply_to"), "reply_to", meta["reply_to"])
-                  if meta.get("reply_to") else ""),
-        draft=draft,
-    )
-    _check_placeholders(issue, front)
-    tree = SyntaxTreeNode(MARKDOWN.parse(body))
-    _resolve_links(issue, tree, base_url)
-    return dataclasses.replace(issue, tree=tree)
+    return meta
 
 
 def _check_placeholders(issue: Issue, front: str) -> None:

@@ -211,41 +211,54 @@ def _records(path: Path, delimiter: str | None = None,
 
 def _parse(header: list[str], cells: list[str], problem: str = "") -> _Row | str:
     """A clean row, or the reason it is rejected."""
+    try:
+        return _row(header, cells, problem)
+    except InputError as exc:
+        return str(exc)
+
+
+def _row(header: list[str], cells: list[str], problem: str) -> _Row:
     if problem:
-        return problem
+        raise InputError(problem)
     if len(cells) > len(header):
-        return f"{len(cells)} fields but the header has {len(header)}"
+        raise InputError(f"{len(cells)} fields but the header has {len(header)}")
     if any("\x00" in c for c in cells):
-        return "a field holds a NUL character"
+        raise InputError("a field holds a NUL character")
     # A short row leaves the last columns empty.
     values = {h: (unneutralise(c) if c[:1] == "'" else c) for h, c in zip(header, cells, strict=False) if h}
     raw = values.pop("email", "").strip()
     if not raw:
-        return "no email address"
-    try:
-        address = addresses.normalize(raw)
-    except InputError as exc:
-        return str(exc)
+        raise InputError("no email address")
+    address = addresses.normalize(raw)
     first, last = values.pop("first name", ""), values.pop("last name", "")
-    given = values.pop("status", "").strip().lower()
-    status = STATUS_VALUES.get(given) if given else None
-    if given and status is None:
-        return f"unknown status {given!r} (known: {', '.join(sorted(STATUS_VALUES))})"
+    status = _status(values.pop("status", ""))
     raw_attributes: dict[str, object] = {k: v for k, v in values.items() if k not in ("name", "attributes")}
-    if values.get("attributes", "").strip():  # listmonk: a JSON object
-        try:
-            extra = json.loads(values["attributes"])
-        except ValueError:
-            return "the attributes column is not JSON"
-        if not isinstance(extra, dict):
-            return "the attributes column is not a JSON object"
-        raw_attributes.update({str(k): json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in extra.items()})
+    raw_attributes.update(_json_attributes(values.get("attributes", "")))
+    name = fields.name(values.get("name", "") or f"{first.strip()} {last.strip()}")
+    return _Row(0, address, name, fields.attributes(raw_attributes), status)
+
+
+def _status(given: str) -> str | None:
+    """A status column's value as a status here (None: the import's --status)."""
+    given = given.strip().lower()
+    if not given:
+        return None
+    if given not in STATUS_VALUES:
+        raise InputError(f"unknown status {given!r} (known: {', '.join(sorted(STATUS_VALUES))})")
+    return STATUS_VALUES[given]
+
+
+def _json_attributes(text: str) -> dict[str, object]:
+    """listmonk's attributes column: a JSON object; nested values are kept as their JSON."""
+    if not text.strip():
+        return {}
     try:
-        name = fields.name(values.get("name", "") or f"{first.strip()} {last.strip()}")
-        attributes = fields.attributes(raw_attributes)
-    except InputError as exc:
-        return str(exc)
-    return _Row(0, address, name, attributes, status)
+        extra = json.loads(text)
+    except ValueError:
+        raise InputError("the attributes column is not JSON") from None
+    if not isinstance(extra, dict):
+        raise InputError("the attributes column is not a JSON object")
+    return {str(k): json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in extra.items()}
 
 
 class _Rejects:

@@ -7,41 +7,39 @@ prose wraps near 76 columns without ever breaking a URL or a long word.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from markdown_it.tree import SyntaxTreeNode
 
 WIDTH = 76
 
 
+_LITERAL: Mapping[str, str] = MappingProxyType({"softbreak": " ", "hardbreak": "\n"})
+_MARKS: Mapping[str, str] = MappingProxyType({"em": "_", "strong": "*", "s": "~~"})  # around emphasis
+
+
 def inline(node: SyntaxTreeNode) -> str:
     """The readable text of an inline node and its children."""
-    parts: list[str] = []
-    for child in node.children:
-        kind = child.type
-        if kind == "text":
-            parts.append(child.content)
-        elif kind == "code_inline":
-            parts.append(f"`{child.content}`")
-        elif kind == "softbreak":
-            parts.append(" ")
-        elif kind == "hardbreak":
-            parts.append("\n")
-        elif kind == "link":
-            label, href = inline(child), str(child.attrs.get("href", ""))
-            same = label in (href, href.removeprefix("mailto:"))
-            parts.append(href if same else f"{label} ({href})")
-        elif kind == "image":
-            alt = inline(child) or "image"
-            parts.append(f"[{alt}] ({child.attrs.get('src', '')})")
-        elif kind == "em":
-            parts.append(f"_{inline(child)}_")
-        elif kind == "strong":
-            parts.append(f"*{inline(child)}*")
-        elif kind == "s":
-            parts.append(f"~~{inline(child)}~~")
-        else:
-            parts.append(inline(child) if child.children else child.content)
-    return "".join(parts)
+    return "".join(_inline_child(child) for child in node.children)
+
+
+def _inline_child(child: SyntaxTreeNode) -> str:
+    kind = child.type
+    if kind == "text":
+        return child.content
+    if kind == "code_inline":
+        return f"`{child.content}`"
+    if kind in _LITERAL:
+        return _LITERAL[kind]
+    if kind in _MARKS:
+        return f"{_MARKS[kind]}{inline(child)}{_MARKS[kind]}"
+    if kind == "link":
+        label, href = inline(child), str(child.attrs.get("href", ""))
+        return href if label in (href, href.removeprefix("mailto:")) else f"{label} ({href})"
+    if kind == "image":
+        return f"[{inline(child) or 'image'}] ({child.attrs.get('src', '')})"
+    return inline(child) if child.children else child.content
 
 
 def _wrap(text: str, width: int) -> list[str]:
