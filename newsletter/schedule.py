@@ -230,53 +230,62 @@ class _WeeklyRule:
 
     def at(self, now: dt.datetime) -> tuple[list[PlanItem], list[PlanItem], list[PlanItem]]:
         """The rule at `now`: (the slot's issue, if any; missed; left alone)."""
-        list_name, weekly = self.list_name, self.trigger
         missed: list[PlanItem] = []
         skipped: list[PlanItem] = []
         window: list[_InWindow] = []  # issues whose slot is open now, finished sends included
         for path, issue in self.issues:
-            if isinstance(issue, ContentError):
-                skipped.append(PlanItem(path, path.stem, f"cannot be read: {issue}"))
-                continue
-            if issue.slug in self.pinned:
-                continue
-            if issue.draft:
-                skipped.append(PlanItem(path, issue.slug, "a draft (draft: true): never sent automatically"))
-                continue
-            first = weekly.get_next_fire_time(None, dt.datetime.combine(issue.date, dt.time(), tzinfo=self.tz))
-            if first is None or first > now:
-                continue  # its slot is still to come, or never comes
-            state = self.state(issue.slug)
-            open_slot = weekly.get_next_fire_time(None, max(first, now - self.grace))
-            if open_slot is not None and open_slot <= now and open_slot.date() == first.date():
-                window.append(_InWindow(issue, path, state))
-                continue
-            if state.complete:
-                continue
+            self._place(path, issue, now, window, missed, skipped)
+        return self._one_per_slot(window, now, skipped), missed, skipped
+
+    def _place(self, path: Path, issue: Issue | ContentError, now: dt.datetime, window: list[_InWindow],
+               missed: list[PlanItem], skipped: list[PlanItem]) -> None:
+        """One issue file: in the window of the open slot, missed, left alone, or not yet anything."""
+        if isinstance(issue, ContentError):
+            skipped.append(PlanItem(path, path.stem, f"cannot be read: {issue}"))
+            return
+        if issue.slug in self.pinned:
+            return
+        if issue.draft:
+            skipped.append(PlanItem(path, issue.slug, "a draft (draft: true): never sent automatically"))
+            return
+        first = self.trigger.get_next_fire_time(None, dt.datetime.combine(issue.date, dt.time(), tzinfo=self.tz))
+        if first is None or first > now:
+            return  # its slot is still to come, or never comes
+        state = self.state(issue.slug)
+        open_slot = self.trigger.get_next_fire_time(None, max(first, now - self.grace))
+        if open_slot is not None and open_slot <= now and open_slot.date() == first.date():
+            window.append(_InWindow(issue, path, state))
+        elif not state.complete:
             when = f"its slot was {first:%Y-%m-%d %H:%M %Z}, beyond [schedule] misfire_grace"
             why = (f"interrupted with {state.pending:,} pending; {when}" if state.started_at
                    else f"dated {issue.date}; {when}")
-            hint = f"; send it by hand with {by_hand(path, list_name)}"
+            hint = f"; send it by hand with {by_hand(path, self.list_name)}"
             if (now.date() - first.date()).days <= MISSED_DAYS:
                 missed.append(PlanItem(path, issue.slug, why + hint))
             else:
                 skipped.append(PlanItem(path, issue.slug, f"never sent automatically: {why}{hint}"))
-        slot = latest_slot(weekly, now) or now
+
+    def _one_per_slot(self, window: list[_InWindow], now: dt.datetime, skipped: list[PlanItem]) -> list[PlanItem]:
+        """Of the issues whose slot is open, the one this slot sends (the one that went at it, else the
+        oldest unfinished); the others wait, and say so."""
+        slot = latest_slot(self.trigger, now) or now
         window.sort(key=lambda found: (found.issue.date, found.issue.slug))
         went = [w for w in window if w.send.started_at and w.send.started_at >= slot]
         owner = went[0] if went else next((w for w in window if not w.send.complete), None)
         due = []
         for w in window:
-            if w is owner and not w.send.complete:
+            if w.send.complete or owner is None:
+                continue
+            if w is owner:
                 what = "continues its interrupted send" if w.send.started_at else "due"
                 due.append(PlanItem(w.path, w.issue.slug, f"dated {w.issue.date}, {what} at the slot of "
                                                              f"{slot:%Y-%m-%d %H:%M %Z} ({self.config.schedule.cron})"))
-            elif owner is not None and not w.send.complete:
+            else:
                 verb = "went" if went else "goes"
                 skipped.append(PlanItem(w.path, w.issue.slug, f"waiting: {owner.issue.slug} {verb} at this slot "
                                                                 f"(at most one issue per slot); send it by hand with "
-                                                                f"{by_hand(w.path, list_name)}"))
-        return due, missed, skipped
+                                                                f"{by_hand(w.path, self.list_name)}"))
+        return due
 
 
 # -- the jobs ------------------------------------------------------------------------------------
