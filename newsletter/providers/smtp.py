@@ -154,33 +154,39 @@ class SmtpProvider:
             conn = self._connection(pacer)
             if conn is None:
                 return None
-            if utf8 and not conn.has_extn("smtputf8"):
-                return Result(recipient.key, "failed", error="the address is not ASCII and the SMTP server does not "
-                                                             "offer SMTPUTF8")
             try:
-                message = build_message(envelope, recipient)
-                data = message.as_bytes()
-            except Exception as exc:  # noqa: BLE001 - one recipient's message, never the batch
-                return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
-            try:
-                if not self._transaction(conn, envelope.from_email, recipient.email, data, utf8, pacer):
-                    return None
-            except (smtplib.SMTPException, UnicodeError, ValueError) as exc:  # anything else about this one message
-                self._reset(conn)
-                return Result(recipient.key, "failed", error=f"{type(exc).__name__}: {exc}")
-            except _Answer as answer:
-                if answer.kind == "unknown":
-                    return Result(recipient.key, "unknown", error=answer.message)
-                if answer.kind == "permanent":
-                    return Result(recipient.key, "failed", error=answer.message)
+                return self._attempt(conn, envelope, recipient, utf8, pacer)
+            except _Answer as answer:  # a temporary refusal: try again
                 last = answer.message
                 if answer.reconnect:
                     self._drop()
                     pacer.pause(s.retry_backoff)  # the server asked us to slow down: every connection waits
-                continue
-            return Result(recipient.key, "sent", message_id=str(message["Message-ID"]))
         return Result(recipient.key, "deferred", error=f"{last}; tried {s.retries} times, left for a later run",
                       retry_in=s.retry_backoff * 2 ** max(1, s.retries))
+
+    def _attempt(self, conn: smtplib.SMTP, envelope: Envelope, recipient: Recipient, utf8: bool,
+                 pacer: Pacer) -> Result | None:
+        """One try over `conn`: the recipient's result, or None when the send is stopping; a temporary
+        refusal is raised as its _Answer."""
+        if utf8 and not conn.has_extn("smtputf8"):
+            return Result(recipient.key, "failed", error="the address is not ASCII and the SMTP server does not "
+                                                         "offer SMTPUTF8")
+        try:
+            message = build_message(envelope, recipient)
+            data = message.as_bytes()
+        except Exception as exc:  # noqa: BLE001 - one recipient's message, never the batch
+            return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
+        try:
+            if not self._transaction(conn, envelope.from_email, recipient.email, data, utf8, pacer):
+                return None
+        except (smtplib.SMTPException, UnicodeError, ValueError) as exc:  # anything else about this one message
+            self._reset(conn)
+            return Result(recipient.key, "failed", error=f"{type(exc).__name__}: {exc}")
+        except _Answer as answer:
+            if answer.kind == "temporary":
+                raise
+            return Result(recipient.key, "unknown" if answer.kind == "unknown" else "failed", error=answer.message)
+        return Result(recipient.key, "sent", message_id=str(message["Message-ID"]))
 
     def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes, utf8: bool,
                      pacer: Pacer) -> bool:
@@ -188,21 +194,8 @@ class SmtpProvider:
 
         False when the send is stopping (or the worker's lease may be gone) once DATA is accepted:
         the body is not sent, so nothing was handed over."""
-        options = ["SMTPUTF8"] if utf8 else []
-        if utf8 and conn.has_extn("8bitmime"):
-            options.append("BODY=8BITMIME")
         try:
-            if conn.has_extn("pipelining"):
-                extra = "".join(f" {o}" for o in options)
-                mail, to = smtplib.quoteaddr(sender), smtplib.quoteaddr(rcpt)
-                conn.send(f"MAIL FROM:{mail}{extra}\r\nRCPT TO:{to}\r\nDATA\r\n".encode())
-                replies = [("MAIL FROM", *conn.getreply()), ("RCPT TO", *conn.getreply()), ("DATA", *conn.getreply())]
-            else:
-                replies = [("MAIL FROM", *conn.mail(sender, options))]
-                if replies[-1][1] < 400:
-                    replies.append(("RCPT TO", *conn.rcpt(rcpt)))
-                if replies[-1][1] < 400:
-                    replies.append(("DATA", *conn.docmd("DATA")))
+            replies = self._envelope_commands(conn, sender, rcpt, utf8)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()  # nothing was handed over: another connection may take it
             raise _Answer("temporary", f"connection lost before DATA: {exc}", reconnect=True) from None
@@ -231,6 +224,24 @@ class SmtpProvider:
             self._reset(conn)
             raise _classify("end of DATA", code, reply)
         return True
+
+    @staticmethod
+    def _envelope_commands(conn: smtplib.SMTP, sender: str, rcpt: str, utf8: bool) -> list[tuple[str, int, bytes]]:
+        """MAIL FROM, RCPT TO and DATA, pipelined when the server offers it: (command, code, reply) of each sent."""
+        options = ["SMTPUTF8"] if utf8 else []
+        if utf8 and conn.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if conn.has_extn("pipelining"):
+            extra = "".join(f" {o}" for o in options)
+            mail, to = smtplib.quoteaddr(sender), smtplib.quoteaddr(rcpt)
+            conn.send(f"MAIL FROM:{mail}{extra}\r\nRCPT TO:{to}\r\nDATA\r\n".encode())
+            return [("MAIL FROM", *conn.getreply()), ("RCPT TO", *conn.getreply()), ("DATA", *conn.getreply())]
+        replies = [("MAIL FROM", *conn.mail(sender, options))]
+        if replies[-1][1] < 400:
+            replies.append(("RCPT TO", *conn.rcpt(rcpt)))
+        if replies[-1][1] < 400:
+            replies.append(("DATA", *conn.docmd("DATA")))
+        return replies
 
     def _reset(self, conn: smtplib.SMTP) -> None:
         try:
