@@ -322,24 +322,25 @@ class SendGridProvider:
                 results[r.key] = Result(r.key, "unknown", error=str(exc))
             if exc.stop:
                 raise ProviderUnavailable(f"{exc}: the {len(ready):,} recipients of that request are unknown") from None
-            return
         except _TooLarge:
-            # Fewer recipients per request make it smaller; if even one is too many, the message
-            # itself is too large (a recipient's values are capped far below SendGrid's limit).
-            if len(ready) == 1:
-                raise ProviderRejected("SendGrid answered 413 for a request with a single recipient: the message "
-                                       "is too large; shorten the issue. Nothing was marked failed") from None
-            half = len(ready) // 2
-            self._send(envelope, ready[:half], results, pacer)
-            self._send(envelope, ready[half:], results, pacer)
-            return
+            self._split(envelope, ready, results, pacer)
         except _BadRequest as exc:
             self._isolate(envelope, ready, exc.errors, results, pacer)
-            return
-        if message_id is None:
-            return  # stopping: these were not handed over and go back to pending
-        for r in ready:
-            results[r.key] = Result(r.key, "sent", message_id=message_id)
+        else:
+            if message_id is None:
+                return  # stopping: these were not handed over and go back to pending
+            for r in ready:
+                results[r.key] = Result(r.key, "sent", message_id=message_id)
+
+    def _split(self, envelope: Envelope, ready: list[Recipient], results: dict[int, Result], pacer: Pacer) -> None:
+        """A 413: fewer recipients per request make it smaller; if even one is too many, the message itself
+        is too large (a recipient's values are capped far below SendGrid's limit)."""
+        if len(ready) == 1:
+            raise ProviderRejected("SendGrid answered 413 for a request with a single recipient: the message "
+                                   "is too large; shorten the issue. Nothing was marked failed")
+        half = len(ready) // 2
+        self._send(envelope, ready[:half], results, pacer)
+        self._send(envelope, ready[half:], results, pacer)
 
     def _isolate(self, envelope: Envelope, ready: list[Recipient], errors: list[dict[str, Any]],
                  results: dict[int, Result], pacer: Pacer) -> None:
