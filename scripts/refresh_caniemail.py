@@ -71,43 +71,45 @@ SPECIAL: dict[str, list[list[str]]] = {
 }
 
 
+_BY_PREFIX = (("css-at-media-", "media-feature"), ("css-at-", "at-rule"), ("css-unit-", "unit"),
+              ("css-selector-", "selector"), ("image-", "image"))
+
+
 def matches(slug: str, title: str) -> list[list[str]]:
     """How a feature shows in the finished HTML: a list of [kind, name] that `newsletter.compat` finds."""
     if slug in SPECIAL:
         return SPECIAL[slug]
-    if "-" not in slug:  # AMP, BIMI: not something an HTML body shows
-        return []
-    name = slug.split("-", 1)[1]
-    if slug.startswith("css-at-media-"):
-        return [["media-feature", slug.removeprefix("css-at-media-")]]
-    if slug.startswith("css-at-"):
-        return [["at-rule", slug.removeprefix("css-at-")]]
-    if slug.startswith("css-unit-"):
-        return [["unit", slug.removeprefix("css-unit-")]]
-    if slug.startswith("css-selector-"):
-        return [["selector", slug.removeprefix("css-selector-")]]
+    for prefix, kind in _BY_PREFIX:
+        if slug.startswith(prefix):
+            return [[kind, slug.removeprefix(prefix)]]
+    if slug.startswith("css-"):
+        return _css(slug, title)
+    if slug.startswith("html-"):
+        return _html(slug, title)
+    return []  # AMP, BIMI: not something an HTML body shows
+
+
+def _css(slug: str, title: str) -> list[list[str]]:
     if slug.startswith(("css-pseudo-class-", "css-pseudo-element-")):
         return [["pseudo", slug.split("-", 3)[3]]]
     if slug.startswith("css-display-"):
         return [["value", f"display:{slug.removeprefix('css-display-')}"]]
     if slug.startswith("css-function-") or slug.endswith("-gradient") or slug in ("css-rgb", "css-rgba"):
         return [["function", title.removesuffix("()")]]
-    if slug.startswith("css-"):
-        names = [part.strip() for part in re.split(r",| & ", title)]
-        properties = [part for part in names if _WORD.match(part)] or [name]
-        return [["property", part] for part in properties]
+    names = [part.strip() for part in re.split(r",| & ", title)]
+    properties = [part for part in names if _WORD.match(part)] or [slug.removeprefix("css-")]
+    return [["property", part] for part in properties]
+
+
+def _html(slug: str, title: str) -> list[list[str]]:
     if slug.startswith(("html-input-", "html-button-")):
         element, kind = slug.removeprefix("html-").split("-", 1)
         return [["element", f"{element}[{kind}]"]]
-    if slug.startswith("html-"):
-        if title.endswith(" element"):
-            return [["element", title.removesuffix(" element").strip("<>")]]
-        if title.endswith(" attribute"):
-            return [["attribute", title.removesuffix(" attribute")]]
-        return [["element", title.strip("<>")]]
-    if slug.startswith("image-"):
-        return [["image", name]]
-    return []
+    if title.endswith(" element"):
+        return [["element", title.removesuffix(" element").strip("<>")]]
+    if title.endswith(" attribute"):
+        return [["attribute", title.removesuffix(" attribute")]]
+    return [["element", title.strip("<>")]]
 
 
 def compact(data: dict[str, Any], licence: str, source: str) -> dict[str, Any]:

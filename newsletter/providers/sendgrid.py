@@ -182,6 +182,19 @@ class Payload:
 Post = Callable[[str, float], str]  # (request body, timeout) -> X-Message-Id
 
 
+def _within_limits(payload: Payload, recipients: list[Recipient], results: dict[int, Result]) -> list[Recipient]:
+    """The recipients whose substitutions SendGrid takes; the others fail, each with its reason."""
+    ready = []
+    for r in recipients:
+        size = payload.substitution_bytes(r)
+        if size > MAX_SUBSTITUTION_BYTES:
+            results[r.key] = Result(r.key, "failed", error=f"substitutions are {size} bytes, over SendGrid's "
+                                    f"{MAX_SUBSTITUTION_BYTES}: shorten this subscriber's attributes")
+        else:
+            ready.append(r)
+    return ready
+
+
 class SendGridProvider:
     reports_events = True  # through the signed Event Webhook
 
@@ -305,14 +318,7 @@ class SendGridProvider:
     def _send(self, envelope: Envelope, recipients: list[Recipient], results: dict[int, Result],
               pacer: Pacer) -> None:
         payload = self._payload_for(envelope)
-        ready = []
-        for r in recipients:
-            size = payload.substitution_bytes(r)
-            if size > MAX_SUBSTITUTION_BYTES:
-                results[r.key] = Result(r.key, "failed", error=f"substitutions are {size} bytes, over SendGrid's "
-                                        f"{MAX_SUBSTITUTION_BYTES}: shorten this subscriber's attributes")
-            else:
-                ready.append(r)
+        ready = _within_limits(payload, recipients, results)
         if not ready:
             return
         try:
