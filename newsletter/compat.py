@@ -15,13 +15,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 # Features unsupported somewhere that MJML's output or the default template uses knowing it, each
 # with what those clients show instead. Any other unsupported feature is a render warning.
 _PREHEADER = "MJML's hidden preheader; Outlook for Windows hides it by mso-hide"
 _WRAP = "long words and URLs wrap where supported; elsewhere the table's width holds them"
-ON_PURPOSE = {
+ON_PURPOSE = MappingProxyType({
     "css-at-media": "MJML's fluid columns; Outlook for Windows gets fixed-width tables in conditional comments",
     "css-at-media-prefers-color-scheme": "the template's dark mode; other clients show the light design",
     "html-meta-color-scheme": "the template's dark mode; other clients show the light design",
@@ -41,7 +42,7 @@ ON_PURPOSE = {
     "html-aria-label": "MJML names the message for screen readers; Yahoo reads the subject instead",
     "html-body": "MJML's body attributes; Outlook for macOS takes the body's content as it is",
     "html-doctype": "MJML's HTML5 doctype; Outlook for Windows renders with Word either way",
-}
+})
 
 
 @dataclass(frozen=True)

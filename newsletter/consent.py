@@ -9,7 +9,9 @@ kept out of every list whatever its membership says.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from .statuses import Membership
@@ -39,29 +41,28 @@ REMOVED = "removed"  # the membership row is deleted
 
 NONE = None  # no membership on this list yet
 
-_IMPORTED: Final[dict[str | None, str]] = {
-    NONE: REQUESTED, UNCONFIRMED: REQUESTED, ACTIVE: SAME,
-    UNSUBSCRIBED: KEPT_OUT, BOUNCED: KEPT_OUT, COMPLAINED: KEPT_OUT,
-}
+def _row(none: str, unconfirmed: str, active: str, unsubscribed: str, bounced: str,
+         complained: str) -> Mapping[str | None, str]:
+    """What one action does from each status, in the order of the table's columns."""
+    return MappingProxyType({NONE: none, UNCONFIRMED: unconfirmed, ACTIVE: active, UNSUBSCRIBED: unsubscribed,
+                             BOUNCED: bounced, COMPLAINED: complained})
+
+
+_IMPORTED: Final = _row(REQUESTED, REQUESTED, SAME, KEPT_OUT, KEPT_OUT, KEPT_OUT)
 
 # TRANSITIONS[action][current status or None] -> a status, SAME, REQUESTED, KEPT_OUT or REMOVED.
-TRANSITIONS: Final[dict[str, dict[str | None, str]]] = {
-    REQUEST: {NONE: UNCONFIRMED, UNCONFIRMED: SAME, ACTIVE: SAME,
-              UNSUBSCRIBED: UNCONFIRMED, BOUNCED: UNCONFIRMED, COMPLAINED: KEPT_OUT},
-    CONFIRM: {NONE: KEPT_OUT, UNCONFIRMED: ACTIVE, ACTIVE: SAME,
-              UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
-    IMPORT: _IMPORTED,
-    ADD: _IMPORTED,
-    UNSUBSCRIBE: {NONE: SAME, UNCONFIRMED: UNSUBSCRIBED, ACTIVE: UNSUBSCRIBED,
-                  UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
-    BOUNCE: {NONE: SAME, UNCONFIRMED: BOUNCED, ACTIVE: BOUNCED,
-             UNSUBSCRIBED: BOUNCED, BOUNCED: SAME, COMPLAINED: SAME},
-    COMPLAINT: {NONE: SAME, UNCONFIRMED: COMPLAINED, ACTIVE: COMPLAINED,
-                UNSUBSCRIBED: COMPLAINED, BOUNCED: SAME, COMPLAINED: SAME},
-    SUPPRESS: {NONE: SAME, UNCONFIRMED: SAME, ACTIVE: SAME, UNSUBSCRIBED: SAME, BOUNCED: SAME, COMPLAINED: SAME},
-    ERASE: {NONE: SAME, UNCONFIRMED: REMOVED, ACTIVE: REMOVED,
-            UNSUBSCRIBED: REMOVED, BOUNCED: REMOVED, COMPLAINED: REMOVED},
-}
+TRANSITIONS: Final[Mapping[str, Mapping[str | None, str]]] = MappingProxyType({
+    #                 none          unconfirmed   active        unsubscribed  bounced       complained
+    REQUEST:     _row(UNCONFIRMED,  SAME,         SAME,         UNCONFIRMED,  UNCONFIRMED,  KEPT_OUT),
+    CONFIRM:     _row(KEPT_OUT,     ACTIVE,       SAME,         SAME,         SAME,         SAME),
+    IMPORT:      _IMPORTED,
+    ADD:         _IMPORTED,
+    UNSUBSCRIBE: _row(SAME,         UNSUBSCRIBED, UNSUBSCRIBED, SAME,         SAME,         SAME),
+    BOUNCE:      _row(SAME,         BOUNCED,      BOUNCED,      BOUNCED,      SAME,         SAME),
+    COMPLAINT:   _row(SAME,         COMPLAINED,   COMPLAINED,   COMPLAINED,   SAME,         SAME),
+    SUPPRESS:    _row(SAME,         SAME,         SAME,         SAME,         SAME,         SAME),
+    ERASE:       _row(SAME,         REMOVED,      REMOVED,      REMOVED,      REMOVED,      REMOVED),
+})
 
 # Actions a suppressed address is refused for: nothing may move it towards being mailed.
 _REFUSED_WHEN_SUPPRESSED: Final = (REQUEST, CONFIRM, IMPORT, ADD)

@@ -13,9 +13,10 @@ import csv
 import datetime as dt
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import sqlalchemy as sa
@@ -30,20 +31,20 @@ from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DELIMITERS = (",", ";", "\t")
-LEFT_ACTIONS: dict[str, str] = {UNSUBSCRIBED: consent.UNSUBSCRIBE, BOUNCED: consent.BOUNCE,
-                                COMPLAINED: consent.COMPLAINT}
+LEFT_ACTIONS: Mapping[str, str] = MappingProxyType({UNSUBSCRIBED: consent.UNSUBSCRIBE, BOUNCED: consent.BOUNCE,
+                                COMPLAINED: consent.COMPLAINT})
 EMAIL_HEADERS = ("email", "email address", "e-mail", "e-mail address")  # ours and listmonk's; Mailchimp's
 MAX_RECORD_LINES = 20  # a record running over more lines is taken for an unclosed quote
 MAX_FIELD_CHARS = 10_000
 # A status column's values, ours and other tools', to what they mean here. Nothing that means
 # "left" or "blocked" ever becomes active.
-STATUS_VALUES = {
+STATUS_VALUES = MappingProxyType({
     "active": ACTIVE, "subscribed": ACTIVE, "enabled": ACTIVE, "confirmed": ACTIVE,
     "unconfirmed": UNCONFIRMED, "pending": UNCONFIRMED,
     "unsubscribed": UNSUBSCRIBED, "disabled": UNSUBSCRIBED,
     "bounced": BOUNCED, "complained": COMPLAINED,
     "suppressed": SUPPRESSED, "blocklisted": SUPPRESSED, "blacklisted": SUPPRESSED, "cleaned": SUPPRESSED,
-}
+})
 # What an export writes before the attributes; import reads them back (the times are for people).
 EXPORT_COLUMNS = ("email", "name", "status", "subscribed_at", "status_changed_at", "source")
 CHUNK_ROWS = 5000

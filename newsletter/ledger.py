@@ -18,6 +18,7 @@ import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -582,8 +583,8 @@ def delivery_counts(conn: Connection, issue: str, list_id: int) -> dict[str, int
 
 # What a provider's event says of a row whose outcome was unknown: it reached the provider (sent),
 # or the provider says it was not delivered (failed). Any other kind settles nothing.
-SETTLED_BY = {"processed": SENT, "delivered": SENT, "deferred": SENT, "opened": SENT, "clicked": SENT,
-              "complained": SENT, "unsubscribed": SENT, "bounced": FAILED, "blocked": FAILED, "dropped": FAILED}
+SETTLED_BY = MappingProxyType({"processed": SENT, "delivered": SENT, "deferred": SENT, "opened": SENT, "clicked": SENT,
+              "complained": SENT, "unsubscribed": SENT, "bounced": FAILED, "blocked": FAILED, "dropped": FAILED})
 
 
 def settle_unknown(conn: Connection, issue: str, subscriber_id: int, kind: str, *, source: str, at: dt.datetime,

@@ -20,6 +20,7 @@ import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -48,7 +49,7 @@ PIN_PREFIX = "pin:"
 WAKE_ID = "wake"
 WAKE_SECONDS = 30  # how soon a running scheduler sees a send pinned by another process
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_DAY_NUMBERS = {name: number for number, name in enumerate(_DAY_NAMES)}
+_DAY_NUMBERS = MappingProxyType({name: number for number, name in enumerate(_DAY_NAMES)})
 
 # What a job calls to send: (list, pinned issue file or None for what is due) -> a line for the log.
 Runner = Callable[[str, Path | None], str]

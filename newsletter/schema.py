@@ -182,7 +182,7 @@ def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
 
 
 # (version, what it does, the step): run in order, each once, inside one transaction.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "lists, subscribers, memberships, suppressions", _creates(lists, subscribers, memberships, suppressions)),
     (2, "delivery ledger: sends and deliveries", _creates(sends, deliveries)),
     (3, "provider events", _creates(events)),
@@ -190,7 +190,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, "consent history; when a member left", _history),
     (6, "sends remember whether their provider reports events", _send_events),
     (7, "history lines name the issue whose link made the change", _history_issue),
-]
+)
 
 
 def upgrade(engine: Engine) -> int:

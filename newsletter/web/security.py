@@ -10,6 +10,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -18,13 +19,13 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 CSRF_COOKIE = "newsletter_csrf"
-SECURITY_HEADERS = {
+SECURITY_HEADERS = MappingProxyType({
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",  # tokens are in our URLs: never pass them on
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-}
+})
 
 
 _TOKEN_PATH = re.compile(r"/(confirm|unsubscribe)/[^/?#\s\"]+")

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from ..config import SendGridSettings
 from ..errors import WebhookError
@@ -18,11 +19,11 @@ from .base import TrackingEvent
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-_EVENT_KINDS = {
+_EVENT_KINDS = MappingProxyType({
     "processed": "processed", "delivered": "delivered", "deferred": "deferred", "dropped": "dropped",
     "spamreport": "complained",
     "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed", "open": "opened", "click": "clicked",
-}
+})
 
 
 def verify_webhook(public_key: str, payload: bytes, signature: str, timestamp: str, tolerance: int,
