@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsletter import compat, config, content, render  # noqa: E402
+from newsletter.templates import Templates  # noqa: E402
 from tests.issues import thirteen_items  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def median_ms(path: Path, cfg: config.Config, runs: int) -> tuple[float, float, 
     for _ in range(runs + 2):
         start = time.perf_counter()
         issue = content.parse(path, base_url=cfg.newsletter.base_url)
-        rendered = render.render(issue, cfg.newsletter, cfg.templates_dir)
+        rendered = render.render(issue, cfg.newsletter, Templates(cfg.templates_dir))
         times.append(time.perf_counter() - start)
         start = time.perf_counter()
         compat.check(rendered.html)

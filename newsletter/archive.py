@@ -17,6 +17,7 @@ from .errors import ContentError
 from .ledger import sent_issues
 from .render import render
 from .store import Store
+from .templates import Templates
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class ArchivedIssue:
 class Archive:
     """The sent issues of one newsletter, with their parsed files and web pages kept per version."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, config: Config, templates: Templates) -> None:
+        self.config, self.templates = config, templates
         self._issues: dict[tuple[Path, float], Issue] = {}
         self._pages: dict[tuple[Path, float, str], str] = {}
 
@@ -67,7 +68,7 @@ class Archive:
             parsed = self._issue(archived.path)
             if parsed is None:  # broken since it was listed
                 return None
-            self._pages[key] = render(parsed, self.config.newsletter, self.config.templates_dir,
+            self._pages[key] = render(parsed, self.config.newsletter, self.templates,
                                       subscribe_url=f"{base}/subscribe/{target}").html
         values = placeholders.neutral(view_url=f"{base}/archive/{target}/{slug}")
         return placeholders.fill(self._pages[key], values, html_escape=True)

@@ -25,10 +25,11 @@ from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 from markupsafe import Markup
 
-from . import compat, plaintext, templates
+from . import compat, plaintext
 from .config import NewsletterSettings
 from .content import MARKDOWN, Issue
 from .errors import RenderError
+from .templates import Templates, syntax_error
 
 GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_WARN_CHARS = 78
@@ -154,17 +155,17 @@ def check_mjml_tags(source: str, origin: str) -> None:
                 raise RenderError(f"{origin}:{number}: unknown MJML tag <{tag}>{hint}")
 
 
-def render_template(templates_dir: Path, name: str, context: Mapping[str, Any]) -> str:
+def render_template(templates: Templates, name: str, context: Mapping[str, Any]) -> str:
     """Render one Jinja2 template; its errors become one-line RenderErrors naming file and line."""
-    template = templates.get(templates_dir, name)
+    template = templates.get(name)
     try:
         if name.endswith(".mjml") and template.filename:
             check_mjml_tags(Path(template.filename).read_text(encoding="utf-8"), template.filename)
         return template.render(**context)
     except jinja2.TemplateSyntaxError as exc:  # a template it includes, compiled as it renders
-        raise templates.syntax_error(exc, name) from None
+        raise syntax_error(exc, name) from None
     except jinja2.TemplateError as exc:
-        raise RenderError(f"{templates_dir / name}: template error: {exc}") from None
+        raise RenderError(f"{templates.folder / name}: template error: {exc}") from None
 
 
 def mjml_to_html(source: str, origin: str) -> str:
@@ -200,7 +201,7 @@ def _date_label(date: dt.date) -> str:
     return f"{date.day} {date:%B %Y}"
 
 
-def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path, *, subscribe_url: str = "") -> Rendered:
+def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, subscribe_url: str = "") -> Rendered:
     """Render `issue` once into HTML and text, with placeholders left for `placeholders.fill`.
 
     With `subscribe_url`, it is the web version: its footer invites to subscribe instead of
@@ -225,12 +226,12 @@ def render(issue: Issue, settings: NewsletterSettings, templates_dir: Path, *, s
     }
     whole = Section(tokens=tuple(issue.tree.to_tokens()))
     source = render_template(
-        templates_dir, "issue.mjml", {**context, "content": whole, "intro": intro, "items": items}
+        templates, "issue.mjml", {**context, "content": whole, "intro": intro, "items": items}
     )
-    html = mjml_to_html(source, str(templates_dir / "issue.mjml"))
+    html = mjml_to_html(source, str(templates.folder / "issue.mjml"))
     body_text = "\n".join(plaintext.blocks(issue.tree.children))
     text = render_template(
-        templates_dir,
+        templates,
         "issue.txt",
         {**context, "content": body_text, "wrap": lambda s: "\n".join(plaintext.wrap(s))},
     )

@@ -32,6 +32,7 @@ from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
 from .schema import FAILED, IN_FLIGHT, PENDING, SENT, SKIPPED, UNKNOWN
 from .store import Store
+from .templates import Templates
 
 TEST_PREFIX = "[TEST] "
 NOT_FINISHED = 3  # the exit code of a send that stopped with rows still pending
@@ -406,8 +407,8 @@ def send_test_copy(store: Store, mailing: Mailing, provider: Provider, address: 
     return results[0] if results else Result(recipient.key, "unknown", error="not attempted")
 
 
-def send_confirmation(config: Config, provider: Provider, *, subscriber_id: int, email: str, name: str,
-                      list_name: str) -> Result:
+def send_confirmation(config: Config, templates: Templates, provider: Provider, *, subscriber_id: int, email: str,
+                      name: str, list_name: str) -> Result:
     """Mail a double opt-in request with a signed, expiring confirmation link."""
     import datetime as dt
 
@@ -419,9 +420,8 @@ def send_confirmation(config: Config, provider: Provider, *, subscriber_id: int,
     declared = config.list(list_name)
     context = {"newsletter": config.newsletter, "list": declared, "name": name, "email": email,
                "confirm_url": f"{base_url}/confirm/{token}", "hours": config.web.confirm_ttl // 3600}
-    html = mjml_to_html(render_template(config.templates_dir, "confirm.mjml", context),
-                        str(config.templates_dir / "confirm.mjml"))
-    text = render_template(config.templates_dir, "confirm.txt", context)
+    html = mjml_to_html(render_template(templates, "confirm.mjml", context), str(templates.folder / "confirm.mjml"))
+    text = render_template(templates, "confirm.txt", context)
     rendered = Rendered(slug="confirmation", date=dt.date.today(), subject=f"Please confirm: {declared.title}",
                         preheader="One click to confirm your subscription.", html=html, text=text,
                         size=len(html.encode()))

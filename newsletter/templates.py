@@ -26,26 +26,44 @@ def _loader(folder: Path, sub: str = "") -> jinja2.BaseLoader:
                                 jinja2.FileSystemLoader(str(BUILTIN / sub))])
 
 
-@functools.lru_cache(maxsize=8)
-def environment(folder: Path) -> jinja2.Environment:
-    """One Jinja2 environment per templates folder; autoescape is on for MJML, HTML and XML."""
-    return jinja2.Environment(
-        loader=_loader(folder),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml", "html", "xml")),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def web_environment(folder: Path) -> jinja2.Environment:
-    """The web pages' environment: `web/` of the folder, else of the package."""
-    return jinja2.Environment(loader=_loader(folder, "web"), autoescape=True)
-
-
 def syntax_error(exc: jinja2.TemplateSyntaxError, name: str) -> RenderError:
     """The one-line error for a template that does not compile, naming its file and line."""
     return RenderError(f"{exc.filename or name}:{exc.lineno}: template error: {exc.message}")
+
+
+class Templates:
+    """The templates of one project folder, then the package's: two Jinja2 environments, each template
+    compiled once and kept by whoever holds this object (the front door), never by the process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    @functools.cached_property
+    def mail(self) -> jinja2.Environment:
+        """The mail's environment; autoescape is on for MJML, HTML and XML."""
+        return jinja2.Environment(
+            loader=_loader(self.folder),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("mjml", "html", "xml")),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+        )
+
+    @functools.cached_property
+    def web(self) -> jinja2.Environment:
+        """The web pages' environment: `web/` of the folder, else of the package."""
+        return jinja2.Environment(loader=_loader(self.folder, "web"), autoescape=True)
+
+    def get(self, name: str) -> jinja2.Template:
+        """A mail template by name; its errors become one-line RenderErrors naming file and line."""
+        return _get(self.mail, self.folder, name)
+
+    def check(self) -> None:
+        """Compile every template the mail and the web pages use, each in the environment that renders
+        it, which keeps the compiled template for its first use."""
+        for name in MAIL:
+            self.get(name)
+        for page in WEB:
+            _get(self.web, self.folder / "web", page)
 
 
 def _get(env: jinja2.Environment, folder: Path, name: str) -> jinja2.Template:
@@ -55,20 +73,6 @@ def _get(env: jinja2.Environment, folder: Path, name: str) -> jinja2.Template:
         raise RenderError(f"{folder / str(exc.name)}: template not found") from None
     except jinja2.TemplateSyntaxError as exc:
         raise syntax_error(exc, name) from None
-
-
-def get(folder: Path, name: str) -> jinja2.Template:
-    """A mail template by name; its errors become one-line RenderErrors naming file and line."""
-    return _get(environment(folder), folder, name)
-
-
-def check(folder: Path) -> None:
-    """Compile every template the mail and the web pages use, each in the environment that renders
-    it, which keeps the compiled template for its first use."""
-    for name in MAIL:
-        get(folder, name)
-    for page in WEB:
-        _get(web_environment(folder), folder / "web", page)
 
 
 def init_project(folder: str | os.PathLike[str]) -> list[Path]:

@@ -9,13 +9,14 @@ import shutil
 import pytest
 
 from newsletter import Newsletter, compat, content, render
+from newsletter.templates import Templates
 
 from .conftest import ROOT
 from .issues import thirteen_items
 
 
 def render_file(cfg, path):
-    return render.render(content.parse(path, base_url=cfg.newsletter.base_url), cfg.newsletter, cfg.templates_dir)
+    return render.render(content.load(path, cfg.newsletter), cfg.newsletter, Templates(cfg.templates_dir))
 
 
 @pytest.mark.parametrize("which", ["sample", "thirteen"])
@@ -39,7 +40,7 @@ def test_a_template_feature_unsupported_somewhere_is_a_warning_naming_it_and_the
     mjml = templates / "issue.mjml"
     mjml.write_text(mjml.read_text().replace(".content p { margin: 0 0 14px; }",
                                              ".content p { margin: 0 0 14px; display: flex; }"))
-    rendered = render.render(content.parse(sample_issue, base_url=cfg.newsletter.base_url), cfg.newsletter, templates)
+    rendered = render.render(content.load(sample_issue, cfg.newsletter), cfg.newsletter, Templates(templates))
     (warning,) = [w for w in rendered.warnings if "not supported" in w]
     assert warning.startswith("display:flex is not supported in ") and "Outlook Windows" in warning
     assert warning.endswith("(https://www.caniemail.com/features/css-display-flex/)")

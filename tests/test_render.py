@@ -7,13 +7,14 @@ from lxml import html as lxml_html
 
 from newsletter import config as config_mod, content, placeholders, render
 from newsletter.errors import ContentError, RenderError
+from newsletter.templates import Templates
 
 from .conftest import ROOT, write_config
 
 
 def render_file(cfg, path):
     issue = content.parse(path, base_url=cfg.newsletter.base_url)
-    return render.render(issue, cfg.newsletter, cfg.templates_dir)
+    return render.render(issue, cfg.newsletter, Templates(cfg.templates_dir))
 
 
 @pytest.fixture
@@ -268,7 +269,7 @@ def test_template_error_names_file_and_line(cfg, sample_issue, tmp_path):
     folder = templates_copy(tmp_path, "issue.mjml", "<mjml>\n<mj-body>{% if %}</mj-body></mjml>")
     issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
     with pytest.raises(RenderError, match=r"issue.mjml:2: template error"):
-        render.render(issue, cfg.newsletter, folder)
+        render.render(issue, cfg.newsletter, Templates(folder))
 
 
 def test_a_typo_in_an_mjml_tag_names_file_line_and_the_tag_meant(cfg, sample_issue, tmp_path):
@@ -279,14 +280,14 @@ def test_a_typo_in_an_mjml_tag_names_file_line_and_the_tag_meant(cfg, sample_iss
     issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
     expected = rf"issue.mjml:{line}: unknown MJML tag <mj-colum>; did you mean <mj-column>\?"
     with pytest.raises(RenderError, match=expected):
-        render.render(issue, cfg.newsletter, folder)
+        render.render(issue, cfg.newsletter, Templates(folder))
 
 
 def test_mjml_error_is_reported(cfg, sample_issue, tmp_path):
     folder = templates_copy(tmp_path, "issue.mjml", "<mjml><mj-body><mj-section>{{ content }}")
     issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
     with pytest.raises(RenderError, match=r"issue.mjml: MJML error"):
-        render.render(issue, cfg.newsletter, folder)
+        render.render(issue, cfg.newsletter, Templates(folder))
 
 
 def test_cli_reports_template_error_without_writing(config_path, sample_issue, tmp_path, run):

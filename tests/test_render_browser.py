@@ -4,6 +4,7 @@ import pytest
 
 from newsletter import content, placeholders, render
 from newsletter.preview import sample_values
+from newsletter.templates import Templates
 
 from . import browser
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def filled_html(cfg, sample_issue):
     issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
-    rendered = render.render(issue, cfg.newsletter, cfg.templates_dir)
+    rendered = render.render(issue, cfg.newsletter, Templates(cfg.templates_dir))
     return placeholders.fill(rendered.html, sample_values(cfg.newsletter.base_url, rendered.slug), html_escape=True)
 
 

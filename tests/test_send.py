@@ -7,6 +7,7 @@ import pytest
 from newsletter import config as config_mod, tokens
 from newsletter.ledger import Ledger
 from newsletter.store import Store
+from newsletter.templates import Templates
 
 from .conftest import ROOT, SECRET, SHARED
 from .test_store import dump
@@ -259,7 +260,7 @@ def test_max_rate_paces_batches(sg_config, sendgrid_server, issue, imported):
     from newsletter.send import Mailing, send
 
     cfg = config_mod.load(sg_config)
-    rendered = render.render(content.parse(issue, base_url=cfg.newsletter.base_url), cfg.newsletter, cfg.templates_dir)
+    rendered = render.render(content.load(issue, cfg.newsletter), cfg.newsletter, Templates(cfg.templates_dir))
     waits: list[float] = []
     with Store(cfg) as store:
         provider = SendGridProvider(cfg.sendgrid, "SG.test-key")

@@ -191,3 +191,29 @@ def test_the_front_door_holds_the_config_the_store_the_provider_and_its_parts(cf
     parts = {name for name, value in vars(nl).items() if isinstance(value, Part)}
     assert parts == {"issues", "subscribers", "sends", "schedule", "links", "webhooks"}
     assert nl._store is None  # making the parts opened no database
+
+
+# Memoised pure functions of the package's own constants: a process may share them.
+PURE_CACHES = {"newsletter.compat._data", "newsletter.addresses._domain"}
+
+
+def test_no_module_keeps_state_that_changes():
+    """Module-level tables are read-only (tuples, MappingProxyType) and the only caches are memoised pure
+    functions: whatever a Newsletter learns (templates, archive pages, receivers) it keeps itself."""
+    mutable = (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)
+    makers = {"dict", "list", "set", "defaultdict", "deque", "OrderedDict", "Counter", "WeakValueDictionary"}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                if not isinstance(target, ast.Name) or target.id == "__all__":
+                    continue
+                value = node.value
+                called = isinstance(value, ast.Call) and getattr(value.func, "id", getattr(value.func, "attr", ""))
+                assert not isinstance(value, mutable) and called not in makers, (
+                    f"{name}.{target.id} (line {node.lineno}) is a mutable module-level table")
+            if isinstance(node, ast.FunctionDef):
+                cached = [d for d in node.decorator_list if "cache" in ast.unparse(d)]
+                assert not cached or f"{name}.{node.name}" in PURE_CACHES, (
+                    f"{name}.{node.name} is cached by the process")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..content import Issue
     from ..preview import PreviewServer
     from ..render import Rendered
+    from ..templates import Templates
 
 
 class Issues(Part):
@@ -32,7 +33,7 @@ class Issues(Part):
         from ..render import render
 
         parsed = issue if isinstance(issue, Issue) else self.load(issue)
-        return render(parsed, self.config.newsletter, self.config.templates_dir)
+        return render(parsed, self.config.newsletter, self.templates)
 
     def write(self, path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Rendered, Path, Path]:
         """Render and write `<slug>.html` and `<slug>.txt` to `out_dir`, each whole or not at all."""
@@ -68,17 +69,20 @@ class Issues(Part):
                     from None
             raise InputError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
 
+    @cached_property
+    def templates(self) -> Templates:
+        """The project's templates (then the package's), each compiled once for this newsletter."""
+        from ..templates import Templates
+
+        return Templates(self.config.templates_dir)
+
     def check_templates(self) -> None:
         """Compile every mail and web template, the project's or the package's: a RenderError if one is broken."""
-        from .. import templates
-
-        templates.check(self.config.templates_dir)
+        self.templates.check()
 
     def web_templates(self) -> jinja2.Environment:
         """The Jinja2 environment the web pages render with (`web/…` of the project's, else the package's)."""
-        from .. import templates
-
-        return templates.web_environment(self.config.templates_dir)
+        return self.templates.web
 
     def slug(self, issue: str | os.PathLike[str]) -> str:
         """The slug of an issue given as its file or as the slug itself (for issues whose file is gone)."""
@@ -100,4 +104,4 @@ class Issues(Part):
     def _archive(self) -> Archive:
         from ..archive import Archive
 
-        return Archive(self.config)
+        return Archive(self.config, self.templates)

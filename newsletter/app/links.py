@@ -46,7 +46,7 @@ class Links(Part):
         """The HTML form to paste on another site (`web/embed.html`), and what keeps it from working yet."""
         declared = self.config.list(list_name)
         action = f"{self.config.require_base_url().rstrip('/')}/subscribe/{list_name}"
-        html = self._nl.issues.web_templates().get_template("embed.html").render(action=action, list=declared)
+        html = self._nl.issues.templates.web.get_template("embed.html").render(action=action, list=declared)
         notes = [] if self.config.web.allowed_origins else [
             f"{self.config.path}: [web] allowed_origins is empty: add the origin of the site that shows this form "
             f"(such as https://www.example.org), or the form's posts are refused"]
@@ -69,8 +69,9 @@ class Links(Part):
         if request.subscriber_id is None:
             raise InputError("this subscribe request has nobody to confirm")
         with closing(self._nl.provider()) as provider:
-            return send_confirmation(self.config, provider, subscriber_id=request.subscriber_id, email=request.email,
-                                     name=request.name, list_name=request.list_name)
+            return send_confirmation(self.config, self._nl.issues.templates, provider,
+                                     subscriber_id=request.subscriber_id, email=request.email, name=request.name,
+                                     list_name=request.list_name)
 
     def confirm(self, token: str, *, now: float | None = None) -> tuple[ListSettings, str | None]:
         """Act on a confirmation link: the list and the membership's status after (None: no membership).
