@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
 import re
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from ..pacing import Pacer
 from ..placeholders import PATTERN, SPECIAL, clean, fill, lookup, neutral, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .mime import eml_previews
+from .retry import Retry, with_retries
 
 MAX_RECIPIENTS = 1000
 MAX_MESSAGE_BYTES = 30_000_000  # SendGrid's limit on one request
@@ -233,31 +233,24 @@ class SendGridProvider:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _backoff(self, attempt: int) -> float:
-        return float(min(60.0, self.settings.retry_backoff * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-
     def _post(self, body: str, pacer: Pacer) -> str | None:
         """POST once, retrying what is safe to retry; the X-Message-Id, or None when the send is stopping.
 
         A 429 or a back-off pauses every batch of the send (through `pacer`), not only this one.
         """
-        last = ""
-        for attempt in range(self.settings.max_retries):
-            if not pacer.wait():
-                return None
-            try:
-                return self._call(body, self.settings.timeout)
-            except HTTPError as exc:
-                last = self._retry_after(exc, attempt, pacer)
-            except urllib.error.URLError as exc:
-                # The connection was never made (refused, DNS, connect timeout): nothing was sent.
-                last = f"connection failed: {exc.reason}"
-                pacer.pause(self._backoff(attempt))
-            except (TimeoutError, OSError, http.client.HTTPException) as exc:
-                raise self._after_sending(exc) from None
-        raise ProviderUnavailable(
-            f"SendGrid failed {self.settings.max_retries} times (last: {last}); the batch stays pending, run send again"
-        )
+        return with_retries(lambda: self._attempt(body), pacer, provider="SendGrid", tries=self.settings.max_retries,
+                            base=self.settings.retry_backoff)
+
+    def _attempt(self, body: str) -> str:
+        try:
+            return self._call(body, self.settings.timeout)
+        except HTTPError as exc:
+            raise self._refusal(exc) from None
+        except urllib.error.URLError as exc:
+            # The connection was never made (refused, DNS, connect timeout): nothing was sent.
+            raise Retry(f"connection failed: {exc.reason}") from None
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            raise self._after_sending(exc) from None
 
     def _client_post(self, body: str, timeout: float) -> str:
         # A Content-Type other than the bare "application/json" makes the library send the
@@ -266,29 +259,26 @@ class SendGridProvider:
             request_body=body, request_headers={"Content-Type": CONTENT_TYPE}, timeout=timeout)
         return str(response.headers.get("X-Message-Id", ""))
 
-    def _retry_after(self, exc: HTTPError, attempt: int, pacer: Pacer) -> str:
-        """An HTTP error answer: what to say of it once retries run out, after pausing the send for a
-        retryable one (429, 5xx, 408); anything else is raised as the error it is."""
+    def _refusal(self, exc: HTTPError) -> Exception:
+        """An HTTP error answer as what it means: a Retry for 429, 5xx and 408, else the error it is."""
         status, errors = exc.status_code, _message(exc.body)
         detail = "; ".join(str(e.get("message", "")) for e in errors) or str(exc.reason)
         if status in (401, 403):
-            raise ProviderAuthError(
-                f"SendGrid refused the API key ({status}: {detail}); check {self.settings.api_key_env}") from None
+            return ProviderAuthError(
+                f"SendGrid refused the API key ({status}: {detail}); check {self.settings.api_key_env}")
         if status == 400:
-            raise _BadRequest(errors) from None
+            return _BadRequest(errors)
         if status == 413:
-            raise _TooLarge() from None
+            return _TooLarge()
         if status == 429:
             reset = (exc.headers or {}).get("X-RateLimit-Reset")
-            wait = self._backoff(attempt)
+            wait = None
             if reset and str(reset).isdigit():
                 wait = min(MAX_RATE_LIMIT_WAIT, max(0.0, int(reset) - time.time()) + 0.05)
-            pacer.pause(wait)
-            return "429 rate limited"
+            return Retry("429 rate limited", wait)
         if status >= 500 or status == 408:  # 408: the request timed out on the way in, nothing taken
-            pacer.pause(self._backoff(attempt))
-            return f"{status}: {detail}"
-        raise ProviderError(f"SendGrid answered {status}: {detail}") from None
+            return Retry(f"{status}: {detail}")
+        return ProviderError(f"SendGrid answered {status}: {detail}")
 
     def _after_sending(self, exc: Exception) -> _MaybeSent:
         """A failure once the whole request was written (urllib reports failures to write as URLError):

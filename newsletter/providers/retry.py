@@ -1,0 +1,43 @@
+"""What every HTTP provider does between its calls: wait for the pacer, try, and after a refusal worth
+trying again pause every batch of the send, up to a number of tries."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import ProviderUnavailable
+from ..pacing import Pacer
+
+T = TypeVar("T")
+
+
+class Retry(Exception):
+    """A refusal worth trying again (a 429, a 5xx, a connection never made): `message` is what is said
+    once the tries run out; `wait` replaces the back-off when the provider says how long."""
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.message, self.wait = message, wait
+
+
+def backoff(base: float, attempt: int) -> float:
+    """`base` doubled per attempt, at most a minute, with jitter so that parallel batches spread out."""
+    return float(min(60.0, base * 2 ** attempt) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not a secret
+
+
+def with_retries(call: Callable[[], T], pacer: Pacer, *, provider: str, tries: int, base: float) -> T | None:
+    """`call()`'s result, trying again after each Retry (the pause holds every batch of the send);
+    None when the send is stopping. ProviderUnavailable once `tries` are used up: the batch stays pending."""
+    last = ""
+    for attempt in range(tries):
+        if not pacer.wait():
+            return None
+        try:
+            return call()
+        except Retry as again:
+            last = again.message
+            pacer.pause(again.wait if again.wait is not None else backoff(base, attempt))
+    raise ProviderUnavailable(f"{provider} failed {tries} times (last: {last}); the batch stays pending, run send "
+                              f"again")
