@@ -80,6 +80,21 @@ class SendGridSettings:
 
 
 @dataclass(frozen=True)
+class PostmarkSettings:
+    server_token_env: str = "POSTMARK_SERVER_TOKEN"  # noqa: S105 - the variable's name, not a secret
+    api_base: str = "https://api.postmarkapp.com"
+    message_stream: str = "broadcast"  # a broadcast stream: newsletters must not go out on the transactional one
+    batch_size: int = 500  # messages per /email/batch request; Postmark allows at most 500
+    timeout: float = 30.0
+    max_retries: int = 5
+    retry_backoff: float = 1.0
+    track_opens: bool = False
+    track_links: bool = False  # never the unsubscribe link: it is a header and a link Postmark leaves alone
+    webhook_username: str = ""  # the user name in the webhook URL's basic credentials
+    webhook_password_env: str = "POSTMARK_WEBHOOK_PASSWORD"  # noqa: S105 - the variable's name
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     host: str = "localhost"
     port: int = 587
@@ -120,6 +135,7 @@ class Config:
     provider: ProviderSettings = field(default_factory=ProviderSettings)
     send: SendSettings = field(default_factory=SendSettings)
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
+    postmark: PostmarkSettings = field(default_factory=PostmarkSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -185,13 +201,14 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "provider": ProviderSettings,
     "send": SendSettings,
     "sendgrid": SendGridSettings,
+    "postmark": PostmarkSettings,
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,
     "web": WebSettings,
 })
 _REQUIRED_SECTIONS = ("newsletter",)
 _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
-    ("provider", "backend"): ("sendgrid", "smtp"),
+    ("provider", "backend"): ("sendgrid", "postmark", "smtp"),
     ("smtp", "security"): ("starttls", "ssl", "none"),
 })
 

@@ -30,6 +30,11 @@ def create(config: Config, *, dry_run: bool = False) -> Provider:
         settings = config.smtp
         password = _secret(settings.password_env, "SMTP password", required=not dry_run) if settings.username else ""
         return SmtpProvider(settings, password)
+    if config.provider.backend == "postmark":
+        from .postmark import PostmarkProvider
+
+        token = _secret(config.postmark.server_token_env, "Postmark server token", required=not dry_run)
+        return PostmarkProvider(config.postmark, token, max_in_flight=config.send.concurrency)
     from .sendgrid import SendGridProvider
 
     api_key = _secret(config.sendgrid.api_key_env, "SendGrid API key", required=not dry_run)

@@ -64,6 +64,7 @@ class Result(NamedTuple):
     message_id: str = ""
     error: str = ""
     retry_in: float = 0.0  # for deferred results: seconds before it is worth trying again
+    inactive: bool = False  # failed because the provider holds the address as inactive (bounced, complained)
 
 
 class Preview(NamedTuple):
