@@ -88,6 +88,7 @@ class FakeSendGrid:
         self.reject: dict[str, str] = {}  # address -> message: answer 400 naming its personalization
         self.stall = 0.0  # seconds to sleep before answering (the request is accepted first)
         self.garbage: deque[bytes] = deque()  # what to answer instead of HTTP, after accepting the request
+        self.drop: deque[bool] = deque()  # accept the next request, then hang up without answering
         self.latency = latency  # seconds every answer takes, as a real API's round trip
         server = self
 
@@ -154,6 +155,11 @@ class FakeSendGrid:
                         server.bodies.append(body)
                     stall = server.stall
                     garbage = server.garbage.popleft() if server.garbage else None
+                    drop = server.drop.popleft() if server.drop else False
+                if drop:  # accepted, and the answer is lost: the client cannot know
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return None
                 if stall:
                     time.sleep(stall)
                 if garbage is not None:  # a proxy's error page, a broken keep-alive: not an HTTP answer
@@ -176,6 +182,11 @@ class FakeSendGrid:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def drop_next(self) -> None:
+        """Accept the next request, then hang up without answering."""
+        with self.lock:
+            self.drop.append(True)
 
     def garble_next(self, data: bytes) -> None:
         """Accept the next request, then answer it with `data`, which is not HTTP, and hang up."""
