@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,16 +37,24 @@ timeout = 60
 _WRAPPER = (
     "import resource, subprocess, sys, time;"
     "t = time.perf_counter(); r = subprocess.run(sys.argv[1:]); t = time.perf_counter() - t;"
-    "print(f'@@ {r.returncode} {t} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+    "print(f'@@ {r.returncode} {t} {u.ru_maxrss} {u.ru_utime + u.ru_stime}', file=sys.stderr)"
 )
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run `newsletter ARGS` in a child process: (seconds, peak RSS in MB, stdout)."""
+class Measured(NamedTuple):
+    seconds: float
+    peak_mb: float
+    stdout: str
+    cpu_seconds: float  # user and system time of the command
+
+
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run `newsletter ARGS` in a child process: its wall seconds, peak RSS, stdout and CPU seconds."""
     result = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-m", "newsletter.cli", *args],
                             capture_output=True, text=True, env=env)
     marker = result.stderr.rsplit("@@ ", 1)[-1].split()
-    code, seconds, peak_kb = int(marker[0]), float(marker[1]), int(marker[2])
+    code, seconds, peak_kb, cpu = int(marker[0]), float(marker[1]), int(marker[2]), float(marker[3])
     if code != 0:
         raise SystemExit(f"newsletter {' '.join(args)} failed ({code}): {result.stderr.strip()[-2000:]}")
-    return seconds, peak_kb / 1024, result.stdout
+    return Measured(seconds, peak_kb / 1024, result.stdout, cpu)

@@ -31,7 +31,7 @@ def main() -> None:
         config = write_config(folder)
         csv_path = folder / "readers.csv"
         generate(csv_path, args.rows)
-        seconds, peak, output = run_measured(
+        seconds, peak, output, _cpu = run_measured(
             ["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"]
         )
         print(output.strip())

@@ -1,11 +1,11 @@
-"""Send the sample issue to 100,000 and 1,000,000 subscribers through a fake SendGrid server.
+"""Send the sample issue to 100,000 and 1,000,000 subscribers through a provider's fake server.
 
-The fake server runs in its own process on 127.0.0.1 and answers every request after
-`--latency` seconds (0: loopback speed; 0.25: a real API's round trip for 1,000 recipients);
-the store is a fresh SQLite file. Prints the whole command's time, recipients per second and
-the sender's peak RSS for each size.
+The fake (SendGrid's, or Postmark's with `--provider postmark`) runs in its own process on
+127.0.0.1 and answers every request after `--latency` seconds (0: loopback speed; 0.25: a real
+API's round trip for a full batch); the store is a fresh SQLite file. Prints the whole
+command's time, recipients and requests per second, the sender's CPU seconds and peak RSS.
 
-    python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N]
+    python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N] [--provider postmark]
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, run_measured, write_config
 
 KEY = "SG.bench-key"
+FAKES = {"sendgrid": ("fake_sendgrid.py", "--key"), "postmark": ("fake_postmark.py", "--token")}
 
 
-def fake_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_sendgrid.py"), "--key", KEY,
+def fake_server(provider: str, latency: float) -> tuple[subprocess.Popen[str], str]:
+    script, option = FAKES[provider]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / script), option, KEY,
                              "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline())  # type: ignore[union-attr]
     return proc, f"http://127.0.0.1:{port}"
@@ -38,12 +40,15 @@ def stats(url: str) -> dict[str, int]:
         return json.loads(response.read())
 
 
-def bench(size: int, latency: float, concurrency: int | None) -> None:
-    server, url = fake_server(latency)
+def bench(size: int, latency: float, concurrency: int | None, provider: str) -> None:
+    server, url = fake_server(provider, latency)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             config = write_config(folder, api_base=url)
+            if provider != "sendgrid":
+                config.write_text(config.read_text() + f'[provider]\nbackend = "{provider}"\n'
+                                                       f'[{provider}]\napi_base = "{url}"\n')
             if concurrency:
                 config.write_text(config.read_text() + f"[send]\nconcurrency = {concurrency}\n")
             csv_path = folder / "readers.csv"
@@ -51,16 +56,18 @@ def bench(size: int, latency: float, concurrency: int | None) -> None:
                 handle.write("email,name,city\n")
                 for i in range(size):
                     handle.write(f"reader{i}@example{i % 97}.com,Reader {i},City {i % 500}\n")
-            env = {**os.environ, "NEWSLETTER_SECRET": "bench-secret", "SENDGRID_API_KEY": KEY}
+            env = {**os.environ, "NEWSLETTER_SECRET": "bench-secret", "SENDGRID_API_KEY": KEY,
+                   "POSTMARK_SERVER_TOKEN": KEY}
             run_measured(["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"], env)
             issue = ROOT / "issues" / "2026-12-01.md"
-            seconds, peak, output = run_measured(
+            seconds, peak, output, cpu = run_measured(
                 ["--config", str(config), "send", str(issue), "--list", "weekly", "--yes"], env)
             got = stats(url)
             assert got["received"] == got["unique"] == size, (got, output)
-            print(f"{size:>9,} recipients, latency {latency * 1000:.0f} ms, concurrency {concurrency or 'default'}: "
-                  f"{seconds:6.1f} s, {size / seconds:9,.0f} recipients/s, sender peak RSS {peak:.0f} MB, "
-                  f"{got['requests']:,} requests", flush=True)
+            print(f"{provider}: {size:>9,} recipients, latency {latency * 1000:.0f} ms, concurrency "
+                  f"{concurrency or 'default'}: {seconds:6.1f} s, {size / seconds:9,.0f} recipients/s, "
+                  f"{got['requests']:,} requests ({got['requests'] / seconds:,.1f}/s), sender CPU {cpu:.1f} s, "
+                  f"peak RSS {peak:.0f} MB", flush=True)
     finally:
         server.kill()
         server.wait()
@@ -71,9 +78,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--latency", type=float, default=0.0, help="seconds the fake server takes per request")
     parser.add_argument("--concurrency", type=int, help="[send] concurrency (default: the config's default)")
+    parser.add_argument("--provider", choices=sorted(FAKES), default="sendgrid")
     args = parser.parse_args()
     for size in args.sizes:
-        bench(size, args.latency, args.concurrency)
+        bench(size, args.latency, args.concurrency, args.provider)
 
 
 if __name__ == "__main__":

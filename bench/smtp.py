@@ -37,8 +37,8 @@ def bench(size: int, delay: float, connections: int) -> None:
             env = {**os.environ, "NEWSLETTER_SECRET": "bench-secret"}
             run_measured(["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"], env)
             issue = str(ROOT / "issues" / "2026-12-01.md")
-            seconds, peak, output = run_measured(["--config", str(config), "send", issue, "--list", "weekly", "--yes"],
-                                                 env)
+            command = ["--config", str(config), "send", issue, "--list", "weekly", "--yes"]
+            seconds, peak, output, _cpu = run_measured(command, env)
             assert inbox.count == size, output
             print(f"{size:,} messages, {delay * 1000:.0f} ms per reply, {connections} connection(s): {seconds:5.1f} s, "
                   f"{size / seconds:6.0f} messages/s, peak RSS {peak:.0f} MB", flush=True)

@@ -16,7 +16,7 @@ import json
 import os
 import socket
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
@@ -475,13 +475,14 @@ class Ledger:
         return self._claim_sql
 
     def _set(self, conn: Connection, ids: list[int], state: str, stamp: Any, *, error: str | None = None,
-             message_id: str | None = None, worker: int | None = None, retry_after: Any = None,
+             message_ids: Mapping[int, str | None] | None = None, worker: int | None = None, retry_after: Any = None,
              attempts: int = 0) -> None:
-        """Set the state of rows by id (rows a worker holds, when `worker` is given)."""
+        """Set the state of rows by id (rows a worker holds, when `worker` is given), with each row's
+        message id when given: one statement for the lot, whether the ids are shared or one per row."""
         if not ids:
             return
         values: dict[str, Any] = {"state": state, "updated_at": sa.bindparam("b_at"), "error": sa.bindparam("b_error")}
-        if message_id is not None:
+        if message_ids is not None:
             values["message_id"] = sa.bindparam("b_mid")
         if state == PENDING:
             values.update(worker_id=None, claim=None, retry_after=sa.bindparam("b_retry"))
@@ -493,8 +494,9 @@ class Ledger:
             where += [deliveries.c.worker_id == sa.bindparam("b_worker"),
                       sa.or_(deliveries.c.state == IN_FLIGHT, deliveries.c.state == UNKNOWN)]
         executemany(conn, deliveries.update().where(*where).values(**values), [
-            {"b_issue": self.issue, "b_id": i, "b_at": stamp, "b_error": error, "b_mid": message_id,
-             "b_worker": worker, "b_retry": retry_after} for i in ids
+            {"b_issue": self.issue, "b_id": i, "b_at": stamp, "b_error": error,
+             "b_mid": message_ids.get(i) if message_ids is not None else None, "b_worker": worker,
+             "b_retry": retry_after} for i in ids
         ])
 
     @_patient
@@ -507,13 +509,15 @@ class Ledger:
         pending, to be tried after `retry_in` seconds. When one outcome covers the whole batch
         (the common case) it is one range update over the claim.
         """
-        groups: dict[tuple[str, str, str, float], list[int]] = defaultdict(list)
+        groups: dict[tuple[str, str, float], dict[int, str | None]] = defaultdict(dict)
         for sid, state, message_id, error, retry_in in results:
-            groups[(state, message_id, error, retry_in)].append(sid)
+            groups[(state, error, retry_in)][sid] = message_id or None
         stamp = self.now()
         with self.store.write() as conn:
-            if len(groups) == 1 and len(next(iter(groups.values()))) == len(batch):
-                ((state, message_id, error, retry_in),) = groups
+            if len(groups) == 1 and len(rows := next(iter(groups.values()))) == len(batch) \
+                    and len(set(rows.values())) == 1:
+                ((state, error, retry_in),) = groups
+                shared = next(iter(rows.values()))
                 if state != DEFERRED:
                     conn.execute(
                         deliveries.update()
@@ -521,16 +525,16 @@ class Ledger:
                                deliveries.c.subscriber_id.between(min(batch), max(batch)),
                                deliveries.c.worker_id == worker, deliveries.c.claim == claim,
                                deliveries.c.state.in_([IN_FLIGHT, UNKNOWN]))
-                        .values(state=state, message_id=message_id or None, error=error or None, updated_at=stamp)
+                        .values(state=state, message_id=shared, error=error or None, updated_at=stamp)
                     )
                     return
             at = db_time(conn, stamp)
-            for (state, message_id, error, retry_in), ids in groups.items():
+            for (state, error, retry_in), rows in groups.items():
                 if state == DEFERRED:
                     retry = db_time(conn, stamp + dt.timedelta(seconds=retry_in or DEFAULT_RETRY))
-                    self._set(conn, ids, PENDING, at, error=error or None, worker=worker, retry_after=retry)
+                    self._set(conn, list(rows), PENDING, at, error=error or None, worker=worker, retry_after=retry)
                 else:
-                    self._set(conn, ids, state, at, error=error or None, message_id=message_id or None, worker=worker)
+                    self._set(conn, list(rows), state, at, error=error or None, message_ids=rows, worker=worker)
 
     @_patient
     def release(self, worker: int, ids: list[int]) -> None:

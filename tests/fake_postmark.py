@@ -82,6 +82,14 @@ class FakePostmark:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:
+                if self.path != "/_stats":
+                    self._answer(404, {"ErrorCode": 404, "Message": "not found"})
+                    return
+                with server.lock:
+                    self._answer(200, {"received": len(server.received), "unique": len(set(server.received)),
+                                       "requests": server.requests})
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if server.latency:

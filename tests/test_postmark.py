@@ -7,12 +7,14 @@ import base64
 import json
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from newsletter import Newsletter, config as config_mod, tokens
 from newsletter.cli import cli
 from newsletter.ledger import Ledger
+from newsletter.schema import deliveries
 from newsletter.store import Store
 from newsletter.web import create_app
 
@@ -81,6 +83,9 @@ def test_each_recipient_gets_one_whole_message_with_their_own_values_and_headers
     ada = next(m for m in postmark.messages if "ada@example.com" in m["To"])
     assert ada["To"] == '"Ada Lovelace" <ada@example.com>' and "Ada Lovelace" in ada["TextBody"]
     assert counts(pm_config)["sent"] == 12
+    with Store(config_mod.load(pm_config)) as store, store.engine.connect() as conn:
+        ids = [row[0] for row in conn.execute(sa.select(deliveries.c.message_id))]
+    assert len(ids) == len(set(ids)) == 12  # each row keeps its own message's id
 
 
 def test_a_subscribers_name_is_escaped_in_the_html_and_kept_out_of_headers(pm_run, postmark, sample_issue):
@@ -149,7 +154,8 @@ def test_a_wrong_token_is_one_line_naming_the_variable(pm_run, postmark, sample_
     assert "wrong-token" not in result.output
 
 
-def test_batches_are_split_at_500_messages(pm_config, postmark, sample_issue, tmp_path):
+def test_batches_are_split_at_500_messages_whatever_the_config_asks(pm_config, postmark, sample_issue, tmp_path):
+    pm_config.write_text(pm_config.read_text().replace("[postmark]\n", "[postmark]\nbatch_size = 900\n"))
     rows = "\n".join(f"reader{i}@example.org,Reader {i}" for i in range(1_101))
     (tmp_path / "many.csv").write_text("email,name\n" + rows + "\n")
     runner = CliRunner()

@@ -102,7 +102,8 @@ class PostmarkProvider:
         return files
 
     def _body(self, envelope: Envelope, recipients: Sequence[Recipient]) -> bytes:
-        return json.dumps([self._message(envelope, r) for r in recipients], ensure_ascii=False).encode()
+        """The JSON array of messages, encoded one message at a time so only the bytes stay in memory."""
+        return b"[" + b",".join(json.dumps(self._message(envelope, r)).encode() for r in recipients) + b"]"
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
         """Results for the recipients handed over; none for those left when the send is stopping."""
