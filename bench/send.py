@@ -1,11 +1,11 @@
 """Send the sample issue to 100,000 and 1,000,000 subscribers through a provider's fake server.
 
-The fake (SendGrid's, or Postmark's with `--provider postmark`) runs in its own process on
+The fake (SendGrid's, or Postmark's or Mailgun's with `--provider`) runs in its own process on
 127.0.0.1 and answers every request after `--latency` seconds (0: loopback speed; 0.25: a real
 API's round trip for a full batch); the store is a fresh SQLite file. Prints the whole
 command's time, recipients and requests per second, the sender's CPU seconds and peak RSS.
 
-    python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N] [--provider postmark]
+    python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N] [--provider postmark|mailgun]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, run_measured, write_config
 
 KEY = "SG.bench-key"
-FAKES = {"sendgrid": ("fake_sendgrid.py", "--key"), "postmark": ("fake_postmark.py", "--token")}
+FAKES = {"sendgrid": ("fake_sendgrid.py", "--key"), "postmark": ("fake_postmark.py", "--token"),
+         "mailgun": ("fake_mailgun.py", "--key")}
 
 
 def fake_server(provider: str, latency: float) -> tuple[subprocess.Popen[str], str]:
@@ -47,8 +48,9 @@ def bench(size: int, latency: float, concurrency: int | None, provider: str) -> 
             folder = Path(tmp)
             config = write_config(folder, api_base=url)
             if provider != "sendgrid":
+                domain = 'domain = "mg.example.com"\n' if provider == "mailgun" else ""
                 config.write_text(config.read_text() + f'[provider]\nbackend = "{provider}"\n'
-                                                       f'[{provider}]\napi_base = "{url}"\n')
+                                                       f'[{provider}]\napi_base = "{url}"\n{domain}')
             if concurrency:
                 config.write_text(config.read_text() + f"[send]\nconcurrency = {concurrency}\n")
             csv_path = folder / "readers.csv"
@@ -57,7 +59,7 @@ def bench(size: int, latency: float, concurrency: int | None, provider: str) -> 
                 for i in range(size):
                     handle.write(f"reader{i}@example{i % 97}.com,Reader {i},City {i % 500}\n")
             env = {**os.environ, "NEWSLETTER_SECRET": "bench-secret", "SENDGRID_API_KEY": KEY,
-                   "POSTMARK_SERVER_TOKEN": KEY}
+                   "POSTMARK_SERVER_TOKEN": KEY, "MAILGUN_API_KEY": KEY}
             run_measured(["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"], env)
             issue = ROOT / "issues" / "2026-12-01.md"
             seconds, peak, output, cpu = run_measured(

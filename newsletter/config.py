@@ -95,6 +95,21 @@ class PostmarkSettings:
 
 
 @dataclass(frozen=True)
+class MailgunSettings:
+    domain: str = ""  # the sending domain, as set up at Mailgun
+    api_key_env: str = "MAILGUN_API_KEY"
+    api_base: str = "https://api.mailgun.net"  # https://api.eu.mailgun.net for an EU domain
+    batch_size: int = 1000  # recipients per message call; Mailgun allows at most 1000
+    timeout: float = 30.0
+    max_retries: int = 5
+    retry_backoff: float = 1.0
+    track_opens: bool = False
+    track_clicks: bool = False
+    webhook_signing_key_env: str = "MAILGUN_WEBHOOK_SIGNING_KEY"
+    webhook_tolerance: int = 600  # seconds: older signed webhook timestamps are refused
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     host: str = "localhost"
     port: int = 587
@@ -136,6 +151,7 @@ class Config:
     send: SendSettings = field(default_factory=SendSettings)
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     postmark: PostmarkSettings = field(default_factory=PostmarkSettings)
+    mailgun: MailgunSettings = field(default_factory=MailgunSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -202,13 +218,14 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "send": SendSettings,
     "sendgrid": SendGridSettings,
     "postmark": PostmarkSettings,
+    "mailgun": MailgunSettings,
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,
     "web": WebSettings,
 })
 _REQUIRED_SECTIONS = ("newsletter",)
 _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
-    ("provider", "backend"): ("sendgrid", "postmark", "smtp"),
+    ("provider", "backend"): ("sendgrid", "postmark", "mailgun", "smtp"),
     ("smtp", "security"): ("starttls", "ssl", "none"),
 })
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ..config import Config
-from ..errors import ProviderAuthError
+from ..errors import ConfigError, ProviderAuthError
 from .base import Envelope, Preview, Provider, Recipient, Result
 
 __all__ = ["Envelope", "Preview", "Provider", "Recipient", "Result", "create"]
@@ -35,6 +35,14 @@ def create(config: Config, *, dry_run: bool = False) -> Provider:
 
         token = _secret(config.postmark.server_token_env, "Postmark server token", required=not dry_run)
         return PostmarkProvider(config.postmark, token, max_in_flight=config.send.concurrency)
+    if config.provider.backend == "mailgun":
+        from .mailgun import MailgunProvider
+
+        if not config.mailgun.domain:
+            raise ConfigError(f"{config.path}: [mailgun] domain: required for the mailgun backend (the sending "
+                              f"domain set up at Mailgun)")
+        key = _secret(config.mailgun.api_key_env, "Mailgun API key", required=not dry_run)
+        return MailgunProvider(config.mailgun, key, max_in_flight=config.send.concurrency)
     from .sendgrid import SendGridProvider
 
     api_key = _secret(config.sendgrid.api_key_env, "SendGrid API key", required=not dry_run)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from ..config import Config
 from .base import Receiver
+from .mailgun import MailgunReceiver
 from .postmark import PostmarkReceiver
 from .sendgrid import SendGridReceiver
 
 
 def receivers(config: Config) -> dict[str, Receiver]:
     """The webhook receiver of each provider, by the name in its path (`/webhooks/{name}`)."""
-    found: list[Receiver] = [SendGridReceiver(config.sendgrid), PostmarkReceiver(config.postmark)]
+    found: list[Receiver] = [SendGridReceiver(config.sendgrid), PostmarkReceiver(config.postmark),
+                             MailgunReceiver(config.mailgun)]
     return {receiver.name: receiver for receiver in found}
