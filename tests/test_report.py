@@ -166,3 +166,37 @@ def test_a_send_over_smtp_shows_na_for_what_only_events_can_tell(tmp_path, monke
         assert "n/a" in row and "0.0 %" not in row
     finally:
         controller.stop()
+
+
+def test_machine_opens_are_counted_apart_from_peoples_opens(sg_config, sg_run):
+    """A mail client that fetches every image (Apple's privacy protection, a scanner) is no reader."""
+    assert sg_run("subscribers", "import", ROOT / "subscribers" / "sample.csv", "--list", "weekly").exit_code == 0
+    ready_sample(sg_config.parent)
+    assert sg_run("send", sg_config.parent / "issues" / "2026-12-01.md", "--list", "weekly", "--yes").exit_code == 0
+    people = [row["email"] for row in csv.DictReader((ROOT / "subscribers" / "sample.csv").open())][:12]
+    with Newsletter.from_config(sg_config) as nl:
+        batch = [event("delivered", e, "2026-12-01", 1) for e in people[:10]]
+        batch += [event("opened", e, "2026-12-01", 2, machine=True) for e in people[:6]]  # fetched on arrival
+        batch += [event("opened", e, "2026-12-01", 30) for e in people[:2]]  # and two of them read it
+        events.apply(nl.store, batch, "test")
+        (report,) = nl.sends.report("2026-12-01")
+    assert (report.opened, report.machine_opened) == (2, 4)
+    assert report.rates["opened"] == 0.2  # people over delivered, machines left out
+    assert report.table_cells()["machine opens"] == "4"
+    assert "machine_opened" in nl.sends.report_csv([report]).splitlines()[0].split(",")
+
+
+def test_the_providers_machine_flags_reach_the_event():
+    from newsletter.webhooks.mailgun import parse_call
+    from newsletter.webhooks.sendgrid import parse_events
+
+    sendgrid = parse_events(json.dumps([
+        {"email": "a@example.com", "event": "open", "timestamp": 1, "sg_machine_open": True, "sg_event_id": "1"},
+        {"email": "b@example.com", "event": "open", "timestamp": 1, "sg_machine_open": False, "sg_event_id": "2"},
+    ]).encode())
+    assert [e.machine for e in sendgrid] == [True, False]
+    bot = parse_call(json.dumps({"event-data": {"event": "opened", "recipient": "a@example.com", "timestamp": 1,
+                                                "client-info": {"bot": "apple"}}}).encode())
+    person = parse_call(json.dumps({"event-data": {"event": "opened", "recipient": "a@example.com", "timestamp": 1,
+                                                   "client-info": {"bot": ""}}}).encode())
+    assert (bot[0].machine, person[0].machine) == (True, False)
