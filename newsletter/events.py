@@ -53,7 +53,7 @@ def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[
             conn.execute(events.insert().values(
                 event_key=event.key, kind=event.kind, email=address.email, issue=event.issue or None,
                 list_name=event.list_name or None, subscriber_id=subscriber_id, message_id=event.message_id or None,
-                reason=event.reason or None, occurred_at=event.timestamp, received_at=now(),
+                reason=event.reason or None, occurred_at=event.timestamp, received_at=now(), machine=event.machine,
             ))
             counts[event.kind] += 1
             if event.issue and subscriber_id is not None:

@@ -58,6 +58,7 @@ class IssueReport:
     timeline: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     tracked: bool = True  # whether the provider of this send reports events (SMTP does not)
+    machine_opened: int = 0  # people whose every open was a machine's (the provider said so): not in `opened`
 
     def rate(self, count: int, over: int, *, from_events: bool = True) -> float | None:
         """count / over; None where it cannot be known (nothing to divide by, or no events can come)."""
@@ -86,6 +87,8 @@ class IssueReport:
         for name in ("delivered", "bounced", "complained", "unsubscribed", "opened", "clicked"):
             title = f"unique {name.removesuffix('ed')}s" if name in ("opened", "clicked") else name
             cells[title] = cell(getattr(self, name), rates[name])
+            if name == "opened":
+                cells["machine opens"] = f"{self.machine_opened:,}" if self.tracked else "n/a"
         return cells
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,7 +102,7 @@ class IssueReport:
 
 
 COLUMNS = ("issue", "list_name", "subject", "started_at", "recipients", "sent", "failed", "unknown", "pending",
-           "delivered", "bounced", "complained", "unsubscribed", "opened", "clicked")
+           "delivered", "bounced", "complained", "unsubscribed", "opened", "machine_opened", "clicked")
 
 
 def to_csv(reports: list[IssueReport]) -> str:
@@ -147,10 +150,16 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
         on_list = sa.select(deliveries.c.subscriber_id).where(deliveries.c.issue == issue,
                                                                deliveries.c.list_id == list_id)
         mine = sa.and_(events.c.issue == issue, events.c.subscriber_id.in_(on_list))
+        by_people = sa.or_(events.c.machine.is_(None), events.c.machine.is_(False))
         people: dict[str, int] = dict(conn.execute(
-            sa.select(events.c.kind, sa.func.count(sa.distinct(events.c.subscriber_id))).where(mine)
+            sa.select(events.c.kind, sa.func.count(sa.distinct(events.c.subscriber_id))).where(mine, by_people)
             .group_by(events.c.kind)
         ).all())
+        readers = sa.select(events.c.subscriber_id).where(mine, by_people, events.c.kind == "opened")
+        machine_opened = conn.execute(
+            sa.select(sa.func.count(sa.distinct(events.c.subscriber_id)))
+            .where(mine, events.c.kind == "opened", events.c.machine.is_(True), events.c.subscriber_id.not_in(readers))
+        ).scalar() or 0
         link_rows = conn.execute(
             sa.select(events.c.reason, sa.func.count(), sa.func.count(sa.distinct(events.c.subscriber_id)))
             .where(mine, events.c.kind == "clicked", events.c.reason.is_not(None))
@@ -168,8 +177,8 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
             if (hour := _hour(at, started)) is not None:
                 timeline[hour][0] += 1
         for index, kind in ((1, "opened"), (2, "clicked")):
-            firsts = conn.execute(sa.select(sa.func.min(events.c.occurred_at)).where(mine, events.c.kind == kind)
-                                  .group_by(events.c.subscriber_id))
+            firsts = conn.execute(sa.select(sa.func.min(events.c.occurred_at))
+                                  .where(mine, by_people, events.c.kind == kind).group_by(events.c.subscriber_id))
             for (at,) in firsts:
                 if (hour := _hour(at, started)) is not None:
                     timeline[hour][index] += 1
@@ -183,6 +192,7 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
         top_links=tuple(Link(str(url), int(clicks), int(who)) for url, clicks, who in link_rows),
         timeline={hour: (s, o, c) for hour, (s, o, c) in timeline.items()},
         tracked=tracked is not False,  # a send from before the column was recorded: assume events came
+        machine_opened=int(machine_opened),
     )
 
 

@@ -137,6 +137,7 @@ events = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("occurred_at", sa.DateTime, nullable=False),
     sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("machine", sa.Boolean, nullable=True),  # made by a machine, as the provider says (opens, clicks)
     sa.Index("ix_events_issue_kind", "issue", "kind", "subscriber_id"),
 )
 
@@ -174,6 +175,11 @@ def _history_issue(conn: Connection) -> None:
                  .values(issue=sa.func.substr(history.c.reason, 7), reason=None))
 
 
+def _event_machine(conn: Connection) -> None:
+    if "machine" not in {c["name"] for c in sa.inspect(conn).get_columns("events")}:
+        conn.execute(sa.text(f"ALTER TABLE events ADD COLUMN machine {sa.Boolean().compile(conn.dialect)}"))
+
+
 def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=list(tables))
@@ -190,6 +196,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (5, "consent history; when a member left", _history),
     (6, "sends remember whether their provider reports events", _send_events),
     (7, "history lines name the issue whose link made the change", _history_issue),
+    (8, "events say whether a machine made them (opens by privacy proxies and scanners)", _event_machine),
 )
 
 

@@ -25,6 +25,7 @@ class TrackingEvent:
     list_name: str = ""
     subscriber_id: int | None = None
     reason: str = ""
+    machine: bool = False  # an open or click the provider says a machine made (a privacy proxy, a scanner)
 
     @property
     def key(self) -> str:

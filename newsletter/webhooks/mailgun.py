@@ -63,6 +63,7 @@ def parse_call(payload: bytes) -> list[TrackingEvent]:
         kind=kind, email=email, timestamp=stamp, event_id=f"mailgun:{data['id']}" if data.get("id") else "",
         message_id=str(headers.get("message-id", "")).strip("<>"), issue=str(variables.get("issue", "")),
         list_name=str(variables.get("list", "")), reason=str(reason)[:300],
+        machine=bool(client.get("bot")) if isinstance(client := data.get("client-info"), dict) else False,
     )]
 
 

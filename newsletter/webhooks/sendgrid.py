@@ -68,6 +68,7 @@ def parse_events(payload: bytes) -> list[TrackingEvent]:
             message_id=str(raw.get("sg_message_id", "")).split(".")[0], issue=str(raw.get("issue", "")),
             list_name=str(raw.get("list", "")), subscriber_id=int(subscriber) if subscriber.isdigit() else None,
             reason=str(raw.get("reason") or raw.get("response") or raw.get("url") or ""),
+            machine=raw.get("sg_machine_open") is True,
         ))
     return parsed
 
