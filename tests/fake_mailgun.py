@@ -20,13 +20,14 @@ import email.policy
 import json
 import re
 import sys
-import threading
-import time
 import uuid
-from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
+
+try:
+    from .fake_service import FakeService
+except ImportError:  # run as a script by the benchmarks
+    from fake_service import FakeService  # type: ignore[no-redef]
 
 MAX_TO = 1000
 _VARIABLE = re.compile(r"%recipient\.([A-Za-z0-9_-]+)%")
@@ -50,69 +51,24 @@ def substitute(text: str, variables: dict[str, Any]) -> str:
     return _VARIABLE.sub(lambda m: str(variables.get(m.group(1), "")), text)
 
 
-class FakeMailgun:
+class FakeMailgun(FakeService):
     def __init__(self, key: str = "mg-key", domain: str = "mg.example.com", *, latency: float = 0.0,
                  record_bodies: bool = True) -> None:
-        self.key, self.domain, self.latency, self.record_bodies = key, domain, latency, record_bodies
-        self.lock = threading.Lock()
-        self.received: list[str] = []
+        super().__init__(latency=latency, record_bodies=record_bodies)
+        self.key, self.domain = key, domain
         self.messages: list[dict[str, Any]] = []  # per recipient: to, subject, html, text, headers
         self.leaks = 0  # calls with several `to` and no recipient-variables
-        self.requests = 0
-        self.script: deque[tuple[int, float, Any]] = deque()
-        self.drop: deque[bool] = deque()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _answer(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                with server.lock:
-                    self._answer(200, {"received": len(server.received), "unique": len(set(server.received)),
-                                       "requests": server.requests})
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if server.latency:
-                    time.sleep(server.latency)
-                answer = server.answer(self.path, self.headers, raw)
-                if answer is None:
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                self._answer(*answer)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
 
     def answer(self, path: str, headers: Any, raw: bytes) -> tuple[int, Any] | None:
-        with self.lock:
-            self.requests += 1
-            scripted = self.script.popleft() if self.script else None
-            drop = self.drop.popleft() if self.drop else False
+        scripted, drop = self.take()
         expected = "Basic " + base64.b64encode(f"api:{self.key}".encode()).decode()
         if headers.get("Authorization") != expected:
             return 401, {"message": "Invalid private key"}
         if path != f"/v3/{self.domain}/messages":
             return 404, {"message": f"Domain not found: {path}"}
-        if scripted is not None:
-            status, delay, body = scripted
-            time.sleep(delay)
-            if status != 200:
-                return status, body or {"message": f"scripted {status}"}
+        refused = self.scripted(scripted)
+        if refused is not None:
+            return refused
         fields = form_fields(headers.get("Content-Type", ""), raw)
         refused = self._check(fields)
         if refused:
@@ -164,22 +120,6 @@ class FakeMailgun:
                 if self.record_bodies:
                     self.messages.append(message)
 
-    def answer_next(self, status: int, *, times: int = 1, delay: float = 0.0, body: Any = None) -> None:
-        with self.lock:
-            self.script.extend([(status, delay, body)] * times)
-
-    def drop_next(self) -> None:
-        with self.lock:
-            self.drop.append(True)
-
-    def start(self) -> FakeMailgun:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -187,9 +127,7 @@ def main() -> None:
     parser.add_argument("--domain", default="mg.example.com")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
     args = parser.parse_args()
-    server = FakeMailgun(args.key, args.domain, latency=args.latency, record_bodies=False)
-    print(server.port, flush=True)
-    server.httpd.serve_forever()
+    FakeMailgun(args.key, args.domain, latency=args.latency, record_bodies=False).serve()
 
 
 if __name__ == "__main__":

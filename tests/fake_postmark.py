@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
-import time
 import uuid
-from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+try:
+    from .fake_service import FakeService
+except ImportError:  # run as a script by the benchmarks
+    from fake_service import FakeService  # type: ignore[no-redef]
 
 MAX_MESSAGES = 500
 MAX_BYTES = 50 * 1000 * 1000
@@ -54,73 +55,25 @@ def check_message(message: Any) -> tuple[int, str] | None:
     return None
 
 
-class FakePostmark:
+class FakePostmark(FakeService):
     """The server with its record and script; `start()` runs it in a thread."""
 
     def __init__(self, token: str = "pm-test-token", *, latency: float = 0.0, record_bodies: bool = True) -> None:
-        self.token, self.latency, self.record_bodies = token, latency, record_bodies
-        self.lock = threading.Lock()
-        self.received: list[str] = []  # every accepted recipient address, in order
+        super().__init__(latency=latency, record_bodies=record_bodies)
+        self.token = token
         self.messages: list[dict[str, Any]] = []
-        self.requests = 0
         self.inactive: set[str] = set()  # addresses answered with ErrorCode 406
-        self.script: deque[tuple[int, float, Any]] = deque()  # (status, delay, body) for the next requests
-        self.drop: deque[bool] = deque()  # read the next request, then hang up without answering
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-            def _answer(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path != "/_stats":
-                    self._answer(404, {"ErrorCode": 404, "Message": "not found"})
-                    return
-                with server.lock:
-                    self._answer(200, {"received": len(server.received), "unique": len(set(server.received)),
-                                       "requests": server.requests})
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if server.latency:
-                    time.sleep(server.latency)
-                answer = server.answer(self.path, self.headers, raw)
-                if answer is None:  # dropped after reading: the client cannot know what happened
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                self._answer(*answer)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
 
     def answer(self, path: str, headers: Any, raw: bytes) -> tuple[int, Any] | None:
-        with self.lock:
-            self.requests += 1
-            scripted = self.script.popleft() if self.script else None
-            drop = self.drop.popleft() if self.drop else False
+        scripted, drop = self.take()
         if path != "/email/batch":
             return 404, {"ErrorCode": 404, "Message": f"no route {path}"}
         if headers.get("X-Postmark-Server-Token") != self.token:
             return 401, {"ErrorCode": 10, "Message": "The Server Token you provided in the X-Postmark-Server-Token "
                                                      "request header was invalid."}
-        if scripted is not None:
-            status, delay, body = scripted
-            time.sleep(delay)
-            if status != 200:
-                return status, body or {"ErrorCode": status, "Message": f"scripted {status}"}
+        refused = self.scripted(scripted)
+        if refused is not None:
+            return refused
         if "application/json" not in headers.get("Content-Type", ""):
             return 415, {"ErrorCode": 409, "Message": "JSON data required."}
         if len(raw) > MAX_BYTES:
@@ -151,31 +104,13 @@ class FakePostmark:
         return {"To": message["To"], "SubmittedAt": "2026-12-01T09:00:00Z", "MessageID": str(uuid.uuid4()),
                 "ErrorCode": 0, "Message": "OK"}
 
-    def answer_next(self, status: int, *, times: int = 1, delay: float = 0.0, body: Any = None) -> None:
-        with self.lock:
-            self.script.extend([(status, delay, body)] * times)
-
-    def drop_next(self) -> None:
-        with self.lock:
-            self.drop.append(True)
-
-    def start(self) -> FakePostmark:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--token", default="pm-test-token")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
     args = parser.parse_args()
-    server = FakePostmark(args.token, latency=args.latency, record_bodies=False)
-    print(server.port, flush=True)
-    server.httpd.serve_forever()
+    FakePostmark(args.token, latency=args.latency, record_bodies=False).serve()
 
 
 if __name__ == "__main__":

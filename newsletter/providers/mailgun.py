@@ -23,7 +23,7 @@ from ..errors import ProviderAuthError, ProviderError, ProviderRejected
 from ..pacing import Pacer
 from ..placeholders import PATTERN, clean, lookup, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
-from .mime import eml_previews
+from .http import Answer, MaybeSent, answer, check_size, exchange, previews
 from .retry import Retry, with_retries
 
 MAX_RECIPIENTS = 1000
@@ -32,11 +32,7 @@ _LITERAL = re.compile(r"%recipient\.")
 _ESCAPED = "%recipient.pct%recipient."  # comes out as "%recipient." ("pct" is "%")
 
 # (form fields, timeout) -> Mailgun's answer: its status and JSON; raises as httpx does.
-Post = Callable[[list[tuple[str, str]], float], tuple[int, Any]]
-
-
-class _MaybeSent(Exception):
-    """The request went out and no usable answer came back: Mailgun may have taken it."""
+Post = Callable[[list[tuple[str, str]], float], Answer]
 
 
 class Template:
@@ -107,19 +103,12 @@ class MailgunProvider:
 
     def check(self, envelope: Envelope) -> None:
         """Refuse a message Mailgun can never take, whoever it goes to: before anything is sent."""
-        size = sum(len(value.encode()) for _key, value in self.fields(envelope, []))
-        if size >= MAX_MESSAGE_BYTES:
-            raise ProviderError(f"the message is {size / 1e6:.1f} MB; Mailgun takes at most "
-                                f"{MAX_MESSAGE_BYTES / 1e6:.0f} MB: shorten the issue")
+        check_size(sum(len(value.encode()) for _key, value in self.fields(envelope, [])), MAX_MESSAGE_BYTES, "Mailgun")
 
     def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
         """The first `limit` messages as `.eml` files, and the first call's form fields as JSON."""
-        files = eml_previews(envelope, recipients, limit)
-        batch = list(recipients[:self.max_batch])
-        if batch:
-            files.append(Preview(f"{envelope.rendered.slug}-mailgun-request.json",
-                                 json.dumps(self.fields(envelope, batch), indent=1).encode()))
-        return files
+        return previews(envelope, recipients, limit, self.max_batch, "mailgun",
+                        lambda batch: json.dumps(self.fields(envelope, batch), indent=1).encode())
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
         """Results for the recipients handed over; none when the send is stopping first."""
@@ -128,20 +117,14 @@ class MailgunProvider:
         try:
             message_id = with_retries(functools.partial(self._attempt, fields), pacer or Pacer(), provider="Mailgun",
                                       tries=self.settings.max_retries, base=self.settings.retry_backoff)
-        except _MaybeSent as exc:
+        except MaybeSent as exc:
             return [Result(r.key, "unknown", error=str(exc)) for r in batch]
         if message_id is None:
             return []  # stopping: these go back to pending
         return [Result(r.key, "sent", message_id=message_id) for r in batch]
 
     def _attempt(self, fields: list[tuple[str, str]]) -> str:
-        try:
-            status, data = self._call(fields, self.settings.timeout)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never reached Mailgun: nothing was sent
-            raise Retry(f"connection failed: {exc}") from None
-        except httpx.TransportError as exc:  # after the request went out: it may have been taken
-            raise _MaybeSent(f"no usable answer from Mailgun after the request was sent "
-                             f"({type(exc).__name__}: {exc or 'timeout'})") from None
+        status, data = exchange("Mailgun", lambda: self._call(fields, self.settings.timeout))
         said = str(data.get("message", "")) if isinstance(data, dict) else ""
         if status == 200 and isinstance(data, dict) and data.get("id"):
             return str(data["id"]).strip("<>")
@@ -153,19 +136,15 @@ class MailgunProvider:
         if status in (400, 413):
             raise ProviderRejected(f"Mailgun refused the request: {said or status}; nothing was marked failed")
         if status == 200:
-            raise _MaybeSent("Mailgun answered 200 without a message id")
+            raise MaybeSent("Mailgun answered 200 without a message id")
         raise ProviderError(f"Mailgun answered {status}: {said or 'no message'}")
 
     def _http_post(self, fields: list[tuple[str, str]], timeout: float) -> tuple[int, Any]:
         if self._client is None:
             self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), auth=("api", self._key))
         # multipart/form-data: a repeated `to` and large bodies, as Mailgun documents its form.
-        response = self._client.post(f"/v3/{self.settings.domain}/messages",
-                                     files=[(key, (None, value)) for key, value in fields], timeout=timeout)
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, None
+        return answer(self._client.post(f"/v3/{self.settings.domain}/messages",
+                                        files=[(key, (None, value)) for key, value in fields], timeout=timeout))
 
     def close(self) -> None:
         if self._client is not None:

@@ -24,7 +24,7 @@ from ..errors import ProviderAuthError, ProviderError, ProviderRejected
 from ..pacing import Pacer
 from ..placeholders import fill, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
-from .mime import eml_previews
+from .http import Answer, MaybeSent, answer, check_size, exchange, previews
 from .retry import Retry, with_retries
 
 MAX_MESSAGES = 500
@@ -35,11 +35,7 @@ INACTIVE = 406  # ErrorCode: the address is inactive (hard bounce, complaint, ma
 TOKEN_HEADER = "X-Postmark-Server-Token"  # noqa: S105 - a header's name
 
 # (request body, timeout) -> Postmark's answer: its status and JSON; raises as httpx does.
-Post = Callable[[bytes, float], tuple[int, Any]]
-
-
-class _MaybeSent(Exception):
-    """The request went out and no usable answer came back: Postmark may have taken it."""
+Post = Callable[[bytes, float], Answer]
 
 
 def message(envelope: Envelope, recipient: Recipient, stream: str, *, track_opens: bool,
@@ -88,18 +84,12 @@ class PostmarkProvider:
     def check(self, envelope: Envelope) -> None:
         """Refuse a message Postmark can never take, whoever it goes to: before anything is sent."""
         sample = Recipient(0, "check@example.com", "", {}, "")
-        size = len(json.dumps(self._message(envelope, sample)).encode())
-        if size >= MAX_MESSAGE_BYTES:
-            raise ProviderError(f"the message is {size / 1e6:.1f} MB; Postmark takes at most "
-                                f"{MAX_MESSAGE_BYTES / 1e6:.0f} MB per message: shorten the issue")
+        check_size(len(json.dumps(self._message(envelope, sample)).encode()), MAX_MESSAGE_BYTES, "Postmark")
 
     def preview(self, envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:
         """The first `limit` messages as `.eml` files, and the first request body as it would be posted."""
-        files = eml_previews(envelope, recipients, limit)
-        batch = list(recipients[:self.max_batch])
-        if batch:
-            files.append(Preview(f"{envelope.rendered.slug}-postmark-request.json", self._body(envelope, batch)))
-        return files
+        return previews(envelope, recipients, limit, self.max_batch, "postmark",
+                        functools.partial(self._body, envelope))
 
     def _body(self, envelope: Envelope, recipients: Sequence[Recipient]) -> bytes:
         """The JSON array of messages, encoded one message at a time so only the bytes stay in memory."""
@@ -117,7 +107,7 @@ class PostmarkProvider:
                 if answer is None:
                     break  # stopping: the rest goes back to pending
                 results.extend(_results(batch, answer))
-        except _MaybeSent as exc:
+        except MaybeSent as exc:
             results.extend(Result(r.key, "unknown", error=str(exc)) for r in batch)
         except ProviderError as exc:
             exc.partial = results
@@ -125,13 +115,7 @@ class PostmarkProvider:
         return results
 
     def _attempt(self, body: bytes) -> list[Any]:
-        try:
-            status, data = self._call(body, self.settings.timeout)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never reached Postmark: nothing was sent
-            raise Retry(f"connection failed: {exc}") from None
-        except httpx.TransportError as exc:  # after the request went out: it may have been taken
-            raise _MaybeSent(f"no usable answer from Postmark after the request was sent "
-                             f"({type(exc).__name__}: {exc or 'timeout'})") from None
+        status, data = exchange("Postmark", lambda: self._call(body, self.settings.timeout))
         if status == 200 and isinstance(data, list):
             return data
         raise self._refusal(status, data)
@@ -148,18 +132,14 @@ class PostmarkProvider:
             return ProviderRejected(f"Postmark refused the request: {said} (ErrorCode {code}); nothing was marked "
                                     f"failed")
         if status == 200:
-            return _MaybeSent("Postmark answered 200 without a result per message")
+            return MaybeSent("Postmark answered 200 without a result per message")
         return ProviderError(f"Postmark answered {status}: {said or 'no message'}")
 
     def _http_post(self, body: bytes, timeout: float) -> tuple[int, Any]:
         if self._client is None:
             self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), headers={
                 "Accept": "application/json", "Content-Type": "application/json", TOKEN_HEADER: self._token})
-        response = self._client.post("/email/batch", content=body, timeout=timeout)
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, None
+        return answer(self._client.post("/email/batch", content=body, timeout=timeout))
 
     def close(self) -> None:
         if self._client is not None:
