@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,6 +76,7 @@ class MailgunProvider:
         self.max_batch = max(1, min(settings.batch_size, MAX_RECIPIENTS))
         self._key = api_key
         self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()  # batches run in several threads: one client, shared
         self._call: Post = post or self._http_post
         self._template: tuple[Envelope, Template] | None = None
 
@@ -140,13 +142,16 @@ class MailgunProvider:
         raise ProviderError(f"Mailgun answered {status}: {said or 'no message'}")
 
     def _http_post(self, fields: list[tuple[str, str]], timeout: float) -> tuple[int, Any]:
-        if self._client is None:
-            self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), auth=("api", self._key))
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), auth=("api", self._key))
+            client = self._client
         # multipart/form-data: a repeated `to` and large bodies, as Mailgun documents its form.
-        return answer(self._client.post(f"/v3/{self.settings.domain}/messages",
-                                        files=[(key, (None, value)) for key, value in fields], timeout=timeout))
+        return answer(client.post(f"/v3/{self.settings.domain}/messages",
+                                  files=[(key, (None, value)) for key, value in fields], timeout=timeout))
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,6 +76,7 @@ class PostmarkProvider:
         self.max_batch = max(1, min(settings.batch_size, MAX_MESSAGES))
         self._token = token
         self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()  # batches run in several threads: one client, shared
         self._call: Post = post or self._http_post
 
     def _message(self, envelope: Envelope, recipient: Recipient) -> dict[str, Any]:
@@ -102,11 +104,11 @@ class PostmarkProvider:
         results: list[Result] = []
         try:
             for batch, body in batches:
-                answer = with_retries(functools.partial(self._attempt, body), pacer, provider="Postmark",
-                                      tries=self.settings.max_retries, base=self.settings.retry_backoff)
-                if answer is None:
+                items = with_retries(functools.partial(self._attempt, body), pacer, provider="Postmark",
+                                     tries=self.settings.max_retries, base=self.settings.retry_backoff)
+                if items is None:
                     break  # stopping: the rest goes back to pending
-                results.extend(_results(batch, answer))
+                results.extend(_results(batch, items))
         except MaybeSent as exc:
             results.extend(Result(r.key, "unknown", error=str(exc)) for r in batch)
         except ProviderError as exc:
@@ -136,15 +138,18 @@ class PostmarkProvider:
         return ProviderError(f"Postmark answered {status}: {said or 'no message'}")
 
     def _http_post(self, body: bytes, timeout: float) -> tuple[int, Any]:
-        if self._client is None:
-            self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), headers={
-                "Accept": "application/json", "Content-Type": "application/json", TOKEN_HEADER: self._token})
-        return answer(self._client.post("/email/batch", content=body, timeout=timeout))
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), headers={
+                    "Accept": "application/json", "Content-Type": "application/json", TOKEN_HEADER: self._token})
+            client = self._client
+        return answer(client.post("/email/batch", content=body, timeout=timeout))
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 def _within(body: Callable[[Envelope, Sequence[Recipient]], bytes], envelope: Envelope,
@@ -157,11 +162,11 @@ def _within(body: Callable[[Envelope, Sequence[Recipient]], bytes], envelope: En
     return _within(body, envelope, recipients[:half]) + _within(body, envelope, recipients[half:])
 
 
-def _results(batch: list[Recipient], answer: list[Any]) -> list[Result]:
+def _results(batch: list[Recipient], items: list[Any]) -> list[Result]:
     """Postmark's answers, in the order of the messages; one missing is unknown."""
     results = []
     for index, r in enumerate(batch):
-        item = answer[index] if index < len(answer) and isinstance(answer[index], dict) else None
+        item = items[index] if index < len(items) and isinstance(items[index], dict) else None
         if item is None:
             results.append(Result(r.key, "unknown", error="Postmark gave no result for this message"))
         elif item.get("ErrorCode") == 0:
