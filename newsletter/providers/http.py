@@ -1,8 +1,10 @@
-"""What the providers on httpx share: telling a request that never left from an answer lost after it
-did, reading an answer, a dry run's request file, and the size check before anything is sent."""
+"""What the providers on httpx share: one client made on first use, telling a request that never left
+from an answer lost after it did, reading an answer, a dry run's request file, and the size check
+before anything is sent."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,13 +13,30 @@ import httpx
 from ..errors import ProviderError
 from .base import Envelope, Preview, Recipient
 from .mime import eml_previews
-from .retry import Retry
+from .retry import MaybeSent, Retry
 
 Answer = tuple[int, Any]  # the HTTP status and the body as JSON (None when it is not JSON)
 
 
-class MaybeSent(Exception):
-    """The request went out and no usable answer came back: the provider may have taken it."""
+class LazyClient:
+    """A provider's one httpx client, made on first use under a lock: its batches run in several threads."""
+
+    def __init__(self, make: Callable[[], httpx.Client]) -> None:
+        self._make = make
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 def exchange(provider: str, call: Callable[[], Answer]) -> Answer:

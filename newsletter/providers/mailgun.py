@@ -13,9 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import httpx
 
@@ -24,8 +22,8 @@ from ..errors import ProviderAuthError, ProviderError, ProviderRejected
 from ..pacing import Pacer
 from ..placeholders import PATTERN, clean, lookup, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
-from .http import Answer, MaybeSent, answer, check_size, exchange, previews
-from .retry import Retry, with_retries
+from .http import Answer, LazyClient, answer, check_size, exchange, previews
+from .retry import MaybeSent, Retry, with_retries
 
 MAX_RECIPIENTS = 1000
 MAX_MESSAGE_BYTES = 25 * 1000 * 1000
@@ -74,9 +72,7 @@ class MailgunProvider:
         self.settings = settings
         self.max_in_flight = max_in_flight
         self.max_batch = max(1, min(settings.batch_size, MAX_RECIPIENTS))
-        self._key = api_key
-        self._client: httpx.Client | None = None
-        self._client_lock = threading.Lock()  # batches run in several threads: one client, shared
+        self._http = LazyClient(lambda: httpx.Client(base_url=settings.api_base.rstrip("/"), auth=("api", api_key)))
         self._call: Post = post or self._http_post
         self._template: tuple[Envelope, Template] | None = None
 
@@ -141,17 +137,10 @@ class MailgunProvider:
             raise MaybeSent("Mailgun answered 200 without a message id")
         raise ProviderError(f"Mailgun answered {status}: {said or 'no message'}")
 
-    def _http_post(self, fields: list[tuple[str, str]], timeout: float) -> tuple[int, Any]:
-        with self._client_lock:
-            if self._client is None:
-                self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), auth=("api", self._key))
-            client = self._client
+    def _http_post(self, fields: list[tuple[str, str]], timeout: float) -> Answer:
         # multipart/form-data: a repeated `to` and large bodies, as Mailgun documents its form.
-        return answer(client.post(f"/v3/{self.settings.domain}/messages",
+        return answer(self._http.get().post(f"/v3/{self.settings.domain}/messages",
                                   files=[(key, (None, value)) for key, value in fields], timeout=timeout))
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._http.close()

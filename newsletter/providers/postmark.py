@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,8 +24,8 @@ from ..errors import ProviderAuthError, ProviderError, ProviderRejected
 from ..pacing import Pacer
 from ..placeholders import fill, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
-from .http import Answer, MaybeSent, answer, check_size, exchange, previews
-from .retry import Retry, with_retries
+from .http import Answer, LazyClient, answer, check_size, exchange, previews
+from .retry import MaybeSent, Retry, with_retries
 
 MAX_MESSAGES = 500
 MAX_MESSAGE_BYTES = 10 * 1000 * 1000  # one message, attachments included
@@ -74,9 +73,8 @@ class PostmarkProvider:
         self.settings = settings
         self.max_in_flight = max_in_flight
         self.max_batch = max(1, min(settings.batch_size, MAX_MESSAGES))
-        self._token = token
-        self._client: httpx.Client | None = None
-        self._client_lock = threading.Lock()  # batches run in several threads: one client, shared
+        self._http = LazyClient(lambda: httpx.Client(base_url=settings.api_base.rstrip("/"), headers={
+            "Accept": "application/json", "Content-Type": "application/json", TOKEN_HEADER: token}))
         self._call: Post = post or self._http_post
 
     def _message(self, envelope: Envelope, recipient: Recipient) -> dict[str, Any]:
@@ -137,19 +135,11 @@ class PostmarkProvider:
             return MaybeSent("Postmark answered 200 without a result per message")
         return ProviderError(f"Postmark answered {status}: {said or 'no message'}")
 
-    def _http_post(self, body: bytes, timeout: float) -> tuple[int, Any]:
-        with self._client_lock:
-            if self._client is None:
-                self._client = httpx.Client(base_url=self.settings.api_base.rstrip("/"), headers={
-                    "Accept": "application/json", "Content-Type": "application/json", TOKEN_HEADER: self._token})
-            client = self._client
-        return answer(client.post("/email/batch", content=body, timeout=timeout))
+    def _http_post(self, body: bytes, timeout: float) -> Answer:
+        return answer(self._http.get().post("/email/batch", content=body, timeout=timeout))
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._http.close()
 
 
 def _within(body: Callable[[Envelope, Sequence[Recipient]], bytes], envelope: Envelope,

@@ -13,6 +13,15 @@ from ..pacing import Pacer
 T = TypeVar("T")
 
 
+class MaybeSent(Exception):
+    """The request went out and no usable answer came back: the provider may have taken it, so each of
+    its recipients is unknown and the request is never sent again unasked."""
+
+    def __init__(self, message: str, *, stop: bool = False) -> None:
+        super().__init__(message)
+        self.stop = stop  # the send cannot go on (the answers are not HTTP at all)
+
+
 class Retry(Exception):
     """A refusal worth trying again (a 429, a 5xx, a connection never made): `message` is what is said
     once the tries run out; `wait` replaces the back-off when the provider says how long."""

@@ -29,7 +29,7 @@ from ..pacing import Pacer
 from ..placeholders import PATTERN, SPECIAL, clean, fill, lookup, neutral, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .mime import eml_previews
-from .retry import Retry, with_retries
+from .retry import MaybeSent, Retry, with_retries
 
 MAX_RECIPIENTS = 1000
 MAX_MESSAGE_BYTES = 30_000_000  # SendGrid's limit on one request
@@ -45,14 +45,6 @@ class _BadRequest(Exception):
 
 class _TooLarge(Exception):
     pass
-
-
-class _MaybeSent(Exception):
-    """The request was written and no usable answer came: each recipient's outcome is unknown."""
-
-    def __init__(self, message: str, *, stop: bool = False) -> None:
-        super().__init__(message)
-        self.stop = stop  # the send cannot go on (the answers are not HTTP at all)
 
 
 def _message(body: Any) -> list[dict[str, Any]]:
@@ -280,18 +272,18 @@ class SendGridProvider:
             return Retry(f"{status}: {detail}")
         return ProviderError(f"SendGrid answered {status}: {detail}")
 
-    def _after_sending(self, exc: Exception) -> _MaybeSent:
+    def _after_sending(self, exc: Exception) -> MaybeSent:
         """A failure once the whole request was written (urllib reports failures to write as URLError):
         SendGrid may have accepted it."""
         if isinstance(exc, http.client.RemoteDisconnected):  # closed without an answer
-            return _MaybeSent(f"SendGrid closed the connection without answering ({exc})")
+            return MaybeSent(f"SendGrid closed the connection without answering ({exc})")
         if isinstance(exc, (http.client.BadStatusLine, http.client.LineTooLong)):
             # The next answer would be as garbled, so the send stops too.
-            return _MaybeSent(f"{self.settings.api_base} answered with something that is not HTTP after the request "
+            return MaybeSent(f"{self.settings.api_base} answered with something that is not HTTP after the request "
                               f"was sent ({type(exc).__name__}); check [sendgrid] api_base and any proxy in between",
                               stop=True)
         # A timeout, a dropped connection, or another answer that is not HTTP.
-        return _MaybeSent(f"no usable answer from SendGrid after the request was sent "
+        return MaybeSent(f"no usable answer from SendGrid after the request was sent "
                           f"({type(exc).__name__}: {exc or 'timeout'})")
 
     def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
@@ -313,7 +305,7 @@ class SendGridProvider:
             return
         try:
             message_id = self._post(payload.body(ready), pacer)
-        except _MaybeSent as exc:
+        except MaybeSent as exc:
             for r in ready:
                 results[r.key] = Result(r.key, "unknown", error=str(exc))
             if exc.stop:
