@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..statuses import EventKind
 
@@ -30,6 +30,30 @@ class TrackingEvent:
     @property
     def key(self) -> str:
         return self.event_id or f"{self.message_id}|{self.kind}|{self.timestamp.isoformat()}|{self.email.lower()}"
+
+
+def received() -> dt.datetime:
+    """Now, naive UTC: the time of an event whose own time cannot be read."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def epoch(value: object) -> dt.datetime:
+    """A provider's Unix time as naive UTC; the time of receipt when it is not one."""
+    try:
+        return dt.datetime.fromtimestamp(float(str(value)), dt.UTC).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError):
+        return received()
+
+
+def json_object(value: object) -> dict[str, Any]:
+    """`value` when the provider sent a JSON object there, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def subscriber_id(value: object) -> int | None:
+    """The subscriber id our custom arguments carried back, when it is one."""
+    text = str(value if value is not None else "")
+    return int(text) if text.isdigit() else None
 
 
 class Receiver(Protocol):

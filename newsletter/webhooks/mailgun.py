@@ -6,7 +6,6 @@ the sender's reputation or policy is `blocked`, and a temporary one `deferred`: 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -19,7 +18,7 @@ from typing import Any
 from ..config import MailgunSettings
 from ..errors import WebhookError
 from ..statuses import EventKind
-from .base import TrackingEvent
+from .base import TrackingEvent, epoch, json_object
 
 _KINDS: Mapping[str, str] = MappingProxyType({
     "accepted": EventKind.PROCESSED, "delivered": EventKind.DELIVERED, "opened": EventKind.OPENED,
@@ -50,20 +49,15 @@ def parse_call(payload: bytes) -> list[TrackingEvent]:
     kind, email = _kind(data), str(data.get("recipient", ""))
     if kind is None or not email:
         return []
-    found = data.get("user-variables")
-    variables: dict[str, Any] = found if isinstance(found, dict) else {}
-    status = data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
-    headers = (data.get("message") or {}).get("headers") or {} if isinstance(data.get("message"), dict) else {}
-    try:
-        stamp = dt.datetime.fromtimestamp(float(data.get("timestamp", 0)), dt.UTC).replace(tzinfo=None)
-    except (TypeError, ValueError, OverflowError):
-        stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    reason = (status or {}).get("description") or (status or {}).get("message") or data.get("reason") or ""
+    variables, status = json_object(data.get("user-variables")), json_object(data.get("delivery-status"))
+    headers = json_object(json_object(data.get("message")).get("headers"))
+    reason = status.get("description") or status.get("message") or data.get("reason") or ""
     return [TrackingEvent(
-        kind=kind, email=email, timestamp=stamp, event_id=f"mailgun:{data['id']}" if data.get("id") else "",
+        kind=kind, email=email, timestamp=epoch(data.get("timestamp", 0)),
+        event_id=f"mailgun:{data['id']}" if data.get("id") else "",
         message_id=str(headers.get("message-id", "")).strip("<>"), issue=str(variables.get("issue", "")),
         list_name=str(variables.get("list", "")), reason=str(reason)[:300],
-        machine=bool(client.get("bot")) if isinstance(client := data.get("client-info"), dict) else False,
+        machine=bool(json_object(data.get("client-info")).get("bot")),
     )]
 
 

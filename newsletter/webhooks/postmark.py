@@ -21,7 +21,7 @@ from typing import Any
 from ..config import PostmarkSettings
 from ..errors import WebhookError
 from ..statuses import EventKind
-from .base import TrackingEvent
+from .base import TrackingEvent, json_object, received, subscriber_id
 
 # Bounce types (https://postmarkapp.com/developer/api/bounce-api#bounce-types) as event kinds.
 _BOUNCES: Mapping[str, str] = MappingProxyType({
@@ -53,7 +53,7 @@ def _time(record: Mapping[str, Any]) -> dt.datetime:
             except ValueError:
                 break
             return (stamp.astimezone(dt.UTC) if stamp.tzinfo else stamp).replace(tzinfo=None)
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return received()
 
 
 def parse_record(payload: bytes) -> list[TrackingEvent]:
@@ -65,15 +65,13 @@ def parse_record(payload: bytes) -> list[TrackingEvent]:
     email = str(record.get("Email") or record.get("Recipient") or "")
     if kind is None or not email:
         return []
-    found = record.get("Metadata")
-    meta: dict[str, Any] = found if isinstance(found, dict) else {}
-    subscriber = str(meta.get("subscriber", ""))
+    meta = json_object(record.get("Metadata"))
     stamp = _time(record)
     reason = record.get("Details") or record.get("Description") or record.get("OriginalLink") or ""
     return [TrackingEvent(
         kind=kind, email=email, timestamp=stamp, event_id=f"postmark:{record['ID']}" if record.get("ID") else "",
         message_id=str(record.get("MessageID", "")), issue=str(meta.get("issue", "")),
-        list_name=str(meta.get("list", "")), subscriber_id=int(subscriber) if subscriber.isdigit() else None,
+        list_name=str(meta.get("list", "")), subscriber_id=subscriber_id(meta.get("subscriber")),
         reason=str(reason)[:300],
     )]
 

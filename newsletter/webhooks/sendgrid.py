@@ -6,7 +6,6 @@ receiving events needs the webhook's public key, never the API key.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Mapping
@@ -14,7 +13,7 @@ from types import MappingProxyType
 
 from ..config import SendGridSettings
 from ..errors import WebhookError
-from .base import TrackingEvent
+from .base import TrackingEvent, epoch, subscriber_id
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -58,15 +57,11 @@ def parse_events(payload: bytes) -> list[TrackingEvent]:
             kind = _EVENT_KINDS.get(str(kind))
         if kind is None:
             continue
-        try:
-            stamp = dt.datetime.fromtimestamp(int(raw.get("timestamp", 0)), dt.UTC).replace(tzinfo=None)
-        except (TypeError, ValueError, OverflowError):
-            stamp = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        subscriber = str(raw.get("subscriber", ""))
         parsed.append(TrackingEvent(
-            kind=kind, email=str(raw["email"]), timestamp=stamp, event_id=str(raw.get("sg_event_id", "")),
-            message_id=str(raw.get("sg_message_id", "")).split(".")[0], issue=str(raw.get("issue", "")),
-            list_name=str(raw.get("list", "")), subscriber_id=int(subscriber) if subscriber.isdigit() else None,
+            kind=kind, email=str(raw["email"]), timestamp=epoch(raw.get("timestamp", 0)),
+            event_id=str(raw.get("sg_event_id", "")), message_id=str(raw.get("sg_message_id", "")).split(".")[0],
+            issue=str(raw.get("issue", "")), list_name=str(raw.get("list", "")),
+            subscriber_id=subscriber_id(raw.get("subscriber")),
             reason=str(raw.get("reason") or raw.get("response") or raw.get("url") or ""),
             machine=raw.get("sg_machine_open") is True,
         ))
