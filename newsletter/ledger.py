@@ -588,7 +588,8 @@ def delivery_counts(conn: Connection, issue: str, list_id: int) -> dict[str, int
 # What a provider's event says of a row whose outcome was unknown: it reached the provider (sent),
 # or the provider says it was not delivered (failed). Any other kind settles nothing.
 SETTLED_BY = MappingProxyType({"processed": SENT, "delivered": SENT, "deferred": SENT, "opened": SENT, "clicked": SENT,
-              "complained": SENT, "unsubscribed": SENT, "bounced": FAILED, "blocked": FAILED, "dropped": FAILED})
+                               "complained": SENT, "unsubscribed": SENT, "bounced": FAILED, "blocked": FAILED,
+                               "dropped": FAILED})
 
 
 def settle_unknown(conn: Connection, issue: str, subscriber_id: int, kind: str, *, source: str, at: dt.datetime,

@@ -389,9 +389,10 @@ def _record(ledger: Ledger, worker: int, claim: int, recipients: list[Recipient]
     untouched = [r.key for r in recipients if r.key not in handled]
     if untouched:
         ledger.release(worker, untouched)
-    emails = {r.key: r.email for r in recipients}
-    for result in results:
-        if result.inactive:  # the provider will never deliver to it: neither will any later send
+    inactive = [r for r in results if r.inactive]  # the provider will never deliver to them: nor will a later send
+    if inactive:
+        emails = {r.key: r.email for r in recipients}
+        for result in inactive:
             suppress = functools.partial(ledger.store.suppress, emails[result.key],
                                          f"inactive at the provider ({result.error})", "send")
             ledger.store.patiently(suppress)
