@@ -110,6 +110,21 @@ class MailgunSettings:
 
 
 @dataclass(frozen=True)
+class SesSettings:
+    region: str = "us-east-1"
+    endpoint_url: str = ""  # empty: AWS's own endpoint for the region (tests point it at a local fake)
+    configuration_set: str = ""  # the configuration set whose event destination publishes to SNS
+    batch_size: int = 50  # destinations per SendBulkEmail call; SES allows at most 50
+    timeout: float = 30.0
+    max_retries: int = 5
+    retry_backoff: float = 1.0
+    read_quota: bool = True  # read the account's sending rate (GetAccount) at start and keep under it
+    sns_topic_arn: str = ""  # the SNS topic whose notifications the webhook takes (required to take any)
+    sns_certificate_file: str = ""  # a PEM trusted instead of fetching SigningCertURL (pinning)
+    webhook_tolerance: int = 3600  # seconds: older signed SNS timestamps are refused (SNS retries for up to an hour)
+
+
+@dataclass(frozen=True)
 class SmtpSettings:
     host: str = "localhost"
     port: int = 587
@@ -152,6 +167,7 @@ class Config:
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     postmark: PostmarkSettings = field(default_factory=PostmarkSettings)
     mailgun: MailgunSettings = field(default_factory=MailgunSettings)
+    ses: SesSettings = field(default_factory=SesSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -219,13 +235,14 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "sendgrid": SendGridSettings,
     "postmark": PostmarkSettings,
     "mailgun": MailgunSettings,
+    "ses": SesSettings,
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,
     "web": WebSettings,
 })
 _REQUIRED_SECTIONS = ("newsletter",)
 _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
-    ("provider", "backend"): ("sendgrid", "postmark", "mailgun", "smtp"),
+    ("provider", "backend"): ("sendgrid", "postmark", "mailgun", "ses", "smtp"),
     ("smtp", "security"): ("starttls", "ssl", "none"),
 })
 

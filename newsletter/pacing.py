@@ -66,6 +66,12 @@ class Pacer:
             self._stopped.wait(min(_SLICE, left))
         return False
 
+    def cap(self, rate: float) -> None:
+        """Keep under `rate` messages a second from now on: a provider's own limit, read at run time."""
+        with self._lock:
+            if not self.max_rate or rate < self.max_rate:
+                self.max_rate = rate
+
     def pause(self, seconds: float) -> None:
         """Hold back every batch of this send for `seconds` from now (the longest pause wins)."""
         with self._lock:

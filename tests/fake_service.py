@@ -28,15 +28,21 @@ class FakeService:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-            def reply(self, status: int, payload: Any) -> None:
+            def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
+                answer = server.answer_get(self.path, self.headers)
+                if answer is not None:
+                    self.reply(*answer)
+                    return
                 with server.lock:
                     self.reply(200, {"received": len(server.received), "unique": len(set(server.received)),
                                      "requests": server.requests})
@@ -57,9 +63,13 @@ class FakeService:
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def answer(self, path: str, headers: Any, raw: bytes) -> tuple[int, Any] | None:
-        """The status and JSON body for one request; None to hang up without answering."""
+    def answer(self, path: str, headers: Any, raw: bytes) -> tuple[Any, ...] | None:
+        """The status, JSON body (and headers) for one request; None to hang up without answering."""
         raise NotImplementedError
+
+    def answer_get(self, path: str, headers: Any) -> tuple[Any, ...] | None:
+        """The answer to a GET of the service's own; None for `/_stats`."""
+        return None
 
     def take(self) -> tuple[tuple[int, float, Any] | None, bool]:
         """Count a request; the scripted answer for it, if any, and whether to drop it."""

@@ -33,7 +33,7 @@ def test_env_var_chooses_config(tmp_path, monkeypatch):
         (lambda s: s.replace('from_email = "weekly@example.com"\n', ""),
          "[newsletter] from_email: required key missing"),
         (lambda s: s.replace('backend = "sendgrid"', 'backend = "carrier-pigeon"'),
-         "[provider] backend: must be one of sendgrid, postmark, mailgun, smtp"),
+         "[provider] backend: must be one of sendgrid, postmark, mailgun, ses, smtp"),
         (lambda s: s + "\n[extras]\nx = 1\n", "[extras]: unknown section"),
         (lambda s: s.replace("[lists.weekly]", "[lists.weekly]\ncolour = 'red'"),
          "[lists.weekly] colour: unknown key"),

@@ -1,15 +1,23 @@
-"""Helpers for web tests: a real uvicorn server on loopback, and SendGrid-style webhook signing."""
+"""Helpers for web tests: a real uvicorn server on loopback, SendGrid-style webhook signing, and SNS
+messages signed the way Amazon SNS signs them."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import threading
 import time
+import uuid
+from pathlib import Path
 
 import uvicorn
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+from newsletter.webhooks.ses import string_to_sign
 
 from .smtp_server import free_port
 
@@ -74,3 +82,39 @@ def event_batch(issue: str, ids: dict[str, int], timestamp: int) -> bytes:
         ev("linus@example.com", "processed", 9),
         ev("margaret@example.org", "brand_new_event_type", 10),
     ]).encode()
+
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:newsletter-events"
+
+
+class SnsSigner:
+    """An RSA key and a self-signed certificate made for the test (saved as a PEM), signing SNS messages
+    with SHA1withRSA (SignatureVersion 1) or SHA256withRSA (2) as Amazon SNS does."""
+
+    def __init__(self, folder: Path) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+        now = dt.datetime.now(dt.UTC)
+        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                       .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                       .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+                       .sign(self.key, hashes.SHA256()))
+        self.pem = certificate.public_bytes(serialization.Encoding.PEM)
+        self.path = folder / "sns-signing.pem"
+        self.path.write_bytes(self.pem)
+
+    def message(self, kind: str = "Notification", *, topic: str = TOPIC, at: float | None = None, version: str = "2",
+                **fields: str) -> dict[str, str]:
+        stamp = dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC)
+        message = {"Type": kind, "MessageId": str(uuid.uuid4()), "TopicArn": topic,
+                   "Timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
+                   "SignatureVersion": version,
+                   "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
+                   **fields}
+        digest = hashes.SHA1() if version == "1" else hashes.SHA256()  # noqa: S303 - SNS's version 1 is SHA1
+        message["Signature"] = base64.b64encode(self.key.sign(string_to_sign(message), padding.PKCS1v15(),
+                                                              digest)).decode()
+        return message
+
+    def notification(self, event: dict, **options) -> bytes:
+        return json.dumps(self.message(Message=json.dumps(event), **options)).encode()

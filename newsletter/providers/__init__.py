@@ -43,6 +43,12 @@ def create(config: Config, *, dry_run: bool = False) -> Provider:
                               f"domain set up at Mailgun)")
         key = _secret(config.mailgun.api_key_env, "Mailgun API key", required=not dry_run)
         return MailgunProvider(config.mailgun, key, max_in_flight=config.send.concurrency)
+    if config.provider.backend == "ses":
+        from .ses import SesProvider, check_credentials
+
+        if not dry_run:
+            check_credentials()
+        return SesProvider(config.ses, max_in_flight=config.send.concurrency)
     from .sendgrid import SendGridProvider
 
     api_key = _secret(config.sendgrid.api_key_env, "SendGrid API key", required=not dry_run)
