@@ -34,7 +34,9 @@ from .conftest import ROOT, SECRET, wait_for, write_config
 from .fake_mailgun import FakeMailgun
 from .fake_postmark import FakePostmark
 from .fake_sendgrid import FakeSendGrid
-from .webhelpers import WebhookSigner
+from .fake_ses import FakeSes
+from .test_ses import aws_env, bounce as ses_bounce, ses_section
+from .webhelpers import SnsSigner, WebhookSigner
 
 SAMPLE = ROOT / "subscribers" / "sample.csv"
 
@@ -145,7 +147,27 @@ webhook_tolerance = 300
     return Kit("mailgun", server, config, 1000, None, bounce, bad_bounce, signs_time=True, refuses_replays=True)
 
 
-KITS = {"sendgrid": _sendgrid, "postmark": _postmark, "mailgun": _mailgun}
+def _ses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int) -> Kit:
+    server = FakeSes().start()
+    aws_env(monkeypatch, tmp_path)
+    signer = SnsSigner(tmp_path)
+    config = write_config(tmp_path, backend="ses", extra=ses_section(server, signer, batch=min(batch, 50))
+                          + "webhook_tolerance = 300\n")
+
+    def bounce(email: str, at: int) -> tuple[bytes, dict[str, str]]:
+        return signer.notification(ses_bounce(email), at=at), {"Content-Type": "text/plain; charset=UTF-8"}
+
+    def bad_bounce(email: str, at: int) -> tuple[bytes, dict[str, str]]:
+        other = SnsSigner(tmp_path / "..")  # a key the pinned certificate is not for
+        return other.notification(ses_bounce(email), at=at), {"Content-Type": "text/plain; charset=UTF-8"}
+
+    def refuse(email: str) -> None:
+        server.statuses[email] = ("MESSAGE_REJECTED", "Message rejected")
+
+    return Kit("ses", server, config, 50, refuse, bounce, bad_bounce, signs_time=True)
+
+
+KITS = {"sendgrid": _sendgrid, "postmark": _postmark, "mailgun": _mailgun, "ses": _ses}
 
 
 @pytest.fixture(params=sorted(KITS))
