@@ -166,7 +166,6 @@ class _Dispatch:
         # Every wait, and every provider call of every batch, stops as soon as the lease may be gone.
         self.pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or not self.beat.holds(), sleep=sleep)
         self.total = ledger.counts()[PENDING]
-        self.size = provider.max_batch if not max_rate else max(1, min(provider.max_batch, int(max_rate)))
         self.slots = max(1, concurrency or provider.max_in_flight)
         self.finished: queue.Queue[_Returned] = queue.Queue()
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="provider")
@@ -180,6 +179,7 @@ class _Dispatch:
         started = time.monotonic()
         self.beat.start()
         try:
+            self.provider.prepare(self.pacer)
             self._dispatch()
             if not self.report.stopped and self.failure is None and self.outage is None:
                 self.report.stopped = _wait_for_others(self.ledger, self.worker, self.lease, self.pacer)
@@ -203,9 +203,16 @@ class _Dispatch:
             elif self.limit is not None and self.handed >= self.limit:
                 self.report.stopped = f"--limit {self.limit} reached"
             else:
-                claimed = self._claim(self.size if self.limit is None else min(self.size, self.limit - self.handed))
+                claimed = self._claim(self._want())
                 if claimed:
                     self._hand(claimed)
+
+    def _want(self) -> int:
+        """The next batch's size: the provider's, at most a second's worth of the rate (which a provider
+        may lower once it has read its account's), within any limit."""
+        rate = self.pacer.max_rate
+        size = self.provider.max_batch if not rate else max(1, min(self.provider.max_batch, int(rate)))
+        return size if self.limit is None else min(size, self.limit - self.handed)
 
     def _stopping(self) -> bool:
         return self.failure is not None or self.outage is not None or bool(self.report.stopped) or self.exhausted

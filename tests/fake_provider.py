@@ -41,6 +41,9 @@ class FakeProvider:
     def check(self, envelope: Envelope) -> None:
         return None
 
+    def prepare(self, pacer: Pacer) -> None:
+        return None
+
     def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
         answer = self.script.popleft() if self.script else all_sent
         if isinstance(answer, BaseException):

@@ -10,7 +10,7 @@ the way SES renders an inline template, simple `{{name}}` substitution only: a v
 value, or any other `{{`, is a rendering failure (SES accepts such a message and never delivers
 it). Per-entry statuses can be scripted (a refusal for one address, throttling, a daily quota).
 
-    python tests/fake_ses.py   # prints the port, serves until killed
+    python tests/fake_ses.py --key K   # K is the access key id and the secret; prints the port, serves
 """
 
 from __future__ import annotations
@@ -71,10 +71,11 @@ def render(text: str, data: dict[str, Any]) -> tuple[str, str]:
 
 
 class FakeSes(FakeService):
-    def __init__(self, *, region: str = "us-east-1", latency: float = 0.0, record_bodies: bool = True,
-                 max_send_rate: float = 1000.0, max_24_hour_send: float = -1) -> None:
+    def __init__(self, *, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, region: str = "us-east-1",
+                 latency: float = 0.0, record_bodies: bool = True, max_send_rate: float = 1000.0,
+                 max_24_hour_send: float = -1) -> None:
         super().__init__(latency=latency, record_bodies=record_bodies)
-        self.region = region
+        self.access_key, self.secret_key, self.region = access_key, secret_key, region
         self.max_send_rate, self.max_24_hour_send = max_send_rate, max_24_hour_send
         self.sent_24h = 0
         self.account_reads = 0
@@ -92,7 +93,7 @@ class FakeSes(FakeService):
         if found is None:
             return error(403, "IncompleteSignatureException", "Authorization header requires SigV4 fields")
         key_id, day, region, service, signed, signature = found.groups()
-        if key_id != ACCESS_KEY:
+        if key_id != self.access_key:
             return error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
         stamp = headers.get("X-Amz-Date", "")
         try:
@@ -109,7 +110,7 @@ class FakeSes(FakeService):
             signed, hashlib.sha256(raw).hexdigest()])
         scope = f"{day}/{region}/{service}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        key = _hmac(_hmac(_hmac(_hmac(f"AWS4{SECRET_KEY}".encode(), day), region), service), "aws4_request")
+        key = _hmac(_hmac(_hmac(_hmac(f"AWS4{self.secret_key}".encode(), day), region), service), "aws4_request")
         if not hmac.compare_digest(hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest(), signature):
             return error(403, "InvalidSignatureException", "The request signature we calculated does not match the "
                                                            "signature you provided.")
@@ -240,10 +241,12 @@ class FakeSes(FakeService):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--key", default=ACCESS_KEY, help="the access key id, and its secret")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every answer")
-    parser.add_argument("--max-send-rate", type=float, default=100_000.0)
+    parser.add_argument("--max-send-rate", type=float, default=100_000.0, help="GetAccount's MaxSendRate")
     args = parser.parse_args()
-    FakeSes(latency=args.latency, record_bodies=False, max_send_rate=args.max_send_rate).serve()
+    FakeSes(access_key=args.key, secret_key=args.key, latency=args.latency, record_bodies=False,
+            max_send_rate=args.max_send_rate).serve()
 
 
 if __name__ == "__main__":

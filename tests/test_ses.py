@@ -137,9 +137,11 @@ def test_the_accounts_rate_from_getaccount_paces_the_send(ses_config, ses, sampl
     provider = SesProvider(nl.config.ses)
     pacer = Pacer()
     envelope = Envelope(nl.issues.render(sample_issue), "weekly@example.com", "", "", "Weekly <w.example.com>", "x")
+    provider.prepare(pacer)  # once, before the first batch
+    assert pacer.max_rate == 14.0 and ses.account_reads == 1
     provider.send(envelope, [Recipient(1, "ada@example.com", "", {}, "")], pacer)
     provider.send(envelope, [Recipient(2, "alan@example.com", "", {}, "")], pacer)
-    assert pacer.max_rate == 14.0 and ses.account_reads == 1  # read once per send, not per batch
+    assert ses.account_reads == 1 and ses.requests == 2
     provider.close()
     nl.close()
 
@@ -358,3 +360,31 @@ def test_an_old_notification_is_refused(hooks, signer):
     body = signer.notification(bounce("alan@example.com"), at=time.time() - 7200)
     assert client.post("/webhooks/ses", content=body).status_code == 403
     assert not nl.subscribers.get("alan@example.com").suppressed
+
+
+def test_a_batch_is_several_calls_at_once_and_one_refused_keeps_the_others_results(ses_config, ses, sample_issue):
+    nl = Newsletter.from_config(ses_config)
+    provider = SesProvider(nl.config.ses.__class__(**{**nl.config.ses.__dict__, "batch_size": 10}))
+    envelope = Envelope(nl.issues.render(sample_issue), "weekly@example.com", "", "", "Weekly <w.example.com>", "x")
+    people = [Recipient(i, f"reader{i}@example.org", "", {}, "") for i in range(30)]
+    assert provider.max_batch == 100 and len(provider.send(envelope, people)) == 30 and ses.requests == 3
+    ses.answer_next(400, body={"message": "Illegal header value"})  # one of the next three calls, whichever is first
+    from newsletter.errors import ProviderRejected
+
+    with pytest.raises(ProviderRejected) as refused:
+        provider.send(envelope, people)
+    assert len(refused.value.partial) == 20 and {r.status for r in refused.value.partial} == {"sent"}
+    assert len(ses.received) == 50
+    provider.close()
+    nl.close()
+
+
+def test_the_accounts_rate_is_read_before_the_first_batch_and_sizes_every_batch(ses_run, ses_config, ses, sample_issue,
+                                                                                 tmp_path):
+    ses.max_send_rate = 20.0
+    many = tmp_path / "many.csv"
+    many.write_text("email\n" + "".join(f"reader{i}@example.org\n" for i in range(48)))
+    assert ses_run("subscribers", "import", many, "--list", "weekly").exit_code == 0
+    assert ses_run("send", sample_issue, "--list", "weekly", "--yes").exit_code == 0
+    assert len(ses.received) == len(set(ses.received)) == 60 and ses.account_reads == 1
+    assert max(len(body["BulkEmailEntries"]) for body in ses.bodies) <= 20  # a second's worth, from the first

@@ -92,6 +92,11 @@ class Provider(Protocol):
         """Raise ProviderError when this message can never be sent (too large): before anything is sent."""
         ...
 
+    def prepare(self, pacer: Pacer) -> None:
+        """Before the first batch of a send: read the account's own limits into the pacer (SES's rate),
+        or raise ProviderError when the account cannot send now. Most providers have nothing to read."""
+        ...
+
     def send(self, envelope: Envelope, recipients: Sequence[Recipient], pacer: Pacer | None = None) -> list[Result]:
         ...
 

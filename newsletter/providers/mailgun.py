@@ -99,6 +99,9 @@ class MailgunProvider:
                        json.dumps({r.email: template.variables(envelope, r) for r in recipients})))
         return fields
 
+    def prepare(self, pacer: Pacer) -> None:
+        return None  # nothing to read before a send: limits come back in 429s
+
     def check(self, envelope: Envelope) -> None:
         """Refuse a message Mailgun can never take, whoever it goes to: before anything is sent."""
         check_size(sum(len(value.encode()) for _key, value in self.fields(envelope, [])), MAX_MESSAGE_BYTES, "Mailgun")

@@ -81,6 +81,9 @@ class PostmarkProvider:
         return message(envelope, recipient, self.settings.message_stream, track_opens=self.settings.track_opens,
                        track_links=self.settings.track_links)
 
+    def prepare(self, pacer: Pacer) -> None:
+        return None  # nothing to read before a send: limits come back in 429s
+
     def check(self, envelope: Envelope) -> None:
         """Refuse a message Postmark can never take, whoever it goes to: before anything is sent."""
         sample = Recipient(0, "check@example.com", "", {}, "")

@@ -201,6 +201,9 @@ class SendGridProvider:
         self._sleep = sleep
         self._payload: Payload | None = None
 
+    def prepare(self, pacer: Pacer) -> None:
+        return None  # nothing to read before a send: limits come back in 429s
+
     def check(self, envelope: Envelope) -> None:
         """Refuse a message SendGrid can never take, whoever it goes to: before anything is sent."""
         size = len(self._payload_for(envelope).body([]).encode("utf-8"))

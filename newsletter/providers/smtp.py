@@ -62,6 +62,9 @@ class SmtpProvider:
         self._lock = threading.Lock()
         self._open: set[smtplib.SMTP] = set()
 
+    def prepare(self, pacer: Pacer) -> None:
+        return None  # nothing to read before a send: limits come back in the server's 421s
+
     def check(self, envelope: Envelope) -> None:
         return None
 
