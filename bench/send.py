@@ -1,11 +1,12 @@
 """Send the sample issue to 100,000 and 1,000,000 subscribers through a provider's fake server.
 
-The fake (SendGrid's, or Postmark's or Mailgun's with `--provider`) runs in its own process on
+The fake (SendGrid's, or Postmark's, Mailgun's or SES's with `--provider`) runs in its own process on
 127.0.0.1 and answers every request after `--latency` seconds (0: loopback speed; 0.25: a real
 API's round trip for a full batch); the store is a fresh SQLite file. Prints the whole
-command's time, recipients and requests per second, the sender's CPU seconds and peak RSS.
+command's time, recipients and requests per second, the sender's CPU seconds and peak RSS, and the
+fake server's CPU seconds (on a 2-core machine the two share the cores).
 
-    python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N] [--provider postmark|mailgun]
+    python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N] [--provider postmark|mailgun|ses]
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from common import ROOT, run_measured, write_config
 
 KEY = "SG.bench-key"
 FAKES = {"sendgrid": ("fake_sendgrid.py", "--key"), "postmark": ("fake_postmark.py", "--token"),
-         "mailgun": ("fake_mailgun.py", "--key")}
+         "mailgun": ("fake_mailgun.py", "--key"), "ses": ("fake_ses.py", "--key")}
+SECTIONS = {"postmark": 'api_base = "{url}"\n', "mailgun": 'api_base = "{url}"\ndomain = "mg.example.com"\n',
+            "ses": 'endpoint_url = "{url}"\n'}
 
 
 def fake_server(provider: str, latency: float) -> tuple[subprocess.Popen[str], str]:
@@ -34,6 +37,15 @@ def fake_server(provider: str, latency: float) -> tuple[subprocess.Popen[str], s
                              "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline())  # type: ignore[union-attr]
     return proc, f"http://127.0.0.1:{port}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU so far (Linux's /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stats(url: str) -> dict[str, int]:
@@ -48,9 +60,8 @@ def bench(size: int, latency: float, concurrency: int | None, provider: str) -> 
             folder = Path(tmp)
             config = write_config(folder, api_base=url)
             if provider != "sendgrid":
-                domain = 'domain = "mg.example.com"\n' if provider == "mailgun" else ""
                 config.write_text(config.read_text() + f'[provider]\nbackend = "{provider}"\n'
-                                                       f'[{provider}]\napi_base = "{url}"\n{domain}')
+                                                       f'[{provider}]\n' + SECTIONS[provider].format(url=url))
             if concurrency:
                 config.write_text(config.read_text() + f"[send]\nconcurrency = {concurrency}\n")
             csv_path = folder / "readers.csv"
@@ -59,17 +70,19 @@ def bench(size: int, latency: float, concurrency: int | None, provider: str) -> 
                 for i in range(size):
                     handle.write(f"reader{i}@example{i % 97}.com,Reader {i},City {i % 500}\n")
             env = {**os.environ, "NEWSLETTER_SECRET": "bench-secret", "SENDGRID_API_KEY": KEY,
-                   "POSTMARK_SERVER_TOKEN": KEY, "MAILGUN_API_KEY": KEY}
+                   "POSTMARK_SERVER_TOKEN": KEY, "MAILGUN_API_KEY": KEY, "AWS_ACCESS_KEY_ID": KEY,
+                   "AWS_SECRET_ACCESS_KEY": KEY, "AWS_EC2_METADATA_DISABLED": "true"}
             run_measured(["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"], env)
             issue = ROOT / "issues" / "2026-12-01.md"
             seconds, peak, output, cpu = run_measured(
                 ["--config", str(config), "send", str(issue), "--list", "weekly", "--yes"], env)
             got = stats(url)
+            served = cpu_seconds(server.pid)
             assert got["received"] == got["unique"] == size, (got, output)
             print(f"{provider}: {size:>9,} recipients, latency {latency * 1000:.0f} ms, concurrency "
                   f"{concurrency or 'default'}: {seconds:6.1f} s, {size / seconds:9,.0f} recipients/s, "
                   f"{got['requests']:,} requests ({got['requests'] / seconds:,.1f}/s), sender CPU {cpu:.1f} s, "
-                  f"peak RSS {peak:.0f} MB", flush=True)
+                  f"peak RSS {peak:.0f} MB, fake server CPU {served:.1f} s", flush=True)
     finally:
         server.kill()
         server.wait()
