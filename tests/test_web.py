@@ -552,12 +552,12 @@ def test_webhooks_are_mounted_per_provider_and_an_unknown_one_is_404(client, web
     from newsletter.webhooks import receivers
 
     found = receivers(web_config)
-    assert set(found) == {"sendgrid", "postmark", "mailgun"}
+    assert set(found) == {"sendgrid", "postmark", "mailgun", "ses"}
     for receiver in found.values():  # the receiver protocol: verify first, then parse
         assert callable(receiver.verify) and callable(receiver.parse)
     body = b"[]"
     answer = client.post("/webhooks/nosuchprovider", content=body, headers=signer.headers(body))
-    assert answer.status_code == 404 and "mailgun, postmark, sendgrid" in answer.json()["error"]
+    assert answer.status_code == 404 and "mailgun, postmark, sendgrid, ses" in answer.json()["error"]
     assert client.post("/webhooks/sendgrid", content=body, headers=signer.headers(body)).json()["received"] == 0
 
 

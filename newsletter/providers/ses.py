@@ -59,9 +59,6 @@ _AUTH_CODES = frozenset({"UnrecognizedClientException", "InvalidSignatureExcepti
                          "IncompleteSignatureException", "MissingAuthenticationTokenException"})
 _HEADERS = policy.SMTP.clone(max_line_length=0)
 
-# (SendBulkEmail parameters) -> SES's answer; raises as botocore does.
-Call = Callable[[dict[str, Any]], dict[str, Any]]
-
 
 def _literal(text: str) -> str:
     return _SYNTAX.sub(lambda m: "{{" + _LITERALS[m.group(0)] + "}}", text)
@@ -127,7 +124,7 @@ def _tags(values: dict[str, str]) -> list[dict[str, str]]:
 class SesProvider:
     reports_events = True  # through SNS, from the configuration set's event destination
 
-    def __init__(self, settings: SesSettings, *, max_in_flight: int = 8, call: Call | None = None) -> None:
+    def __init__(self, settings: SesSettings, *, max_in_flight: int = 8) -> None:
         self.settings = settings
         self.max_in_flight = max_in_flight
         self.per_call = max(1, min(settings.batch_size, MAX_ENTRIES))
@@ -135,7 +132,6 @@ class SesProvider:
         self._client: BaseClient | None = None
         self._calls: ThreadPoolExecutor | None = None  # a batch's calls after its first
         self._lock = threading.Lock()
-        self._call: Call = call or (lambda params: self._ses().send_bulk_email(**params))
         self._template: tuple[Envelope, Template] | None = None
         self._quota: dict[str, float] | None = None  # GetAccount's SendQuota, read by prepare
 
@@ -323,7 +319,7 @@ class SesProvider:
         )
 
         try:
-            answer = self._call(params)
+            answer = self._ses().send_bulk_email(**params)
         except (EndpointConnectionError, ConnectTimeoutError) as exc:
             raise Retry(f"connection failed: {exc}") from None
         except HTTPClientError as exc:
