@@ -67,6 +67,27 @@ def clean(value: str, *, html_escape: bool) -> str:
     return html.escape(value, quote=True) if html_escape else value
 
 
+class Numbered:
+    """An issue's placeholders numbered once, for a provider that substitutes per recipient itself
+    (Mailgun, SES): each is `hN` in the HTML part and `tN` in text and headers, and `values` gives one
+    recipient's, escaped for the HTML part."""
+
+    def __init__(self, *texts: str) -> None:
+        self.names = sorted(set().union(*(used(text) for text in texts)))
+        self._index = {name: index for index, name in enumerate(self.names)}
+
+    def key(self, spec: str, *, html: bool) -> str:
+        return f"{'h' if html else 't'}{self._index[spec]}"
+
+    def values(self, values: Mapping[str, str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for index, name in enumerate(self.names):
+            value = lookup(values, name)
+            found[f"h{index}"] = clean(value, html_escape=True)
+            found[f"t{index}"] = clean(value, html_escape=False)
+        return found
+
+
 def fill(template: str, values: Mapping[str, str], *, html_escape: bool, only: bool = False) -> str:
     """Replace each placeholder with its value ("" when the recipient has none).
 

@@ -20,7 +20,7 @@ import httpx
 from ..config import MailgunSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderRejected
 from ..pacing import Pacer
-from ..placeholders import PATTERN, clean, lookup, one_line
+from ..placeholders import PATTERN, Numbered, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .http import Answer, LazyClient, answer, check_size, exchange, previews
 from .retry import MaybeSent, Retry, with_retries
@@ -39,15 +39,13 @@ class Template:
 
     def __init__(self, envelope: Envelope) -> None:
         rendered = envelope.rendered
-        self.names = sorted(set(PATTERN.findall(rendered.html)) | set(PATTERN.findall(rendered.text))
-                            | set(PATTERN.findall(rendered.subject)))
-        keys = {name: index for index, name in enumerate(self.names)}
+        self.numbered = Numbered(rendered.html, rendered.text, rendered.subject)
 
         def html(match: re.Match[str]) -> str:
-            return f"%recipient.h{keys[match.group(1)]}%"
+            return f"%recipient.{self.numbered.key(match.group(1), html=True)}%"
 
         def text(match: re.Match[str]) -> str:
-            return f"%recipient.t{keys[match.group(1)]}%"
+            return f"%recipient.{self.numbered.key(match.group(1), html=False)}%"
 
         self.html = PATTERN.sub(html, _LITERAL.sub(_ESCAPED, rendered.html))
         self.text = PATTERN.sub(text, _LITERAL.sub(_ESCAPED, rendered.text))
@@ -55,13 +53,8 @@ class Template:
 
     def variables(self, envelope: Envelope, r: Recipient) -> dict[str, str]:
         """One recipient's variables: each placeholder's value for the HTML and for text, and their link."""
-        found: dict[str, str] = {"pct": "%", "lu": list_unsubscribe(envelope, r.unsubscribe_url) if r.unsubscribe_url
-                                 else ""}
-        for index, name in enumerate(self.names):
-            value = lookup(r.values, name)
-            found[f"h{index}"] = clean(value, html_escape=True)
-            found[f"t{index}"] = clean(value, html_escape=False)
-        return found
+        link = list_unsubscribe(envelope, r.unsubscribe_url) if r.unsubscribe_url else ""
+        return {"pct": "%", "lu": link, **self.numbered.values(r.values)}
 
 
 class MailgunProvider:

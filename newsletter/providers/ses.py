@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import SesSettings
 from ..errors import ProviderAuthError, ProviderError, ProviderRejected, ProviderUnavailable
 from ..pacing import Pacer
-from ..placeholders import PATTERN, clean, lookup, one_line
+from ..placeholders import PATTERN, Numbered, one_line
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .http import check_size, previews
 from .retry import MaybeSent, Retry, backoff, with_retries
@@ -86,27 +86,20 @@ class Template:
 
     def __init__(self, envelope: Envelope) -> None:
         rendered = envelope.rendered
-        self.names = sorted(set(PATTERN.findall(rendered.html)) | set(PATTERN.findall(rendered.text))
-                            | set(PATTERN.findall(rendered.subject)))
-        keys = {name: index for index, name in enumerate(self.names)}
+        self.numbered = Numbered(rendered.html, rendered.text, rendered.subject)
 
-        def part(text: str, prefix: str) -> str:
+        def part(text: str, *, html: bool) -> str:
             pieces = PATTERN.split(text)  # literal, placeholder, literal, ...
-            return "".join(_literal(piece) if i % 2 == 0 else f"{{{{{prefix}{keys[piece]}}}}}"
+            return "".join(_literal(piece) if i % 2 == 0 else "{{" + self.numbered.key(piece, html=html) + "}}"
                            for i, piece in enumerate(pieces))
 
-        self.content = {"Subject": part(one_line(envelope.subject_prefix + rendered.subject), "t"),
-                        "Html": part(rendered.html, "h"), "Text": part(rendered.text, "t")}
+        self.content = {"Subject": part(one_line(envelope.subject_prefix + rendered.subject), html=False),
+                        "Html": part(rendered.html, html=True), "Text": part(rendered.text, html=False)}
         self.shared = json.dumps(dict(_CHARACTERS))
 
     def data(self, r: Recipient) -> str:
         """One recipient's ReplacementTemplateData: each placeholder for the HTML (escaped) and for text."""
-        found = dict(_CHARACTERS)
-        for index, name in enumerate(self.names):
-            value = lookup(r.values, name)
-            found[f"h{index}"] = clean(value, html_escape=True)
-            found[f"t{index}"] = clean(value, html_escape=False)
-        return json.dumps(found)
+        return json.dumps({**_CHARACTERS, **self.numbered.values(r.values)})
 
 
 def _custom(values: dict[str, str]) -> list[dict[str, str]]:
