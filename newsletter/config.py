@@ -138,6 +138,32 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class MailboxSettings:
+    """The mailbox bounces come back to (the VERP address's, or the From address's)."""
+
+    protocol: str = "imap"
+    host: str = ""  # empty: no mailbox is read
+    port: int = 993
+    security: str = "ssl"  # "none" only for a loopback host
+    username: str = ""
+    password_env: str = "BOUNCE_MAILBOX_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+    folder: str = "INBOX"
+    processed_folder: str = "newsletter/processed"  # where understood messages are moved (IMAP)
+    unparsed_folder: str = "newsletter/unparsed"  # where messages no rule understood wait for a person (IMAP)
+    timeout: float = 30.0
+    batch: int = 200  # messages fetched per round trip
+
+
+@dataclass(frozen=True)
+class BouncesSettings:
+    verp_address: str = ""  # e.g. "bounces@news.example.com": the return path becomes bounces+TOKEN@…; empty: no VERP
+    complaint_address: str = ""  # an RFC 9477 CFBL-Address for feedback-loop reports; empty: no header
+    soft_limit: int = 3  # soft bounces within soft_window_days that suppress the address
+    soft_window_days: int = 30
+    mailbox: MailboxSettings = field(default_factory=MailboxSettings)
+
+
+@dataclass(frozen=True)
 class ScheduleSettings:
     cron: str = "0 9 * * MON"
     timezone: str = "UTC"
@@ -168,6 +194,7 @@ class Config:
     postmark: PostmarkSettings = field(default_factory=PostmarkSettings)
     mailgun: MailgunSettings = field(default_factory=MailgunSettings)
     ses: SesSettings = field(default_factory=SesSettings)
+    bounces: BouncesSettings = field(default_factory=BouncesSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -236,6 +263,7 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "postmark": PostmarkSettings,
     "mailgun": MailgunSettings,
     "ses": SesSettings,
+    "bounces": BouncesSettings,
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,
     "web": WebSettings,
@@ -244,6 +272,8 @@ _REQUIRED_SECTIONS = ("newsletter",)
 _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
     ("provider", "backend"): ("sendgrid", "postmark", "mailgun", "ses", "smtp"),
     ("smtp", "security"): ("starttls", "ssl", "none"),
+    ("bounces", "protocol"): ("imap", "pop3"),
+    ("bounces", "security"): ("ssl", "starttls", "none"),
 })
 
 
@@ -258,10 +288,12 @@ def _build(cls: type, table: Any, section: str, path: Path) -> Any:
             raise ConfigError(f"{where} {key}: unknown key (known: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
-        if name in table:
+        if name in table and dataclasses.is_dataclass(hints[name]):  # a sub-table, e.g. [bounces.mailbox]
+            values[name] = _build(hints[name], table[name], f"{section}.{name}", path)
+        elif name in table:
             choices = _CHOICES.get((section.split(".")[0], name))
             values[name] = _value(table[name], hints[name], f"{where} {name}", choices)
-        elif f.default is dataclasses.MISSING:
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where} {name}: required key missing")
     return cls(**values)
 
@@ -329,6 +361,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     lists = _lists(data.get("lists", {}), path_)
     _check_newsletter(sections["newsletter"], path_)
     _check_origins(sections["web"].allowed_origins, path_)
+    _check_bounces(sections["bounces"], path_)
     _check_keys(sections, path_)
     store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
     return Config(path=path_, lists=lists, **{**sections, "store": store})
@@ -373,6 +406,19 @@ def _check_newsletter(nl: NewsletterSettings, path: Path) -> None:
             raise ConfigError(f"{path}: [newsletter] {key}: must not contain line breaks")
     if nl.base_url and urlsplit(nl.base_url).scheme not in ("http", "https"):
         raise ConfigError(f"{path}: [newsletter] base_url: must start with https:// or http://")
+
+
+def _check_bounces(bounces: BouncesSettings, path: Path) -> None:
+    """A VERP address must be one, and a mailbox is read in the clear only on this machine."""
+    for key in ("verp_address", "complaint_address"):
+        value = getattr(bounces, key)
+        local, _, domain = value.rpartition("@")
+        if value and (not local or "." not in domain or any(c in value for c in " <>\r\n")):
+            raise ConfigError(f"{path}: [bounces] {key}: {value!r} is not an address such as bounces@news.example.com")
+    box = bounces.mailbox
+    if box.host and box.security == "none" and box.host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"{path}: [bounces.mailbox] security = \"none\" sends the password in the clear: only for "
+                          f"a mailbox on this machine (127.0.0.1), not {box.host}")
 
 
 def _check_origins(origins: tuple[str, ...], path: Path) -> None:

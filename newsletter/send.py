@@ -70,11 +70,17 @@ class Mailing:
         )
         self.rendered = rendered
         self._uses_attributes = any("%%attr." in part for part in (rendered.html, rendered.text, rendered.subject))
+        bounces = config.bounces
+        feedback = ":".join(part.replace(":", "-") for part in
+                            (rendered.slug, list_name, "newsletter", from_email.rpartition("@")[2]))
         self.envelope = Envelope(
             rendered=rendered, from_email=from_email, from_name=from_name, reply_to=reply_to or nl.reply_to,
             list_id=f"{declared.title} <{list_name}.{host}>", category=rendered.slug,
             custom_args={"issue": rendered.slug, "list": list_name}, unsubscribe_mailto=nl.unsubscribe_mailto,
+            feedback_id=feedback, complaint_address=bounces.complaint_address,
         )
+        self._return_path = (tokens.ReturnPath(bounces.verp_address, config.secret())
+                             if bounces.verp_address and self._signer else None)
 
     def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
         token = (self._signer.make(subscriber_id, self.list_name, self.rendered.slug, tokens.address_tag(email))
@@ -89,6 +95,7 @@ class Mailing:
                                                  url, self.view_url),
             unsubscribe_url=url,
             custom_args={"subscriber": str(c.subscriber_id)},
+            return_path=self._return_path.make(self.rendered.slug, c.subscriber_id) if self._return_path else "",
         )
 
 

@@ -51,3 +51,14 @@ class EventKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     OPENED = "opened"
     CLICKED = "clicked"
+
+
+class BounceClass(StrEnum):
+    """What a message that came back to the bounce address is, for the consent rules (a StrEnum)."""
+
+    HARD = "hard"  # the address or its domain does not exist, or the mailbox is disabled: suppress
+    SOFT = "soft"  # for now (full, delayed, unclear): counted, suppressed after [bounces] soft_limit
+    COMPLAINT = "complaint"  # a feedback-loop report: suppress and leave every list
+    AUTO_REPLY = "auto_reply"  # out of office, vacation, challenge-response: ignored
+    SENDER = "sender"  # refused for the sender's own setup (DMARC, authentication, a blocklisted IP): never suppresses
+    UNKNOWN = "unknown"  # not understood: kept for a person to read

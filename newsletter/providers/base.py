@@ -30,6 +30,8 @@ class Envelope:
     subject_prefix: str = ""  # "[TEST] " for test copies
     unsubscribe_mailto: str = ""  # also offer unsubscribing by mail to this address
     custom_args: dict[str, str] = field(default_factory=dict)  # shared by every recipient (issue, list)
+    feedback_id: str = ""  # Gmail's Feedback-ID: issue, list, mail type, sender (SMTP sends it)
+    complaint_address: str = ""  # RFC 9477 CFBL-Address, where feedback-loop complaint reports go
 
     @property
     def from_header(self) -> str:
@@ -56,6 +58,7 @@ class Recipient(NamedTuple):
     values: dict[str, str]  # placeholder values, plain (see `placeholders`)
     unsubscribe_url: str
     custom_args: dict[str, str] = {}  # noqa: RUF012 - never mutated; this recipient's own, added to the envelope's
+    return_path: str = ""  # the envelope sender for this message (a VERP address), when not the From address
 
 
 class Result(NamedTuple):

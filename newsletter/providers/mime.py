@@ -2,7 +2,9 @@
 
 Built with the standard `email` package: multipart/alternative with the text part first, then
 the HTML, each quoted-printable; the per-recipient headers a mass mailing needs (List-Id,
-List-Unsubscribe with its one-click companion).
+List-Unsubscribe with its one-click companion, Feedback-ID and CFBL-Address for complaint
+feedback loops, and X-Newsletter-Issue/-List/-Subscriber, which a bounce's returned copy
+carries back).
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
     if recipient.unsubscribe_url:  # transactional mail (a confirmation request) has none
         msg["List-Unsubscribe"] = list_unsubscribe(envelope, recipient.unsubscribe_url)
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if envelope.feedback_id:
+        msg["Feedback-ID"] = _header(envelope.feedback_id)
+    if envelope.complaint_address:
+        msg["CFBL-Address"] = f"{envelope.complaint_address}; report=arf"
+        msg["CFBL-Feedback-ID"] = _header(envelope.feedback_id)
+    for key, value in {**envelope.custom_args, **recipient.custom_args}.items():  # read back from returned copies
+        msg[f"X-Newsletter-{key.title()}"] = _header(value)
     msg["MIME-Version"] = "1.0"
     msg.make_alternative()
     msg.attach(_quoted_printable(fill(rendered.text, recipient.values, html_escape=False), "plain", msg.policy))

@@ -180,7 +180,8 @@ class SmtpProvider:
         except Exception as exc:  # noqa: BLE001 - one recipient's message, never the batch
             return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
         try:
-            if not self._transaction(conn, envelope.from_email, recipient.email, data, utf8, pacer):
+            if not self._transaction(conn, recipient.return_path or envelope.from_email, recipient.email, data, utf8,
+                                     pacer):
                 return None
         except (smtplib.SMTPException, UnicodeError, ValueError) as exc:  # anything else about this one message
             self._reset(conn)
