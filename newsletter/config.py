@@ -152,6 +152,7 @@ class MailboxSettings:
     unparsed_folder: str = "newsletter/unparsed"  # where messages no rule understood wait for a person (IMAP)
     timeout: float = 30.0
     batch: int = 200  # messages fetched per round trip
+    every: int = 300  # seconds between the scheduler's reads of the mailbox
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,15 @@ _DAY_NUMBERS = MappingProxyType({name: number for number, name in enumerate(_DAY
 Runner = Callable[[str, Path | None], str]
 
 
+class Chore(NamedTuple):
+    """Work the scheduler repeats every `seconds` besides sending (reading the bounce mailbox): it
+    returns a line to log, "" for nothing to say."""
+
+    name: str
+    seconds: int
+    run: Callable[[], str]
+
+
 def timezone(config: Config) -> zoneinfo.ZoneInfo:
     name = config.schedule.timezone
     try:
@@ -324,6 +333,17 @@ def _wake(**_context: object) -> None:
     """A no-op job: its runs make the scheduler look at the job store for newly pinned sends."""
 
 
+def _chore(chore: Chore, **_context: object) -> None:
+    """One run of a chore; its failure is logged and the next run tries again."""
+    try:
+        line = chore.run()
+    except NewsletterError as exc:
+        log.error("%s failed: %s", chore.name, exc)
+        return
+    if line:
+        log.info("%s: %s", chore.name, line)
+
+
 class _RunnerExecutor(ThreadPoolExecutor):  # type: ignore[misc]
     """Runs each job with this scheduler's `runner` as a keyword argument.
 
@@ -481,8 +501,10 @@ def _on_event(event: JobExecutionEvent) -> None:
         log.error("job %s failed: %s", event.job_id, event.exception)
 
 
-def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner) -> BaseScheduler:
-    """A BlockingScheduler with the weekly job; pinned jobs are already in the store."""
+def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner,
+                    chores: tuple[Chore, ...] = ()) -> BaseScheduler:
+    """A BlockingScheduler with the weekly job and the chores; pinned jobs are already in the store."""
+    from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     weekly = trigger(config)
@@ -509,6 +531,11 @@ def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner
                       args=[str(config.path), list_name], replace_existing=True, **options)
     scheduler.add_job("newsletter.schedule:_wake", "interval", seconds=WAKE_SECONDS, id=WAKE_ID,
                       replace_existing=True)
+    if chores:  # held in memory: a chore is this process's own callable, not a stored job
+        scheduler.add_jobstore(MemoryJobStore(), "chores")
+    for chore in chores:
+        scheduler.add_job(_chore, "interval", args=[chore], seconds=chore.seconds, id=f"chore-{chore.name}",
+                          name=chore.name, jobstore="chores", next_run_time=dt.datetime.now(timezone(config)))
     return scheduler
 
 
@@ -525,13 +552,14 @@ def parse_at(text: str) -> dt.datetime:
         raise ConfigError(f"--at {text!r}: {exc}") from None
 
 
-def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, stop: StopToken) -> None:
+def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, stop: StopToken,
+                  chores: tuple[Chore, ...] = ()) -> None:
     """Run until `stop` says so. A second scheduler on the same store refuses to start."""
     should_stop = stop_check(stop)
     trigger(config)  # configuration errors now, not at the first run
     with store.lock("scheduler", "another `newsletter scheduler` is running on this store; only one may run at a "
                     "time") as lost:
-        scheduler = build_scheduler(config, store, list_name, runner)
+        scheduler = build_scheduler(config, store, list_name, runner, chores)
 
         finished = threading.Event()
 
@@ -550,7 +578,7 @@ def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, 
         # Not scheduler.get_jobs() here: a listener runs in the job's thread, and shutdown holds
         # the job store lock while it waits for that thread.
         def executed(event: JobExecutionEvent) -> None:
-            if event.job_id != WAKE_ID:
+            if event.job_id != WAKE_ID and not event.job_id.startswith("chore-"):
                 log.info("next run: %s", next_run(config))
 
         scheduler.add_listener(executed, EVENT_JOB_EXECUTED)

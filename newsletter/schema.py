@@ -141,6 +141,18 @@ events = sa.Table(
     sa.Index("ix_events_issue_kind", "issue", "kind", "subscriber_id"),
 )
 
+# Messages of the bounce mailbox already acted on: a message seen again (a crash before it was
+# moved, POP3, which cannot move) changes nothing.
+mailbox_messages = sa.Table(
+    "mailbox_messages", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # SHA-256 of the raw message
+    sa.Column("mailbox", sa.String(300), nullable=False),
+    sa.Column("message_key", sa.String(200), nullable=True),  # the POP3 UIDL (IMAP moves what it has read)
+    sa.Column("outcome", sa.String(20), nullable=False),  # the message's BounceClass
+    sa.Column("processed_at", sa.DateTime, nullable=False),
+    sa.Index("ix_mailbox_messages_key", "mailbox", "message_key"),
+)
+
 
 def _leases(conn: Connection) -> None:
     """Workers with leases; deliveries remember their worker, claim and retry time."""
@@ -197,6 +209,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (6, "sends remember whether their provider reports events", _send_events),
     (7, "history lines name the issue whose link made the change", _history_issue),
     (8, "events say whether a machine made them (opens by privacy proxies and scanners)", _event_machine),
+    (9, "messages of the bounce mailbox already acted on", _creates(mailbox_messages)),
 )
 
 

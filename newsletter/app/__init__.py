@@ -1,8 +1,8 @@
 """The front door: `Newsletter(config)` is what the CLI, the scheduler and the web app call.
 
 It holds the config, the store (opened on first use) and the provider factory, and one part per
-domain, each in its own module: `issues`, `subscribers`, `sends`, `schedule`, `links` and
-`webhooks`. It keeps no process-wide state: stopping a send is a token passed in, and several
+domain, each in its own module: `issues`, `subscribers`, `sends`, `schedule`, `links`,
+`webhooks` and `bounces`. It keeps no process-wide state: stopping a send is a token passed in, and several
 `Newsletter` objects can live side by side in one process.
 
     from newsletter import Newsletter
@@ -22,6 +22,7 @@ from ..config import CONFIG_ENV, Config, load
 from ..consent import STATUSES
 from ..errors import NewsletterError
 from ..statuses import Delivery, EventKind, Membership
+from .bounces import Bounces
 from .issues import Issues
 from .links import LinkedMembership, Links, SubscribeRequest
 from .schedule import DueRun, Schedule, ScheduledRun, Timetable
@@ -45,6 +46,7 @@ __all__ = [
     "CONFIG_ENV",
     "STATUSES",
     "ArchivedIssue",
+    "Bounces",
     "Delivery",
     "DryRunReport",
     "DuePlan",
@@ -92,7 +94,8 @@ class ProviderFactory(Protocol):
 
 
 class Newsletter:
-    """One newsletter, as `config.toml` describes it: issues, subscribers, sends, schedule, links, webhooks."""
+    """One newsletter, as `config.toml` describes it: issues, subscribers, sends, schedule, links, webhooks,
+    bounces."""
 
     def __init__(self, config: Config, *, provider_factory: ProviderFactory | None = None) -> None:
         self.config = config
@@ -109,6 +112,7 @@ class Newsletter:
         self.schedule = Schedule(self)
         self.links = Links(self)
         self.webhooks = Webhooks(self)
+        self.bounces = Bounces(self)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, *,

@@ -127,4 +127,8 @@ class Schedule(Part):
         def runner(list_: str, issue_path: Path | None) -> str:
             return self.due(list_, issue_path=issue_path, stop=stop).line
 
-        schedule.run_scheduler(self.config, self.store, name, runner, stop)
+        chores: tuple[schedule.Chore, ...] = ()
+        box = self.config.bounces.mailbox
+        if box.host:
+            chores = (schedule.Chore("bounce mailbox", box.every, lambda: self._nl.bounces.fetch().line),)
+        schedule.run_scheduler(self.config, self.store, name, runner, stop, chores)

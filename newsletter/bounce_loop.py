@@ -1,0 +1,144 @@
+"""The bounce loop: each message of the bounce mailbox read once, acted on, recorded, then put away.
+
+A message's findings become events of the one event type and go through `events.apply`, so a
+hard bounce or a complaint suppresses exactly as a provider's webhook would, and a sender-side
+refusal is recorded (`blocked`) without suppressing anyone. A soft bounce is counted; the
+`[bounces] soft_limit`-th within `soft_window_days` suppresses. The delivery a report is about is
+named by our VERP token first (it survives a mangled report), then by the headers of the copy it
+returned, then by the address the report gives.
+
+Order makes a crash harmless: events are applied (each keyed by the message's digest, so applying
+again changes nothing), then the message is recorded as read, then moved. A message is never
+deleted, and one no rule understood goes to the folder a person reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import sqlalchemy as sa
+
+from . import addresses, bounces, events
+from .config import BouncesSettings
+from .mailbox import Mailbox
+from .schema import deliveries, events as event_rows, lists, mailbox_messages, subscribers
+from .sql import now
+from .statuses import BounceClass, EventKind
+from .store import Store
+from .tokens import ReturnPath, issue_digest
+from .webhooks.base import TrackingEvent
+
+SOURCE = "bounce mailbox"
+_KINDS: Mapping[str, str] = MappingProxyType({
+    BounceClass.HARD: EventKind.BOUNCED, BounceClass.COMPLAINT: EventKind.COMPLAINED,
+    BounceClass.SOFT: EventKind.DEFERRED, BounceClass.SENDER: EventKind.BLOCKED})
+
+
+@dataclass
+class FetchReport:
+    """What one fetch did."""
+
+    mailbox: str
+    read: int = 0
+    again: int = 0  # messages read before (a crash before they were moved, or POP3): nothing changed
+    classes: Counter[str] = field(default_factory=Counter)
+    suppressed: int = 0  # by hard bounces, complaints and the soft limit
+    sender_side: list[tuple[str, str, str]] = field(default_factory=list)  # (address, status, server's words)
+
+    @property
+    def line(self) -> str:
+        """One line of what was read ("" when nothing was waiting), then one per sender-side refusal."""
+        lines = []
+        if self.read or self.again:
+            classes = ", ".join(f"{kind} {count}" for kind, count in sorted(self.classes.items()))
+            lines.append(f"{self.mailbox}: read {self.read} ({classes or 'none new'}), suppressed {self.suppressed}"
+                         + (f", {self.again} read before" if self.again else ""))
+        lines += [f"mail to {address} was rejected because of the sender's setup ({status}): {words}"
+                  for address, status, words in self.sender_side]
+        return "\n".join(lines)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when mail was refused for the sender's own setup (the operator must act), else 0."""
+        return 1 if self.sender_side else 0
+
+
+def fetch(store: Store, mailbox: Mailbox, settings: BouncesSettings, paths: ReturnPath | None) -> FetchReport:
+    """Read every message waiting in `mailbox` once; see the module docstring."""
+    report = FetchReport(mailbox.name)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(mailbox_messages.c.message_key).where(
+            mailbox_messages.c.mailbox == mailbox.name, mailbox_messages.c.message_key.is_not(None))).scalars()
+        seen = {str(key) for key in rows}
+    for key, raw in mailbox.fetch(mailbox.pending(seen)):
+        digest = hashlib.sha256(raw).hexdigest()
+        with store.engine.connect() as conn:
+            known = conn.execute(sa.select(mailbox_messages.c.outcome)
+                                 .where(mailbox_messages.c.digest == digest)).scalar()
+        if known is not None:
+            report.again += 1
+            mailbox.done(key, known != BounceClass.UNKNOWN)
+            continue
+        parsed = bounces.read(raw)
+        report.read += 1
+        report.classes[parsed.kind] += 1
+        _act(store, parsed, digest, settings, paths, report)
+        with store.write() as conn:
+            conn.execute(mailbox_messages.insert().values(
+                digest=digest, mailbox=mailbox.name, message_key=key if mailbox.name.startswith("pop3") else None,
+                outcome=str(parsed.kind), processed_at=now()))
+        mailbox.done(key, parsed.kind != BounceClass.UNKNOWN)
+    return report
+
+
+def _act(store: Store, parsed: bounces.Report, digest: str, settings: BouncesSettings, paths: ReturnPath | None,
+         report: FetchReport) -> None:
+    found = [_event(store, parsed, finding, f"mailbox:{digest}:{index}", paths)
+             for index, finding in enumerate(parsed.findings) if finding.kind in _KINDS]
+    counts = events.apply(store, found, SOURCE)
+    report.suppressed += counts.get(EventKind.BOUNCED, 0) + counts.get(EventKind.COMPLAINED, 0)
+    for event, finding in zip(found, (f for f in parsed.findings if f.kind in _KINDS), strict=True):
+        if finding.kind == BounceClass.SENDER:
+            report.sender_side.append((event.email, finding.status, finding.diagnostic))
+        if finding.kind == BounceClass.SOFT and _soft_limit_reached(store, event.email, settings):
+            limit = TrackingEvent(kind=EventKind.BOUNCED, email=event.email, timestamp=event.timestamp,
+                                  event_id=f"mailbox-soft:{digest}:{event.email.lower()}", issue=event.issue,
+                                  list_name=event.list_name, subscriber_id=event.subscriber_id,
+                                  reason=f"{settings.soft_limit} soft bounces in {settings.soft_window_days} days "
+                                         f"(last: {finding.status} {finding.diagnostic})"[:300])
+            report.suppressed += events.apply(store, [limit], SOURCE).get(EventKind.BOUNCED, 0)
+
+
+def _event(store: Store, parsed: bounces.Report, finding: bounces.Finding, key: str,
+           paths: ReturnPath | None) -> TrackingEvent:
+    """The finding as an event, linked to its delivery: by VERP, by the returned copy's headers, by address."""
+    email, issue, list_name = finding.email, parsed.returned.get("issue", ""), parsed.returned.get("list", "")
+    subscriber = int(parsed.returned["subscriber"]) if parsed.returned.get("subscriber", "").isdigit() else None
+    verp = paths.find(parsed.headers) if paths is not None else None
+    if verp is not None:
+        subscriber, digest = verp
+        with store.engine.connect() as conn:
+            address = conn.execute(sa.select(subscribers.c.email).where(subscribers.c.id == subscriber)).scalar()
+            sent = conn.execute(sa.select(deliveries.c.issue, lists.c.name)
+                                .join(lists, lists.c.id == deliveries.c.list_id)
+                                .where(deliveries.c.subscriber_id == subscriber)).all()
+        email = str(address or email)
+        issue, list_name = next(((row.issue, row.name) for row in sent if issue_digest(row.issue) == digest),
+                                (issue, list_name))
+    return TrackingEvent(kind=_KINDS[finding.kind], email=email, timestamp=now(), event_id=key, issue=issue,
+                         list_name=list_name, subscriber_id=subscriber,
+                         reason=f"{finding.status} {finding.diagnostic}".strip()[:300])
+
+
+def _soft_limit_reached(store: Store, email: str, settings: BouncesSettings) -> bool:
+    since = now() - dt.timedelta(days=settings.soft_window_days)
+    with store.engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(event_rows).where(
+            event_rows.c.email == addresses.normalize(email).email, event_rows.c.kind == EventKind.DEFERRED,
+            event_rows.c.event_key.like("mailbox:%"), event_rows.c.occurred_at >= since)).scalar()
+    return int(count or 0) >= settings.soft_limit

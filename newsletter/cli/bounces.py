@@ -1,0 +1,29 @@
+"""`bounces fetch`: read the bounce mailbox that SMTP's bounces and complaints come back to."""
+
+from __future__ import annotations
+
+import click
+
+from .base import State, cli, pass_state
+
+
+@cli.group("bounces")
+def bounces_group() -> None:
+    """The bounce mailbox ([bounces.mailbox]): what SMTP's bounces and complaints come back to."""
+
+
+@bounces_group.command("fetch")
+@click.pass_context
+@pass_state
+def fetch_command(state: State, ctx: click.Context) -> None:
+    """Read every waiting message once: hard bounces and complaints suppress, soft bounces count toward
+    [bounces] soft_limit, out-of-office replies are ignored, and what no rule understands is moved to
+    the unparsed folder for a person. Quiet when there is nothing; exits 1 when mail was refused
+    because of the sender's own setup (DMARC, authentication, a blocklisted IP): fix that first."""
+    report = state.nl.bounces.fetch()
+    if report.read or report.again:
+        click.echo(report.line.split("\n", 1)[0])
+    for address, status, words in report.sender_side:
+        click.echo(f"warning: mail to {address} was rejected because of the sender's setup ({status}): {words}",
+                   err=True)
+    ctx.exit(report.exit_code)
