@@ -75,25 +75,39 @@ def fetch(store: Store, mailbox: Mailbox, settings: BouncesSettings, paths: Retu
         rows = conn.execute(sa.select(mailbox_messages.c.message_key).where(
             mailbox_messages.c.mailbox == mailbox.name, mailbox_messages.c.message_key.is_not(None))).scalars()
         seen = {str(key) for key in rows}
+    done: dict[bool, list[str]] = {True: [], False: []}  # read and recorded, to move in one command per folder
     for key, raw in mailbox.fetch(mailbox.pending(seen)):
-        digest = hashlib.sha256(raw).hexdigest()
-        with store.engine.connect() as conn:
-            known = conn.execute(sa.select(mailbox_messages.c.outcome)
-                                 .where(mailbox_messages.c.digest == digest)).scalar()
-        if known is not None:
-            report.again += 1
-            mailbox.done(key, known != BounceClass.UNKNOWN)
-            continue
-        parsed = bounces.read(raw)
-        report.read += 1
-        report.classes[parsed.kind] += 1
-        _act(store, parsed, digest, settings, paths, report)
-        with store.write() as conn:
-            conn.execute(mailbox_messages.insert().values(
-                digest=digest, mailbox=mailbox.name, message_key=key if mailbox.name.startswith("pop3") else None,
-                outcome=str(parsed.kind), processed_at=now()))
-        mailbox.done(key, parsed.kind != BounceClass.UNKNOWN)
+        done[_one(store, mailbox.name, key, raw, settings, paths, report)].append(key)
+        if len(done[True]) + len(done[False]) >= settings.mailbox.batch:
+            _put_away(mailbox, done)
+    _put_away(mailbox, done)
     return report
+
+
+def _one(store: Store, name: str, key: str, raw: bytes, settings: BouncesSettings, paths: ReturnPath | None,
+         report: FetchReport) -> bool:
+    """Act on one message unless it was read before, and record it; whether any rule understood it."""
+    digest = hashlib.sha256(raw).hexdigest()
+    with store.engine.connect() as conn:
+        known = conn.execute(sa.select(mailbox_messages.c.outcome).where(mailbox_messages.c.digest == digest)).scalar()
+    if known is not None:
+        report.again += 1
+        return bool(known != BounceClass.UNKNOWN)
+    parsed = bounces.read(raw)
+    report.read += 1
+    report.classes[parsed.kind] += 1
+    _act(store, parsed, digest, settings, paths, report)
+    with store.write() as conn:
+        conn.execute(mailbox_messages.insert().values(
+            digest=digest, mailbox=name, message_key=key if name.startswith("pop3") else None,
+            outcome=str(parsed.kind), processed_at=now()))
+    return parsed.kind != BounceClass.UNKNOWN
+
+
+def _put_away(mailbox: Mailbox, done: dict[bool, list[str]]) -> None:
+    for understood, keys in done.items():
+        mailbox.done(keys, understood)
+        keys.clear()
 
 
 def _act(store: Store, parsed: bounces.Report, digest: str, settings: BouncesSettings, paths: ReturnPath | None,

@@ -34,8 +34,8 @@ class Mailbox(Protocol):
         """Each message's key and raw bytes."""
         ...
 
-    def done(self, key: str, understood: bool) -> None:
-        """Put a message away once it has been acted on (and recorded)."""
+    def done(self, keys: Sequence[str], understood: bool) -> None:
+        """Put messages away once they have been acted on (and recorded)."""
         ...
 
     def close(self) -> None: ...
@@ -95,15 +95,16 @@ class ImapMailbox:
                 if data is not None:
                     yield str(uid), bytes(data[b"BODY[]"])
 
-    def done(self, key: str, understood: bool) -> None:
-        folder = self.folders[understood]
-        uid = [int(key)]
-        if self._move:
-            self.client.move(uid, folder)
+    def done(self, keys: Sequence[str], understood: bool) -> None:
+        if not keys:
             return
-        self.client.copy(uid, folder)  # copied first: a crash here leaves the message in both, never in neither
-        self.client.add_flags(uid, [b"\\Deleted"])
-        self.client.uid_expunge(uid)
+        folder, uids = self.folders[understood], [int(k) for k in keys]
+        if self._move:
+            self.client.move(uids, folder)
+            return
+        self.client.copy(uids, folder)  # copied first: a crash here leaves them in both, never in neither
+        self.client.add_flags(uids, [b"\\Deleted"])
+        self.client.uid_expunge(uids)
 
     def close(self) -> None:
         from imapclient.exceptions import IMAPClientError
@@ -143,8 +144,8 @@ class Pop3Mailbox:
             _, lines, _ = self.client.retr(self._numbers[key])
             yield key, b"\r\n".join(lines) + b"\r\n"
 
-    def done(self, key: str, understood: bool) -> None:
-        return None  # POP3 has no folders: the message stays, and its UIDL says it was read
+    def done(self, keys: Sequence[str], understood: bool) -> None:
+        return None  # POP3 has no folders: messages stay, and their UIDLs say they were read
 
     def close(self) -> None:
         with contextlib.suppress(OSError, poplib.error_proto):  # leaving: the server may be gone already
