@@ -7,8 +7,8 @@ refusal is recorded (`blocked`) without suppressing anyone. A soft bounce is cou
 named by our VERP token first (it survives a mangled report), then by the headers of the copy it
 returned, then by the address the report gives.
 
-Order makes a crash harmless: events are applied (each keyed by the message's digest, so applying
-again changes nothing), then the message is recorded as read, then moved. A message is never
+Order makes a crash harmless: a message's events (each keyed by its digest) and the record that it
+was read are one transaction, and the message is moved after it. A message is never
 deleted, and one no rule understood goes to the folder a person reads.
 """
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from . import addresses, bounces, events
 from .config import BouncesSettings
@@ -86,18 +87,18 @@ def fetch(store: Store, mailbox: Mailbox, settings: BouncesSettings, paths: Retu
 
 def _one(store: Store, name: str, key: str, raw: bytes, settings: BouncesSettings, paths: ReturnPath | None,
          report: FetchReport) -> bool:
-    """Act on one message unless it was read before, and record it; whether any rule understood it."""
+    """Act on one message unless it was read before, and record it, in one transaction; whether any
+    rule understood it."""
     digest = hashlib.sha256(raw).hexdigest()
-    with store.engine.connect() as conn:
-        known = conn.execute(sa.select(mailbox_messages.c.outcome).where(mailbox_messages.c.digest == digest)).scalar()
-    if known is not None:
-        report.again += 1
-        return bool(known != BounceClass.UNKNOWN)
-    parsed = bounces.read(raw)
-    report.read += 1
-    report.classes[parsed.kind] += 1
-    _act(store, parsed, digest, settings, paths, report)
     with store.write() as conn:
+        known = conn.execute(sa.select(mailbox_messages.c.outcome).where(mailbox_messages.c.digest == digest)).scalar()
+        if known is not None:
+            report.again += 1
+            return bool(known != BounceClass.UNKNOWN)
+        parsed = bounces.read(raw)
+        report.read += 1
+        report.classes[parsed.kind] += 1
+        _act(store, conn, parsed, digest, settings, paths, report)
         conn.execute(mailbox_messages.insert().values(
             digest=digest, mailbox=name, message_key=key if name.startswith("pop3") else None,
             outcome=str(parsed.kind), processed_at=now()))
@@ -110,25 +111,25 @@ def _put_away(mailbox: Mailbox, done: dict[bool, list[str]]) -> None:
         keys.clear()
 
 
-def _act(store: Store, parsed: bounces.Report, digest: str, settings: BouncesSettings, paths: ReturnPath | None,
-         report: FetchReport) -> None:
-    found = [_event(store, parsed, finding, f"mailbox:{digest}:{index}", paths)
+def _act(store: Store, conn: Connection, parsed: bounces.Report, digest: str, settings: BouncesSettings,
+         paths: ReturnPath | None, report: FetchReport) -> None:
+    found = [_event(conn, parsed, finding, f"mailbox:{digest}:{index}", paths)
              for index, finding in enumerate(parsed.findings) if finding.kind in _KINDS]
-    counts = events.apply(store, found, SOURCE)
+    counts = events.apply(store, found, SOURCE, conn)
     report.suppressed += counts.get(EventKind.BOUNCED, 0) + counts.get(EventKind.COMPLAINED, 0)
     for event, finding in zip(found, (f for f in parsed.findings if f.kind in _KINDS), strict=True):
         if finding.kind == BounceClass.SENDER:
             report.sender_side.append((event.email, finding.status, finding.diagnostic))
-        if finding.kind == BounceClass.SOFT and _soft_limit_reached(store, event.email, settings):
+        if finding.kind == BounceClass.SOFT and _soft_limit_reached(conn, event.email, settings):
             limit = TrackingEvent(kind=EventKind.BOUNCED, email=event.email, timestamp=event.timestamp,
                                   event_id=f"mailbox-soft:{digest}:{event.email.lower()}", issue=event.issue,
                                   list_name=event.list_name, subscriber_id=event.subscriber_id,
                                   reason=f"{settings.soft_limit} soft bounces in {settings.soft_window_days} days "
                                          f"(last: {finding.status} {finding.diagnostic})"[:300])
-            report.suppressed += events.apply(store, [limit], SOURCE).get(EventKind.BOUNCED, 0)
+            report.suppressed += events.apply(store, [limit], SOURCE, conn).get(EventKind.BOUNCED, 0)
 
 
-def _event(store: Store, parsed: bounces.Report, finding: bounces.Finding, key: str,
+def _event(conn: Connection, parsed: bounces.Report, finding: bounces.Finding, key: str,
            paths: ReturnPath | None) -> TrackingEvent:
     """The finding as an event, linked to its delivery: by VERP, by the returned copy's headers, by address."""
     email, issue, list_name = finding.email, parsed.returned.get("issue", ""), parsed.returned.get("list", "")
@@ -136,11 +137,9 @@ def _event(store: Store, parsed: bounces.Report, finding: bounces.Finding, key: 
     verp = paths.find(parsed.headers) if paths is not None else None
     if verp is not None:
         subscriber, digest = verp
-        with store.engine.connect() as conn:
-            address = conn.execute(sa.select(subscribers.c.email).where(subscribers.c.id == subscriber)).scalar()
-            sent = conn.execute(sa.select(deliveries.c.issue, lists.c.name)
-                                .join(lists, lists.c.id == deliveries.c.list_id)
-                                .where(deliveries.c.subscriber_id == subscriber)).all()
+        address = conn.execute(sa.select(subscribers.c.email).where(subscribers.c.id == subscriber)).scalar()
+        sent = conn.execute(sa.select(deliveries.c.issue, lists.c.name).join(lists, lists.c.id == deliveries.c.list_id)
+                            .where(deliveries.c.subscriber_id == subscriber)).all()
         email = str(address or email)
         issue, list_name = next(((row.issue, row.name) for row in sent if issue_digest(row.issue) == digest),
                                 (issue, list_name))
@@ -149,10 +148,9 @@ def _event(store: Store, parsed: bounces.Report, finding: bounces.Finding, key: 
                          reason=f"{finding.status} {finding.diagnostic}".strip()[:300])
 
 
-def _soft_limit_reached(store: Store, email: str, settings: BouncesSettings) -> bool:
+def _soft_limit_reached(conn: Connection, email: str, settings: BouncesSettings) -> bool:
     since = now() - dt.timedelta(days=settings.soft_window_days)
-    with store.engine.connect() as conn:
-        count = conn.execute(sa.select(sa.func.count()).select_from(event_rows).where(
-            event_rows.c.email == addresses.normalize(email).email, event_rows.c.kind == EventKind.DEFERRED,
-            event_rows.c.event_key.like("mailbox:%"), event_rows.c.occurred_at >= since)).scalar()
+    count = conn.execute(sa.select(sa.func.count()).select_from(event_rows).where(
+        event_rows.c.email == addresses.normalize(email).email, event_rows.c.kind == EventKind.DEFERRED,
+        event_rows.c.event_key.like("mailbox:%"), event_rows.c.occurred_at >= since)).scalar()
     return int(count or 0) >= settings.soft_limit

@@ -30,44 +30,51 @@ def _list_id(conn: Connection, list_name: str) -> int | None:
     return int(conn.execute(sa.select(lists.c.id).where(lists.c.name == list_name)).scalar() or 0)
 
 
-def apply(store: Store, batch: Iterable[TrackingEvent], source: str) -> Counter[str]:
-    """Store and act on events; returns counts by kind, with replays under "duplicate"."""
+def apply(store: Store, batch: Iterable[TrackingEvent], source: str, conn: Connection | None = None) -> Counter[str]:
+    """Store and act on events, in `conn`'s transaction or a write of their own; returns counts by kind,
+    with replays under "duplicate"."""
+    if conn is None:
+        with store.write() as own:
+            return _apply(store, own, batch, source)
+    return _apply(store, conn, batch, source)
+
+
+def _apply(store: Store, conn: Connection, batch: Iterable[TrackingEvent], source: str) -> Counter[str]:
     counts: Counter[str] = Counter()
-    with store.write() as conn:
-        for event in batch:
-            if event.kind not in KINDS:
-                counts["ignored"] += 1
-                continue
-            if conn.execute(sa.select(events.c.event_key).where(events.c.event_key == event.key)).first():
-                counts["duplicate"] += 1
-                continue
-            try:
-                address = addresses.normalize(event.email)
-            except InputError:
-                counts["ignored"] += 1
-                continue
-            subscriber_id = event.subscriber_id
-            found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
-            if subscriber_id is None or found != subscriber_id:
-                subscriber_id = found  # trust the address we store over an id in custom args
-            conn.execute(events.insert().values(
-                event_key=event.key, kind=event.kind, email=address.email, issue=event.issue or None,
-                list_name=event.list_name or None, subscriber_id=subscriber_id, message_id=event.message_id or None,
-                reason=event.reason or None, occurred_at=event.timestamp, received_at=now(), machine=event.machine,
-            ))
-            counts[event.kind] += 1
-            if event.issue and subscriber_id is not None:
-                settle_unknown(conn, event.issue, subscriber_id, event.kind, source=source, at=event.timestamp,
-                               message_id=event.message_id, reason=event.reason)
-            if event.kind in (BOUNCE, COMPLAINT):
-                if subscriber_id is not None:
-                    action = consent.BOUNCE if event.kind == BOUNCE else consent.COMPLAINT
-                    store.apply_to_memberships(conn, subscriber_id, action, source, _list_id(conn, event.list_name))
-                store.suppress(address.email, f"{event.kind}: {event.reason}" if event.reason else event.kind,
-                               source, conn)
-            elif event.kind == UNSUBSCRIBE and subscriber_id is not None:
-                store.apply_to_memberships(conn, subscriber_id, consent.UNSUBSCRIBE, source,
-                                           _list_id(conn, event.list_name))
+    for event in batch:
+        if event.kind not in KINDS:
+            counts["ignored"] += 1
+            continue
+        if conn.execute(sa.select(events.c.event_key).where(events.c.event_key == event.key)).first():
+            counts["duplicate"] += 1
+            continue
+        try:
+            address = addresses.normalize(event.email)
+        except InputError:
+            counts["ignored"] += 1
+            continue
+        subscriber_id = event.subscriber_id
+        found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
+        if subscriber_id is None or found != subscriber_id:
+            subscriber_id = found  # trust the address we store over an id in custom args
+        conn.execute(events.insert().values(
+            event_key=event.key, kind=event.kind, email=address.email, issue=event.issue or None,
+            list_name=event.list_name or None, subscriber_id=subscriber_id, message_id=event.message_id or None,
+            reason=event.reason or None, occurred_at=event.timestamp, received_at=now(), machine=event.machine,
+        ))
+        counts[event.kind] += 1
+        if event.issue and subscriber_id is not None:
+            settle_unknown(conn, event.issue, subscriber_id, event.kind, source=source, at=event.timestamp,
+                           message_id=event.message_id, reason=event.reason)
+        if event.kind in (BOUNCE, COMPLAINT):
+            if subscriber_id is not None:
+                action = consent.BOUNCE if event.kind == BOUNCE else consent.COMPLAINT
+                store.apply_to_memberships(conn, subscriber_id, action, source, _list_id(conn, event.list_name))
+            store.suppress(address.email, f"{event.kind}: {event.reason}" if event.reason else event.kind,
+                           source, conn)
+        elif event.kind == UNSUBSCRIBE and subscriber_id is not None:
+            store.apply_to_memberships(conn, subscriber_id, consent.UNSUBSCRIBE, source,
+                                       _list_id(conn, event.list_name))
     return counts
 
 
