@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +61,14 @@ class IssueReport:
 
     tracked: bool = True  # whether the provider of this send reports events (SMTP does not)
     machine_opened: int = 0  # people whose every open was a machine's (the provider said so): not in `opened`
+    # (event kind, status code, people, one server's words): bounces, deferrals, the sender's own refusals
+    # (blocked) and complaints, by class and reason, most first.
+    bounce_reasons: tuple[tuple[str, str, int, str], ...] = ()
+
+    @property
+    def sender_side(self) -> int:
+        """People whose mail was refused because of the sender's setup (DMARC, authentication, a blocklist)."""
+        return sum(people for kind, _status, people, _words in self.bounce_reasons if kind == "blocked")
 
     def rate(self, count: int, over: int, *, from_events: bool = True) -> float | None:
         """count / over; None where it cannot be known (nothing to divide by, or no events can come)."""
@@ -171,6 +181,9 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
             sa.select(history.c.subscriber_id).where(history.c.list_id == list_id,
                                                      history.c.to_status == "unsubscribed",
                                                      history.c.issue == issue))}
+        reasons = _bounce_reasons(conn.execute(
+            sa.select(events.c.kind, events.c.reason, events.c.subscriber_id)
+            .where(mine, events.c.kind.in_(_BOUNCE_KINDS))).all())
         timeline: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
         for (at,) in conn.execute(sa.select(deliveries.c.updated_at).where(
                 deliveries.c.issue == issue, deliveries.c.list_id == list_id, deliveries.c.state == SENT)):
@@ -192,8 +205,25 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
         top_links=tuple(Link(str(url), int(clicks), int(who)) for url, clicks, who in link_rows),
         timeline={hour: (s, o, c) for hour, (s, o, c) in timeline.items()},
         tracked=tracked is not False,  # a send from before the column was recorded: assume events came
-        machine_opened=int(machine_opened),
+        machine_opened=int(machine_opened), bounce_reasons=reasons,
     )
+
+
+_BOUNCE_KINDS = ("bounced", "deferred", "blocked", "complained", "dropped")
+_STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
+
+
+def _bounce_reasons(rows: Sequence[Any]) -> tuple[tuple[str, str, int, str], ...]:
+    """(kind, status code, people, an example of the words) for each kind and code, most people first."""
+    people: dict[tuple[str, str], set[Any]] = defaultdict(set)
+    words: dict[tuple[str, str], str] = {}
+    for kind, reason, subscriber in rows:
+        found = _STATUS.search(reason or "")
+        key = (str(kind), found.group(0) if found else "")
+        people[key].add(subscriber)
+        words.setdefault(key, str(reason or "")[:200])
+    return tuple(sorted(((kind, code, len(who), words[(kind, code)]) for (kind, code), who in people.items()),
+                        key=lambda row: (-row[2], row[0], row[1])))
 
 
 def _svg(figure: Any) -> str:

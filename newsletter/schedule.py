@@ -535,7 +535,8 @@ def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner
         scheduler.add_jobstore(MemoryJobStore(), "chores")
     for chore in chores:
         scheduler.add_job(_chore, "interval", args=[chore], seconds=chore.seconds, id=f"chore-{chore.name}",
-                          name=chore.name, jobstore="chores", next_run_time=dt.datetime.now(timezone(config)))
+                          name=chore.name, jobstore="chores", next_run_time=dt.datetime.now(timezone(config)),
+                          misfire_grace_time=None)  # a chore run late is still worth running
     return scheduler
 
 

@@ -173,3 +173,22 @@ def test_the_scheduler_reads_the_mailbox_every_few_minutes(loop, server):
             stop.set()
             worker.join(30)
     assert not worker.is_alive() and server.folders()["INBOX"] == 0
+
+
+def test_report_status_and_show_give_the_bounces_by_class_and_reason(loop, server, sample_issue):
+    _config, run, sent = loop
+    server.append([corpus.postfix_unknown_user(sent["alan@example.com"], "alan@example.com"),
+                   corpus.microsoft_dmarc(sent["grace@example.org"], "grace@example.org"),
+                   corpus.gmail_unauthenticated(sent["ada@example.com"], "ada@example.com"),
+                   corpus.exim_mailbox_full(sent["linus@example.com"], "linus@example.com")])
+    assert run("bounces", "fetch").exit_code == 1
+    report = run("report", sample_issue, "--list", "weekly")
+    assert report.exit_code == 0, report.output
+    lines = report.output.splitlines()
+    assert any("blocked" in line and "5.7.515" in line and "sender's setup" in line for line in lines)
+    assert any("bounced" in line and "5.1.1" in line for line in lines)
+    assert any("deferred" in line and "5.2.2" in line for line in lines)
+    status = run("status", sample_issue, "--list", "weekly")
+    assert "mail to 2 people was rejected because of the sender's setup" in status.output
+    shown = run("subscribers", "show", "alan@example.com").output
+    assert "bounced (issue 2026-12-01): 5.1.1" in shown and "User unknown" in shown

@@ -26,7 +26,7 @@ from .base import (
 from .schedule import print_plan
 
 if TYPE_CHECKING:
-    from ..app import DryRunReport, DuePlan, IssueReport, Mailing, Newsletter, SendReport
+    from ..app import DryRunReport, DuePlan, IssueReport, Mailing, Newsletter, SendReport, SendStatus
 
 PROBLEMS_SHOWN = 50  # failed and unknown rows `status` prints; --csv and --json list all
 
@@ -259,10 +259,23 @@ def _print_reports(reports: list[IssueReport]) -> None:
         table.add_row(r.issue, r.list_name, *r.table_cells().values())
     out.print(table)
     for r in reports:
+        if r.bounce_reasons:
+            out.print(f"bounces of {r.issue} to {r.list_name}, by class and reason:", markup=False)
+            for kind, code, people, words in r.bounce_reasons:
+                note = "  (mail rejected because of the sender's setup)" if kind == "blocked" else ""
+                out.print(f"  {people:>6,} {kind:<10} {code or '-':<8} {words}{note}", markup=False)
         if r.top_links:
             out.print(f"top links of {r.issue} to {r.list_name}:", markup=False)
             for link in r.top_links:
                 out.print(f"  {link.clicks:>6,} clicks  {link.people:>6,} people  {link.url}", markup=False)
+
+
+def _sender_side(status: SendStatus) -> None:
+    """Said once per status: mail refused for our own setup is not the recipients' fault, and needs fixing."""
+    if status.events.get("blocked"):
+        err.print(f"[bold red]mail to {status.events['blocked']:,} people was rejected because of the sender's "
+                  f"setup[/] (DMARC, authentication, a blocklisted IP): `newsletter report` gives the servers' words",
+                  markup=True)
 
 
 @cli.command("status")
@@ -286,6 +299,7 @@ def status_command(state: State, issue: str, list_name: str | None, as_json: boo
     counts = status.counts
     out.print(f"{status.issue} to {status.list_name}: " + ", ".join(f"{s} {n:,}" for s, n in counts.items()))
     out.print("provider events: " + ", ".join(f"{kind} {n:,}" for kind, n in status.events.items()))
+    _sender_side(status)
     if counts[Delivery.UNKNOWN]:
         err.print(f"[bold red]{counts[Delivery.UNKNOWN]:,} unknown[/]: may or may not have been delivered; "
                   f"`send --resend-unknown` re-sends them", markup=True)

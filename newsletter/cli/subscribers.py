@@ -102,6 +102,11 @@ def subscribers_show(state: State, email: str, as_json: bool) -> None:
         out.print(f"list {list_name}: {status} since {at:%Y-%m-%d %H:%M} UTC ({escape(source)})")
     if s.suppressed:
         out.print(f"suppressed: {escape(s.suppressed)}")
+    for event in state.nl.subscribers.record(email)["events"]:
+        if event["kind"] in ("bounced", "deferred", "blocked", "complained", "dropped"):
+            issue = f" (issue {event['issue']})" if event["issue"] else ""
+            out.print(f"{event['occurred_at']:%Y-%m-%d %H:%M} UTC  {event['kind']}{issue}: {event['reason'] or ''}",
+                      markup=False)
     for h in state.nl.subscribers.history(email):
         where = f"list {h['list']}" if h["list"] else "address"
         change = f"{h['from_status'] or 'none'} -> {h['to_status']}"
