@@ -1,8 +1,10 @@
 """A real IMAP and POP3 server for the tests: Debian's Dovecot with a throwaway config on 127.0.0.1.
 
 One user (`bounces` / `mailbox-secret`) with a Maildir in a temporary folder; plain-text login is
-allowed because it listens on loopback only. `append` puts messages in a folder over IMAP, as mail
-arriving would; `folders` lists what each folder holds, for the tests' assertions.
+allowed because it listens on loopback only, and TLS (implicit, and STARTTLS) is offered with a
+self-signed certificate for 127.0.0.1 that a test trusts through `SSL_CERT_FILE`. `append` puts
+messages in a folder over IMAP, as mail arriving would; `folders` lists what each folder holds,
+for the tests' assertions.
 """
 
 from __future__ import annotations
@@ -28,11 +30,40 @@ def available() -> bool:
     return Path(BINARY).exists()
 
 
+def certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (the tests trust it through SSL_CERT_FILE)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 class Dovecot:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
         self.dir.chmod(0o755)  # Dovecot's own users read the config's files and the mail here
         self.imap_port, self.pop3_port = free_port(), free_port()
+        self.imaps_port, self.pop3s_port = free_port(), free_port()
+        self.cert, key = certificate(self.dir)
         root = os.geteuid() == 0
         # Dovecot never opens mail as root: the mail user is nobody when the tests run as root.
         mail_user = pwd.getpwnam("nobody") if root else pwd.getpwuid(os.geteuid())
@@ -48,7 +79,9 @@ log_path = {self.dir}/log
 info_log_path = {self.dir}/log
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{self.cert}
+ssl_key = <{key}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -72,7 +105,8 @@ service imap-login {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.imaps_port}
   }}
 }}
 service pop3-login {{
@@ -81,7 +115,8 @@ service pop3-login {{
     port = {self.pop3_port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.pop3s_port}
   }}
 }}
 service anvil {{

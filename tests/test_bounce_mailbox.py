@@ -192,3 +192,42 @@ def test_report_status_and_show_give_the_bounces_by_class_and_reason(loop, serve
     assert "mail to 2 people was rejected because of the sender's setup" in status.output
     shown = run("subscribers", "show", "alan@example.com").output
     assert "bounced (issue 2026-12-01): 5.1.1" in shown and "User unknown" in shown
+
+
+@pytest.mark.parametrize(("protocol", "security"), [("imap", "ssl"), ("imap", "starttls"), ("pop3", "ssl"),
+                                                    ("pop3", "starttls")])
+def test_the_mailbox_is_read_over_tls_and_its_certificate_checked(loop, server, monkeypatch, protocol, security):
+    config, run, sent = loop
+    ports = {("imap", "ssl"): server.imaps_port, ("imap", "starttls"): server.imap_port,
+             ("pop3", "ssl"): server.pop3s_port, ("pop3", "starttls"): server.pop3_port}
+    section = mailbox_section(server, protocol).replace('security = "none"', f'security = "{security}"')
+    section = section.replace(f"port = {server.imap_port if protocol == 'imap' else server.pop3_port}",
+                              f"port = {ports[(protocol, security)]}")
+    config.write_text(config.read_text().replace(mailbox_section(server), section))
+    server.append([corpus.gmail_no_such_user(sent["alan@example.com"], "alan@example.com")])
+    untrusted = run("bounces", "fetch")  # the server's certificate is self-signed: refused until trusted
+    assert untrusted.exit_code != 0 and "cannot be read" in untrusted.output and "CERTIFICATE" in untrusted.output
+    assert person(config, "alan@example.com") == ("active", False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+    assert run("bounces", "fetch").exit_code == 0
+    assert person(config, "alan@example.com") == ("bounced", True)
+
+
+def test_without_verp_the_report_and_the_returned_copy_name_the_delivery(loop, server):
+    config, run, sent = loop
+    config.write_text(config.read_text().replace('verp_address = "bounces@news.example.com"\n', ""))
+    server.append([corpus.postfix_unknown_user(sent["alan@example.com"], "alan@example.com")])
+    assert run("bounces", "fetch").exit_code == 0
+    assert person(config, "alan@example.com") == ("bounced", True)
+    with Newsletter.from_config(config) as nl:
+        [event] = [e for e in nl.subscribers.record("alan@example.com")["events"] if e["kind"] == "bounced"]
+    assert event["issue"] == "2026-12-01" and event["list_name"] == "weekly"  # from the copy's X-Newsletter-*
+
+
+def test_one_fetch_at_a_time_per_mailbox(loop, server):
+    config, run, _sent = loop
+    with Newsletter.from_config(config) as nl:
+        name = f"imap://{dovecot.USER}@127.0.0.1:{server.imap_port}/INBOX"
+        with nl.store.lock(f"bounces {name}", "held by the test"):
+            busy = run("bounces", "fetch")
+    assert busy.exit_code != 0 and "another `bounces fetch` is reading" in busy.output
