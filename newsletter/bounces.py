@@ -178,7 +178,16 @@ def _returned(message: Message) -> Message | None:
 
 
 def read(raw: bytes) -> Report:
-    """The report in one raw message; UNKNOWN (with why) for anything no rule understands."""
+    """The report in one raw message; UNKNOWN (with why) for anything no rule understands. Never raises:
+    the bounce address takes mail from anyone, and one message the parser trips on must not stop the
+    mailbox from being read (a person reads it instead)."""
+    try:
+        return _read(raw)
+    except Exception as exc:  # noqa: BLE001 - see above
+        return Report(BounceClass.UNKNOWN, (), "", "", {}, f"the message could not be read ({type(exc).__name__})")
+
+
+def _read(raw: bytes) -> Report:
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     returned = _returned(message)
     headers = "\n".join(f"{k}: {_text(v)}" for k, v in message.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
 
 from newsletter import config as config_mod, tokens
 from newsletter.bounces import classify, read
@@ -130,3 +131,14 @@ def test_a_bad_bounces_setting_is_one_line_naming_it(tmp_path, extra, says):
     with pytest.raises(ConfigError, match=None) as error:
         config_mod.load(write_config(tmp_path, extra=extra))
     assert says in str(error.value) and "\n" not in str(error.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000) | st.text(max_size=3000).map(lambda t: ("From: MAILER-DAEMON@x\r\nSubject: "
+                                                                         "Undelivered\r\nContent-Type: multipart/"
+                                                                         "report; report-type=delivery-status\r\n\r\n"
+                                                                         + t).encode("utf-8", "surrogatepass")))
+def test_no_message_makes_the_reader_raise(raw):
+    report = read(raw)
+    assert report.kind in set(BounceClass)
+    assert all(f.kind in set(BounceClass) for f in report.findings)
