@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from . import addresses, consent, fields
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError, NewsletterError, StoreError
-from .schema import history, memberships, subscribers, suppressions
+from .schema import history, memberships, subscribers, suppressions, tags
 from .sql import db_time, executemany, now, transient
 from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
 
@@ -46,7 +46,7 @@ STATUS_VALUES = MappingProxyType({
     "suppressed": SUPPRESSED, "blocklisted": SUPPRESSED, "blacklisted": SUPPRESSED, "cleaned": SUPPRESSED,
 })
 # What an export writes before the attributes; import reads them back (the times are for people).
-EXPORT_COLUMNS = ("email", "name", "status", "subscribed_at", "status_changed_at", "source")
+EXPORT_COLUMNS = ("email", "name", "status", "subscribed_at", "status_changed_at", "source", "tags")
 CHUNK_ROWS = 5000
 
 
@@ -91,6 +91,7 @@ class _Row:
     name: str
     attributes: dict[str, str]
     status: str | None = None  # from a status column; None: the import's --status
+    tags: list[str] = field(default_factory=list)  # from a tags column (ours, listmonk's, Mailchimp's TAGS)
 
 
 def _check_utf8(path: Path) -> None:
@@ -139,7 +140,8 @@ def _columns(path: Path, raw: list[str], email_column: str | None) -> list[str]:
             header.append("email")
         elif low in dropped:
             header.append("")
-        elif low in ("name", "status", "first name", "last name") or (low == "attributes" and "uuid" in lowered):
+        elif low in ("name", "status", "first name", "last name", "tags") or (
+                low == "attributes" and "uuid" in lowered):
             header.append(low)
         else:
             header.append(original.strip())
@@ -233,10 +235,11 @@ def _row(header: list[str], cells: list[str], problem: str) -> _Row:
     address = addresses.normalize(raw)
     first, last = values.pop("first name", ""), values.pop("last name", "")
     status = _status(values.pop("status", ""))
+    tagged = fields.tags(values.pop("tags", "").strip().strip("[]").replace('"', ""))  # listmonk writes a list
     raw_attributes: dict[str, object] = {k: v for k, v in values.items() if k not in ("name", "attributes")}
     raw_attributes.update(_json_attributes(values.get("attributes", "")))
     name = fields.name(values.get("name", "") or f"{first.strip()} {last.strip()}")
-    return _Row(0, address, name, fields.attributes(raw_attributes), status)
+    return _Row(0, address, name, fields.attributes(raw_attributes), status, tagged)
 
 
 def _status(given: str) -> str | None:
@@ -401,6 +404,7 @@ class _Chunk:
         suppressed, newly = self._suppress(merged)
         ids, changed, known = self._people(merged, suppressed)
         self._memberships(merged, ids, known, suppressed, newly, changed)
+        self._tags(merged, ids, suppressed)
         executemany(self.conn, history.insert(), self.changes)
 
     def _merge(self, rows: list[_Row]) -> dict[str, _Row]:
@@ -415,7 +419,27 @@ class _Chunk:
                 self.report.present += 1
                 seen.name, seen.attributes = merge(seen.name, seen.attributes, row.name, row.attributes)
                 seen.status = row.status or seen.status
+                seen.tags = seen.tags + [t for t in row.tags if t not in seen.tags]
         return merged
+
+    def _tags(self, merged: dict[str, _Row], ids: dict[str, int], suppressed: set[str]) -> None:
+        """The rows' tags added to what their people have (an import never takes a tag away), each
+        addition a line of the person's history."""
+        wanted = {ids[k]: row.tags for k, row in merged.items() if row.tags and k in ids and k not in suppressed}
+        if not wanted:
+            return
+        have: dict[int, set[str]] = {}
+        for sid, tag in self.store.select_in(
+                self.conn, "tags of ids", lambda v: sa.select(tags.c.subscriber_id, tags.c.tag)
+                .where(tags.c.subscriber_id.in_(v)), list(wanted)):
+            have.setdefault(sid, set()).add(tag)
+        added = {sid: [t for t in given if t not in have.get(sid, set())] for sid, given in wanted.items()}
+        executemany(self.conn, tags.insert(), [{"subscriber_id": sid, "tag": t, "tagged_at": self.stamp}
+                                               for sid, new in added.items() for t in new])
+        self.changes.extend({"subscriber_id": sid, "list_id": None, "from_status": None, "to_status": "tagged",
+                             "source": fields.clip(self.source, fields.SOURCE),
+                             "reason": fields.clip(", ".join(new), fields.REASON), "at": self.stamp}
+                            for sid, new in added.items() if new)
 
     def _suppress(self, merged: dict[str, _Row]) -> tuple[set[str], list[str]]:
         """The chunk's suppressed addresses, and those its rows newly suppress: a status that says
@@ -563,7 +587,7 @@ def export_csv(store: Store, list_name: str, out: TextIO, status: str | None = A
     for member in store.members(list_name, status):
         attrs = member["attributes"]
         fixed = [member["email"], member["name"], member["status"], _stamp(member["subscribed_at"]),
-                 _stamp(member["status_changed_at"]), member["source"]]
+                 _stamp(member["status_changed_at"]), member["source"], ",".join(member["tags"])]
         writer.writerow([neutralise(str(v)) for v in (*fixed, *(attrs.get(c, "") for c in columns))])
         count += 1
     return count

@@ -19,6 +19,10 @@ ATTRIBUTE_KEY = 100
 ATTRIBUTE_VALUE = 2_000
 SOURCE = 100  # where a change came from ("import people.csv", "web", "sendgrid webhook")
 REASON = 300  # why a membership changed or an address is suppressed
+TAG = 64  # characters of one tag
+TAGS_PER_PERSON = 100
+
+_TAG = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -66,3 +70,23 @@ def attributes(values: Mapping[str, object]) -> dict[str, str]:
 def clip(text: str, limit: int) -> str:
     """Program-made text (a source, a reason) cut to its column, on one line."""
     return clean_text(text)[:limit]
+
+
+def tags(values: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Tags as stored: lowercase, in order, once each; a text of them may be separated by commas or
+    semicolons (Mailchimp's and listmonk's exports). FieldError naming the first one refused: a tag is
+    a word of letters, digits, `-`, `_` and `.` (what the segment language reads after `tag:`)."""
+    given = re.split(r"[,;]", values) if isinstance(values, str) else list(values)
+    found: list[str] = []
+    for raw in given:
+        tag = clean_text(str(raw)).lower()
+        if not tag:
+            continue
+        if len(tag) > TAG or not _TAG.match(tag):
+            raise FieldError("tags", f"tag {tag[:40]!r}: use at most {TAG} letters, digits, '-', '_' and '.', "
+                                     f"starting with a letter or digit")
+        if tag not in found:
+            found.append(tag)
+    if len(found) > TAGS_PER_PERSON:
+        raise FieldError("tags", f"{len(found)} tags; at most {TAGS_PER_PERSON} per person")
+    return found

@@ -141,6 +141,15 @@ events = sa.Table(
     sa.Index("ix_events_issue_kind", "issue", "kind", "subscriber_id"),
 )
 
+# A subscriber's tags (lowercase words, see `fields.tags`), for segments.
+tags = sa.Table(
+    "tags", metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("tag", sa.String(64), primary_key=True),
+    sa.Column("tagged_at", sa.DateTime, nullable=False),
+    sa.Index("ix_tags_tag", "tag", "subscriber_id"),
+)
+
 # Messages of the bounce mailbox already acted on: a message seen again (a crash before it was
 # moved, POP3, which cannot move) changes nothing.
 mailbox_messages = sa.Table(
@@ -210,6 +219,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (7, "history lines name the issue whose link made the change", _history_issue),
     (8, "events say whether a machine made them (opens by privacy proxies and scanners)", _event_machine),
     (9, "messages of the bounce mailbox already acted on", _creates(mailbox_messages)),
+    (10, "subscribers' tags", _creates(tags)),
 )
 
 

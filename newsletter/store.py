@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import addresses, consent, fields, locks
 from .config import Config, ListSettings
 from .consent import ACTIVE, STATUSES
-from .errors import StoreError, StoreUnavailable, TokenError
+from .errors import FieldError, StoreError, StoreUnavailable, TokenError
 from .schema import (
     PENDING,
     SKIPPED,
@@ -36,6 +36,7 @@ from .schema import (
     memberships,
     subscribers,
     suppressions,
+    tags,
     upgrade,
 )
 from .sql import InQueries, make_engine, new_id, now, transient
@@ -59,6 +60,7 @@ class Subscriber:
     created_at: dt.datetime
     memberships: dict[str, tuple[str, dt.datetime, str]] = field(default_factory=dict)
     suppressed: str = ""
+    tags: tuple[str, ...] = ()
 
 
 class Store:
@@ -206,10 +208,34 @@ class Store:
                 .where(memberships.c.subscriber_id == row["id"])
             )
             member = {name: (status, at, source) for name, status, at, source in found}
+            tagged = tuple(c.execute(sa.select(tags.c.tag).where(tags.c.subscriber_id == row["id"])
+                                     .order_by(tags.c.tag)).scalars())
         return Subscriber(
             id=row["id"], email=row["email"], name=row["name"], attributes=json.loads(row["attributes"]),
-            created_at=row["created_at"], memberships=member, suppressed=suppressed or "",
+            created_at=row["created_at"], memberships=member, suppressed=suppressed or "", tags=tagged,
         )
+
+    def tag(self, email: str, given: str | list[str], source: str = "cli", *, remove: bool = False) -> list[str]:
+        """Add (or with `remove`, take away) tags of one subscriber; the tags that changed, each a line of
+        their history. FieldError for a tag that is not one (see `fields.tags`)."""
+        wanted = fields.tags(given)
+        with self.write() as conn:
+            found = self.find(email, conn)
+            if found is None:
+                raise StoreError(f"no subscriber with address {email.strip()!r}")
+            changed = [t for t in wanted if (t in found.tags) == remove]
+            if remove and changed:
+                conn.execute(tags.delete().where(tags.c.subscriber_id == found.id, tags.c.tag.in_(changed)))
+            elif changed:
+                if len(found.tags) + len(changed) > fields.TAGS_PER_PERSON:
+                    raise FieldError("tags", f"{found.email} would have {len(found.tags) + len(changed)} tags; at "
+                                             f"most {fields.TAGS_PER_PERSON}")
+                stamp = now()
+                conn.execute(tags.insert(), [{"subscriber_id": found.id, "tag": t, "tagged_at": stamp}
+                                             for t in changed])
+            if changed:
+                _log(conn, found.id, None, None, "untagged" if remove else "tagged", source, ", ".join(changed), now())
+            return changed
 
     def get(self, email: str) -> Subscriber:
         found = self.find(email)
@@ -390,7 +416,8 @@ class Store:
                 sa.select(events.c.kind, events.c.issue, events.c.list_name, events.c.reason, events.c.occurred_at)
                 .where(events.c.subscriber_id == s.id).order_by(events.c.occurred_at))]
         return {
-            "email": s.email, "name": s.name, "attributes": s.attributes, "created_at": s.created_at,
+            "email": s.email, "name": s.name, "attributes": s.attributes, "tags": list(s.tags),
+            "created_at": s.created_at,
             "suppressed": s.suppressed or None,
             "lists": {name: {"status": status, "since": at, "source": source}
                       for name, (status, at, source) in s.memberships.items()},
@@ -417,6 +444,7 @@ class Store:
                 )
                 self.apply_to_memberships(conn, row.id, consent.ERASE, source)
                 conn.execute(history.delete().where(history.c.subscriber_id == row.id))
+                conn.execute(tags.delete().where(tags.c.subscriber_id == row.id))
                 conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(
                     email=ERASED, email_key=f"erased:{row.id}", name="", attributes="{}", updated_at=now()))
             if not self.is_suppressed(address.key, conn):
@@ -482,7 +510,7 @@ class Store:
         """Stream a list's members in id order, in pages of `batch`.
 
         Each is a dict of email, name, attributes, status (SUPPRESSED when the address is
-        suppressed, whatever the membership says), subscribed_at, status_changed_at and source.
+        suppressed, whatever the membership says), subscribed_at, status_changed_at, source and tags.
         `status` filters on that status; ACTIVE means "would be mailed"; None is everyone.
         """
         list_id = self.list_id(list_name)
@@ -504,12 +532,17 @@ class Store:
                 query = query.where(memberships.c.status == status, ~suppressed)
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
+                tagged: dict[int, list[str]] = {}
+                if rows:  # the page's tags in one query, over the same id range
+                    for sid, tag in conn.execute(sa.select(tags.c.subscriber_id, tags.c.tag).where(
+                            tags.c.subscriber_id > last, tags.c.subscriber_id <= rows[-1].id).order_by(tags.c.tag)):
+                        tagged.setdefault(sid, []).append(tag)
             if not rows:
                 return
             for row in rows:
                 yield {"id": row.id, "email": row.email, "name": row.name, "attributes": json.loads(row.attributes),
                        "status": SUPPRESSED if row.email_hash else row.status, "subscribed_at": row.created_at,
-                       "status_changed_at": row.changed_at, "source": row.source}
+                       "status_changed_at": row.changed_at, "source": row.source, "tags": tagged.get(row.id, [])}
             last = rows[-1].id
 
     def suppression_list(self) -> Iterator[dict[str, Any]]:

@@ -36,6 +36,14 @@ class Subscribers(Part):
         """Unsubscribe from one list, or every list when `list_name` is None; returns the lists changed."""
         return self.store.unsubscribe(email, list_name)
 
+    def tag(self, email: str, tags: list[str]) -> list[str]:
+        """Tag a subscriber (lowercase words: letters, digits, '-', '_', '.'); returns the tags added."""
+        return self.store.tag(email, tags)
+
+    def untag(self, email: str, tags: list[str]) -> list[str]:
+        """Take tags off a subscriber; returns the tags removed."""
+        return self.store.tag(email, tags, remove=True)
+
     def suppress(self, email: str, reason: str) -> bool:
         """Never mail this address again, on any list; False when it already was."""
         return self.store.suppress(email, reason)

@@ -100,6 +100,8 @@ def subscribers_show(state: State, email: str, as_json: bool) -> None:
         out.print(f"attr.{escape(key)}: {escape(value)}")
     for list_name, (status, at, source) in sorted(s.memberships.items()):
         out.print(f"list {list_name}: {status} since {at:%Y-%m-%d %H:%M} UTC ({escape(source)})")
+    if s.tags:
+        out.print(f"tags:       {escape(', '.join(s.tags))}")
     if s.suppressed:
         out.print(f"suppressed: {escape(s.suppressed)}")
     for event in state.nl.subscribers.record(email)["events"]:
@@ -126,6 +128,26 @@ def subscribers_unsubscribe(state: State, email: str, list_name: str | None, all
         raise click.UsageError("give exactly one of --list NAME or --all")
     changed = state.nl.subscribers.unsubscribe(email, list_name)
     out.print(f"unsubscribed from {', '.join(changed)}" if changed else "already unsubscribed")
+
+
+@subscribers.command("tag")
+@click.argument("email")
+@click.argument("tags", nargs=-1, required=True)
+@pass_state
+def subscribers_tag(state: State, email: str, tags: tuple[str, ...]) -> None:
+    """Tag a subscriber: TAGS are lowercase words (letters, digits, '-', '_', '.'), for segments."""
+    added = state.nl.subscribers.tag(email, list(tags))
+    out.print(f"tagged {', '.join(added)}" if added else "already tagged", markup=False)
+
+
+@subscribers.command("untag")
+@click.argument("email")
+@click.argument("tags", nargs=-1, required=True)
+@pass_state
+def subscribers_untag(state: State, email: str, tags: tuple[str, ...]) -> None:
+    """Take tags off a subscriber."""
+    removed = state.nl.subscribers.untag(email, list(tags))
+    out.print(f"untagged {', '.join(removed)}" if removed else "had none of those tags", markup=False)
 
 
 @subscribers.command("suppress")
