@@ -114,7 +114,7 @@ def _mailable() -> sa.ColumnElement[bool]:
                    ~sa.exists().where(suppressions.c.email_key == subscribers.c.email_key))
 
 
-def _eligible(list_id: int) -> sa.Select[Any]:
+def eligible(list_id: int) -> sa.Select[Any]:
     """Members of the list who may be mailed: the recipients of a new send."""
     return (
         sa.select(memberships.c.subscriber_id)
@@ -166,7 +166,7 @@ class Ledger:
 
     def _new_recipients(self) -> sa.Select[Any]:
         """Who a send starting now would fix as recipients: eligible, and not yet given this issue."""
-        return _eligible(self.list_id).where(
+        return eligible(self.list_id).where(
             ~sa.exists().where(deliveries.c.issue == self.issue,
                                deliveries.c.subscriber_id == memberships.c.subscriber_id)
         )
@@ -202,7 +202,7 @@ class Ledger:
                 )
                 if suppressed:
                     skipped["suppressed"] = suppressed
-                already = count(_eligible(self.list_id)) - recipients
+                already = count(eligible(self.list_id)) - recipients
                 if already:
                     skipped["already sent this issue"] = already
                 return recipients, 0, skipped

@@ -44,6 +44,18 @@ class Subscribers(Part):
         """Take tags off a subscriber; returns the tags removed."""
         return self.store.tag(email, tags, remove=True)
 
+    def count_where(self, list_name: str, expression: str) -> int:
+        """How many of the list's members who may be mailed match a segment expression (see `segments`)."""
+        from .. import segments
+
+        return segments.count(self.store, list_name, expression)
+
+    def explain_segment(self, list_name: str, expression: str) -> tuple[list[str], str, dict[str, Any], int]:
+        """A segment expression's tree, its SQL with the bound parameters, and its count on the list."""
+        from .. import segments
+
+        return segments.explain(self.store, list_name, expression)
+
     def suppress(self, email: str, reason: str) -> bool:
         """Never mail this address again, on any list; False when it already was."""
         return self.store.suppress(email, reason)

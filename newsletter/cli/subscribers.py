@@ -150,6 +150,35 @@ def subscribers_untag(state: State, email: str, tags: tuple[str, ...]) -> None:
     out.print(f"untagged {', '.join(removed)}" if removed else "had none of those tags", markup=False)
 
 
+@subscribers.command("count")
+@click.option("--list", "list_name", help="The list (default: [schedule] list).")
+@click.option("--where", "expression", required=True, help="A segment expression, e.g. 'tag:vip+opened:true'.")
+@pass_state
+def subscribers_count(state: State, list_name: str | None, expression: str) -> None:
+    """How many of a list's members who may be mailed match a segment expression."""
+    name = state.nl.config.list_or_default(list_name)
+    out.print(f"{state.nl.subscribers.count_where(name, expression):,}", markup=False)
+
+
+@cli.group("segment")
+def segment_group() -> None:
+    """Segments: part of a list chosen by a small filter language (see the README)."""
+
+
+@segment_group.command("explain")
+@click.argument("expression")
+@click.option("--list", "list_name", help="The list (default: [schedule] list).")
+@pass_state
+def segment_explain(state: State, expression: str, list_name: str | None) -> None:
+    """Print the expression's tree, the SQL it becomes with its bound parameters, and its count."""
+    name = state.nl.config.list_or_default(list_name)
+    tree, sql, params, count = state.nl.subscribers.explain_segment(name, expression)
+    out.print("\n".join(tree), markup=False)
+    out.print(sql, markup=False)
+    out.print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in params.items()), markup=False)
+    out.print(f"count: {count:,}", markup=False)
+
+
 @subscribers.command("suppress")
 @click.argument("email")
 @click.option("--reason", required=True)
