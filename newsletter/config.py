@@ -55,6 +55,15 @@ class ListSettings:
 
 
 @dataclass(frozen=True)
+class SegmentSettings:
+    """A named segment: part of one list, chosen by a segment expression (see `segments`)."""
+
+    list: str
+    where: str
+    name: str = field(default="", metadata={"from_file": False})  # the table's name, set by `load`
+
+
+@dataclass(frozen=True)
 class ProviderSettings:
     backend: str = "sendgrid"
 
@@ -199,6 +208,7 @@ class Config:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    segments: dict[str, SegmentSettings] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -360,12 +370,13 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     _check_sections(data, path_)
     sections = {name: _build(cls, data.get(name, {}), name, path_) for name, cls in _SECTIONS.items()}
     lists = _lists(data.get("lists", {}), path_)
+    segments = _segments(data.get("segments", {}), lists, path_)
     _check_newsletter(sections["newsletter"], path_)
     _check_origins(sections["web"].allowed_origins, path_)
     _check_bounces(sections["bounces"], path_)
     _check_keys(sections, path_)
     store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
-    return Config(path=path_, lists=lists, **{**sections, "store": store})
+    return Config(path=path_, lists=lists, segments=segments, **{**sections, "store": store})
 
 
 def _read_toml(chosen: Path) -> dict[str, Any]:
@@ -387,8 +398,9 @@ def _read_toml(chosen: Path) -> dict[str, Any]:
 
 def _check_sections(data: dict[str, Any], path: Path) -> None:
     for key in data:
-        if key not in _SECTIONS and key != "lists":
-            raise ConfigError(f"{path}: [{key}]: unknown section (known: {', '.join([*_SECTIONS, 'lists'])})")
+        if key not in _SECTIONS and key not in ("lists", "segments"):
+            known = ", ".join([*_SECTIONS, "lists", "segments"])
+            raise ConfigError(f"{path}: [{key}]: unknown section (known: {known})")
     for key in _REQUIRED_SECTIONS:
         if key not in data:
             raise ConfigError(f"{path}: [{key}]: required section missing")
@@ -399,6 +411,18 @@ def _lists(table: Any, path: Path) -> dict[str, ListSettings]:
         raise ConfigError(f"{path}: [lists] must hold one table per list, e.g. [lists.weekly]")
     return {name: dataclasses.replace(_build(ListSettings, settings, f"lists.{name}", path), name=name)
             for name, settings in table.items()}
+
+
+def _segments(table: Any, lists: dict[str, ListSettings], path: Path) -> dict[str, SegmentSettings]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [segments] must hold one table per segment, e.g. [segments.beta]")
+    found = {name: dataclasses.replace(_build(SegmentSettings, settings, f"segments.{name}", path), name=name)
+             for name, settings in table.items()}
+    for segment in found.values():
+        if segment.list not in lists:
+            raise ConfigError(f"{path}: [segments.{segment.name}] list: {segment.list!r} is not a declared list "
+                              f"({', '.join(sorted(lists)) or 'none'})")
+    return found
 
 
 def _check_newsletter(nl: NewsletterSettings, path: Path) -> None:

@@ -145,8 +145,9 @@ class Ledger:
     """The ledger rows of one (issue, list) send; the operations a send makes wait out a short outage."""
 
     def __init__(self, store: Store, issue: str, list_name: str, *, create: bool = True,
-                 clock: Callable[[], dt.datetime] = now) -> None:
+                 clock: Callable[[], dt.datetime] = now, segment: tuple[str, Any] | None = None) -> None:
         self.store, self.issue, self.list_name = store, issue, list_name
+        self.segment = segment  # (its text, its compiled condition): who of the list a new send is fixed to
         self.now = clock  # this host's clock (a test moves it to play a host whose clock jumped)
         self.list_id = store.list_id(list_name, create=create)
         self._where = (deliveries.c.issue == issue, deliveries.c.list_id == self.list_id)
@@ -164,9 +165,14 @@ class Ledger:
             ).scalar()
         return at.replace(tzinfo=dt.UTC) if at is not None else None
 
+    def _audience(self) -> sa.Select[Any]:
+        """Who of the list may be mailed and are in the segment, if there is one."""
+        query = eligible(self.list_id)
+        return query.where(self.segment[1]) if self.segment else query
+
     def _new_recipients(self) -> sa.Select[Any]:
-        """Who a send starting now would fix as recipients: eligible, and not yet given this issue."""
-        return eligible(self.list_id).where(
+        """Who a send starting now would fix as recipients: eligible, in the segment, not yet given this issue."""
+        return self._audience().where(
             ~sa.exists().where(deliveries.c.issue == self.issue,
                                deliveries.c.subscriber_id == memberships.c.subscriber_id)
         )
@@ -202,7 +208,7 @@ class Ledger:
                 )
                 if suppressed:
                     skipped["suppressed"] = suppressed
-                already = count(eligible(self.list_id)) - recipients
+                already = count(self._audience()) - recipients
                 if already:
                     skipped["already sent this issue"] = already
                 return recipients, 0, skipped
@@ -247,10 +253,9 @@ class Ledger:
 
     def _start(self, subject: str, events: bool) -> bool:
         with self.store.write() as conn:
-            if conn.execute(
-                sa.select(sends.c.issue).where(sends.c.issue == self.issue, sends.c.list_id == self.list_id)
-            ).first():
-                return False
+            started = conn.execute(sa.select(sends.c.segment, sends.c.recipients).where(*self._send)).first()
+            if started is not None and not self._another_segment(started.segment):
+                return False  # a resume: the rows fixed when it started are the send, whatever changed since
             stamp = self.now()
             insert = deliveries.insert().from_select(
                 ["issue", "subscriber_id", "list_id", "state", "attempts", "updated_at"],
@@ -260,9 +265,30 @@ class Ledger:
                 ),
             )
             count = conn.execute(insert).rowcount
-            conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
-                                               recipients=count, started_at=stamp, events=events))
+            text = self.segment[0] if self.segment else None
+            if started is None:
+                conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
+                                                   recipients=count, started_at=stamp, events=events, segment=text))
+            else:  # one issue to a second segment of the list: its members not given the issue yet, once each
+                conn.execute(sends.update().where(*self._send).values(
+                    recipients=started.recipients + count, segment=f"{started.segment}; {text}"))
             return True
+
+    def segments(self) -> str:
+        """The segments this send was fixed to ("; " between), or "" for the whole list."""
+        with self.store.engine.connect() as conn:
+            return str(conn.execute(sa.select(sends.c.segment).where(*self._send)).scalar() or "")
+
+    @property
+    def _send(self) -> tuple[Any, ...]:
+        return (sends.c.issue == self.issue, sends.c.list_id == self.list_id)
+
+    def _another_segment(self, recorded: str | None) -> bool:
+        """Whether this start names a segment the send was not fixed to yet (a send of the whole list
+        already covers every segment of it)."""
+        if not self.segment or recorded is None:
+            return False
+        return self.segment[0] not in recorded.split("; ")
 
     # -- workers and their leases -----------------------------------------------------------------
 

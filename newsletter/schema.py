@@ -84,6 +84,7 @@ sends = sa.Table(
     sa.Column("started_at", sa.DateTime, nullable=False),
     sa.Column("finished_at", sa.DateTime, nullable=True),
     sa.Column("events", sa.Boolean, nullable=True),  # whether its provider reports delivery events
+    sa.Column("segment", sa.Text, nullable=True),  # the segments whose members it was fixed to ("; " between)
 )
 
 # A delivery's states: pending → in_flight → sent | failed | unknown | skipped (see `ledger`).
@@ -201,6 +202,11 @@ def _event_machine(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE events ADD COLUMN machine {sa.Boolean().compile(conn.dialect)}"))
 
 
+def _send_segment(conn: Connection) -> None:
+    if "segment" not in {c["name"] for c in sa.inspect(conn).get_columns("sends")}:
+        conn.execute(sa.text(f"ALTER TABLE sends ADD COLUMN segment {sa.Text().compile(conn.dialect)}"))
+
+
 def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=list(tables))
@@ -220,6 +226,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (8, "events say whether a machine made them (opens by privacy proxies and scanners)", _event_machine),
     (9, "messages of the bounce mailbox already acted on", _creates(mailbox_messages)),
     (10, "subscribers' tags", _creates(tags)),
+    (11, "sends remember the segments they were fixed to", _send_segment),
 )
 
 

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import compat, placeholders, tokens
@@ -99,6 +100,14 @@ class Mailing:
         )
 
 
+def audience(segment: str) -> tuple[str, Any] | None:
+    """A segment expression with its compiled condition, for the ledger to fix a send's rows to; None
+    for the whole list. SegmentError for an expression that is not one."""
+    from .segments import where
+
+    return (segment, where(segment)) if segment else None
+
+
 @dataclass
 class SendReport:
     issue: str
@@ -135,7 +144,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
          max_rate: float | None = None, resend_unknown: bool = False,
          progress: Callable[[int, int], None] | None = None, stop: StopToken = None,
          sleep: Callable[[float], None] | None = None, lease: float = 60.0,
-         concurrency: int | None = None) -> SendReport:
+         concurrency: int | None = None, segment: str = "") -> SendReport:
     """Send (or continue sending) the mailing to its list as one worker. See the module docstring.
 
     Up to `concurrency` batches (default: the provider's `max_in_flight`) are with the provider
@@ -144,7 +153,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     processes sending the same issue to the same list share the work through the ledger.
     """
     provider.check(mailing.envelope)  # a message that can never be sent stops here, before any claim
-    ledger = Ledger(store, mailing.rendered.slug, mailing.list_name)
+    ledger = Ledger(store, mailing.rendered.slug, mailing.list_name, segment=audience(segment))
     report = SendReport(mailing.rendered.slug, mailing.list_name, {})
     report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
     ledger.start(mailing.rendered.subject, events=provider.reports_events)
@@ -472,7 +481,7 @@ class DryRunReport:
 
 
 def dry_run(store: Store, mailing: Mailing, provider: Provider, *, out_dir: Path | None = None,
-            limit: int = 3) -> DryRunReport:
+            limit: int = 3, segment: str = "") -> DryRunReport:
     """Everything a send would do up to the provider call, changing nothing in the store.
 
     With `out_dir`, the provider's preview files (what it would hand over) are written there.
@@ -480,7 +489,7 @@ def dry_run(store: Store, mailing: Mailing, provider: Provider, *, out_dir: Path
     provider.check(mailing.envelope)  # what the real send would refuse, the dry run refuses too
     slug, list_name = mailing.rendered.slug, mailing.list_name
     batch_size = provider.max_batch
-    ledger = Ledger(store, slug, list_name, create=False)
+    ledger = Ledger(store, slug, list_name, create=False, segment=audience(segment))
     preview = ledger.preview(max(limit, batch_size) if out_dir else 0)
     recipients, already, skipped = ledger.forecast()
     report = DryRunReport(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .part import Part
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class SendStatus:
     events: dict[str, int]
     workers: list[dict[str, Any]]  # processes sending it now: id, host, pid, sent, started_at, heartbeat_at
     holders: list[Holder] = field(default_factory=list)  # who holds the rows in flight, and whether it is gone
+    segment: str = ""  # the segments the send was fixed to; "" for the whole list
 
 
 class Sends(Part):
@@ -52,36 +53,55 @@ class Sends(Part):
         return Mailing(self.config, self._nl.issues.render(parsed), name, dry_run=dry_run,
                        from_header=parsed.from_header, reply_to=parsed.reply_to)
 
+    def segment(self, list_name: str | None, segment: str) -> tuple[str | None, str]:
+        """(the list, the expression) of `segment`: a name from `[segments.NAME]` (its own list), or an
+        expression for `list_name`. ConfigError when a named segment is of another list."""
+        named = self.config.segments.get(segment)
+        if named is None:
+            return list_name, segment
+        if list_name and list_name != named.list:
+            raise ConfigError(f"{self.config.path}: segment {segment!r} is of list {named.list!r}, not {list_name!r}")
+        return named.list, named.where
+
     def dry_run(self, issue: IssueRef, list_name: str | None = None, *, out_dir: str | os.PathLike[str] | None = None,
-                limit: int = 3) -> DryRunReport:
+                limit: int = 3, segment: str = "") -> DryRunReport:
         """Everything a send would do short of the provider call; changes nothing, needs no API key."""
         from ..send import dry_run
 
+        list_name, where = self.segment(list_name, segment) if segment else (list_name, "")
         mailing = self.mailing(issue, list_name, dry_run=True)
         with closing(self._nl.provider(dry_run=True)) as provider:
-            return dry_run(self.store, mailing, provider, out_dir=Path(out_dir) if out_dir else None, limit=limit)
+            return dry_run(self.store, mailing, provider, out_dir=Path(out_dir) if out_dir else None, limit=limit,
+                           segment=where)
 
-    def recipients(self, issue: IssueRef, list_name: str | None = None) -> int:
+    def recipients(self, issue: IssueRef, list_name: str | None = None, *, segment: str = "") -> int:
         """How many people a send run now would mail (reads only)."""
         from ..ledger import Ledger
+        from ..send import audience
 
+        list_name, where = self.segment(list_name, segment) if segment else (list_name, "")
         mailing = self.mailing(issue, list_name, dry_run=True)
-        return Ledger(self.store, mailing.rendered.slug, mailing.list_name, create=False).forecast()[0]
+        return Ledger(self.store, mailing.rendered.slug, mailing.list_name, create=False,
+                      segment=audience(where)).forecast()[0]
 
     def send(self, issue: IssueRef, list_name: str | None = None, *, limit: int | None = None,
              max_rate: float | None = None, resend_unknown: bool = False,
-             progress: Callable[[int, int], None] | None = None, stop: StopToken = None) -> SendReport:
-        """Send the issue to the list, or continue an interrupted send; nobody gets it twice.
+             progress: Callable[[int, int], None] | None = None, stop: StopToken = None,
+             segment: str = "") -> SendReport:
+        """Send the issue to the list (or a segment of it), or continue an interrupted send; nobody gets
+        it twice. A segment fixes who the send is for when it starts: a resume, another worker or a
+        change of tags later never widens or narrows it.
 
         `stop` (a callable or an Event) ends the send after the batch with the provider; the
         rest stays pending for the next call.
         """
         from ..send import send
 
+        list_name, where = self.segment(list_name, segment) if segment else (list_name, "")
         mailing = self.mailing(issue, list_name)
         with closing(self._nl.provider()) as provider:
             return send(self.store, mailing, provider, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
-                        progress=progress, stop=stop, lease=self.config.send.lease)
+                        progress=progress, stop=stop, lease=self.config.send.lease, segment=where)
 
     def test_copy(self, issue: IssueRef, address: str, list_name: str | None = None) -> Result:
         """One copy marked [TEST] to `address`, with that subscriber's values; not recorded."""
@@ -108,7 +128,8 @@ class Sends(Part):
         lease = self.config.send.lease
         return SendStatus(slug, name, True, ledger.counts(),
                           ledger.problems(limit=None if every_problem else PROBLEMS_KEPT),
-                          events.issue_counts(self.store, slug), ledger.live_workers(lease), ledger.holders(lease))
+                          events.issue_counts(self.store, slug), ledger.live_workers(lease), ledger.holders(lease),
+                          ledger.segments())
 
     def problems_csv(self, status: SendStatus, out: TextIO) -> int:
         """A send's failed and unknown rows as CSV, formulas neutralised; returns the rows written."""

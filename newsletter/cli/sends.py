@@ -150,12 +150,17 @@ class _Progress:
 @click.option("--max-rate", type=click.FloatRange(min=0.1), help="At most N messages per second.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send messages whose delivery is unknown after a crash.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the dry run as JSON for scripts.")
+@click.option("--segment", default="", metavar="EXPR|NAME",
+              help="Only the members matching a segment expression, or a [segments.NAME] of the config; fixed when "
+                   "the send starts.")
 @pass_state
 def send_command(state: State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
                  out_dir: str | None, limit: int | None, to_addresses: tuple[str, ...], yes: bool,
-                 max_rate: float | None, resend_unknown: bool, as_json: bool) -> None:
+                 max_rate: float | None, resend_unknown: bool, as_json: bool, segment: str) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
+    if segment:
+        list_name, segment = nl.sends.segment(list_name, segment)
     if due:
         if issue or to_addresses:
             raise click.UsageError("--due picks the issue itself: give no ISSUE or --to with it")
@@ -164,7 +169,7 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
         raise click.UsageError("give the ISSUE file to send (or --due)")
     name = nl.config.list_or_default(list_name)
     if dry_run:
-        preview = nl.sends.dry_run(issue, name, out_dir=out_dir, limit=limit or 3)
+        preview = nl.sends.dry_run(issue, name, out_dir=out_dir, limit=limit or 3, segment=segment)
         if as_json:
             print_json(preview)
         else:
@@ -177,10 +182,10 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
     if to_addresses:
         _send_test_copies(nl, mailing, to_addresses)
     if not yes:
-        _confirm(nl, mailing)
+        _confirm(nl, mailing, segment)
     with stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
         report = nl.sends.send(mailing, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
-                               progress=progress, stop=stop)
+                               progress=progress, stop=stop, segment=segment)
     _print_send(report, f"newsletter send {issue} --list {name} --yes",
                 signal.Signals(stop.signum).name if stop.signum else "")
     sys.exit(stop.exit_code(report.exit_code, report.counts.get(Delivery.PENDING, 0)))
@@ -212,11 +217,11 @@ def _send_test_copies(nl: Newsletter, mailing: Mailing, to_addresses: tuple[str,
     sys.exit(0 if all(result.status == "sent" for result in results) else 1)  # the provider's Result literal
 
 
-def _confirm(nl: Newsletter, mailing: Mailing) -> None:
+def _confirm(nl: Newsletter, mailing: Mailing, segment: str) -> None:
     """Ask before a real send; refuse to guess when there is nobody to ask."""
     if not sys.stdin.isatty():
         raise click.UsageError("not on a terminal: pass --yes to send without confirmation")
-    recipients = nl.sends.recipients(mailing)
+    recipients = nl.sends.recipients(mailing, segment=segment)
     if recipients:
         click.confirm(f"Send {mailing.rendered.slug!r} to {recipients:,} recipients on {mailing.list_name} via "
                       f"{nl.config.provider.backend}?", abort=True, err=True)
@@ -297,7 +302,9 @@ def status_command(state: State, issue: str, list_name: str | None, as_json: boo
         out.print(f"{status.issue} has not been sent to {status.list_name}")
         return
     counts = status.counts
-    out.print(f"{status.issue} to {status.list_name}: " + ", ".join(f"{s} {n:,}" for s, n in counts.items()))
+    segment = f" (segment {status.segment})" if status.segment else ""
+    out.print(f"{status.issue} to {status.list_name}{segment}: " + ", ".join(f"{s} {n:,}" for s, n in counts.items()),
+              markup=False)
     out.print("provider events: " + ", ".join(f"{kind} {n:,}" for kind, n in status.events.items()))
     _sender_side(status)
     if counts[Delivery.UNKNOWN]:
