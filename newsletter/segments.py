@@ -304,6 +304,13 @@ def members(store: Store, list_name: str, text: str, now: dt.datetime | None = N
     return eligible(store.list_id(list_name)).where(where(text, now))
 
 
+def matching_ids(store: Store, text: str) -> set[int]:
+    """The ids of every subscriber who matches `text`, whatever their lists (for an export)."""
+    condition = where(text)
+    with store.engine.connect() as conn:
+        return set(conn.execute(sa.select(subscribers.c.id).where(condition)).scalars())
+
+
 def count(store: Store, list_name: str, text: str, now: dt.datetime | None = None) -> int:
     """How many of the list's members who may be mailed match `text`."""
     with store.engine.connect() as conn:

@@ -108,3 +108,9 @@ def test_a_segmented_send_killed_and_resumed_reaches_exactly_the_segment_of_its_
     counts = ledger_rows(sg_config)
     assert set(sendgrid_server.received) <= vip and len(sendgrid_server.received) == len(set(sendgrid_server.received))
     assert counts["sent"] + counts["unknown"] == len(vip) and counts["pending"] == 0
+
+
+def test_export_where_writes_the_segments_members_only(segmented):
+    exported = segmented("subscribers", "export", "--list", "weekly", "--where", "tag:vip").output
+    rows = exported.strip().splitlines()[1:]
+    assert sorted(row.split(",")[0] for row in rows) == sorted(VIP)

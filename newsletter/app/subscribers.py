@@ -84,14 +84,17 @@ class Subscribers(Part):
                           delimiter=delimiter, email_column=email_column)
 
     def export_csv(self, list_name: str, out: TextIO | str | os.PathLike[str],
-                   status: str | None = Membership.ACTIVE) -> int:
+                   status: str | None = Membership.ACTIVE, where: str = "") -> int:
         """Write a list as CSV to a stream, or whole-or-nothing to a file path; returns the rows written.
 
-        `status`: "active" (who would be mailed), another status, "suppressed", or None for everyone.
+        `status`: "active" (who would be mailed), another status, "suppressed", or None for everyone;
+        `where`: only the members matching a segment expression.
         """
+        from .. import segments
         from ..csvio import export_csv
 
-        return write_csv(out, lambda stream: export_csv(self.store, list_name, stream, status))
+        only = segments.matching_ids(self.store, where) if where else None
+        return write_csv(out, lambda stream: export_csv(self.store, list_name, stream, status, only))
 
     def export_suppressions(self, out: TextIO | str | os.PathLike[str]) -> int:
         """Write the suppression list as CSV; returns the rows written."""

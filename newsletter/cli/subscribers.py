@@ -235,9 +235,10 @@ def subscribers_lists(state: State, as_json: bool) -> None:
               help="active: who would be mailed; all: everyone, with their status.")
 @click.option("--suppressions", is_flag=True, help="Export the suppression list instead of a list.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="File to write (default: standard output).")
+@click.option("--where", "expression", default="", help="Only the members matching a segment expression.")
 @pass_state
 def subscribers_export(state: State, list_name: str | None, status: str, suppressions: bool,
-                       out_path: str | None) -> None:
+                       out_path: str | None, expression: str) -> None:
     """Export a list (or the suppression list) as CSV; importing it elsewhere restores it."""
     if suppressions == bool(list_name):
         raise click.UsageError("give --list NAME, or --suppressions")
@@ -245,7 +246,8 @@ def subscribers_export(state: State, list_name: str | None, status: str, suppres
     if suppressions:
         count = state.nl.subscribers.export_suppressions(target)
     else:
-        count = state.nl.subscribers.export_csv(list_name or "", target, None if status == "all" else status)
+        count = state.nl.subscribers.export_csv(list_name or "", target, None if status == "all" else status,
+                                                expression)
     if out_path:
         err.print(f"{count} rows written to {out_path}")
 
