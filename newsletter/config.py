@@ -179,6 +179,7 @@ class ScheduleSettings:
     timezone: str = "UTC"
     list: str = ""
     misfire_grace: int = 21600
+    segment: str = ""  # the weekly send goes to this segment (an expression or a [segments] name) of the list
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,16 @@ def test_export_where_writes_the_segments_members_only(segmented):
     exported = segmented("subscribers", "export", "--list", "weekly", "--where", "tag:vip").output
     rows = exported.strip().splitlines()[1:]
     assert sorted(row.split(",")[0] for row in rows) == sorted(VIP)
+
+
+def test_the_schedule_can_send_to_a_segment(segmented, sg_config, sendgrid_server, tmp_path):
+    from newsletter import Newsletter
+
+    from .conftest import ready_sample
+
+    sample_issue = ready_sample(tmp_path)
+    sg_config.write_text(sg_config.read_text() + '\n[segments.vips]\nlist = "weekly"\nwhere = "tag:vip"\n'
+                         '\n[schedule]\nlist = "weekly"\nsegment = "vips"\n')
+    with Newsletter.from_config(sg_config) as nl:
+        run = nl.schedule.due("weekly", issue_path=sample_issue)  # what a pinned job of the scheduler runs
+    assert run.exit_code == 0 and sorted(sendgrid_server.received) == sorted(VIP), run.line
