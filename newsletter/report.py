@@ -64,6 +64,7 @@ class IssueReport:
     # (event kind, status code, people, one server's words): bounces, deferrals, the sender's own refusals
     # (blocked) and complaints, by class and reason, most first.
     bounce_reasons: tuple[tuple[str, str, int, str], ...] = ()
+    segment: str = ""  # the segments the send was fixed to; "" for the whole list
 
     @property
     def sender_side(self) -> int:
@@ -148,11 +149,12 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
     """The report of one send (issue, list), from the ledger, the events and the history."""
     with store.engine.connect() as conn:
         send = conn.execute(
-            sa.select(sends.c.subject, sends.c.started_at, sends.c.finished_at, lists.c.id, sends.c.events)
+            sa.select(sends.c.subject, sends.c.started_at, sends.c.finished_at, lists.c.id, sends.c.events,
+                      sends.c.segment)
             .join(lists, lists.c.id == sends.c.list_id)
             .where(sends.c.issue == issue, lists.c.name == list_name)
         ).one()
-        subject, started, finished, list_id, tracked = send
+        subject, started, finished, list_id, tracked, segment = send
         states = delivery_counts(conn, issue, list_id)
         recipients = sum(states.values())
         # Events of this issue for recipients on this list (an event names its list when the provider
@@ -205,7 +207,7 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
         top_links=tuple(Link(str(url), int(clicks), int(who)) for url, clicks, who in link_rows),
         timeline={hour: (s, o, c) for hour, (s, o, c) in timeline.items()},
         tracked=tracked is not False,  # a send from before the column was recorded: assume events came
-        machine_opened=int(machine_opened), bounce_reasons=reasons,
+        machine_opened=int(machine_opened), bounce_reasons=reasons, segment=str(segment or ""),
     )
 
 

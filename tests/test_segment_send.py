@@ -127,3 +127,10 @@ def test_the_schedule_can_send_to_a_segment(segmented, sg_config, sendgrid_serve
     with Newsletter.from_config(sg_config) as nl:
         run = nl.schedule.due("weekly", issue_path=sample_issue)  # what a pinned job of the scheduler runs
     assert run.exit_code == 0 and sorted(sendgrid_server.received) == sorted(VIP), run.line
+
+
+def test_report_names_the_segment(segmented, sample_issue):
+    assert segmented("send", sample_issue, "--list", "weekly", "--segment", "tag:vip", "--yes").exit_code == 0
+    report = segmented("report", sample_issue, "--list", "weekly")
+    assert "went to the segment tag:vip" in report.output
+    assert '"segment": "tag:vip"' in segmented("report", sample_issue, "--list", "weekly", "--json").output

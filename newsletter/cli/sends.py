@@ -264,6 +264,8 @@ def _print_reports(reports: list[IssueReport]) -> None:
         table.add_row(r.issue, r.list_name, *r.table_cells().values())
     out.print(table)
     for r in reports:
+        if r.segment:
+            out.print(f"{r.issue} to {r.list_name} went to the segment {r.segment}", markup=False)
         if r.bounce_reasons:
             out.print(f"bounces of {r.issue} to {r.list_name}, by class and reason:", markup=False)
             for kind, code, people, words in r.bounce_reasons:
