@@ -140,6 +140,7 @@ events = sa.Table(
     sa.Column("received_at", sa.DateTime, nullable=False),
     sa.Column("machine", sa.Boolean, nullable=True),  # made by a machine, as the provider says (opens, clicks)
     sa.Index("ix_events_issue_kind", "issue", "kind", "subscriber_id"),
+    sa.Index("ix_events_subscriber_kind", "subscriber_id", "kind", "occurred_at"),  # a segment's engagement fields
 )
 
 # A subscriber's tags (lowercase words, see `fields.tags`), for segments.
@@ -207,6 +208,12 @@ def _send_segment(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE sends ADD COLUMN segment {sa.Text().compile(conn.dialect)}"))
 
 
+def _event_index(conn: Connection) -> None:
+    index = next(i for i in events.indexes if i.name == "ix_events_subscriber_kind")
+    if index.name not in {i["name"] for i in sa.inspect(conn).get_indexes("events")}:
+        index.create(conn)
+
+
 def _creates(*tables: sa.Table) -> Callable[[Connection], None]:
     def create(conn: Connection) -> None:
         metadata.create_all(conn, tables=list(tables))
@@ -227,6 +234,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (9, "messages of the bounce mailbox already acted on", _creates(mailbox_messages)),
     (10, "subscribers' tags", _creates(tags)),
     (11, "sends remember the segments they were fixed to", _send_segment),
+    (12, "events by subscriber and kind, for segments' engagement fields", _event_index),
 )
 
 
