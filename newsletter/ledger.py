@@ -270,8 +270,8 @@ class Ledger:
                 conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,
                                                    recipients=count, started_at=stamp, events=events, segment=text))
             else:  # one issue to a second segment of the list: its members not given the issue yet, once each
-                conn.execute(sends.update().where(*self._send).values(
-                    recipients=started.recipients + count, segment=f"{started.segment}; {text}"))
+                conn.execute(sends.update().where(*self._send).values(  # not finished while these wait
+                    recipients=started.recipients + count, segment=f"{started.segment}; {text}", finished_at=None))
             return True
 
     def segments(self) -> str:

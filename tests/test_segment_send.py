@@ -58,10 +58,19 @@ def test_two_overlapping_segments_of_one_list_reach_each_person_once(segmented, 
                                                                      sample_issue):
     for email in PEOPLE[3:8]:
         segmented("subscribers", "tag", email, "beta")
+    from newsletter.report import build
+
     assert segmented("send", sample_issue, "--list", "weekly", "--segment", "tag:vip", "--yes").exit_code == 0
+    second = segmented("send", sample_issue, "--list", "weekly", "--segment", "tag:beta", "--yes", "--limit", "1")
+    assert second.exit_code == 3
+    with Store(config_mod.load(sg_config)) as store:
+        assert build(store, "2026-12-01", "weekly").finished_at is None  # not finished while the new rows wait
     assert segmented("send", sample_issue, "--list", "weekly", "--segment", "tag:beta", "--yes").exit_code == 0
     assert sorted(sendgrid_server.received) == sorted(PEOPLE[:8])  # the union, each once
     assert "(segment tag:vip; tag:beta)" in segmented("status", sample_issue, "--list", "weekly").output
+    with Store(config_mod.load(sg_config)) as store:
+        report = build(store, "2026-12-01", "weekly")
+    assert report.recipients == report.sent == 8 and report.finished_at is not None
 
 
 def test_a_named_segment_from_the_config(segmented, sg_config, sendgrid_server, sample_issue):
