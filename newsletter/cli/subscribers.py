@@ -175,7 +175,8 @@ def segment_explain(state: State, expression: str, list_name: str | None) -> Non
     tree, sql, params, count = state.nl.subscribers.explain_segment(name, expression)
     out.print("\n".join(tree), markup=False)
     out.print(sql, markup=False)
-    out.print("parameters: " + ", ".join(f"{k}={v!r}" for k, v in params.items()), markup=False)
+    shown = (f"{k}={str(v)!r}" if isinstance(v, str) else f"{k}={v!r}" for k, v in params.items())  # StrEnums as text
+    out.print("parameters: " + ", ".join(shown), markup=False)
     out.print(f"count: {count:,}", markup=False)
 
 
