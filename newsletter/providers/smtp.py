@@ -219,7 +219,11 @@ class SmtpProvider:
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         try:
-            conn.send(body + b".\r\n")
+            conn.send(body)
+            if _stopped_meanwhile(pacer):  # stopped (SIGSTOP) while the body went out, resumed past the lease:
+                self._drop()  # the final "." is not sent, so the server discards the message
+                return False
+            conn.send(b".\r\n")
             code, reply = conn.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
@@ -252,3 +256,8 @@ class SmtpProvider:
             conn.rset()
         except (smtplib.SMTPException, OSError):
             self._drop()
+
+
+def _stopped_meanwhile(pacer: Pacer) -> bool:
+    """Asked again after a long write: a process resumed after SIGSTOP may have lost its rows meanwhile."""
+    return pacer.stopped
