@@ -86,9 +86,8 @@ class Schedule(Part):
         parsed = self._nl.issues.load(path)
         if parsed.draft:
             return DueRun(None, f"{path}: not sent: the issue is a draft (draft: true)", 0)
-        segment = self.config.schedule.segment
-        if segment:  # a named segment of another list is refused, as for `send --segment`
-            _list, segment = self._nl.sends.segment(list_name, segment)
+        # A named segment of another list is refused, as for `send --segment`.
+        _list, segment = self._nl.sends.segment(list_name, self.config.schedule.segment)
         report = self._nl.sends.send(parsed, list_name, stop=stop, segment=segment)  # joins a send already running
         return DueRun(report, report.summary(), report.exit_code)
 

@@ -55,7 +55,8 @@ class Sends(Part):
 
     def segment(self, list_name: str | None, segment: str) -> tuple[str | None, str]:
         """(the list, the expression) of `segment`: a name from `[segments.NAME]` (its own list), or an
-        expression for `list_name`. ConfigError when a named segment is of another list."""
+        expression for `list_name`; no segment is the whole list. ConfigError when a named segment is of
+        another list."""
         named = self.config.segments.get(segment)
         if named is None:
             return list_name, segment
@@ -68,7 +69,7 @@ class Sends(Part):
         """Everything a send would do short of the provider call; changes nothing, needs no API key."""
         from ..send import dry_run
 
-        list_name, where = self.segment(list_name, segment) if segment else (list_name, "")
+        list_name, where = self.segment(list_name, segment)
         mailing = self.mailing(issue, list_name, dry_run=True)
         with closing(self._nl.provider(dry_run=True)) as provider:
             return dry_run(self.store, mailing, provider, out_dir=Path(out_dir) if out_dir else None, limit=limit,
@@ -79,7 +80,7 @@ class Sends(Part):
         from ..ledger import Ledger
         from ..send import audience
 
-        list_name, where = self.segment(list_name, segment) if segment else (list_name, "")
+        list_name, where = self.segment(list_name, segment)
         mailing = self.mailing(issue, list_name, dry_run=True)
         return Ledger(self.store, mailing.rendered.slug, mailing.list_name, create=False,
                       segment=audience(where)).forecast()[0]
@@ -97,7 +98,7 @@ class Sends(Part):
         """
         from ..send import send
 
-        list_name, where = self.segment(list_name, segment) if segment else (list_name, "")
+        list_name, where = self.segment(list_name, segment)
         mailing = self.mailing(issue, list_name)
         with closing(self._nl.provider()) as provider:
             return send(self.store, mailing, provider, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,

@@ -159,8 +159,7 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
                  max_rate: float | None, resend_unknown: bool, as_json: bool, segment: str) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
-    if segment:
-        list_name, segment = nl.sends.segment(list_name, segment)
+    list_name, segment = nl.sends.segment(list_name, segment)
     if due:
         if issue or to_addresses:
             raise click.UsageError("--due picks the issue itself: give no ISSUE or --to with it")
