@@ -52,16 +52,24 @@ class FetchReport:
     sender_side: list[tuple[str, str, str]] = field(default_factory=list)  # (address, status, server's words)
 
     @property
+    def summary(self) -> str:
+        """One line of what was read; "" when nothing was waiting."""
+        if not (self.read or self.again):
+            return ""
+        classes = ", ".join(f"{kind} {count}" for kind, count in sorted(self.classes.items()))
+        return (f"{self.mailbox}: read {self.read} ({classes or 'none new'}), suppressed {self.suppressed}"
+                + (f", {self.again} read before" if self.again else ""))
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per refusal for the sender's own setup: what the operator must fix."""
+        return [f"mail to {address} was rejected because of the sender's setup ({status}): {words}"
+                for address, status, words in self.sender_side]
+
+    @property
     def line(self) -> str:
-        """One line of what was read ("" when nothing was waiting), then one per sender-side refusal."""
-        lines = []
-        if self.read or self.again:
-            classes = ", ".join(f"{kind} {count}" for kind, count in sorted(self.classes.items()))
-            lines.append(f"{self.mailbox}: read {self.read} ({classes or 'none new'}), suppressed {self.suppressed}"
-                         + (f", {self.again} read before" if self.again else ""))
-        lines += [f"mail to {address} was rejected because of the sender's setup ({status}): {words}"
-                  for address, status, words in self.sender_side]
-        return "\n".join(lines)
+        """The summary, then the warnings (what the scheduler logs)."""
+        return "\n".join(line for line in (self.summary, *self.warnings) if line)
 
     @property
     def exit_code(self) -> int:

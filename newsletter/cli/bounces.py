@@ -21,9 +21,8 @@ def fetch_command(state: State, ctx: click.Context) -> None:
     the unparsed folder for a person. Quiet when there is nothing; exits 1 when mail was refused
     because of the sender's own setup (DMARC, authentication, a blocklisted IP): fix that first."""
     report = state.nl.bounces.fetch()
-    if report.read or report.again:
-        click.echo(report.line.split("\n", 1)[0])
-    for address, status, words in report.sender_side:
-        click.echo(f"warning: mail to {address} was rejected because of the sender's setup ({status}): {words}",
-                   err=True)
+    if report.summary:
+        click.echo(report.summary)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     ctx.exit(report.exit_code)
