@@ -47,7 +47,7 @@ HARD_SIGNS = re.compile(
     r"address rejected|no mailbox|account (?:has been )?disabled|host (?:or domain name )?not found", re.IGNORECASE)
 FULL_SIGNS = re.compile(r"over ?quota|quota exceeded|mailbox (?:is )?full|insufficient (?:storage|space)",
                         re.IGNORECASE)
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")  # an enhanced status code (RFC 3463)
 _BASIC = re.compile(r"\b([45])(\d\d)[ -]")
 _ADDRESS = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?")
 _AUTO_SUBJECT = re.compile(
@@ -94,7 +94,7 @@ def classify(status: str, diagnostic: str, action: str = "failed", default: str 
     comes first, then a code in the server's words, then `default` (what the report says as a whole)."""
     if action.lower() == "delayed":
         return BounceClass.SOFT, status or "4.0.0", "delivery is delayed"
-    found = _ENHANCED.search(status) or _ENHANCED.search(diagnostic)
+    found = STATUS_CODE.search(status) or STATUS_CODE.search(diagnostic)
     code = ".".join(found.groups()) if found else _from_basic(diagnostic, status) or default
     if SENDER_SIGNS.search(diagnostic):
         return BounceClass.SENDER, code, "refused for the sender's setup, not the recipient's address"
@@ -281,7 +281,7 @@ def _plain_bounce(message: Message) -> list[Finding]:
         if not found or found.group(1).lower() in seen or _DAEMON.search(line):
             continue
         around = " ".join(" ".join(lines[index:index + 6]).split())
-        if not (_BASIC.search(around) or _ENHANCED.search(around) or re.search(r"<[^>]+>:\s*$", line)
+        if not (_BASIC.search(around) or STATUS_CODE.search(around) or re.search(r"<[^>]+>:\s*$", line)
                 or line.startswith(("  ", "\t"))):
             continue
         seen.add(found.group(1).lower())

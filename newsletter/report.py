@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .bounces import STATUS_CODE
 from .csvio import neutralise
 from .errors import ConfigError
 from .ledger import delivery_counts
@@ -212,7 +212,6 @@ def build(store: Store, issue: str, list_name: str, *, links: int = 10) -> Issue
 
 
 _BOUNCE_KINDS = ("bounced", "deferred", "blocked", "complained", "dropped")
-_STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
 
 
 def _bounce_reasons(rows: Sequence[Any]) -> tuple[tuple[str, str, int, str], ...]:
@@ -220,7 +219,7 @@ def _bounce_reasons(rows: Sequence[Any]) -> tuple[tuple[str, str, int, str], ...
     people: dict[tuple[str, str], set[Any]] = defaultdict(set)
     words: dict[tuple[str, str], str] = {}
     for kind, reason, subscriber in rows:
-        found = _STATUS.search(reason or "")
+        found = STATUS_CODE.search(reason or "")
         key = (str(kind), found.group(0) if found else "")
         people[key].add(subscriber)
         words.setdefault(key, str(reason or "")[:200])
