@@ -86,29 +86,31 @@ def fetch(store: Store, mailbox: Mailbox, settings: BouncesSettings, paths: Retu
         seen = {str(key) for key in rows}
     done: dict[bool, list[str]] = {True: [], False: []}  # read and recorded, to move in one command per folder
     for key, raw in mailbox.fetch(mailbox.pending(seen)):
-        done[_one(store, mailbox.name, key, raw, settings, paths, report)].append(key)
+        recorded = key if mailbox.lasting_keys else None
+        done[_one(store, mailbox.name, recorded, raw, settings, paths, report)].append(key)
         if len(done[True]) + len(done[False]) >= settings.mailbox.batch:
             _put_away(mailbox, done)
     _put_away(mailbox, done)
     return report
 
 
-def _one(store: Store, name: str, key: str, raw: bytes, settings: BouncesSettings, paths: ReturnPath | None,
+def _one(store: Store, name: str, key: str | None, raw: bytes, settings: BouncesSettings, paths: ReturnPath | None,
          report: FetchReport) -> bool:
-    """Act on one message unless it was read before, and record it, in one transaction; whether any
-    rule understood it."""
+    """Act on one message unless it was read before, and record it, in one transaction (the message is
+    parsed before it, so the writer is held only for the writes); whether any rule understood it."""
     digest = hashlib.sha256(raw).hexdigest()
-    with store.write() as conn:
+    with store.engine.connect() as conn:
         known = conn.execute(sa.select(mailbox_messages.c.outcome).where(mailbox_messages.c.digest == digest)).scalar()
-        if known is not None:
-            report.again += 1
-            return bool(known != BounceClass.UNKNOWN)
-        parsed = bounces.read(raw)
-        report.read += 1
-        report.classes[parsed.kind] += 1
+    if known is not None:
+        report.again += 1
+        return bool(known != BounceClass.UNKNOWN)
+    parsed = bounces.read(raw)
+    report.read += 1
+    report.classes[parsed.kind] += 1
+    with store.write() as conn:
         _act(store, conn, parsed, digest, settings, paths, report)
         conn.execute(mailbox_messages.insert().values(
-            digest=digest, mailbox=name, message_key=key if name.startswith("pop3") else None,
+            digest=digest, mailbox=name, message_key=key,
             outcome=str(parsed.kind), processed_at=now()))
     return parsed.kind != BounceClass.UNKNOWN
 

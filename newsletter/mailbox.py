@@ -25,6 +25,7 @@ class MailboxError(InputError):
 
 class Mailbox(Protocol):
     name: str  # where it is, for messages and the record of what was read (no password)
+    lasting_keys: bool  # a key names its message for good (POP3's UIDL, kept as the record of what was read)
 
     def pending(self, seen: set[str]) -> list[str]:
         """The keys of the messages to read, oldest first; `seen` are POP3 UIDLs already read."""
@@ -53,6 +54,8 @@ def _context() -> ssl.SSLContext:
 
 
 class ImapMailbox:
+    lasting_keys = False  # UIDs of messages that are moved away once read
+
     def __init__(self, settings: MailboxSettings, password: str) -> None:
         from imapclient import IMAPClient
         from imapclient.exceptions import IMAPClientError
@@ -114,6 +117,8 @@ class ImapMailbox:
 
 
 class Pop3Mailbox:
+    lasting_keys = True
+
     def __init__(self, settings: MailboxSettings, password: str) -> None:
         self.settings = settings
         self.name = f"pop3://{settings.username}@{settings.host}:{settings.port}"
