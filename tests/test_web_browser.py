@@ -4,7 +4,6 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -21,9 +20,14 @@ pytestmark = pytest.mark.browser
 
 
 def heading_becomes(driver, text: str) -> None:
-    """Wait for the page after a click: a click returns before the next page has loaded."""
-    WebDriverWait(driver, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(
-        lambda d: text in d.find_element(By.TAG_NAME, "h1").text)
+    """Wait for the page after a click: a click returns before the next page has loaded.
+
+    The heading is read in one script call: finding the element and then asking for its text is
+    two calls, and a page replaced between them fails with "Node with given id does not belong to
+    the document", which is no stale-element error that a wait could ignore.
+    """
+    WebDriverWait(driver, 20).until(lambda d: text in d.execute_script(
+        "const h = document.querySelector('h1'); return h ? h.textContent : '';"))
 
 
 def membership(cfg, address):
