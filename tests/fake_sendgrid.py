@@ -20,6 +20,7 @@ import uuid
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def check_body(body: Any) -> list[dict[str, str]]:
@@ -90,6 +91,9 @@ class FakeSendGrid:
         self.garbage: deque[bytes] = deque()  # what to answer instead of HTTP, after accepting the request
         self.drop: deque[bool] = deque()  # accept the next request, then hang up without answering
         self.latency = latency  # seconds every answer takes, as a real API's round trip
+        self.connections = 0  # TCP connections accepted
+        self.proxied = 0  # requests that came as to a proxy (an absolute URL), served as if forwarded
+        self.close_idle = False  # close each connection after its answer, unannounced, as an idle timeout does
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,6 +101,11 @@ class FakeSendGrid:
 
             def log_message(self, format: str, *args: object) -> None:
                 return
+
+            def setup(self) -> None:
+                super().setup()
+                with server.lock:
+                    server.connections += 1
 
             def _answer(self, status: int, payload: Any = None, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode() if payload is not None else b""
@@ -124,6 +133,10 @@ class FakeSendGrid:
                 with server.lock:
                     server.requests += 1
                     scripted = server.script.popleft() if server.script else None
+                if self.path.startswith("http://"):
+                    with server.lock:
+                        server.proxied += 1
+                    self.path = urlsplit(self.path).path
                 if self.path != "/v3/mail/send":
                     return self._answer(404, {"errors": [{"message": f"no route {self.path}"}]})
                 if self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -166,7 +179,10 @@ class FakeSendGrid:
                     self.wfile.write(garbage)
                     self.close_connection = True
                     return None
-                return self._answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
+                self._answer(202, None, {"X-Message-Id": uuid.uuid4().hex[:22]})
+                if server.close_idle:
+                    self.close_connection = True
+                return None
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True

@@ -30,6 +30,7 @@ from ..placeholders import PATTERN, SPECIAL, clean, fill, lookup, neutral, one_l
 from .base import Envelope, Preview, Recipient, Result, list_unsubscribe
 from .mime import eml_previews
 from .retry import MaybeSent, Retry, with_retries
+from .sendgrid_transport import Connections, Endpoint, Text
 
 MAX_RECIPIENTS = 1000
 MAX_MESSAGE_BYTES = 30_000_000  # SendGrid's limit on one request
@@ -196,6 +197,8 @@ class SendGridProvider:
         self.max_in_flight = max_in_flight
         self.max_batch = min(settings.batch_size, MAX_RECIPIENTS)
         self._client = sendgrid.SendGridAPIClient(api_key=api_key, host=settings.api_base.rstrip("/"))
+        self._connections = Connections(settings.api_base)
+        self._mail_send = Endpoint(self._client.client.mail.send, self._connections)
         # The HTTP call: (body, timeout) to the X-Message-Id, raising as python-http-client does.
         self._call: Post = post or self._client_post
         self._sleep = sleep
@@ -250,8 +253,8 @@ class SendGridProvider:
     def _client_post(self, body: str, timeout: float) -> str:
         # A Content-Type other than the bare "application/json" makes the library send the
         # (already JSON) text as it is instead of encoding it again.
-        response = self._client.client.mail.send.post(
-            request_body=body, request_headers={"Content-Type": CONTENT_TYPE}, timeout=timeout)
+        response = self._mail_send.post(request_body=Text(body), request_headers={"Content-Type": CONTENT_TYPE},
+                                        timeout=timeout)
         return str(response.headers.get("X-Message-Id", ""))
 
     def _refusal(self, exc: HTTPError) -> Exception:
@@ -357,4 +360,4 @@ class SendGridProvider:
             self._send(envelope, rest, results, pacer)
 
     def close(self) -> None:
-        return None
+        self._connections.close()
