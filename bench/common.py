@@ -49,10 +49,11 @@ class Measured(NamedTuple):
     cpu_seconds: float  # user and system time of the command
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)) -> Measured:
-    """Run `newsletter ARGS` in a child process: its wall seconds, peak RSS, stdout and CPU seconds;
-    an exit code not in `ok` stops the benchmark."""
-    result = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-m", "newsletter.cli", *args],
+def run_measured(args: list[str], env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,),
+                 program: tuple[str, ...] = ("-m", "newsletter.cli")) -> Measured:
+    """Run `newsletter ARGS` (or another Python `program`) in a child process: its wall seconds, peak
+    RSS, stdout and CPU seconds; an exit code not in `ok` stops the benchmark."""
+    result = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, *program, *args],
                             capture_output=True, text=True, env=env)
     marker = result.stderr.rsplit("@@ ", 1)[-1].split()
     code, seconds, peak_kb, cpu = int(marker[0]), float(marker[1]), int(marker[2]), float(marker[3])

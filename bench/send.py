@@ -7,6 +7,9 @@ command's time, recipients and requests per second, the sender's CPU seconds and
 fake server's CPU seconds (on a 2-core machine the two share the cores).
 
     python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N] [--provider postmark|mailgun|ses]
+                         [--floor]
+
+With `--floor`, bench/floor.py then runs on the same store: the least work any sender must do.
 """
 
 from __future__ import annotations
@@ -53,7 +56,17 @@ def stats(url: str) -> dict[str, int]:
         return json.loads(response.read())
 
 
-def bench(size: int, latency: float, concurrency: int | None, provider: str) -> None:
+def floor(folder: Path, issue: Path, env: dict[str, str], send_seconds: float, send_cpu: float) -> None:
+    """The same store through bench/floor.py: the send's time beside the least any sender must do."""
+    run_measured(["--config", str(folder / "config.toml"), "render", str(issue), "--out", str(folder / "out")], env)
+    html = sum(path.stat().st_size for path in (folder / "out").glob("*.html"))
+    seconds, _peak, _output, cpu = run_measured([str(folder / "bench.db"), str(html)], env,
+                                                program=(str(ROOT / "bench" / "floor.py"),))
+    print(f"floor: {seconds:6.1f} s, CPU {cpu:.1f} s; the send is {send_seconds / seconds:.2f}x the floor "
+          f"(CPU {send_cpu / cpu:.2f}x)", flush=True)
+
+
+def bench(size: int, latency: float, concurrency: int | None, provider: str, with_floor: bool = False) -> None:
     server, url = fake_server(provider, latency)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -83,6 +96,8 @@ def bench(size: int, latency: float, concurrency: int | None, provider: str) -> 
                   f"{concurrency or 'default'}: {seconds:6.1f} s, {size / seconds:9,.0f} recipients/s, "
                   f"{got['requests']:,} requests ({got['requests'] / seconds:,.1f}/s), sender CPU {cpu:.1f} s, "
                   f"peak RSS {peak:.0f} MB, fake server CPU {served:.1f} s", flush=True)
+            if with_floor:
+                floor(folder, issue, env, seconds, cpu)
     finally:
         server.kill()
         server.wait()
@@ -94,9 +109,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds the fake server takes per request")
     parser.add_argument("--concurrency", type=int, help="[send] concurrency (default: the config's default)")
     parser.add_argument("--provider", choices=sorted(FAKES), default="sendgrid")
+    parser.add_argument("--floor", action="store_true", help="then time bench/floor.py on the same store")
     args = parser.parse_args()
     for size in args.sizes:
-        bench(size, args.latency, args.concurrency, args.provider)
+        bench(size, args.latency, args.concurrency, args.provider, args.floor)
 
 
 if __name__ == "__main__":
