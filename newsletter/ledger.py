@@ -91,6 +91,12 @@ class Holder(NamedTuple):
     gone: str
 
 
+class _ClaimSql(NamedTuple):
+    holds: Prepared  # the worker's lease, seen inside the claim
+    take: Prepared  # the next pending rows set in flight, their ids returned
+    claimed: Prepared  # those rows with what decides whether each may still be mailed
+
+
 class Claimed(NamedTuple):
     """A recipient claimed for sending."""
 
@@ -152,7 +158,7 @@ class Ledger:
         self.list_id = store.list_id(list_name, create=create)
         self._where = (deliveries.c.issue == issue, deliveries.c.list_id == self.list_id)
         self._cursor = 0  # claims move forward through subscriber ids
-        self._claim_sql: Prepared | None = None
+        self._claim_sql: _ClaimSql | None = None
 
     def started(self) -> bool:
         return self.started_at() is not None
@@ -432,57 +438,63 @@ class Ledger:
     def _claim_from(self, worker: int, claim: int, size: int, lease: float) -> tuple[list[Claimed], Counter[str]]:
         stamp = self.now()
         with self.store.write() as conn:
+            sql = self._claim_statements(conn)
+            at = db_time(conn, stamp)
             # Claim only while this worker's lease holds, seen inside the claim's own transaction; FOR
             # SHARE makes a recovery that marks it lost wait for this claim (PostgreSQL).
-            holds = conn.execute(sa.select(workers.c.id).where(
-                workers.c.id == worker, workers.c.state == RUNNING,
-                workers.c.heartbeat_at >= stamp - dt.timedelta(seconds=lease)).with_for_update(read=True)).first()
-            if holds is None:
+            if not sql.holds.execute(conn, {"b_worker": worker,
+                                            "b_since": db_time(conn, stamp - dt.timedelta(seconds=lease))}):
                 raise LeaseLost(f"worker {worker} no longer holds a lease on {self.issue} to {self.list_name}")
-            pick = deliveries.alias("pick")  # an alias, so the subquery is not correlated with the UPDATE
-            picked = (
-                sa.select(pick.c.subscriber_id)
-                .where(pick.c.issue == self.issue, pick.c.list_id == self.list_id, pick.c.state == PENDING,
-                       pick.c.subscriber_id > self._cursor,
-                       sa.or_(pick.c.retry_after.is_(None), pick.c.retry_after <= stamp))
-                .order_by(pick.c.subscriber_id).limit(size)
-                .with_for_update(skip_locked=True)
-            )
-            # A CTE, not `IN (subquery)`: PostgreSQL may run a subquery more than once per statement,
-            # each time taking another LIMIT's worth; a CTE with FOR UPDATE is evaluated once.
-            chosen = picked.cte("chosen")
-            taken = sorted(conn.execute(
-                deliveries.update()
-                .where(deliveries.c.issue == self.issue,
-                       deliveries.c.subscriber_id.in_(sa.select(chosen.c.subscriber_id)))
-                .values(state=IN_FLIGHT, worker_id=worker, claim=claim, attempts=deliveries.c.attempts + 1,
-                        updated_at=stamp)
-                .returning(deliveries.c.subscriber_id)
-            ).scalars().all())
+            taken = sorted(row[0] for row in sql.take.execute(conn, {
+                "b_issue": self.issue, "b_list": self.list_id, "b_cursor": self._cursor, "b_at": at,
+                "b_size": size, "b_worker": worker, "b_claim": claim}))
             if not taken:
                 return [], Counter()
             self._cursor = taken[-1]
-            rows = self._claimed_query(conn).execute(conn, {
+            rows = sql.claimed.execute(conn, {
                 "b_issue": self.issue, "b_worker": worker, "b_claim": claim, "b_low": taken[0], "b_high": taken[-1]})
-            claimed: list[Claimed] = []
+            claimed = [Claimed(*row[:4]) for row in rows if row[1] and row[5] is None and row[4] == ACTIVE]
+            if len(claimed) == len(rows):
+                return claimed, Counter()
             skipped: dict[str, list[int]] = defaultdict(list)
-            for sid, email, name, attributes, status, suppressed in rows:
+            for sid, email, _name, _attributes, status, suppressed in rows:
                 if not email:  # erased: the row is a tombstone (or gone, in a store from before tombstones)
                     skipped["erased"].append(sid)
                 elif suppressed is not None:
                     skipped["suppressed"].append(sid)
                 elif status != ACTIVE:
                     skipped[status or "left the list"].append(sid)
-                else:
-                    claimed.append(Claimed(sid, email, name, attributes))
-            at = db_time(conn, stamp)
             for reason, ids in skipped.items():
                 self._set(conn, ids, SKIPPED, at, error=reason)
         return claimed, Counter({reason: len(ids) for reason, ids in skipped.items()})
 
-    def _claimed_query(self, conn: Connection) -> Prepared:
+    def _claim_statements(self, conn: Connection) -> _ClaimSql:
+        """A claim's three statements, compiled once: building them anew cost more than running them."""
         if self._claim_sql is None:
-            self._claim_sql = Prepared(
+            holds = sa.select(workers.c.id).where(
+                workers.c.id == sa.bindparam("b_worker"), workers.c.state == RUNNING,
+                workers.c.heartbeat_at >= sa.bindparam("b_since")).with_for_update(read=True)
+            pick = deliveries.alias("pick")  # an alias, so the subquery is not correlated with the UPDATE
+            picked = (
+                sa.select(pick.c.subscriber_id)
+                .where(pick.c.issue == sa.bindparam("b_issue"), pick.c.list_id == sa.bindparam("b_list"),
+                       pick.c.state == PENDING, pick.c.subscriber_id > sa.bindparam("b_cursor"),
+                       sa.or_(pick.c.retry_after.is_(None), pick.c.retry_after <= sa.bindparam("b_at")))
+                .order_by(pick.c.subscriber_id).limit(sa.bindparam("b_size"))
+                .with_for_update(skip_locked=True)
+            )
+            # A CTE, not `IN (subquery)`: PostgreSQL may run a subquery more than once per statement,
+            # each time taking another LIMIT's worth; a CTE with FOR UPDATE is evaluated once.
+            chosen = picked.cte("chosen")
+            take = (
+                deliveries.update()
+                .where(deliveries.c.issue == sa.bindparam("b_issue"),
+                       deliveries.c.subscriber_id.in_(sa.select(chosen.c.subscriber_id)))
+                .values(state=IN_FLIGHT, worker_id=sa.bindparam("b_worker"), claim=sa.bindparam("b_claim"),
+                        attempts=deliveries.c.attempts + 1, updated_at=sa.bindparam("b_at"))
+                .returning(deliveries.c.subscriber_id)
+            )
+            claimed = (
                 sa.select(deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
                           subscribers.c.attributes, memberships.c.status, suppressions.c.reason)
                 .select_from(deliveries)
@@ -495,9 +507,10 @@ class Ledger:
                        deliveries.c.worker_id == sa.bindparam("b_worker"),
                        deliveries.c.claim == sa.bindparam("b_claim"),
                        deliveries.c.state == IN_FLIGHT)
-                .order_by(deliveries.c.subscriber_id),
-                conn.dialect,
+                .order_by(deliveries.c.subscriber_id)
             )
+            self._claim_sql = _ClaimSql(Prepared(holds, conn.dialect), Prepared(take, conn.dialect),
+                                        Prepared(claimed, conn.dialect))
         return self._claim_sql
 
     def _set(self, conn: Connection, ids: list[int], state: str, stamp: Any, *, error: str | None = None,
