@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .base import Group, State, cli, list_option, out, pass_state, show_time, stop_on_signals
+from .base import Group, State, cli, list_option, out, pass_state, settled_heap, show_time, stop_on_signals
 
 if TYPE_CHECKING:
     from ..app import DuePlan
@@ -77,7 +77,7 @@ def scheduler_command(state: State, list_name: str | None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)  # not every wake-up
-    with stop_on_signals() as stop:
+    with settled_heap(), stop_on_signals() as stop:
         state.nl.schedule.run(list_name, stop=stop)
 
 

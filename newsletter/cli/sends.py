@@ -19,6 +19,7 @@ from .base import (
     pass_state,
     print_compatibility,
     print_json,
+    settled_heap,
     show_time,
     stop_on_signals,
     warn,
@@ -182,7 +183,7 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
         _send_test_copies(nl, mailing, to_addresses)
     if not yes:
         _confirm(nl, mailing, segment)
-    with stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
+    with settled_heap(), stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
         report = nl.sends.send(mailing, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
                                progress=progress, stop=stop, segment=segment)
     _print_send(report, f"newsletter send {issue} --list {name} --yes",
@@ -196,7 +197,7 @@ def _send_due(nl: Newsletter, list_name: str | None, dry_run: bool, out_dir: str
         name = nl.config.list_or_default(list_name)
         _print_due(nl.schedule.plan(name), nl, name, out_dir, limit or 3)
         sys.exit(0)
-    with stop_on_signals() as stop:
+    with settled_heap(), stop_on_signals() as stop:
         run = nl.schedule.due(list_name, stop=stop)
     if run.line:
         out.print(run.line, markup=False)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..app import STATUSES
-from .base import State, cli, err, json_option, out, pass_state, print_json
+from .base import State, cli, err, json_option, out, pass_state, print_json, settled_heap
 
 
 @cli.group()
@@ -41,9 +41,10 @@ def subscribers_import(state: State, file: str, list_name: str, status: str, str
             progress.update(task, description=f"importing: {rows:,} rows read")
 
         separator = {"comma": ",", "semicolon": ";", "tab": "\t"}.get(delimiter or "")
-        report = state.nl.subscribers.import_csv(file, list_name, status=status, strict=strict,
-                                                 rejects_path=rejects_path, progress=show, delimiter=separator,
-                                                 email_column=email_column)
+        with settled_heap():
+            report = state.nl.subscribers.import_csv(file, list_name, status=status, strict=strict,
+                                                     rejects_path=rejects_path, progress=show, delimiter=separator,
+                                                     email_column=email_column)
     out.print(report.summary())
     for line, reason in report.reject_samples:
         err.print(f"{file}:{line}: rejected: {reason}", markup=False)
