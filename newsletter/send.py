@@ -83,21 +83,24 @@ class Mailing:
         self._return_path = (tokens.ReturnPath(bounces.verp_address, config.secret())
                              if bounces.verp_address and self._signer else None)
 
-    def unsubscribe_url(self, subscriber_id: int, email: str) -> str:
-        token = (self._signer.make(subscriber_id, self.list_name, self.rendered.slug, tokens.address_tag(email))
-                 if self._signer else "dry-run")
-        return f"{self.base_url}/unsubscribe/{token}"
+    def recipients(self, claimed: list[Claimed]) -> list[Recipient]:
+        """Each claimed row's recipient: values, signed unsubscribe link, return path."""
+        base, slug, view_url = f"{self.base_url}/unsubscribe/", self.rendered.slug, self.view_url
+        if self._signer is not None:
+            links = [base + token for token in self._signer.make_tagged(
+                [(c.subscriber_id, c.email) for c in claimed], self.list_name, slug)]
+        else:
+            links = [base + "dry-run"] * len(claimed)
+        attributes, verp, values = self._uses_attributes, self._return_path, placeholders.recipient_values
+        make = Recipient._make
+        return [make((
+            c.subscriber_id, c.email, c.name,
+            values(c.email, c.name, c.attributes if attributes else {}, url, view_url),
+            url, {"subscriber": str(c.subscriber_id)}, verp.make(slug, c.subscriber_id) if verp else "",
+        )) for c, url in zip(claimed, links, strict=True)]
 
-    def recipient(self, c: Claimed) -> Recipient:
-        url = self.unsubscribe_url(c.subscriber_id, c.email)
-        return Recipient(
-            key=c.subscriber_id, email=c.email, name=c.name,
-            values=placeholders.recipient_values(c.email, c.name, c.attributes if self._uses_attributes else {},
-                                                 url, self.view_url),
-            unsubscribe_url=url,
-            custom_args={"subscriber": str(c.subscriber_id)},
-            return_path=self._return_path.make(self.rendered.slug, c.subscriber_id) if self._return_path else "",
-        )
+    def recipient(self, claimed: Claimed) -> Recipient:
+        return self.recipients([claimed])[0]
 
 
 def audience(segment: str) -> tuple[str, Any] | None:
@@ -255,7 +258,7 @@ class _Dispatch:
         return claimed
 
     def _hand(self, claimed: list[Claimed]) -> None:
-        recipients = [self.mailing.recipient(c) for c in claimed]
+        recipients = self.mailing.recipients(claimed)
         future = self.pool.submit(self.provider.send, self.mailing.envelope, recipients, self.pacer)
         future.add_done_callback(functools.partial(_returned, self.finished, self.claims, recipients))
         self.in_flight += 1
@@ -500,7 +503,7 @@ def dry_run(store: Store, mailing: Mailing, provider: Provider, *, out_dir: Path
         compatibility=mailing.rendered.compatibility,
     )
     if out_dir is not None:
-        for name, data in provider.preview(mailing.envelope, [mailing.recipient(c) for c in preview], limit):
+        for name, data in provider.preview(mailing.envelope, mailing.recipients(preview), limit):
             path = out_dir / name
             atomic_write(path, data)
             report.written.append(path)

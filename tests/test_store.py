@@ -189,6 +189,30 @@ def test_tokens_reject_tampering():
         tokens.check_confirm(b"secret-one", confirm, now=time.time() + 61)
 
 
+@pytest.mark.parametrize("secret", [b"secret-one", b"k" * 64, b"a secret longer than one SHA-256 block" * 3, b"\xff" * 7])
+def test_tokens_are_the_hmac_of_the_standard_library_so_links_already_sent_keep_working(secret):
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signer = tokens.unsubscribe_signer(secret)
+    people = [(42, "Ada@Example.com"), (7, "bücher@bücher.de"), (1, "x@y.z")]
+    made = signer.make_tagged(people, "weekly", "2026-12-01")
+    for (sid, email), token in zip(people, made, strict=True):
+        tag = b64(hashlib.sha256(email.lower().encode()).digest()[:6])
+        subscriber = f"{sid}-{tag}"
+        expected = hmac.new(secret, b"unsubscribe\x00" + f"{subscriber}|weekly|2026-12-01".encode(),
+                            hashlib.sha256).digest()
+        assert token == f"{subscriber}.{b64(b'weekly|2026-12-01')}.{b64(expected)}"
+        assert token == signer.make(sid, "weekly", "2026-12-01", tokens.address_tag(email))
+        assert signer.check(token) == tokens.Claims(sid, "weekly", "2026-12-01", tag)
+    verp = tokens.ReturnPath("bounces@example.com", secret)
+    assert verp.find(verp.make("2026-12-01", 42)) == (42, tokens.issue_digest("2026-12-01"))
+
+
 _LOCAL = st.text(alphabet="abcXYZ019.!#$%&'*+/=?^_`{|}~-é", min_size=1, max_size=70)
 _DOMAIN = st.sampled_from(["example.com", "EXAMPLE.org", "bücher.de", "localhost", "a..b", "x.test",
                            "sub.example.co.uk", "-bad.com", "ex_ample.com", "123.456", "xn--bcher-kva.de"])
