@@ -91,7 +91,7 @@ class Payload:
         self._personal_subject = bool(PATTERN.search(rendered.subject)) or bool(envelope.subject_prefix)
         self._suffixes: dict[frozenset[str], str] = {}
         # custom_args shared by every recipient, as JSON members
-        self._shared_args = [f"{_json_str(k)}:{_json_str(str(v))}" for k, v in envelope.custom_args.items()]
+        self._shared_args = ",".join(f"{_json_str(k)}:{_json_str(str(v))}" for k, v in envelope.custom_args.items())
 
     def _suffix(self, shared: frozenset[str]) -> str:
         """Everything after the personalizations, for one choice of shared keys."""
@@ -135,41 +135,48 @@ class Payload:
 
     def body(self, recipients: Sequence[Recipient]) -> str:
         """The JSON body of one mail-send request, exactly as it is posted."""
-        names = self._names
-        shared = frozenset(
-            n for n in names
-            if n in self._html_names and n in self._text_names
-            and all(SPECIAL.search(lookup(r.values, n)) is None for r in recipients)
-        )
-        keys: list[tuple[str, bool | None, str]] = []  # (name, escape (None: shared, needs nothing), key)
-        for n in names:
+        values = [r.values for r in recipients]
+        shared = frozenset(n for n in self._html_names & self._text_names if not _special(values, n))
+        keys: list[tuple[str, str, bool | None, str]] = []  # (name, default, escape (None: needs nothing), key)
+        for n in self._names:
+            name, _, default = n.partition("|")
             if n in shared:
-                keys.append((n, None, _json_str(f"%%{n}%%") + ":"))
+                keys.append((name, default, None, _json_str(f"%%{n}%%") + ":"))
                 continue
             if n in self._html_names:
-                keys.append((n, True, _json_str(f"%%{n}%%") + ":"))
+                keys.append((name, default, True, _json_str(f"%%{n}%%") + ":"))
             if n in self._text_names:
-                keys.append((n, False, _json_str(f"%%{n}:t%%") + ":"))
-        personalizations = ",".join(self._personalization(r, keys) for r in recipients)
+                keys.append((name, default, False, _json_str(f"%%{n}:t%%") + ":"))
+        personalization = self._personalization
+        personalizations = ",".join([personalization(r, keys) for r in recipients])
         return '{"personalizations":[' + personalizations + self._suffix(shared)
 
-    def _personalization(self, r: Recipient, keys: list[tuple[str, bool | None, str]]) -> str:
+    def _personalization(self, r: Recipient, keys: list[tuple[str, str, bool | None, str]]) -> str:
         values = r.values
         name = one_line(r.name).replace(";", " ").replace(",", " ").strip() if r.name else ""
         subs = ",".join([
-            key + _json_str(lookup(values, n) if escape is None else clean(lookup(values, n), html_escape=escape))
-            for n, escape, key in keys
+            key + _json_str((values.get(n) or default) if escape is None
+                            else clean(values.get(n) or default, html_escape=escape))
+            for n, default, escape, key in keys
         ])
         headers = (_UNSUBSCRIBE_HEADERS % _json_str(list_unsubscribe(self.envelope, r.unsubscribe_url))
                    if r.unsubscribe_url else "")
-        own = (f"{_json_str(k)}:{_json_str(str(v))}" for k, v in r.custom_args.items())
-        args = ",".join([*self._shared_args, *own])
+        own = ",".join([f"{_json_str(k)}:{_json_str(str(v))}" for k, v in r.custom_args.items()])
+        args = f"{self._shared_args},{own}" if self._shared_args and own else self._shared_args or own
         subject = ""
         if self._personal_subject:
             text = self.envelope.subject_prefix + fill(self.envelope.rendered.subject, values, html_escape=False)
             subject = ',"subject":' + _json_str(one_line(text))
         return _PERSONALIZATION_JSON % (_json_str(r.email), ',"name":' + _json_str(name) if name else "", subs,
                                         headers, args, subject)
+
+
+def _special(values: list[dict[str, str]], spec: str) -> bool:
+    """Whether the placeholder `spec` (with any default) holds, for any of these recipients, a character
+    that escaping for HTML would change: one search over all of them."""
+    name, _, default = spec.partition("|")
+    found = [v.get(name, "") for v in values]
+    return SPECIAL.search("\x00".join(found)) is not None or (bool(SPECIAL.search(default)) and "" in found)
 
 
 Post = Callable[[str, float], str]  # (request body, timeout) -> X-Message-Id
