@@ -2,7 +2,8 @@
 
 The sink is a real SMTP server (aiosmtpd) on 127.0.0.1 that waits `--delay` seconds before each
 reply to MAIL, RCPT and DATA, as a relay a few milliseconds away does. Each run sends the sample
-issue to `--size` subscribers with `newsletter send` in its own process, from a fresh store.
+issue to `--size` subscribers with `newsletter send` in its own process, from a fresh store, and
+prints the sender's CPU per message (start-up included).
 
     python bench/smtp.py [--size 2000] [--delay 0.005] [--connections 1 4]
 """
@@ -38,10 +39,11 @@ def bench(size: int, delay: float, connections: int) -> None:
             run_measured(["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"], env)
             issue = str(ROOT / "issues" / "2026-12-01.md")
             command = ["--config", str(config), "send", issue, "--list", "weekly", "--yes"]
-            seconds, peak, output, _cpu = run_measured(command, env)
+            seconds, peak, output, cpu = run_measured(command, env)
             assert inbox.count == size, output
             print(f"{size:,} messages, {delay * 1000:.0f} ms per reply, {connections} connection(s): {seconds:5.1f} s, "
-                  f"{size / seconds:6.0f} messages/s, peak RSS {peak:.0f} MB", flush=True)
+                  f"{size / seconds:6.0f} messages/s, sender CPU {cpu:.1f} s ({cpu / size * 1000:.2f} ms a message), "
+                  f"peak RSS {peak:.0f} MB", flush=True)
     finally:
         controller.stop()
 

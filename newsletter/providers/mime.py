@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import binascii
 import email.policy
+import re
+import secrets
+import sys
 from collections.abc import Sequence
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Any
 
-from ..placeholders import fill, one_line
+from ..placeholders import PATTERN, fill, one_line
 from .base import Envelope, Preview, Recipient, list_unsubscribe
 
 
@@ -49,31 +53,57 @@ def _to(recipient: Recipient, utf8: bool) -> Address | str:
     return f'"{quoted}" <{recipient.email}>'
 
 
-def build_message(envelope: Envelope, recipient: Recipient) -> EmailMessage:
-    """The complete message for one recipient, exactly as it goes over SMTP."""
+def _headers(envelope: Envelope, recipient: Recipient, utf8: bool, date: str,
+             message_id: str) -> list[tuple[str, Any, bool]]:
+    """The message's headers in order: (name, value, whether it is the recipient's own)."""
     rendered = envelope.rendered
-    msg = EmailMessage(policy=UTF8_POLICY if needs_smtputf8(envelope, recipient) else POLICY)
-    msg["Subject"] = _header(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False))
-    msg["From"] = envelope.from_header
-    msg["To"] = _to(recipient, msg.policy is UTF8_POLICY)
+    personal_subject = "%%" in rendered.subject
+    headers: list[tuple[str, Any, bool]] = [
+        ("Subject", _header(envelope.subject_prefix + fill(rendered.subject, recipient.values, html_escape=False)),
+         personal_subject),
+        ("From", envelope.from_header, False),
+        ("To", _to(recipient, utf8), True),
+    ]
     if envelope.reply_to:
-        msg["Reply-To"] = envelope.reply_to
-    msg["Date"] = formatdate(localtime=False, usegmt=True)
-    domain = envelope.from_email.rpartition("@")[2] or None
-    msg["Message-ID"] = make_msgid(domain=domain)
-    msg["List-Id"] = _header(envelope.list_id)
+        headers.append(("Reply-To", envelope.reply_to, False))
+    headers += [("Date", date, True), ("Message-ID", message_id, True), ("List-Id", _header(envelope.list_id), False)]
     if recipient.unsubscribe_url:  # transactional mail (a confirmation request) has none
-        msg["List-Unsubscribe"] = list_unsubscribe(envelope, recipient.unsubscribe_url)
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        headers += [("List-Unsubscribe", list_unsubscribe(envelope, recipient.unsubscribe_url), True),
+                    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click", False)]
     if envelope.feedback_id:
-        msg["Feedback-ID"] = _header(envelope.feedback_id)
+        headers.append(("Feedback-ID", _header(envelope.feedback_id), False))
     if envelope.complaint_address:
-        msg["CFBL-Address"] = f"{envelope.complaint_address}; report=arf"
-        msg["CFBL-Feedback-ID"] = _header(envelope.feedback_id)
-    for key, value in {**envelope.custom_args, **recipient.custom_args}.items():  # read back from returned copies
-        msg[f"X-Newsletter-{key.title()}"] = _header(value)
-    msg["MIME-Version"] = "1.0"
+        headers += [("CFBL-Address", f"{envelope.complaint_address}; report=arf", False),
+                    ("CFBL-Feedback-ID", _header(envelope.feedback_id), False)]
+    for key, value in envelope.custom_args.items():  # read back from returned copies
+        headers.append((f"X-Newsletter-{key.title()}", _header(value), False))
+    for key, value in recipient.custom_args.items():
+        headers.append((f"X-Newsletter-{key.title()}", _header(value), True))
+    headers.append(("MIME-Version", "1.0", False))
+    return headers
+
+
+def _new_date() -> str:
+    return formatdate(localtime=False, usegmt=True)
+
+
+def _new_message_id(envelope: Envelope) -> str:
+    return make_msgid(domain=envelope.from_email.rpartition("@")[2] or None)
+
+
+def build_message(envelope: Envelope, recipient: Recipient, *, date: str = "", message_id: str = "",
+                  boundary: str = "") -> EmailMessage:
+    """The complete message for one recipient, exactly as it goes over SMTP (the date, message id and
+    multipart boundary are made here unless given)."""
+    rendered = envelope.rendered
+    utf8 = needs_smtputf8(envelope, recipient)
+    msg = EmailMessage(policy=UTF8_POLICY if utf8 else POLICY)
+    for name, value, _personal in _headers(envelope, recipient, utf8, date or _new_date(),
+                                           message_id or _new_message_id(envelope)):
+        msg[name] = value
     msg.make_alternative()
+    if boundary:
+        msg.set_boundary(boundary)
     msg.attach(_quoted_printable(fill(rendered.text, recipient.values, html_escape=False), "plain", msg.policy))
     msg.attach(_quoted_printable(fill(rendered.html, recipient.values, html_escape=True), "html", msg.policy))
     return msg
@@ -90,6 +120,113 @@ def _quoted_printable(text: str, subtype: str, policy: email.policy.Policy) -> E
     part["Content-Transfer-Encoding"] = "quoted-printable"
     part.set_payload(binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii"))
     return part
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_NEWLINES = re.compile(rb"\r\n|\r|\n")  # what the email package's generator writes as one line end
+
+
+def smtp_data(message: bytes) -> bytes:
+    """A message as SMTP's DATA carries it: every line starting with "." doubled (RFC 5321 4.5.2), ending
+    in CRLF (the final "." line goes after it)."""
+    data = _LEADING_DOT.sub(b"..", message)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+class _Part:
+    """One text part's quoted-printable payload as SMTP's DATA carries it, the lines without a
+    placeholder encoded once.
+
+    Quoted-printable is line by line: binascii's encoder starts every line afresh (soft breaks,
+    trailing spaces, a lone "."), so encoding the lines apart gives the bytes of encoding them
+    together, as long as the text has no CR (whose CRLF the encoder would then copy).
+    """
+
+    def __init__(self, template: str, *, html_escape: bool) -> None:
+        self.html_escape = html_escape
+        self.pieces: list[bytes | str] = []  # encoded lines, or a source line with placeholders
+        static: list[str] = []
+        lines = template.split("\n")
+        for number, line in enumerate(lines):
+            line += "\n" if number < len(lines) - 1 else ""
+            if PATTERN.search(line):
+                if static:
+                    self.pieces.append(self._encode("".join(static)))
+                    static = []
+                self.pieces.append(line)
+            else:
+                static.append(line)
+        if static:
+            self.pieces.append(self._encode("".join(static)))
+
+    @staticmethod
+    def _encode(text: str) -> bytes:
+        if not text:
+            return b""
+        return _LEADING_DOT.sub(b"..", _NEWLINES.sub(b"\r\n", binascii.b2a_qp(text.encode("utf-8"), istext=True)))
+
+    def data(self, values: dict[str, str]) -> bytes:
+        return b"".join([piece if isinstance(piece, bytes) else
+                         self._encode(fill(piece, values, html_escape=self.html_escape)) for piece in self.pieces])
+
+
+class MessageTemplate:
+    """One envelope's message, built and encoded once; each recipient's copy is the same bytes with
+    that recipient's headers and placeholder lines filled in. Byte for byte what `build_message`
+    gives for the same date, message id and boundary (a test checks it), at a tenth of the cost: a
+    fresh build re-encodes 40 KB of HTML for each recipient though only a few lines differ."""
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        rendered = envelope.rendered
+        self.usable = "\r" not in rendered.text and "\r" not in rendered.html
+        self._text = _Part(rendered.text, html_escape=False)
+        self._html = _Part(rendered.html, html_escape=True)
+        # As the email package makes one; quoted-printable encodes every "=", so no part can hold it.
+        self.boundary = "=" * 15 + f"{secrets.randbelow(sys.maxsize):019d}" + "=="
+        shell = EmailMessage(policy=POLICY)
+        shell.make_alternative()
+        shell.set_boundary(self.boundary)
+        self._content_type = b"".join(POLICY.fold_binary(name, value) for name, value in shell.raw_items()
+                                      if name == "Content-Type")
+        parts = [_quoted_printable("", subtype, POLICY) for subtype in ("plain", "html")]
+        self._part_heads = [b"".join(POLICY.fold_binary(name, value) for name, value in part.raw_items()) + b"\r\n"
+                            for part in parts]
+        self._shared: dict[tuple[str, str], bytes] = {}
+        self._date: tuple[str, bytes] = ("", b"")
+
+    def _header(self, name: str, value: Any, personal: bool) -> tuple[bytes, str]:
+        """One header as the generator writes it, and its value as the message reads it back."""
+        key = (name, str(value))
+        if not personal and key in self._shared:
+            return self._shared[key], ""
+        if name == "Date" and self._date[0] == value:
+            return self._date[1], ""
+        stored = POLICY.header_store_parse(name, value)
+        folded = POLICY.fold_binary(*stored)
+        if not personal:
+            self._shared[key] = folded
+        elif name == "Date":
+            self._date = (value, folded)
+        return folded, str(stored[1])
+
+    def data(self, recipient: Recipient, *, date: str = "", message_id: str = "") -> tuple[bytes, str] | None:
+        """(the DATA bytes, the Message-ID) of this recipient's copy; None when only a fresh build can make
+        it (an address that needs SMTPUTF8, an issue with CRs in its text)."""
+        if not self.usable or needs_smtputf8(self.envelope, recipient):
+            return None
+        out: list[bytes] = []
+        mid = ""
+        for name, value, personal in _headers(self.envelope, recipient, False, date or _new_date(),
+                                              message_id or _new_message_id(self.envelope)):
+            folded, read = self._header(name, value, personal)
+            out.append(folded)
+            mid = read if name == "Message-ID" else mid
+        separator = f"\r\n--{self.boundary}\r\n".encode()
+        out += [self._content_type, separator, self._part_heads[0], self._text.data(recipient.values),
+                separator, self._part_heads[1], self._html.data(recipient.values),
+                f"\r\n--{self.boundary}--\r\n".encode()]
+        return b"".join(out), mid
 
 
 def eml_previews(envelope: Envelope, recipients: Sequence[Recipient], limit: int) -> list[Preview]:

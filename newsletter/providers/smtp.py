@@ -13,7 +13,6 @@ with a clear reason where it does not. No exception about one recipient leaves t
 from __future__ import annotations
 
 import contextlib
-import re
 import smtplib
 import socket
 import ssl
@@ -24,10 +23,9 @@ from ..config import SmtpSettings
 from ..errors import ProviderAuthError, ProviderUnavailable
 from ..pacing import Pacer
 from .base import Envelope, Preview, Recipient, Result
-from .mime import build_message, eml_previews, needs_smtputf8
+from .mime import MessageTemplate, build_message, eml_previews, needs_smtputf8, smtp_data
 
 RECONNECT_TRIES = 3
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _text(reply: bytes | str) -> str:
@@ -62,6 +60,7 @@ class SmtpProvider:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: set[smtplib.SMTP] = set()
+        self._template: MessageTemplate | None = None
 
     def prepare(self, pacer: Pacer) -> None:
         return None  # nothing to read before a send: limits come back in the server's 421s
@@ -180,8 +179,7 @@ class SmtpProvider:
             return Result(recipient.key, "failed", error="the address is not ASCII and the SMTP server does not "
                                                          "offer SMTPUTF8")
         try:
-            message = build_message(envelope, recipient)
-            data = message.as_bytes()
+            data, message_id = self._message(envelope, recipient)
         except Exception as exc:  # noqa: BLE001 - one recipient's message, never the batch
             return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
         try:
@@ -195,11 +193,24 @@ class SmtpProvider:
             if answer.kind == "temporary":
                 raise
             return Result(recipient.key, "unknown" if answer.kind == "unknown" else "failed", error=answer.message)
-        return Result(recipient.key, "sent", message_id=str(message["Message-ID"]))
+        return Result(recipient.key, "sent", message_id=message_id)
+
+    def _message(self, envelope: Envelope, recipient: Recipient) -> tuple[bytes, str]:
+        """The DATA bytes and Message-ID of one recipient's copy: from the issue's template, or a fresh
+        build for what the template cannot make."""
+        with self._lock:
+            if self._template is None or self._template.envelope is not envelope:
+                self._template = MessageTemplate(envelope)
+            template = self._template
+        made = template.data(recipient)
+        if made is None:
+            message = build_message(envelope, recipient)
+            made = smtp_data(message.as_bytes()), str(message["Message-ID"])
+        return made
 
     def _transaction(self, conn: smtplib.SMTP, sender: str, rcpt: str, data: bytes, utf8: bool,
                      pacer: Pacer) -> bool:
-        """MAIL, RCPT, DATA and the body; True on 250, raises _Answer otherwise.
+        """MAIL, RCPT, DATA and the body (`data`, dot-stuffed); True on 250, raises _Answer otherwise.
 
         False when the send is stopping (or the worker's lease may be gone) once DATA is accepted:
         the body is not sent, so nothing was handed over."""
@@ -220,11 +231,8 @@ class SmtpProvider:
         if pacer.stopped:  # a process resumed after SIGSTOP may have lost its rows meanwhile: look again
             self._drop()  # hanging up before the final "." is how a message is withdrawn during DATA
             return False
-        body = _LEADING_DOT.sub(b"..", data)
-        if not body.endswith(b"\r\n"):
-            body += b"\r\n"
         try:
-            conn.send(body)
+            conn.send(data)
             if _stopped_meanwhile(pacer):  # stopped (SIGSTOP) while the body went out, resumed past the lease:
                 self._drop()  # the final "." is not sent, so the server discards the message
                 return False
