@@ -159,6 +159,7 @@ class Ledger:
         self._where = (deliveries.c.issue == issue, deliveries.c.list_id == self.list_id)
         self._cursor = 0  # claims move forward through subscriber ids
         self._claim_sql: _ClaimSql | None = None
+        self._mark_sql: Prepared | None = None
 
     def started(self) -> bool:
         return self.started_at() is not None
@@ -558,14 +559,10 @@ class Ledger:
                 ((state, error, retry_in),) = groups
                 shared = next(iter(rows.values()))
                 if state != DEFERRED:
-                    conn.execute(
-                        deliveries.update()
-                        .where(deliveries.c.issue == self.issue,
-                               deliveries.c.subscriber_id.between(min(batch), max(batch)),
-                               deliveries.c.worker_id == worker, deliveries.c.claim == claim,
-                               deliveries.c.state.in_([IN_FLIGHT, UNKNOWN]))
-                        .values(state=state, message_id=shared, error=error or None, updated_at=stamp)
-                    )
+                    self._whole_claim(conn).execute(conn, {
+                        "b_issue": self.issue, "b_low": min(batch), "b_high": max(batch), "b_worker": worker,
+                        "b_claim": claim, "b_state": state, "b_mid": shared, "b_error": error or None,
+                        "b_at": db_time(conn, stamp)})
                     return
             at = db_time(conn, stamp)
             for (state, error, retry_in), rows in groups.items():
@@ -574,6 +571,21 @@ class Ledger:
                     self._set(conn, list(rows), PENDING, at, error=error or None, worker=worker, retry_after=retry)
                 else:
                     self._set(conn, list(rows), state, at, error=error or None, message_ids=rows, worker=worker)
+
+    def _whole_claim(self, conn: Connection) -> Prepared:
+        """The one outcome of a whole claim, over its id range: compiled once, as the claim is."""
+        if self._mark_sql is None:
+            self._mark_sql = Prepared(
+                deliveries.update()
+                .where(deliveries.c.issue == sa.bindparam("b_issue"),
+                       deliveries.c.subscriber_id.between(sa.bindparam("b_low"), sa.bindparam("b_high")),
+                       deliveries.c.worker_id == sa.bindparam("b_worker"),
+                       deliveries.c.claim == sa.bindparam("b_claim"),
+                       sa.or_(deliveries.c.state == IN_FLIGHT, deliveries.c.state == UNKNOWN))
+                .values(state=sa.bindparam("b_state"), message_id=sa.bindparam("b_mid"),
+                        error=sa.bindparam("b_error"), updated_at=sa.bindparam("b_at")),
+                conn.dialect)
+        return self._mark_sql
 
     @_patient
     def release(self, worker: int, ids: list[int]) -> None:
