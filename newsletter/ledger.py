@@ -44,7 +44,7 @@ from .schema import (
     suppressions,
     workers,
 )
-from .sql import Prepared, db_time, executemany, new_id, now
+from .sql import Prepared, executemany, new_id, now, time_binder
 from .store import Store
 
 DEFERRED = "deferred"  # a provider's result for a row refused for now: it goes back to pending
@@ -160,6 +160,7 @@ class Ledger:
         self._cursor = 0  # claims move forward through subscriber ids
         self._claim_sql: _ClaimSql | None = None
         self._mark_sql: Prepared | None = None
+        self._to_db: Callable[[dt.datetime], Any] | None = None
 
     def started(self) -> bool:
         return self.started_at() is not None
@@ -440,11 +441,11 @@ class Ledger:
         stamp = self.now()
         with self.store.write() as conn:
             sql = self._claim_statements(conn)
-            at = db_time(conn, stamp)
+            at = self._db_time(conn, stamp)
             # Claim only while this worker's lease holds, seen inside the claim's own transaction; FOR
             # SHARE makes a recovery that marks it lost wait for this claim (PostgreSQL).
             if not sql.holds.execute(conn, {"b_worker": worker,
-                                            "b_since": db_time(conn, stamp - dt.timedelta(seconds=lease))}):
+                                            "b_since": self._db_time(conn, stamp - dt.timedelta(seconds=lease))}):
                 raise LeaseLost(f"worker {worker} no longer holds a lease on {self.issue} to {self.list_name}")
             taken = sorted(row[0] for row in sql.take.execute(conn, {
                 "b_issue": self.issue, "b_list": self.list_id, "b_cursor": self._cursor, "b_at": at,
@@ -562,15 +563,20 @@ class Ledger:
                     self._whole_claim(conn).execute(conn, {
                         "b_issue": self.issue, "b_low": min(batch), "b_high": max(batch), "b_worker": worker,
                         "b_claim": claim, "b_state": state, "b_mid": shared, "b_error": error or None,
-                        "b_at": db_time(conn, stamp)})
+                        "b_at": self._db_time(conn, stamp)})
                     return
-            at = db_time(conn, stamp)
+            at = self._db_time(conn, stamp)
             for (state, error, retry_in), rows in groups.items():
                 if state == DEFERRED:
-                    retry = db_time(conn, stamp + dt.timedelta(seconds=retry_in or DEFAULT_RETRY))
+                    retry = self._db_time(conn, stamp + dt.timedelta(seconds=retry_in or DEFAULT_RETRY))
                     self._set(conn, list(rows), PENDING, at, error=error or None, worker=worker, retry_after=retry)
                 else:
                     self._set(conn, list(rows), state, at, error=error or None, message_ids=rows, worker=worker)
+
+    def _db_time(self, conn: Connection, value: dt.datetime) -> Any:
+        if self._to_db is None:
+            self._to_db = time_binder(conn.dialect)
+        return self._to_db(value)
 
     def _whole_claim(self, conn: Connection) -> Prepared:
         """The one outcome of a whole claim, over its id range: compiled once, as the claim is."""
@@ -597,7 +603,7 @@ class Ledger:
             return
         self._cursor = min(self._cursor, min(ids) - 1)
         with self.store.write() as conn:
-            self._set(conn, ids, PENDING, db_time(conn, self.now()), error=None, worker=worker, attempts=-1)
+            self._set(conn, ids, PENDING, self._db_time(conn, self.now()), error=None, worker=worker, attempts=-1)
 
     @_patient
     def counts(self) -> dict[str, int]:

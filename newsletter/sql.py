@@ -139,7 +139,17 @@ def new_id(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
+def time_binder(dialect: sa.Dialect) -> Callable[[dt.datetime], Any]:
+    """What turns a datetime into the value the dialect stores for a DateTime (looking it up costs
+    more than using it: a send keeps the one it got)."""
+    processor = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+    return cast(Callable[[dt.datetime], Any], processor) if processor else _same
+
+
+def _same(value: dt.datetime) -> Any:
+    return value
+
+
 def db_time(conn: Connection, value: dt.datetime) -> Any:
     """`value` as the dialect stores a DateTime, for use with `executemany`."""
-    processor = sa.DateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    return processor(value) if processor else value
+    return time_binder(conn.dialect)(value)
