@@ -13,8 +13,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from email_validator import EmailNotValidError, validate_email
-
 from .errors import InputError
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -40,6 +38,8 @@ def hash_key(key: str) -> str:
 
 @functools.lru_cache(maxsize=65536)
 def _domain(domain: str) -> str | None:
+    from email_validator import EmailNotValidError, validate_email  # here: most commands never check an address
+
     try:
         return validate_email(f"a@{domain}", check_deliverability=False).ascii_domain
     except EmailNotValidError:
@@ -47,6 +47,8 @@ def _domain(domain: str) -> str | None:
 
 
 def _full(text: str) -> Address:
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:

@@ -21,17 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.job import Job
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers import SchedulerNotRunningError
-from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.date import DateTrigger
 
 from .config import Config
 from .content import Issue, load
@@ -40,6 +33,14 @@ from .ledger import Ledger
 from .pacing import StopToken, stop_check
 from .schema import PENDING
 from .store import Store
+
+if TYPE_CHECKING:  # the rest of APScheduler is imported where it is used: cron's `send --due` needs none of it
+    from apscheduler.events import JobExecutionEvent
+    from apscheduler.executors.base import BaseExecutor
+    from apscheduler.job import Job
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.base import BaseScheduler
+    from apscheduler.triggers.date import DateTrigger
 
 log = logging.getLogger("newsletter.schedule")
 
@@ -344,28 +345,30 @@ def _chore(chore: Chore, **_context: object) -> None:
         log.info("%s: %s", chore.name, line)
 
 
-class _RunnerExecutor(ThreadPoolExecutor):  # type: ignore[misc]
-    """Runs each job with this scheduler's `runner` as a keyword argument.
+def _runner_executor(runner: Runner) -> BaseExecutor:
+    """A thread pool that runs each job with this scheduler's `runner` as a keyword argument.
 
     Stored jobs hold only an import path and plain arguments; the runner (the front door's
     send, with its stop token) belongs to the scheduler instance, not to the process.
     """
+    from apscheduler.executors.pool import ThreadPoolExecutor
 
-    def __init__(self, runner: Runner) -> None:
-        super().__init__(max_workers=4)
-        self._runner = runner
+    class RunnerExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+        def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+            bound = copy.copy(job)  # a copy made from the job's stored state, so set what that leaves out
+            bound.kwargs = {**job.kwargs, "runner": runner}
+            bound._scheduler, bound._jobstore_alias = job._scheduler, job._jobstore_alias
+            super()._do_submit_job(bound, run_times)
 
-    def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
-        bound = copy.copy(job)  # a copy made from the job's stored state, so set what that leaves out
-        bound.kwargs = {**job.kwargs, "runner": self._runner}
-        bound._scheduler, bound._jobstore_alias = job._scheduler, job._jobstore_alias
-        super()._do_submit_job(bound, run_times)
+    return RunnerExecutor(max_workers=4)
 
 
 # -- the job store -------------------------------------------------------------------------------
 
 
 def jobstore(store: Store) -> SQLAlchemyJobStore:
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
     return SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)
 
 
@@ -409,6 +412,7 @@ class StoredJobs:
 
     def put(self, job_id: str, func: str, trigger: DateTrigger, args: list[str], name: str,
             misfire_grace: int) -> None:
+        from apscheduler.job import Job
         from apscheduler.jobstores.base import ConflictingIdError
 
         when = trigger.get_next_fire_time(None, dt.datetime.now(dt.UTC))
@@ -440,6 +444,8 @@ def pin(config: Config, store: Store, issue_path: Path, at: dt.datetime, list_na
     when = at if at.tzinfo else at.replace(tzinfo=tz)
     if when <= dt.datetime.now(dt.UTC):
         raise ConfigError(f"{when:%Y-%m-%d %H:%M %Z} has passed; pin a send to a future time")
+    from apscheduler.triggers.date import DateTrigger
+
     job_id = f"{PIN_PREFIX}{issue.slug}:{list_name}"
     StoredJobs(config, store, create=True).put(
         job_id, "newsletter.schedule:run_pinned", DateTrigger(run_date=when, timezone=tz),
@@ -475,9 +481,20 @@ class Pin:
 
 def pins(config: Config, store: Store) -> list[Pin]:
     """Pinned sends still waiting, oldest first."""
+    if not _any_pin(store):
+        return []  # and APScheduler is not even imported, which is most of what cron's minute costs
     found = [Pin(job.id, Path(job.args[1]), job.args[2], job.next_run) for job in StoredJobs(config, store).all()
              if job.id.startswith(PIN_PREFIX) and job.next_run is not None and len(job.args) == 3]
     return sorted(found, key=lambda pin: pin.at)
+
+
+def _any_pin(store: Store) -> bool:
+    """Whether the job store holds a pin, read with one query (no table: none)."""
+    if not sa.inspect(store.engine).has_table(JOB_TABLE):
+        return False
+    table = sa.table(JOB_TABLE, sa.column("id"))
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(table.c.id).where(table.c.id.startswith(PIN_PREFIX)).limit(1)).first() is not None
 
 
 def pin_done(config: Config, store: Store, job_id: str) -> None:
@@ -494,6 +511,8 @@ def pinned_slugs(config: Config, store: Store) -> set[str]:
 
 
 def _on_event(event: JobExecutionEvent) -> None:
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
+
     if event.code == EVENT_JOB_MISSED:
         log.error("MISSED: job %s was due at %s, outside the misfire grace period; it was not run "
                   "(send it by hand with `newsletter send`)", event.job_id, event.scheduled_run_time)
@@ -504,12 +523,13 @@ def _on_event(event: JobExecutionEvent) -> None:
 def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner,
                     chores: tuple[Chore, ...] = ()) -> BaseScheduler:
     """A BlockingScheduler with the weekly job and the chores; pinned jobs are already in the store."""
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED
     from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     weekly = trigger(config)
     scheduler = BlockingScheduler(
-        jobstores={"default": jobstore(store)}, executors={"default": _RunnerExecutor(runner)},
+        jobstores={"default": jobstore(store)}, executors={"default": _runner_executor(runner)},
         timezone=timezone(config),
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": config.schedule.misfire_grace},
     )
@@ -556,6 +576,9 @@ def parse_at(text: str) -> dt.datetime:
 def run_scheduler(config: Config, store: Store, list_name: str, runner: Runner, stop: StopToken,
                   chores: tuple[Chore, ...] = ()) -> None:
     """Run until `stop` says so. A second scheduler on the same store refuses to start."""
+    from apscheduler.events import EVENT_JOB_EXECUTED
+    from apscheduler.schedulers import SchedulerNotRunningError
+
     should_stop = stop_check(stop)
     trigger(config)  # configuration errors now, not at the first run
     with store.lock("scheduler", "another `newsletter scheduler` is running on this store; only one may run at a "

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 from .. import __version__
-from ..app import CONFIG_ENV, Newsletter, init_project
+from ..app import CONFIG_ENV, Newsletter
 from ..errors import NewsletterError
 
 if TYPE_CHECKING:
@@ -154,6 +154,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.argument("folder", type=click.Path(file_okay=False), default=".")
 def init(folder: str) -> None:
     """Write a new project into FOLDER (default: here): config, templates, a sample issue and list."""
+    from ..app import init_project  # its templates need Jinja2, which most commands never load
+
     written = init_project(folder)
     out.print(f"wrote {len(written)} files into {folder}:", markup=False)
     for path in written:
