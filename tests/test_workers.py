@@ -128,3 +128,56 @@ def test_one_issue_to_two_overlapping_lists_at_once_reaches_each_person_once(sto
         assert not errors, errors
         received = collections.Counter(fakes[0].sent + fakes[1].sent)
         assert len(received) == 301 and set(received.values()) == {1}
+
+
+def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shared, sendgrid_server, tmp_path):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    n = 600
+    with Newsletter.from_config(shared) as nl:
+        nl.subscribers.import_csv(people(tmp_path, n), "weekly")
+    sendgrid_server.latency = 0.2  # long enough that the others start while work is left
+    result = CliRunner().invoke(cli, ["--config", str(shared), "send", str(ISSUE), "--list", "weekly", "--yes",
+                                      "--workers", "3"])
+    assert result.exit_code == 0, result.output
+    assert "in total: sent 600" in result.output and "3 worker processes shared the send" in result.output
+    received = collections.Counter(sendgrid_server.received)
+    assert len(received) == n and max(received.values()) == 1  # everyone, once
+    with Newsletter.from_config(shared) as nl, nl.store.engine.connect() as conn:
+        busy = conn.exec_driver_sql("SELECT count(*) FROM workers WHERE sent > 0").scalar()
+    assert busy >= 2  # the work really was shared
+
+
+def test_a_signal_to_the_first_process_of_send_workers_stops_them_all(shared, sendgrid_server, tmp_path):
+    n = 2000
+    with Newsletter.from_config(shared) as nl:
+        nl.subscribers.import_csv(people(tmp_path, n), "weekly")
+    sendgrid_server.latency = 0.2
+    first = worker(shared, "--workers", "2")
+    assert wait_for(lambda: len(sendgrid_server.received) >= 300, 60)
+    with Newsletter.from_config(shared) as nl:
+        assert wait_for(lambda: len(nl.sends.status(ISSUE, "weekly").workers) == 2, 30)
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 128 + signal.SIGTERM, out + err
+    with Newsletter.from_config(shared) as nl:
+        status = nl.sends.status(ISSUE, "weekly")
+    assert status.workers == []  # the other one stopped too
+    assert status.counts["pending"] > 0 and status.counts["in_flight"] == status.counts["unknown"] == 0
+    assert status.counts["sent"] == len(sendgrid_server.received) == len(set(sendgrid_server.received))
+
+
+def test_workers_must_be_a_number_or_auto(shared):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    for bad in ("0", "two", "-1"):
+        result = CliRunner().invoke(cli, ["--config", str(shared), "send", str(ISSUE), "--list", "weekly", "--yes",
+                                          "--workers", bad])
+        assert result.exit_code == 2 and "--workers" in result.output, result.output
+    limited = CliRunner().invoke(cli, ["--config", str(shared), "send", str(ISSUE), "--list", "weekly", "--yes",
+                                       "--workers", "2", "--limit", "5"])
+    assert limited.exit_code == 2 and "not with --limit" in limited.output

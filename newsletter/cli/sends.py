@@ -11,6 +11,7 @@ import click
 from ..app import Delivery
 from .base import (
     State,
+    Stop,
     cli,
     err,
     json_option,
@@ -25,6 +26,7 @@ from .base import (
     warn,
 )
 from .schedule import print_plan
+from .workers import Helpers, count as worker_count
 
 if TYPE_CHECKING:
     from ..app import DryRunReport, DuePlan, IssueReport, Mailing, Newsletter, SendReport, SendStatus
@@ -154,10 +156,13 @@ class _Progress:
 @click.option("--segment", default="", metavar="EXPR|NAME",
               help="Only the members matching a segment expression, or a [segments.NAME] of the config; fixed when "
                    "the send starts.")
+@click.option("--workers", default="1", metavar="N|auto",
+              help="Send as N processes sharing the work through the ledger (auto: one per core), for a send that "
+                   "one core cannot keep up with; --max-rate is shared among them.")
 @pass_state
 def send_command(state: State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
                  out_dir: str | None, limit: int | None, to_addresses: tuple[str, ...], yes: bool,
-                 max_rate: float | None, resend_unknown: bool, as_json: bool, segment: str) -> None:
+                 max_rate: float | None, resend_unknown: bool, as_json: bool, segment: str, workers: str) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
     list_name, segment = nl.sends.segment(list_name, segment)
@@ -177,18 +182,66 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run (a send prints its progress and summary)")
+    processes = _processes(workers, limit, to_addresses, max_rate)
     mailing = nl.sends.mailing(issue, name)
     warn(mailing.rendered.warnings)
     if to_addresses:
         _send_test_copies(nl, mailing, to_addresses)
     if not yes:
         _confirm(nl, mailing, segment)
+    _send(nl, mailing, issue, name, limit, max_rate, resend_unknown, segment, processes)
+
+
+def _send(nl: Newsletter, mailing: Mailing, issue: str, name: str, limit: int | None, max_rate: float | None,
+          resend_unknown: bool, segment: str, processes: int) -> None:
+    """The send itself (with `processes` - 1 others beside this one), its report, and the exit."""
+    share = max_rate / processes if max_rate else None
     with settled_heap(), stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
-        report = nl.sends.send(mailing, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
-                               progress=progress, stop=stop, segment=segment)
+        helpers = _helpers(nl, issue, name, segment, resend_unknown, share, processes - 1, stop)
+        try:
+            report = nl.sends.send(mailing, limit=limit, max_rate=share, resend_unknown=resend_unknown,
+                                   progress=progress, stop=stop, segment=segment)
+        except BaseException:
+            if helpers is not None:
+                helpers.stop()
+            raise
+        others = helpers.wait() if helpers is not None else []
+    if others:  # the whole send, as the ledger has it once every worker is done
+        report.counts = nl.sends.status(issue, name).counts
     _print_send(report, f"newsletter send {issue} --list {name} --yes",
                 signal.Signals(stop.signum).name if stop.signum else "")
-    sys.exit(stop.exit_code(report.exit_code, report.counts.get(Delivery.PENDING, 0)))
+    code = stop.exit_code(report.exit_code, report.counts.get(Delivery.PENDING, 0))
+    for number, (other, line) in enumerate(others, start=2):
+        if line:
+            err.print(f"worker {number} of {processes}: {line}", markup=False)
+        if other == 2 or other >= 128:  # an error, or a signal that stopped it with rows pending
+            code = max(code, other)
+    if others:
+        out.print(f"{processes} worker processes shared the send")
+    sys.exit(code)
+
+
+def _processes(workers: str, limit: int | None, to_addresses: tuple[str, ...], max_rate: float | None) -> int:
+    processes = worker_count(workers)
+    if processes > 1 and (limit is not None or to_addresses):
+        raise click.UsageError("--workers goes with a whole send, not with --limit or --to")
+    if max_rate and max_rate / processes < 0.1:
+        raise click.UsageError(f"--max-rate {max_rate:g} shared by {processes} workers is under 0.1 each")
+    return processes
+
+
+def _helpers(nl: Newsletter, issue: str, name: str, segment: str, resend_unknown: bool, share: float | None,
+             number: int, stop: Stop) -> Helpers | None:
+    """The other worker processes of `--workers`, already sending, stopped with this one's signal."""
+    if number < 1:
+        return None
+    arguments = ["--config", str(nl.config.path), "send", issue, "--list", name, "--yes"]
+    arguments += ["--segment", segment] if segment else []
+    arguments += ["--resend-unknown"] if resend_unknown else []
+    arguments += ["--max-rate", repr(share)] if share else []
+    helpers = Helpers(arguments, number)
+    helpers.forward(lambda: stop.signum)
+    return helpers
 
 
 def _send_due(nl: Newsletter, list_name: str | None, dry_run: bool, out_dir: str | None, limit: int | None) -> None:
