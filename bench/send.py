@@ -7,7 +7,7 @@ command's time, recipients and requests per second, the sender's CPU seconds and
 fake server's CPU seconds (on a 2-core machine the two share the cores).
 
     python bench/send.py [--sizes 100000 1000000] [--latency 0.25] [--concurrency N] [--provider postmark|mailgun|ses]
-                         [--floor]
+                         [--floor] [--workers N|auto]
 
 With `--floor`, bench/floor.py then runs on the same store: the least work any sender must do.
 """
@@ -66,7 +66,8 @@ def floor(folder: Path, issue: Path, env: dict[str, str], send_seconds: float, s
           f"(CPU {send_cpu / cpu:.2f}x)", flush=True)
 
 
-def bench(size: int, latency: float, concurrency: int | None, provider: str, with_floor: bool = False) -> None:
+def bench(size: int, latency: float, concurrency: int | None, provider: str, with_floor: bool = False,
+          workers: str = "1") -> None:
     server, url = fake_server(provider, latency)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -88,11 +89,11 @@ def bench(size: int, latency: float, concurrency: int | None, provider: str, wit
             run_measured(["--config", str(config), "subscribers", "import", str(csv_path), "--list", "weekly"], env)
             issue = ROOT / "issues" / "2026-12-01.md"
             seconds, peak, output, cpu = run_measured(
-                ["--config", str(config), "send", str(issue), "--list", "weekly", "--yes"], env)
+                ["--config", str(config), "send", str(issue), "--list", "weekly", "--yes", "--workers", workers], env)
             got = stats(url)
             served = cpu_seconds(server.pid)
             assert got["received"] == got["unique"] == size, (got, output)
-            print(f"{provider}: {size:>9,} recipients, latency {latency * 1000:.0f} ms, concurrency "
+            print(f"{provider}: {size:>9,} recipients, latency {latency * 1000:.0f} ms, workers {workers}, concurrency "
                   f"{concurrency or 'default'}: {seconds:6.1f} s, {size / seconds:9,.0f} recipients/s, "
                   f"{got['requests']:,} requests ({got['requests'] / seconds:,.1f}/s), sender CPU {cpu:.1f} s, "
                   f"peak RSS {peak:.0f} MB, fake server CPU {served:.1f} s", flush=True)
@@ -110,9 +111,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, help="[send] concurrency (default: the config's default)")
     parser.add_argument("--provider", choices=sorted(FAKES), default="sendgrid")
     parser.add_argument("--floor", action="store_true", help="then time bench/floor.py on the same store")
+    parser.add_argument("--workers", default="1", help="send --workers N|auto")
     args = parser.parse_args()
     for size in args.sizes:
-        bench(size, args.latency, args.concurrency, args.provider, args.floor)
+        bench(size, args.latency, args.concurrency, args.provider, args.floor, args.workers)
 
 
 if __name__ == "__main__":
