@@ -26,7 +26,7 @@ from . import addresses, consent, fields
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError, NewsletterError, StoreError
 from .schema import history, memberships, subscribers, suppressions, tags
-from .sql import db_time, executemany, now, transient
+from .sql import db_time, executemany, insert_many, now, transient
 from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -405,7 +405,7 @@ class _Chunk:
         ids, changed, known = self._people(merged, suppressed)
         self._memberships(merged, ids, known, suppressed, newly, changed)
         self._tags(merged, ids, suppressed)
-        executemany(self.conn, history.insert(), self.changes)
+        insert_many(self.conn, history, self.changes)
 
     def _merge(self, rows: list[_Row]) -> dict[str, _Row]:
         """One row per address; a repeated one merges into the first."""
@@ -434,7 +434,7 @@ class _Chunk:
                 .where(tags.c.subscriber_id.in_(v)), list(wanted)):
             have.setdefault(sid, set()).add(tag)
         added = {sid: [t for t in given if t not in have.get(sid, set())] for sid, given in wanted.items()}
-        executemany(self.conn, tags.insert(), [{"subscriber_id": sid, "tag": t, "tagged_at": self.stamp}
+        insert_many(self.conn, tags, [{"subscriber_id": sid, "tag": t, "tagged_at": self.stamp}
                                                for sid, new in added.items() for t in new])
         self.changes.extend({"subscriber_id": sid, "list_id": None, "from_status": None, "to_status": "tagged",
                              "source": fields.clip(self.source, fields.SOURCE),
@@ -450,7 +450,7 @@ class _Chunk:
             self.conn, "suppressed",
             lambda v: sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(v)), list(hashes))}
         newly = [k for k, row in merged.items() if row.status == SUPPRESSED and k not in suppressed]
-        executemany(self.conn, suppressions.insert(), [
+        insert_many(self.conn, suppressions, [
             {"email_hash": addresses.hash_key(k), "email_key": k, "source": self.source, "created_at": self.stamp,
              "reason": fields.clip(f"{self.source}: suppressed", fields.REASON)} for k in newly])
         self.report.suppressed += len(newly)
@@ -485,7 +485,7 @@ class _Chunk:
         )
         new = [row for k, row in merged.items() if k not in existing and k not in suppressed]
         if new:
-            executemany(self.conn, subscribers.insert(), [
+            insert_many(self.conn, subscribers, [
                 {"email": r.address.email, "email_key": r.address.key, "name": r.name,
                  "attributes": json.dumps(r.attributes) if r.attributes else "{}", "created_at": self.stamp,
                  "updated_at": self.stamp} for r in new
@@ -524,7 +524,7 @@ class _Chunk:
                                   "changed_at": self.stamp, "source": self.source, "left_at": left_after})
             else:
                 to_update.append({"b_id": subscriber_id, "b_status": decision.status, "b_left": left_after})
-        executemany(self.conn, memberships.insert(), to_insert)
+        insert_many(self.conn, memberships, to_insert)
         executemany(
             self.conn,
             memberships.update()

@@ -109,6 +109,18 @@ class InQueries:
         return rows
 
 
+def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows into `table`, each a dict of the same columns: on PostgreSQL as COPY, which the
+    server takes in bulk (an import is several times faster than with one INSERT a row), elsewhere
+    through the driver's executemany."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        _copy(conn, table.name, list(rows[0]), rows)
+    else:
+        executemany(conn, table.insert(), rows)
+
+
 def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, Any]]) -> None:
     """Run a Core statement for many rows through the driver's executemany (see `Prepared`)."""
     if not rows:
@@ -123,6 +135,20 @@ def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[s
     else:
         params = rows
     conn.exec_driver_sql(prepared.sql, params)
+
+
+def _copy(conn: Connection, table: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """COPY rows into a table (PostgreSQL, psycopg 3), inside the connection's transaction; the driver's
+    errors come out as SQLAlchemy's, as every other statement's do."""
+    dbapi = conn.connection.dbapi_connection
+    names = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in columns)
+    sql = f"COPY {conn.dialect.identifier_preparer.quote(table)} ({names}) FROM STDIN"
+    try:
+        with dbapi.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from exc
 
 
 def transient(exc: BaseException) -> TypeGuard[sa.exc.DBAPIError]:
