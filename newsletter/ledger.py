@@ -550,21 +550,21 @@ class Ledger:
         pending, to be tried after `retry_in` seconds. When one outcome covers the whole batch
         (the common case) it is one range update over the claim.
         """
-        groups: dict[tuple[str, str, float], dict[int, str | None]] = defaultdict(dict)
-        for sid, state, message_id, error, retry_in in results:
-            groups[(state, error, retry_in)][sid] = message_id or None
+        results = list(results)
+        outcomes = {outcome[1:] for outcome in results}  # (state, message_id, error, retry_in)
         stamp = self.now()
         with self.store.write() as conn:
-            if len(groups) == 1 and len(rows := next(iter(groups.values()))) == len(batch) \
-                    and len(set(rows.values())) == 1:
-                ((state, error, retry_in),) = groups
-                shared = next(iter(rows.values()))
+            if len(outcomes) == 1 and len(results) == len(batch):
+                ((state, message_id, error, _retry_in),) = outcomes
                 if state != DEFERRED:
                     self._whole_claim(conn).execute(conn, {
                         "b_issue": self.issue, "b_low": min(batch), "b_high": max(batch), "b_worker": worker,
-                        "b_claim": claim, "b_state": state, "b_mid": shared, "b_error": error or None,
+                        "b_claim": claim, "b_state": state, "b_mid": message_id or None, "b_error": error or None,
                         "b_at": self._db_time(conn, stamp)})
                     return
+            groups: dict[tuple[str, str, float], dict[int, str | None]] = defaultdict(dict)
+            for sid, state, message_id, error, retry_in in results:
+                groups[(state, error, retry_in)][sid] = message_id or None
             at = self._db_time(conn, stamp)
             for (state, error, retry_in), rows in groups.items():
                 if state == DEFERRED:

@@ -409,12 +409,11 @@ class _Heartbeat:
 
 def _record(ledger: Ledger, worker: int, claim: int, recipients: list[Recipient], results: list[Result]) -> None:
     """Record what the provider did with one batch; recipients it did not take go back to pending."""
-    ledger.mark(worker, claim, [(r.key, r.status, r.message_id, r.error, r.retry_in) for r in results],
-                [r.key for r in recipients])
-    handled = {r.key for r in results}
-    untouched = [r.key for r in recipients if r.key not in handled]
-    if untouched:
-        ledger.release(worker, untouched)
+    keys = [r.key for r in recipients]
+    ledger.mark(worker, claim, [r[:5] for r in results], keys)  # (key, status, message_id, error, retry_in)
+    if len(results) < len(keys):
+        handled = {r.key for r in results}
+        ledger.release(worker, [key for key in keys if key not in handled])
     inactive = [r for r in results if r.inactive]  # the provider will never deliver to them: nor will a later send
     if inactive:
         emails = {r.key: r.email for r in recipients}
