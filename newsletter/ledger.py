@@ -93,8 +93,9 @@ class Holder(NamedTuple):
 
 class _ClaimSql(NamedTuple):
     holds: Prepared  # the worker's lease, seen inside the claim
-    take: Prepared  # the next pending rows set in flight, their ids returned
+    take: Prepared  # the next pending rows set in flight (their ids returned, but on SQLite)
     claimed: Prepared  # those rows with what decides whether each may still be mailed
+    last: Prepared | None  # SQLite: the last id of the next rows to take
 
 
 class Claimed(NamedTuple):
@@ -447,14 +448,14 @@ class Ledger:
             if not sql.holds.execute(conn, {"b_worker": worker,
                                             "b_since": self._db_time(conn, stamp - dt.timedelta(seconds=lease))}):
                 raise LeaseLost(f"worker {worker} no longer holds a lease on {self.issue} to {self.list_name}")
-            taken = sorted(row[0] for row in sql.take.execute(conn, {
-                "b_issue": self.issue, "b_list": self.list_id, "b_cursor": self._cursor, "b_at": at,
-                "b_size": size, "b_worker": worker, "b_claim": claim}))
-            if not taken:
+            taken = self._take(conn, sql, {"b_issue": self.issue, "b_list": self.list_id, "b_cursor": self._cursor,
+                                           "b_at": at, "b_size": size, "b_worker": worker, "b_claim": claim})
+            if taken is None:
                 return [], Counter()
-            self._cursor = taken[-1]
+            low, high = taken
+            self._cursor = high
             rows = sql.claimed.execute(conn, {
-                "b_issue": self.issue, "b_worker": worker, "b_claim": claim, "b_low": taken[0], "b_high": taken[-1]})
+                "b_issue": self.issue, "b_worker": worker, "b_claim": claim, "b_low": low, "b_high": high})
             claimed = [Claimed(*row[:4]) for row in rows if row[1] and row[5] is None and row[4] == ACTIVE]
             if len(claimed) == len(rows):
                 return claimed, Counter()
@@ -469,6 +470,17 @@ class Ledger:
             for reason, ids in skipped.items():
                 self._set(conn, ids, SKIPPED, at, error=reason)
         return claimed, Counter({reason: len(ids) for reason, ids in skipped.items()})
+
+    def _take(self, conn: Connection, sql: _ClaimSql, pick: dict[str, Any]) -> tuple[int, int] | None:
+        """Set the next pending rows in flight: the range of ids they lie in, None when there are none."""
+        if sql.last is not None:  # SQLite: nobody else claims meanwhile, so the rows are a range
+            ((high,),) = sql.last.execute(conn, pick)
+            if high is None:
+                return None
+            sql.take.execute(conn, {**pick, "b_high": high})
+            return self._cursor + 1, int(high)
+        taken = sorted(row[0] for row in sql.take.execute(conn, pick))
+        return (taken[0], taken[-1]) if taken else None
 
     def _claim_statements(self, conn: Connection) -> _ClaimSql:
         """A claim's three statements, compiled once: building them anew cost more than running them."""
@@ -485,17 +497,33 @@ class Ledger:
                 .order_by(pick.c.subscriber_id).limit(sa.bindparam("b_size"))
                 .with_for_update(skip_locked=True)
             )
-            # A CTE, not `IN (subquery)`: PostgreSQL may run a subquery more than once per statement,
-            # each time taking another LIMIT's worth; a CTE with FOR UPDATE is evaluated once.
-            chosen = picked.cte("chosen")
-            take = (
-                deliveries.update()
-                .where(deliveries.c.issue == sa.bindparam("b_issue"),
-                       deliveries.c.subscriber_id.in_(sa.select(chosen.c.subscriber_id)))
-                .values(state=IN_FLIGHT, worker_id=sa.bindparam("b_worker"), claim=sa.bindparam("b_claim"),
-                        attempts=deliveries.c.attempts + 1, updated_at=sa.bindparam("b_at"))
-                .returning(deliveries.c.subscriber_id)
-            )
+            claiming = {"state": IN_FLIGHT, "worker_id": sa.bindparam("b_worker"), "claim": sa.bindparam("b_claim"),
+                        "attempts": deliveries.c.attempts + 1, "updated_at": sa.bindparam("b_at")}
+            last: Prepared | None = None
+            if conn.dialect.name == "sqlite":
+                # Claims are serialised (BEGIN IMMEDIATE): the rows to take are every pending one up to the
+                # last of the next `size`, set in one range update (a fifth cheaper than an IN list).
+                last = Prepared(sa.select(sa.func.max(picked.subquery().c.subscriber_id)), conn.dialect)
+                take = (
+                    deliveries.update()
+                    .where(deliveries.c.issue == sa.bindparam("b_issue"),
+                           deliveries.c.list_id == sa.bindparam("b_list"),
+                           deliveries.c.subscriber_id > sa.bindparam("b_cursor"),
+                           deliveries.c.subscriber_id <= sa.bindparam("b_high"), deliveries.c.state == PENDING,
+                           sa.or_(deliveries.c.retry_after.is_(None), deliveries.c.retry_after <= sa.bindparam("b_at")))
+                    .values(**claiming)
+                )
+            else:
+                # A CTE, not `IN (subquery)`: PostgreSQL may run a subquery more than once per statement,
+                # each time taking another LIMIT's worth; a CTE with FOR UPDATE is evaluated once.
+                chosen = picked.cte("chosen")
+                take = (
+                    deliveries.update()
+                    .where(deliveries.c.issue == sa.bindparam("b_issue"),
+                           deliveries.c.subscriber_id.in_(sa.select(chosen.c.subscriber_id)))
+                    .values(**claiming)
+                    .returning(deliveries.c.subscriber_id)
+                )
             claimed = (
                 sa.select(deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
                           subscribers.c.attributes, memberships.c.status, suppressions.c.reason)
@@ -512,7 +540,7 @@ class Ledger:
                 .order_by(deliveries.c.subscriber_id)
             )
             self._claim_sql = _ClaimSql(Prepared(holds, conn.dialect), Prepared(take, conn.dialect),
-                                        Prepared(claimed, conn.dialect))
+                                        Prepared(claimed, conn.dialect), last)
         return self._claim_sql
 
     def _set(self, conn: Connection, ids: list[int], state: str, stamp: Any, *, error: str | None = None,
