@@ -76,7 +76,15 @@ class Prepared:
     def execute(self, conn: Connection, values: dict[str, Any]) -> list[Any]:
         """Run once and return the rows as plain tuples."""
         result = conn.exec_driver_sql(self.sql, self.params(values))
-        return list(result.fetchall()) if result.returns_rows else []
+        if not result.returns_rows:
+            return []
+        try:
+            return list(result.cursor.fetchall())  # the driver's tuples: no Row made for each
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(self.sql, None, exc, conn.dialect.loaded_dbapi.Error,
+                                             dialect=conn.dialect) from exc
+        finally:
+            result.close()
 
 
 IN_BLOCK = 500
