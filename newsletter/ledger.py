@@ -456,7 +456,8 @@ class Ledger:
             self._cursor = high
             rows = sql.claimed.execute(conn, {
                 "b_issue": self.issue, "b_worker": worker, "b_claim": claim, "b_low": low, "b_high": high})
-            claimed = [Claimed(*row[:4]) for row in rows if row[1] and row[5] is None and row[4] == ACTIVE]
+            make = Claimed._make
+            claimed = [make(row[:4]) for row in rows if row[1] and row[5] is None and row[4] == ACTIVE]
             if len(claimed) == len(rows):
                 return claimed, Counter()
             skipped: dict[str, list[int]] = defaultdict(list)

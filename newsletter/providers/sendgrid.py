@@ -330,8 +330,9 @@ class SendGridProvider:
         else:
             if message_id is None:
                 return  # stopping: these were not handed over and go back to pending
+            sent = Result._make  # (a send makes a million of them)
             for r in ready:
-                results[r.key] = Result(r.key, "sent", message_id=message_id)
+                results[r.key] = sent((r.key, "sent", message_id, "", 0.0, False))
 
     def _split(self, envelope: Envelope, ready: list[Recipient], results: dict[int, Result], pacer: Pacer) -> None:
         """A 413: fewer recipients per request make it smaller; if even one is too many, the message itself
