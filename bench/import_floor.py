@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
 
 def main() -> None:
@@ -21,7 +22,7 @@ def main() -> None:
     at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     conn = sqlite3.connect(store)
     list_id = conn.execute("SELECT id FROM lists WHERE name = 'weekly'").fetchone()[0]
-    with open(path, newline="", encoding="utf-8") as handle:
+    with Path(path).open(newline="", encoding="utf-8") as handle:
         rows = csv.reader(handle)
         header = next(rows)
         people = [(i, r[0], r[0].lower(), r[1], json.dumps(dict(zip(header[2:], r[2:], strict=True))), at, at)

@@ -15,7 +15,6 @@ from newsletter.ledger import Claimed
 from newsletter.providers.base import Envelope, Recipient
 from newsletter.providers.mime import MessageTemplate, build_message, smtp_data
 from newsletter.render import Rendered
-from newsletter.send import Mailing
 
 from .conftest import ROOT
 
@@ -42,7 +41,7 @@ def fresh(template: MessageTemplate, recipient: Recipient, date: str, message_id
 
 DATE = "Tue, 01 Dec 2026 09:00:00 GMT"
 
-_PIECES = st.sampled_from(list("\"'<>&;,.=%@()[]:\\ \t") + ["%%name%%", "=?utf-8?q?x?=", "..", "\u2028", "—", "Zoë"])
+_PIECES = st.sampled_from([*"\"'<>&;,.=%@()[]:\\ \t", "%%name%%", "=?utf-8?q?x?=", "..", "\u2028", "—", "Zoë"])
 _NAMES = st.lists(st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8) | _PIECES,
                   max_size=12).map("".join)
 _LOCALS = st.from_regex(r"[a-z0-9][a-z0-9.+_-]{0,30}", fullmatch=True).filter(lambda s: ".." not in s and s[-1] != ".")

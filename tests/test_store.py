@@ -189,7 +189,7 @@ def test_tokens_reject_tampering():
         tokens.check_confirm(b"secret-one", confirm, now=time.time() + 61)
 
 
-@pytest.mark.parametrize("secret", [b"secret-one", b"k" * 64, b"a secret longer than one SHA-256 block" * 3, b"\xff" * 7])
+@pytest.mark.parametrize("secret", [b"secret-one", b"k" * 64, b"longer than one SHA-256 block" * 3, b"\xff" * 7])
 def test_tokens_are_the_hmac_of_the_standard_library_so_links_already_sent_keep_working(secret):
     import base64
     import hashlib
