@@ -27,8 +27,9 @@ from markupsafe import Markup
 
 from . import compat, plaintext
 from .config import NewsletterSettings
-from .content import MARKDOWN, Issue
+from .content import Issue
 from .errors import RenderError
+from .syntax import MARKDOWN
 from .templates import Templates, syntax_error
 
 GMAIL_CLIP_BYTES = 102 * 1024

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from apscheduler.triggers.cron import CronTrigger
 
 from .config import Config
-from .content import Issue, load
+from .content import Issue, heading, load
 from .errors import ConfigError, ContentError, LockedError, NewsletterError
 from .ledger import Ledger
 from .pacing import StopToken, stop_check
@@ -187,8 +187,14 @@ def latest_slot(weekly: CronTrigger, now: dt.datetime) -> dt.datetime | None:
     return None
 
 
-def plan_due(config: Config, store: Store, list_name: str, now: dt.datetime | None = None) -> DuePlan:
-    """What is due now for the list, what is missed or left alone and why, and what the next slot sends."""
+def plan_due(config: Config, store: Store, list_name: str, now: dt.datetime | None = None, *,
+             bodies: bool = True) -> DuePlan:
+    """What is due now for the list, what is missed or left alone and why, and what the next slot sends.
+
+    With `bodies`, every issue file is parsed whole, so that one whose body has an error is listed as
+    unreadable (what `schedule list` and `send --due --dry-run` show); without, only front matter
+    is read, which is all the rule needs: cron's every minute, where an issue with an error in its
+    body that is due fails its send with that error rather than being left out in silence."""
     tz = timezone(config)
     now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
     grace = dt.timedelta(seconds=config.schedule.misfire_grace)
@@ -203,7 +209,7 @@ def plan_due(config: Config, store: Store, list_name: str, now: dt.datetime | No
         else:
             due.append(PlanItem(pin.issue_path, pin.slug, why, pin))
     pinned = {pin.slug for pin in waiting}
-    rule = _WeeklyRule(config, store, list_name, pinned)
+    rule = _WeeklyRule(config, store, list_name, pinned, bodies)
     weekly, late, skipped = rule.at(now)
     slot = rule.trigger.get_next_fire_time(None, now + dt.timedelta(seconds=1))
     then = rule.at(slot)[0] if slot is not None else []
@@ -220,14 +226,15 @@ class _WeeklyRule:
     """The weekly rule for one list, over issue files parsed once and send states read once, so that a
     plan can ask it about now and about the next slot without doing the work twice."""
 
-    def __init__(self, config: Config, store: Store, list_name: str, pinned: set[str]) -> None:
+    def __init__(self, config: Config, store: Store, list_name: str, pinned: set[str], bodies: bool) -> None:
         self.config, self.store, self.list_name, self.pinned = config, store, list_name, pinned
         self.tz, self.trigger = timezone(config), trigger(config)
         self.grace = dt.timedelta(seconds=config.schedule.misfire_grace)
         self.issues: list[tuple[Path, Issue | ContentError]] = []
+        read = load if bodies else heading
         for path in sorted(config.issues_dir.glob("*.md")):
             try:
-                self.issues.append((path, load(path, config.newsletter)))
+                self.issues.append((path, read(path, config.newsletter)))
             except ContentError as exc:
                 self.issues.append((path, exc))
         self._states: dict[str, _Send] = {}

@@ -163,6 +163,19 @@ def test_drafts_and_broken_files_are_listed_with_why(weekly, tmp_path):
     assert "front matter" in reasons["broken.md"]
 
 
+def test_an_issue_due_with_an_error_in_its_body_fails_its_send_loudly_and_the_dry_run_lists_it(weekly, tmp_path):
+    from newsletter.errors import ContentError
+
+    nl, fake = weekly
+    path = issue(tmp_path, "typo", "2026-11-30")
+    path.write_text(path.read_text().replace("%%name%%", "%%nmae%%"))
+    plan = nl.schedule.plan("weekly", now=MONDAY_0900)  # what `schedule list` and `--dry-run` show
+    assert plan.due == [] and "unknown placeholder %%nmae%%" in {s.path.name: s.why for s in plan.skipped}["typo.md"]
+    with pytest.raises(ContentError, match=r"typo\.md:\d+: unknown placeholder %%nmae%%"):
+        nl.schedule.due("weekly", now=MONDAY_0900)  # cron: not left out in silence
+    assert fake.sent == []
+
+
 def test_the_scheduler_and_cron_act_on_the_same_plan(weekly, tmp_path):
     nl, fake = weekly
     issue(tmp_path, "2019-01-07", "2019-01-07")

@@ -63,7 +63,7 @@ class Schedule(Part):
         schedule.trigger(self.config)  # a bad schedule is an error before anything is sent
         if issue_path is not None:
             return self._send_if_not_draft(Path(issue_path), name, stop)
-        plan = schedule.plan_due(self.config, self.store, name, now)
+        plan = schedule.plan_due(self.config, self.store, name, now, bodies=False)
         lines: list[str] = []
         exit_code, last = 0, None
         for passed in plan.missed:
