@@ -75,10 +75,8 @@ def _headers(envelope: Envelope, recipient: Recipient, utf8: bool, date: str,
     if envelope.complaint_address:
         headers += [("CFBL-Address", f"{envelope.complaint_address}; report=arf", False),
                     ("CFBL-Feedback-ID", _header(envelope.feedback_id), False)]
-    for key, value in envelope.custom_args.items():  # read back from returned copies
-        headers.append((f"X-Newsletter-{key.title()}", _header(value), False))
-    for key, value in recipient.custom_args.items():
-        headers.append((f"X-Newsletter-{key.title()}", _header(value), True))
+    for key, value in {**envelope.custom_args, **recipient.custom_args}.items():  # read back from returned copies
+        headers.append((f"X-Newsletter-{key.title()}", _header(value), key in recipient.custom_args))
     headers.append(("MIME-Version", "1.0", False))
     return headers
 
