@@ -489,7 +489,7 @@ class Pin:
 def pins(config: Config, store: Store) -> list[Pin]:
     """Pinned sends still waiting, oldest first."""
     if not _any_pin(store):
-        return []  # and APScheduler is not even imported, which is most of what cron's minute costs
+        return []  # without importing APScheduler's job store and scheduler, a tenth of cron's minute
     found = [Pin(job.id, Path(job.args[1]), job.args[2], job.next_run) for job in StoredJobs(config, store).all()
              if job.id.startswith(PIN_PREFIX) and job.next_run is not None and len(job.args) == 3]
     return sorted(found, key=lambda pin: pin.at)
