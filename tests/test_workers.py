@@ -135,14 +135,14 @@ def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shar
 
     from newsletter.cli import cli
 
-    n = 600
+    n = 2000  # 40 batches, 4 s for one process: the others start well before the work runs out
     with Newsletter.from_config(shared) as nl:
         nl.subscribers.import_csv(people(tmp_path, n), "weekly")
-    sendgrid_server.latency = 0.2  # long enough that the others start while work is left
+    sendgrid_server.latency = 0.2
     result = CliRunner().invoke(cli, ["--config", str(shared), "send", str(ISSUE), "--list", "weekly", "--yes",
                                       "--workers", "3"])
     assert result.exit_code == 0, result.output
-    assert "in total: sent 600" in result.output and "3 worker processes shared the send" in result.output
+    assert "in total: sent 2,000" in result.output and "3 worker processes shared the send" in result.output
     received = collections.Counter(sendgrid_server.received)
     assert len(received) == n and max(received.values()) == 1  # everyone, once
     with Newsletter.from_config(shared) as nl, nl.store.engine.connect() as conn:
@@ -151,7 +151,7 @@ def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shar
 
 
 def test_a_signal_to_the_first_process_of_send_workers_stops_them_all(shared, sendgrid_server, tmp_path):
-    n = 2000
+    n = 4000
     with Newsletter.from_config(shared) as nl:
         nl.subscribers.import_csv(people(tmp_path, n), "weekly")
     sendgrid_server.latency = 0.2
