@@ -379,6 +379,20 @@ def jobstore(store: Store) -> SQLAlchemyJobStore:
     return SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)
 
 
+def _make_job_table(store: Store, jobs: SQLAlchemyJobStore) -> None:
+    """The job table, made in a write transaction that waits its turn (and waits out a short outage).
+
+    APScheduler makes it in a deferred transaction, which SQLite refuses at once ("database is
+    locked") when another connection wrote since that transaction read; once the table is there,
+    APScheduler only looks.
+    """
+    def make() -> None:
+        with store.write() as conn:
+            jobs.jobs_t.create(conn, checkfirst=True)
+
+    store.patiently(make)
+
+
 @dataclass(frozen=True)
 class ScheduledJob:
     id: str
@@ -403,6 +417,8 @@ class StoredJobs:
 
         self._scheduler = BackgroundScheduler(timezone=timezone(config))
         self._jobs = jobstore(store)
+        if create:
+            _make_job_table(store, self._jobs)
         self._ready = create or sa.inspect(store.engine).has_table(JOB_TABLE)
         if self._ready:
             self._jobs.start(self._scheduler, "default")  # creates the table when missing; starts no thread
@@ -535,8 +551,10 @@ def build_scheduler(config: Config, store: Store, list_name: str, runner: Runner
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     weekly = trigger(config)
+    jobs = jobstore(store)
+    _make_job_table(store, jobs)
     scheduler = BlockingScheduler(
-        jobstores={"default": jobstore(store)}, executors={"default": _runner_executor(runner)},
+        jobstores={"default": jobs}, executors={"default": _runner_executor(runner)},
         timezone=timezone(config),
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": config.schedule.misfire_grace},
     )

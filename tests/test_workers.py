@@ -135,10 +135,10 @@ def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shar
 
     from newsletter.cli import cli
 
-    n = 2000  # 40 batches, 4 s for one process: the others start well before the work runs out
+    n = 2000  # 40 batches, 6 s for one process: the others start well before the work runs out
     with Newsletter.from_config(shared) as nl:
         nl.subscribers.import_csv(people(tmp_path, n), "weekly")
-    sendgrid_server.latency = 0.2
+    sendgrid_server.latency = 0.3
     result = CliRunner().invoke(cli, ["--config", str(shared), "send", str(ISSUE), "--list", "weekly", "--yes",
                                       "--workers", "3"])
     assert result.exit_code == 0, result.output
