@@ -98,6 +98,14 @@ class _ClaimSql(NamedTuple):
     last: Prepared | None  # SQLite: the last id of the next rows to take
 
 
+def _claimable(rows: Any) -> tuple[sa.ColumnElement[bool], ...]:
+    """The rows of `deliveries` (or an alias of it) a claim may take: this send's pending ones past the
+    cursor whose retry time, if any, has come (bound as b_issue, b_list, b_cursor, b_at)."""
+    return (rows.c.issue == sa.bindparam("b_issue"), rows.c.list_id == sa.bindparam("b_list"),
+            rows.c.state == PENDING, rows.c.subscriber_id > sa.bindparam("b_cursor"),
+            sa.or_(rows.c.retry_after.is_(None), rows.c.retry_after <= sa.bindparam("b_at")))
+
+
 class Claimed(NamedTuple):
     """A recipient claimed for sending."""
 
@@ -491,10 +499,7 @@ class Ledger:
                 workers.c.heartbeat_at >= sa.bindparam("b_since")).with_for_update(read=True)
             pick = deliveries.alias("pick")  # an alias, so the subquery is not correlated with the UPDATE
             picked = (
-                sa.select(pick.c.subscriber_id)
-                .where(pick.c.issue == sa.bindparam("b_issue"), pick.c.list_id == sa.bindparam("b_list"),
-                       pick.c.state == PENDING, pick.c.subscriber_id > sa.bindparam("b_cursor"),
-                       sa.or_(pick.c.retry_after.is_(None), pick.c.retry_after <= sa.bindparam("b_at")))
+                sa.select(pick.c.subscriber_id).where(*_claimable(pick))
                 .order_by(pick.c.subscriber_id).limit(sa.bindparam("b_size"))
                 .with_for_update(skip_locked=True)
             )
@@ -507,11 +512,7 @@ class Ledger:
                 last = Prepared(sa.select(sa.func.max(picked.subquery().c.subscriber_id)), conn.dialect)
                 take = (
                     deliveries.update()
-                    .where(deliveries.c.issue == sa.bindparam("b_issue"),
-                           deliveries.c.list_id == sa.bindparam("b_list"),
-                           deliveries.c.subscriber_id > sa.bindparam("b_cursor"),
-                           deliveries.c.subscriber_id <= sa.bindparam("b_high"), deliveries.c.state == PENDING,
-                           sa.or_(deliveries.c.retry_after.is_(None), deliveries.c.retry_after <= sa.bindparam("b_at")))
+                    .where(*_claimable(deliveries), deliveries.c.subscriber_id <= sa.bindparam("b_high"))
                     .values(**claiming)
                 )
             else:
