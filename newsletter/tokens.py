@@ -117,15 +117,13 @@ class Signer:
 
     def make_tagged(self, people: Iterable[tuple[int, str]], list_name: str, extra: str = "") -> list[str]:
         """`make(id, list_name, extra, address_tag(email))` for each (subscriber id, email): a send's batch
-        of links in one loop, which halves what a million tokens cost one by one."""
+        of links in one loop, the context encoded once."""
         encoded, raw = self._context(list_name, extra)
-        tail, digest, sha256, b2a = b"|" + raw, self._mac.digest, hashlib.sha256, binascii.b2a_base64
+        tail, digest = b"|" + raw, self._mac.digest
         tokens = []
         for subscriber_id, email in people:
-            tag = b2a(sha256(email.lower().encode()).digest()[:6], newline=False).translate(_URLSAFE).decode()
-            subscriber = f"{subscriber_id}-{tag}"
-            signature = b2a(digest(subscriber.encode() + tail), newline=False).translate(_URLSAFE).rstrip(b"=")
-            tokens.append(f"{subscriber}.{encoded}.{signature.decode()}")
+            subscriber = f"{subscriber_id}-{address_tag(email)}"
+            tokens.append(f"{subscriber}.{encoded}.{_b64(digest(subscriber.encode() + tail))}")
         return tokens
 
     def check(self, token: str) -> Claims:
