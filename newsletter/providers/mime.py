@@ -107,16 +107,21 @@ def build_message(envelope: Envelope, recipient: Recipient, *, date: str = "", m
     return msg
 
 
-def _quoted_printable(text: str, subtype: str, policy: email.policy.Policy) -> EmailMessage:
-    """One text part, quoted-printable in lines of at most 76 characters (RFC 2045).
+def _qp(text: str) -> bytes:
+    """Quoted-printable in lines of at most 76 characters (RFC 2045), the one encoder of both builds.
 
     binascii's encoder is C (the email package's is Python and several times slower) and keeps
     to 76 columns, where spam filters score longer lines (the HTML is one long line).
     """
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True)
+
+
+def _quoted_printable(text: str, subtype: str, policy: email.policy.Policy) -> EmailMessage:
+    """One text part, quoted-printable (see `_qp`)."""
     part = EmailMessage(policy=policy)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     part["Content-Transfer-Encoding"] = "quoted-printable"
-    part.set_payload(binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii"))
+    part.set_payload(_qp(text).decode("ascii"))
     return part
 
 
@@ -161,7 +166,7 @@ class _Part:
     def _encode(text: str) -> bytes:
         if not text:
             return b""
-        return _LEADING_DOT.sub(b"..", _NEWLINES.sub(b"\r\n", binascii.b2a_qp(text.encode("utf-8"), istext=True)))
+        return _LEADING_DOT.sub(b"..", _NEWLINES.sub(b"\r\n", _qp(text)))
 
     def data(self, values: dict[str, str]) -> bytes:
         return b"".join([piece if isinstance(piece, bytes) else
