@@ -195,6 +195,8 @@ class MessageTemplate:
         parts = [_quoted_printable("", subtype, POLICY) for subtype in ("plain", "html")]
         self._part_heads = [b"".join(POLICY.fold_binary(name, value) for name, value in part.raw_items()) + b"\r\n"
                             for part in parts]
+        self._between = f"\r\n--{self.boundary}\r\n".encode()  # the blank line, or a part's end, and the next
+        self._end = f"\r\n--{self.boundary}--\r\n".encode()
         self._shared: dict[tuple[str, str], bytes] = {}
         self._date: tuple[str, bytes] = ("", b"")
 
@@ -225,10 +227,8 @@ class MessageTemplate:
             folded, read = self._header(name, value, personal)
             out.append(folded)
             mid = read if name == "Message-ID" else mid
-        separator = f"\r\n--{self.boundary}\r\n".encode()
-        out += [self._content_type, separator, self._part_heads[0], self._text.data(recipient.values),
-                separator, self._part_heads[1], self._html.data(recipient.values),
-                f"\r\n--{self.boundary}--\r\n".encode()]
+        out += [self._content_type, self._between, self._part_heads[0], self._text.data(recipient.values),
+                self._between, self._part_heads[1], self._html.data(recipient.values), self._end]
         return b"".join(out), mid
 
 
