@@ -36,10 +36,7 @@ class Body(bytes):
     def __str__(self) -> str:
         return f"<{len(self):,} bytes>"
 
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return str(self)
+    __repr__ = __str__  # (formatting it with "{}", as the library does, comes to str)
 
 
 class Text(str):
