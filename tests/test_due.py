@@ -7,6 +7,9 @@ or later within the misfire grace; past that it is MISSED and only a send by han
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,3 +193,22 @@ def test_init_writes_its_sample_issue_as_a_draft_and_says_so(tmp_path):
 
     assert parse(tmp_path / "letter" / "issues" / "2026-12-01.md", base_url="https://x.example").draft is True
     assert "draft: true" in result.output and "remove" in result.output
+
+
+def test_cron_finding_nothing_due_starts_without_the_send_side_modules(tmp_path, monkeypatch):
+    """What `send --due` imports when nothing is due, in a fresh interpreter: cron runs it every minute, so
+    the providers, link signing, templates, address checks and the scheduler proper wait until used."""
+    nl, _fake = newsletter(tmp_path, monkeypatch)
+    nl.close()
+    issue(tmp_path, "2019-01-07", "2019-01-07")  # listed by the rule, never sent
+    script = ("import sys\nfrom newsletter.cli import main\nsys.argv = ['newsletter', 'send', '--due']\n"
+              "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+              "print(code, ' '.join(sorted(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "NEWSLETTER_CONFIG": str(tmp_path / "config.toml")})
+    code, _, modules = done.stdout.strip().splitlines()[-1].partition(" ")
+    assert (code, done.stderr) == ("0", ""), done.stdout[:300] + done.stderr  # and silent: cron mails any output
+    loaded = set(modules.split())
+    for heavy in ("newsletter.providers", "newsletter.tokens", "newsletter.send", "webbrowser", "jinja2",
+                  "email_validator", "markdown_it", "apscheduler.schedulers", "apscheduler.jobstores"):
+        assert heavy not in loaded, f"{heavy} is imported by cron's nothing-due run"

@@ -93,17 +93,21 @@ class ProviderFactory(Protocol):
     def __call__(self, config: Config, *, dry_run: bool = False) -> Provider: ...
 
 
+def _create_provider(config: Config, *, dry_run: bool = False) -> Provider:
+    """`providers.create`, imported when a send first needs it: cron's `send --due` mostly finds
+    nothing due and needs no provider."""
+    from ..providers import create
+
+    return create(config, dry_run=dry_run)
+
+
 class Newsletter:
     """One newsletter, as `config.toml` describes it: issues, subscribers, sends, schedule, links, webhooks,
     bounces."""
 
     def __init__(self, config: Config, *, provider_factory: ProviderFactory | None = None) -> None:
         self.config = config
-        if provider_factory is None:
-            from ..providers import create
-
-            provider_factory = create
-        self._provider_factory: ProviderFactory = provider_factory
+        self._provider_factory: ProviderFactory = provider_factory or _create_provider
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self.issues = Issues(self)

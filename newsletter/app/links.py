@@ -9,11 +9,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import consent, tokens
+from .. import consent
 from ..errors import InputError
 from .part import Part
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # tokens is imported where a link is checked: cron's `send --due` needs none
+    from .. import tokens
     from ..config import ListSettings
     from ..providers import Result
 
@@ -104,12 +105,16 @@ class Links(Part):
         return LinkedMembership(declared, found[0], found[1]) if found else None
 
     def _confirm_claims(self, token: str, now: float | None) -> tokens.Claims:
+        from .. import tokens
+
         claims = tokens.check_confirm(self.config.secret(), token, now=now, previous=self.config.previous_secrets())
         self.store.linked_membership(claims)
         return claims
 
     def _unsubscribe_claims(self, token: str) -> tokens.Claims:
         if self._unsubscribe_signer is None:
+            from .. import tokens
+
             self._unsubscribe_signer = tokens.unsubscribe_signer(self.config.secret(), self.config.previous_secrets())
         claims = self._unsubscribe_signer.check(token)
         self.store.linked_membership(claims)

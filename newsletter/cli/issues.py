@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import webbrowser
 
 import click
 
@@ -39,6 +38,8 @@ def preview(state: State, issue: str, host: str, port: int, open_browser: bool) 
     url = f"http://{host}:{server.server_address[1]}/"
     out.print(f"Previewing {rendered.slug} at {url} (plain text at {url}text); Ctrl-C stops.")
     if open_browser:
+        import webbrowser  # only for --open; every other command, cron's `send --due` above all, starts without it
+
         webbrowser.open(url)
     # Served from a thread, so that SIGINT and SIGTERM stop it however it was started (a background
     # job or nohup starts it with SIGINT ignored, and KeyboardInterrupt never comes).
