@@ -210,5 +210,5 @@ def test_cron_finding_nothing_due_starts_without_the_send_side_modules(tmp_path,
     assert (code, done.stderr) == ("0", ""), done.stdout[:300] + done.stderr  # and silent: cron mails any output
     loaded = set(modules.split())
     for heavy in ("newsletter.providers", "newsletter.tokens", "newsletter.send", "webbrowser", "jinja2",
-                  "email_validator", "markdown_it", "apscheduler.schedulers", "apscheduler.jobstores"):
+                  "email_validator", "markdown_it", "rich", "apscheduler.schedulers", "apscheduler.jobstores"):
         assert heavy not in loaded, f"{heavy} is imported by cron's nothing-due run"

@@ -8,22 +8,52 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-from rich.console import Console
 
 from .. import __version__
 from ..app import CONFIG_ENV, Newsletter
 from ..errors import NewsletterError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..app import Report
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-if not out.is_terminal:
-    out = Console(highlight=False, soft_wrap=True, width=160)  # tables in logs and pipes are not cut at 80
+
+class _Console:
+    """A rich Console made at its first use: cron's `send --due` that finds nothing due prints nothing,
+    and importing rich would be a good part of its start."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+        self._lock = threading.Lock()
+
+    def _made(self) -> Console:
+        with self._lock:
+            if self._console is None:
+                from rich.console import Console
+
+                console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+                if not self._stderr and not console.is_terminal:  # tables in logs and pipes are not cut at 80
+                    console = Console(highlight=False, soft_wrap=True, width=160)
+                self._console = console
+            return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def __enter__(self) -> Console:  # rich's live displays hold their console as a context
+        return self._made().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._made().__exit__(*exc)
+
+
+err = cast("Console", _Console(stderr=True))
+out = cast("Console", _Console(stderr=False))
 
 
 @contextmanager
