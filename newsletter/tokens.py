@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import TokenError
@@ -42,9 +42,12 @@ def _unb64(text: str) -> bytes:
     return data
 
 
+_TAG_BYTES = 6  # a multiple of 3: its base64 has no padding, so a batch's tags encode as one (`make_tagged`)
+
+
 def address_tag(email: str) -> str:
     """A short tag of the address a link was made for: a link never acts for another person."""
-    return _b64(hashlib.sha256(email.lower().encode("utf-8")).digest()[:6])
+    return _b64(hashlib.sha256(email.lower().encode("utf-8")).digest()[:_TAG_BYTES])
 
 
 _IPAD = bytes.maketrans(bytes(range(256)), bytes(x ^ 0x36 for x in range(256)))
@@ -115,16 +118,18 @@ class Signer:
         subscriber = f"{subscriber_id}-{tag}" if tag else str(subscriber_id)
         return f"{subscriber}.{encoded}.{_b64(self._signature(subscriber, raw))}"
 
-    def make_tagged(self, people: Iterable[tuple[int, str]], list_name: str, extra: str = "") -> list[str]:
+    def make_tagged(self, people: Sequence[tuple[int, str]], list_name: str, extra: str = "") -> list[str]:
         """`make(id, list_name, extra, address_tag(email))` for each (subscriber id, email): a send's batch
-        of links in one loop, the context encoded once."""
+        of links, with the context encoded once and the tags and signatures base64-encoded all together.
+
+        That splits exactly: a 6-byte tag is 8 characters, and a 32-byte signature with one zero byte
+        after it is 44, the first 43 of them its own unpadded encoding."""
         encoded, raw = self._context(list_name, extra)
-        tail, digest = b"|" + raw, self._mac.digest
-        tokens = []
-        for subscriber_id, email in people:
-            subscriber = f"{subscriber_id}-{address_tag(email)}"
-            tokens.append(f"{subscriber}.{encoded}.{_b64(digest(subscriber.encode() + tail))}")
-        return tokens
+        tail, digest, sha256 = b"|" + raw, self._mac.digest, hashlib.sha256
+        tags = _b64(b"".join([sha256(email.lower().encode("utf-8")).digest()[:_TAG_BYTES] for _id, email in people]))
+        subscribers = [f"{subscriber_id}-{tags[8 * k:8 * k + 8]}" for k, (subscriber_id, _email) in enumerate(people)]
+        signatures = _b64(b"".join([digest(subscriber.encode() + tail) + b"\0" for subscriber in subscribers]))
+        return [f"{subscriber}.{encoded}.{signatures[44 * k:44 * k + 43]}" for k, subscriber in enumerate(subscribers)]
 
     def check(self, token: str) -> Claims:
         """The claims of a valid token; TokenError for anything forged, altered or malformed."""

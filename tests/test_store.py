@@ -213,6 +213,16 @@ def test_tokens_are_the_hmac_of_the_standard_library_so_links_already_sent_keep_
     assert verp.find(verp.make("2026-12-01", 42)) == (42, tokens.issue_digest("2026-12-01"))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**12), st.text(min_size=1, max_size=40)), max_size=40),
+       st.text(alphabet=st.characters(blacklist_characters="|"), max_size=12))
+def test_a_batch_of_links_is_each_link_made_alone(people, extra):
+    """`make_tagged` encodes a batch's tags and signatures together; each token must still be `make`'s."""
+    signer = tokens.unsubscribe_signer(b"secret-one")
+    assert signer.make_tagged(people, "weekly", extra) == [
+        signer.make(sid, "weekly", extra, tokens.address_tag(email)) for sid, email in people]
+
+
 _LOCAL = st.text(alphabet="abcXYZ019.!#$%&'*+/=?^_`{|}~-é", min_size=1, max_size=70)
 _DOMAIN = st.sampled_from(["example.com", "EXAMPLE.org", "bücher.de", "localhost", "a..b", "x.test",
                            "sub.example.co.uk", "-bad.com", "ex_ample.com", "123.456", "xn--bcher-kva.de"])
