@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from types import MappingProxyType
 from typing import Any
 
 from ..placeholders import PATTERN, fill, one_line
@@ -30,9 +31,10 @@ def _header(value: str) -> str:
 
 # CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
 # limit: a folded List-Unsubscribe would be turned into an encoded word that clients cannot use.
-POLICY = email.policy.SMTP.clone(max_line_length=998)
+_LONGEST = 998
+POLICY = email.policy.SMTP.clone(max_line_length=_LONGEST)
 # For an address that is not ASCII (RFC 6532): headers in UTF-8, never an encoded word in an address.
-UTF8_POLICY = email.policy.SMTPUTF8.clone(max_line_length=998)
+UTF8_POLICY = email.policy.SMTPUTF8.clone(max_line_length=_LONGEST)
 
 
 def needs_smtputf8(envelope: Envelope, recipient: Recipient) -> bool:
@@ -126,7 +128,6 @@ def _quoted_printable(text: str, subtype: str, policy: email.policy.Policy) -> E
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
-_NEWLINES = re.compile(rb"\r\n|\r|\n")  # what the email package's generator writes as one line end
 
 
 def smtp_data(message: bytes) -> bytes:
@@ -166,11 +167,28 @@ class _Part:
     def _encode(text: str) -> bytes:
         if not text:
             return b""
-        return _LEADING_DOT.sub(b"..", _NEWLINES.sub(b"\r\n", _qp(text)))
+        # The text has no CR (see `usable`; values are made one line), so neither has its encoding: every
+        # line ends in LF alone, and each piece starts a line.
+        data = _qp(text).replace(b"\n", b"\r\n").replace(b"\n.", b"\n..")
+        return b"." + data if data.startswith(b".") else data
 
     def data(self, values: dict[str, str]) -> bytes:
         return b"".join([piece if isinstance(piece, bytes) else
                          self._encode(fill(piece, values, html_escape=self.html_escape)) for piece in self.pieces])
+
+
+# Personal header values that the email package writes back as they are (one line, `Name: value`) and
+# reads back the same: a copy's own headers are written directly when they are one of these, since
+# parsing and folding them took most of a copy's time (a test holds both ways to each other).
+_ATOMS = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+_ADDRESS = rf"{_ATOMS}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_TEXT = re.compile(r"(?:(?!=\?)[!-~])+(?: (?:(?!=\?)[!-~])+)*")  # printable ASCII, single spaces, no encoded word
+_PLAIN = MappingProxyType({
+    "To": re.compile(rf"(?:[A-Za-z0-9]+(?: [A-Za-z0-9]+)* <{_ADDRESS}>|{_ADDRESS})"),
+    "Message-ID": re.compile(rf"<{_ATOMS}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>"),
+    "Subject": _TEXT,
+    "List-Unsubscribe": _TEXT,
+})
 
 
 class MessageTemplate:
@@ -207,6 +225,9 @@ class MessageTemplate:
             return self._shared[key], ""
         if name == "Date" and self._date[0] == value:
             return self._date[1], ""
+        plain = _PLAIN.get(name, _TEXT if name.startswith("X-Newsletter-") else None)
+        if plain is not None and plain.fullmatch(key[1]) and len(name) + len(key[1]) < _LONGEST - 1:
+            return f"{name}: {key[1]}\r\n".encode("ascii"), key[1]
         stored = POLICY.header_store_parse(name, value)
         folded = POLICY.fold_binary(*stored)
         if not personal:
