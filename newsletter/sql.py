@@ -44,7 +44,13 @@ def make_engine(url: str) -> Engine:
     try:
         # A pooled connection is checked before use, so one a server restart or a proxy closed is
         # replaced instead of failing the next statement (a SQLite file has no connection to lose).
-        engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        # psycopg 3 prepares a statement run five times, and PostgreSQL may then keep one plan for it
+        # made when a table was nearly empty: an import's address lookups became whole-table scans
+        # as the table grew. Every statement is planned for the table as it is.
+        options: dict[str, Any] = {}
+        if sa.engine.make_url(url).get_driver_name() == "psycopg":
+            options["connect_args"] = {"prepare_threshold": None}
+        engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"), **options)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
         raise StoreError(f"store url {url!r}: {exc}") from None
     if engine.dialect.name == "sqlite":

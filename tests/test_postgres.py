@@ -97,3 +97,21 @@ def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_secon
         first.kill()
     assert first.returncode == 0, err
     assert "Traceback" not in err
+
+
+
+def test_no_statement_is_prepared_on_the_server_so_each_is_planned_for_the_tables_as_they_are(pg_config):
+    """psycopg 3 prepares a statement that runs five times on a connection; PostgreSQL may then keep one
+    generic plan for it. An import's address lookups, prepared while `subscribers` was nearly empty,
+    then compared every row with every address of the block: 200,000 rows spent most of a minute in
+    those lookups alone. Nothing is prepared, so every lookup is planned for the table as it is."""
+    store = Store(pg_config)
+    try:
+        with store.engine.connect() as conn:
+            for _ in range(12):
+                conn.execute(sa.select(sa.func.count()).select_from(sa.table("subscribers"))
+                             .where(sa.column("email_key") == sa.bindparam("key")), {"key": "x@example.com"})
+            prepared = conn.execute(sa.text("SELECT name, statement FROM pg_prepared_statements")).all()
+    finally:
+        store.close()
+    assert prepared == []
