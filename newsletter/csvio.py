@@ -26,7 +26,7 @@ from . import addresses, consent, fields
 from .consent import ACTIVE, BOUNCED, COMPLAINED, UNCONFIRMED, UNSUBSCRIBED
 from .errors import InputError, NewsletterError, StoreError
 from .schema import history, memberships, subscribers, suppressions, tags
-from .sql import db_time, executemany, insert_many, now, transient
+from .sql import analyze, db_time, executemany, insert_many, now, transient
 from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -345,6 +345,7 @@ class _Import:
         self.source = fields.clip(source, fields.SOURCE)
         self.report = ImportReport()
         self.chunk: list[_Row] = []
+        self.chunks = 0
 
     def take(self, line: int, header: list[str], cells: list[str], problem: str, rejects: _Rejects) -> None:
         self.report.read += 1
@@ -365,6 +366,8 @@ class _Import:
     def flush(self) -> None:
         if self.chunk:
             self._import_chunk()
+        if self.chunks & (self.chunks - 1):  # not measured just now
+            self.measured()
         if self.progress:
             self.progress(self.report.read)
 
@@ -373,6 +376,13 @@ class _Import:
             _Chunk(conn, self.store, self.list_id, self.status, self.source, self.report).run(self.chunk)
         self.report.kept += len(self.chunk)
         self.chunk = []
+        self.chunks += 1
+        if self.chunks & (self.chunks - 1) == 0:  # after chunks 1, 2, 4, 8...: whenever the rows may have doubled
+            self.measured()
+
+    def measured(self) -> None:
+        """The tables' statistics made current (PostgreSQL), so that what follows is planned for their size."""
+        self.store.patiently(lambda: analyze(self.store.engine, (subscribers, memberships, history)))
 
     def stopped(self, error: NewsletterError) -> NewsletterError:
         """An import that stopped part-way: what went wrong, how many rows were kept, and how to go on."""
