@@ -45,8 +45,8 @@ def make_engine(url: str) -> Engine:
         # A pooled connection is checked before use, so one a server restart or a proxy closed is
         # replaced instead of failing the next statement (a SQLite file has no connection to lose).
         # psycopg 3 prepares a statement run five times, and PostgreSQL may then keep one plan for it
-        # made when a table was nearly empty: an import's address lookups became whole-table scans
-        # as the table grew. Every statement is planned for the table as it is.
+        # made when a table was nearly empty: an import's address lookup compared every row with every
+        # address of a block, slower with each block. Every statement is planned for the tables as they are.
         options: dict[str, Any] = {}
         if sa.engine.make_url(url).get_driver_name() == "psycopg":
             options["connect_args"] = {"prepare_threshold": None}
