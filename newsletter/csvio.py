@@ -12,6 +12,7 @@ import codecs
 import csv
 import datetime as dt
 import json
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from .errors import InputError, NewsletterError, StoreError
 from .schema import history, memberships, subscribers, suppressions, tags
 from .sql import analyze, db_time, executemany, insert_many, now, transient
 from .store import SUPPRESSED, Store, kept_out_reason, left_at_after, merge
+
+log = logging.getLogger(__name__)
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DELIMITERS = (",", ";", "\t")
@@ -381,8 +384,13 @@ class _Import:
             self.measured()
 
     def measured(self) -> None:
-        """The tables' statistics made current (PostgreSQL), so that what follows is planned for their size."""
-        self.store.patiently(lambda: analyze(self.store.engine, (subscribers, memberships, history)))
+        """The tables' statistics made current (PostgreSQL), so that what follows is planned for their size.
+        Only an aid: the rows are committed already, so a failure is a warning, never a failed import."""
+        try:
+            analyze(self.store.engine, (subscribers, memberships, history))
+        except sa.exc.DBAPIError as exc:
+            log.warning("could not update the database's statistics after importing (%s); autovacuum will",
+                        " ".join(str(exc.orig or exc).split())[:200])
 
     def stopped(self, error: NewsletterError) -> NewsletterError:
         """An import that stopped part-way: what went wrong, how many rows were kept, and how to go on."""

@@ -66,8 +66,8 @@ def analyze(engine: Engine, tables: tuple[sa.Table, ...]) -> None:
     from near-empty statistics, an import's address lookups scan whole tables, and so does the next
     send's snapshot, which took minutes for 50,000 rows imported just before; autovacuum measures
     them only in its own time. SQLite needs nothing: it finds rows by index whatever it knows."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
+    if engine.dialect.name == "postgresql":  # in autocommit: no transaction is left open around it
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE " + ", ".join(engine.dialect.identifier_preparer.format_table(t)
                                                          for t in tables))
 
