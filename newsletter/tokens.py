@@ -45,9 +45,13 @@ def _unb64(text: str) -> bytes:
 _TAG_BYTES = 6  # a multiple of 3: its base64 has no padding, so a batch's tags encode as one (`make_tagged`)
 
 
+def _tag_bytes(email: str) -> bytes:
+    return hashlib.sha256(email.lower().encode("utf-8")).digest()[:_TAG_BYTES]
+
+
 def address_tag(email: str) -> str:
     """A short tag of the address a link was made for: a link never acts for another person."""
-    return _b64(hashlib.sha256(email.lower().encode("utf-8")).digest()[:_TAG_BYTES])
+    return _b64(_tag_bytes(email))
 
 
 _IPAD = bytes.maketrans(bytes(range(256)), bytes(x ^ 0x36 for x in range(256)))
@@ -125,8 +129,8 @@ class Signer:
         That splits exactly: a 6-byte tag is 8 characters, and a 32-byte signature with one zero byte
         after it is 44, the first 43 of them its own unpadded encoding."""
         encoded, raw = self._context(list_name, extra)
-        tail, digest, sha256 = b"|" + raw, self._mac.digest, hashlib.sha256
-        tags = _b64(b"".join([sha256(email.lower().encode("utf-8")).digest()[:_TAG_BYTES] for _id, email in people]))
+        tail, digest = b"|" + raw, self._mac.digest
+        tags = _b64(b"".join([_tag_bytes(email) for _id, email in people]))
         subscribers = [f"{subscriber_id}-{tags[8 * k:8 * k + 8]}" for k, (subscriber_id, _email) in enumerate(people)]
         signatures = _b64(b"".join([digest(subscriber.encode() + tail) + b"\0" for subscriber in subscribers]))
         return [f"{subscriber}.{encoded}.{signatures[44 * k:44 * k + 43]}" for k, subscriber in enumerate(subscribers)]
