@@ -88,6 +88,8 @@ class FakeSendGrid:
         self.script: deque[tuple[int, dict[str, str], float, list[dict[str, Any]] | None]] = deque()
         self.reject: dict[str, str] = {}  # address -> message: answer 400 naming its personalization
         self.stall = 0.0  # seconds to sleep before answering (the request is accepted first)
+        self.gate = threading.Event()  # answers to accepted requests wait while it is clear
+        self.gate.set()
         self.garbage: deque[bytes] = deque()  # what to answer instead of HTTP, after accepting the request
         self.drop: deque[bool] = deque()  # accept the next request, then hang up without answering
         self.latency = latency  # seconds every answer takes, as a real API's round trip
@@ -175,6 +177,7 @@ class FakeSendGrid:
                     return None
                 if stall:
                     time.sleep(stall)
+                server.gate.wait()
                 if garbage is not None:  # a proxy's error page, a broken keep-alive: not an HTTP answer
                     self.wfile.write(garbage)
                     self.close_connection = True

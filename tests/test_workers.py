@@ -39,6 +39,13 @@ def worker(config: Path, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def holders(nl: Newsletter) -> int:
+    """How many workers hold rows in flight now."""
+    with nl.store.engine.connect() as conn:
+        query = "SELECT count(DISTINCT worker_id) FROM deliveries WHERE state = 'in_flight'"
+        return conn.exec_driver_sql(query).scalar()
+
+
 @pytest.mark.slow
 def test_three_workers_share_a_send_and_survive_one_being_killed(shared, sendgrid_server, tmp_path):
     n = 2000
@@ -79,10 +86,18 @@ def test_three_workers_share_a_send_and_survive_one_being_killed(shared, sendgri
 def test_a_second_send_joins_the_first_instead_of_failing(shared, sendgrid_server, tmp_path):
     with Newsletter.from_config(shared) as nl:
         nl.subscribers.import_csv(people(tmp_path, 1200), "weekly")
+    shared.write_text(shared.read_text().replace("timeout = 2\n", "timeout = 120\n", 1))  # answers are held
     sendgrid_server.latency = 0.3
     first = worker(shared)
     assert wait_for(lambda: len(sendgrid_server.received) >= 50, 60)
+    # The first worker's answers wait until the second holds a batch too, however slowly it starts.
+    sendgrid_server.gate.clear()
     second = worker(shared)
+    try:
+        with Newsletter.from_config(shared) as nl:
+            assert wait_for(lambda: holders(nl) >= 2, 60)
+    finally:
+        sendgrid_server.gate.set()
     results = [p.communicate(timeout=120) for p in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], results
     assert "nothing to send" not in results[1][0] and "this run sent 0," not in results[1][0]  # it took a share
