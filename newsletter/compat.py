@@ -42,6 +42,11 @@ ON_PURPOSE = MappingProxyType({
     "html-aria-label": "MJML names the message for screen readers; Yahoo reads the subject instead",
     "html-body": "MJML's body attributes; Outlook for macOS takes the body's content as it is",
     "html-doctype": "MJML's HTML5 doctype; Outlook for Windows renders with Word either way",
+    # What MJML's stock components (mj-image, mj-button, mj-spacer, mj-social) write.
+    "css-border-spacing": "MJML's social and button tables; their cellspacing attribute holds it in Outlook",
+    "css-cursor": "MJML's button; a client without it shows its own pointer over the link",
+    "css-float": "MJML's social icons and columns; Outlook for Windows gets tables in conditional comments",
+    "html-target": "MJML's links open a new tab where the client allows; elsewhere the client decides",
 })
 
 
@@ -69,6 +74,10 @@ class Report:
     clients: tuple[str, ...]
     features_used: int
     findings: tuple[Finding, ...]
+
+    def summary(self) -> str:
+        return (f"Email client support (caniemail.com data of {self.data_date}): {self.features_used} features used, "
+                f"{len(self.unexpected)} unexpected")
 
     @property
     def unexpected(self) -> tuple[Finding, ...]:

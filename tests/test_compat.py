@@ -105,8 +105,15 @@ def test_the_refresh_script_keeps_the_newest_result_of_each_listed_client_and_th
     assert out["last_update_date"].startswith("2030-01-02")
 
 
-def test_render_and_the_dry_run_print_the_table(run, sample_issue, tmp_path, config_path):
+def test_render_and_the_dry_run_say_one_line_and_print_the_table_when_asked(run, sample_issue, tmp_path,
+                                                                            config_path):
     result = run("render", sample_issue, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Email client support")]
+    used = int(line.split(": ")[1].split()[0])
+    assert used > 40 and line.endswith(f"{used} features used, 0 unexpected (--compat for the table)"), line
+    assert "@media (prefers-color-scheme)" not in result.output and "by design" not in result.output
+    result = run("render", sample_issue, "--out", tmp_path / "out", "--compat")
     assert result.exit_code == 0, result.output
     assert "Email client support (caniemail.com data of " in result.output
     lines = [line for line in result.output.splitlines() if line.startswith("@media (prefers-color-scheme)")]
@@ -115,4 +122,28 @@ def test_render_and_the_dry_run_print_the_table(run, sample_issue, tmp_path, con
         nl.subscribers.import_csv(ROOT / "subscribers" / "sample.csv", "weekly")
     result = run("send", sample_issue, "--list", "weekly", "--dry-run")
     assert result.exit_code == 0, result.output
+    assert f"{used} features used, 0 unexpected" in result.output and "border-radius" not in result.output
+    result = run("send", sample_issue, "--list", "weekly", "--dry-run", "--compat")
+    assert result.exit_code == 0, result.output
     assert "Email client support" in result.output and "border-radius" in result.output
+    result = run("send", sample_issue, "--list", "weekly", "--dry-run", "--json")
+    assert json.loads(result.output)["compatibility"]["findings"][0]["on_purpose"]
+
+
+def test_what_mjmls_own_components_emit_is_by_design(cfg, tmp_path, sample_issue):
+    templates = tmp_path / "templates"
+    shutil.copytree(cfg.templates_dir, templates)
+    mjml = templates / "issue.mjml"
+    mjml.write_text(mjml.read_text().replace("{%- for item in items %}", """<mj-section><mj-column>
+      <mj-image src="https://example.com/logo.png" alt="Logo" width="120px" href="https://example.com/" />
+      <mj-button href="https://example.com/">Read more</mj-button>
+      <mj-spacer height="20px" />
+      <mj-social><mj-social-element name="github" href="https://github.com/">GitHub</mj-social-element></mj-social>
+    </mj-column></mj-section>
+    {%- for item in items %}""", 1))
+    rendered = render.render(content.load(sample_issue, cfg.newsletter), cfg.newsletter, Templates(templates))
+    report = rendered.compatibility
+    assert report is not None and report.unexpected == (), [f.slug for f in report.unexpected]
+    by_slug = {finding.slug: finding for finding in report.findings}
+    for slug in ("css-border-spacing", "css-cursor", "css-float", "html-target"):  # used, and said why
+        assert by_slug[slug].unsupported and by_slug[slug].on_purpose

@@ -223,26 +223,32 @@ def print_json(data: Any) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+compat_option = click.option("--compat", "compat_table", is_flag=True,
+                             help="Print caniemail's table of the features used that some clients lack.")
 
 
-def print_compatibility(report: Report | None) -> None:
-    """caniemail's verdict on the features the issue uses, one row each, one column per client."""
+def print_compatibility(report: Report | None, table: bool = False) -> None:
+    """caniemail's verdict on the features the issue uses: one line, or with `table` a row each and a
+    column per client. What is unexpected is a render warning either way."""
     if report is None:
+        return
+    if not table:
+        out.print(f"{report.summary()} (--compat for the table)", markup=False)
         return
     from rich.table import Table
 
-    table = Table(title=f"Email client support (caniemail.com data of {report.data_date}): "
-                        f"{len(report.findings)} of {report.features_used} features used are not supported everywhere",
-                  title_justify="left", box=None, pad_edge=False, padding=(0, 1))
-    table.add_column("feature", overflow="fold")
+    rows = Table(title=f"Email client support (caniemail.com data of {report.data_date}): "
+                       f"{len(report.findings)} of {report.features_used} features used are not supported everywhere",
+                 title_justify="left", box=None, pad_edge=False, padding=(0, 1))
+    rows.add_column("feature", overflow="fold")
     for client in report.clients:
-        table.add_column(client.replace(" ", "\n", 1), justify="center")
-    table.add_column("")
+        rows.add_column(client.replace(" ", "\n", 1), justify="center")
+    rows.add_column("")
     for finding in report.findings:
         cells = ["no" if c in finding.unsupported else "part" if c in finding.partial else "" for c in report.clients]
         verdict = "by design" if finding.on_purpose else ("[yellow]check[/]" if finding.unsupported else "")
-        table.add_row(finding.title, *cells, verdict)
-    out.print(table)
+        rows.add_row(finding.title, *cells, verdict)
+    out.print(rows)
 
 
 def list_option(f: F) -> F:

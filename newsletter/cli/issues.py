@@ -7,20 +7,21 @@ import time
 
 import click
 
-from .base import State, cli, out, pass_state, print_compatibility, stop_on_signals, warn
+from .base import State, cli, compat_option, out, pass_state, print_compatibility, stop_on_signals, warn
 
 
 @cli.command()
 @click.argument("issue", type=click.Path())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out", show_default=True,
               help="Folder for <slug>.html and <slug>.txt.")
+@compat_option
 @pass_state
-def render(state: State, issue: str, out_dir: str) -> None:
+def render(state: State, issue: str, out_dir: str, compat_table: bool) -> None:
     """Render ISSUE to HTML and plain text, with placeholders left in."""
     rendered, html_path, text_path = state.nl.issues.write(issue, out_dir)
     out.print(f"{html_path}  {rendered.size / 1024:.1f} KB")
     out.print(f"{text_path}  {len(rendered.text.encode()) / 1024:.1f} KB")
-    print_compatibility(rendered.compatibility)
+    print_compatibility(rendered.compatibility, compat_table)
     warn(rendered.warnings)
 
 

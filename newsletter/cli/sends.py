@@ -13,6 +13,7 @@ from .base import (
     State,
     Stop,
     cli,
+    compat_option,
     err,
     json_option,
     list_option,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 PROBLEMS_SHOWN = 50  # failed and unknown rows `status` prints; --csv and --json list all
 
-def print_dry_run(report: DryRunReport) -> None:
+def print_dry_run(report: DryRunReport, compat_table: bool = False) -> None:
     out.print(f"Dry run of {report.issue} to list {report.list_name}: nothing was sent or recorded.")
     out.print(f"  recipients:   {report.recipients:,} in {report.batches:,} batches of up to {report.batch_size:,}")
     if report.already_sent:
@@ -43,7 +44,7 @@ def print_dry_run(report: DryRunReport) -> None:
     out.print(f"  message size: HTML {report.html_bytes / 1024:.1f} KB, text {report.text_bytes / 1024:.1f} KB")
     for path in report.written:
         out.print(f"  wrote {path}")
-    print_compatibility(report.compatibility)
+    print_compatibility(report.compatibility, compat_table)
     warn(report.warnings)
 
 
@@ -153,6 +154,7 @@ class _Progress:
 @click.option("--max-rate", type=click.FloatRange(min=0.1), help="At most N messages per second.")
 @click.option("--resend-unknown", is_flag=True, help="Re-send messages whose delivery is unknown after a crash.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the dry run as JSON for scripts.")
+@compat_option
 @click.option("--segment", default="", metavar="EXPR|NAME",
               help="Only the members matching a segment expression, or a [segments.NAME] of the config; fixed when "
                    "the send starts.")
@@ -162,7 +164,8 @@ class _Progress:
 @pass_state
 def send_command(state: State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
                  out_dir: str | None, limit: int | None, to_addresses: tuple[str, ...], yes: bool,
-                 max_rate: float | None, resend_unknown: bool, as_json: bool, segment: str, workers: str) -> None:
+                 max_rate: float | None, resend_unknown: bool, as_json: bool, compat_table: bool, segment: str,
+                 workers: str) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
     list_name, segment = nl.sends.segment(list_name, segment)
@@ -178,7 +181,7 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
         if as_json:
             print_json(preview)
         else:
-            print_dry_run(preview)
+            print_dry_run(preview, compat_table)
         return
     if as_json:
         raise click.UsageError("--json goes with --dry-run (a send prints its progress and summary)")
