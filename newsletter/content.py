@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import yaml
 
-from . import placeholders
+from . import images, placeholders
 from .errors import ContentError
 
 if TYPE_CHECKING:
@@ -140,6 +140,7 @@ def parse(path: str | Path, *, base_url: str = "", max_bytes: int = MAX_ISSUE_BY
     issue, front = _heading(Path(path), max_bytes)
     _check_placeholders(issue, front)
     tree = SyntaxTreeNode(MARKDOWN.parse(issue.body))
+    images.size(tree, issue.path, lambda node: _line_of(node, issue))
     _resolve_links(issue, tree, base_url)
     return dataclasses.replace(issue, tree=tree)
 

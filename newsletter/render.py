@@ -25,7 +25,7 @@ from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 from markupsafe import Markup
 
-from . import compat, plaintext
+from . import compat, images, plaintext
 from .config import NewsletterSettings
 from .content import Issue
 from .errors import RenderError
@@ -81,15 +81,32 @@ class _EmailHTML(RendererHTML):
         # Outlook for Windows draws an image at its width attribute, in pixels; every other client
         # follows the CSS, which lets the image shrink with a phone's screen but never grow.
         token = tokens[idx]
-        width = int(env.get("image_width", IMAGE_WIDTH_PX))
+        column = int(env.get("image_width", IMAGE_WIDTH_PX))
         alt = self.renderInlineAsText(token.children or [], options, env)
         src = html_lib.escape(str(token.attrGet("src") or ""), quote=True)
         title = token.attrGet("title")
         title_attr = f' title="{html_lib.escape(str(title), quote=True)}"' if title else ""
-        return (
-            f'<img src="{src}" alt="{html_lib.escape(alt, quote=True)}"{title_attr} '
-            f'width="{width}" style="display:block;width:100%;max-width:{width}px;height:auto;border:0;">'
-        )
+        known = token.attrGet("width") is not None
+        width, height = (images.drawn(int(str(token.attrGet("width"))), int(str(token.attrGet("height"))), column)
+                         if known else (column, 0))
+        size = f'width="{width}"' + (f' height="{height}"' if known else "")
+        if _in_sentence(tokens):
+            style = "display:inline-block;vertical-align:middle;max-width:100%;height:auto;border:0;margin:0;"
+        else:
+            style = f"display:block;width:100%;max-width:{width}px;height:auto;border:0;"
+        return f'<img src="{src}" alt="{html_lib.escape(alt, quote=True)}"{title_attr} {size} style="{style}">'
+
+
+def _in_sentence(inline: list[Token]) -> bool:
+    """Whether an image shares its paragraph with words (or other images): then it stays in the line."""
+    images_seen = 0
+    for token in inline:
+        if token.type == "image":
+            images_seen += 1
+        elif (token.type == "text" and token.content.strip()) or token.type not in (
+                "text", "softbreak", "link_open", "link_close"):
+            return True
+    return images_seen > 1
 
 
 _RENDERER = _EmailHTML(MARKDOWN)
@@ -213,9 +230,15 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
     warnings: list[str] = []
     intro, items = sections(issue.tree)
     for node in issue.tree.walk():
-        if node.type == "image" and not plaintext.inline(node).strip():
-            line = issue.body_line + (node.parent.map[0] if node.parent and node.parent.map else 0)
+        if node.type != "image":
+            continue
+        line = issue.body_line + (node.parent.map[0] if node.parent and node.parent.map else 0)
+        if not plaintext.inline(node).strip():
             warnings.append(f"{issue.path}:{line}: image without alt text")
+        if "width" not in node.attrs:
+            warnings.append(f"{issue.path}:{line}: image {node.attrs.get('src', '')} has no known size, so it is "
+                            f"drawn as wide as the column: write {{width=W height=H}} after it, or put the file "
+                            f"next to the issue")
     context = {
         "newsletter": settings,
         "subject": issue.subject,
