@@ -39,6 +39,7 @@ ON_PURPOSE = MappingProxyType({
     "css-overflow-wrap": _WRAP,
     "css-word-break": _WRAP,
     "css-word-wrap": _WRAP,
+    "html-wbr": "break opportunities in long words, URLs and code for Yahoo; Gmail iOS wraps them by word-break",
     "html-aria-label": "MJML names the message for screen readers; Yahoo reads the subject instead",
     "html-body": "MJML's body attributes; Outlook for macOS takes the body's content as it is",
     "html-doctype": "MJML's HTML5 doctype; Outlook for Windows renders with Word either way",

@@ -20,12 +20,13 @@ from typing import Any
 import jinja2
 import mjml
 import premailer
+from markdown_it.common.utils import escapeHtml
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.tree import SyntaxTreeNode
 from markupsafe import Markup
 
-from . import compat, images, plaintext
+from . import compat, images, placeholders, plaintext
 from .config import NewsletterSettings
 from .content import Issue
 from .errors import RenderError
@@ -76,6 +77,12 @@ class _EmailHTML(RendererHTML):
 
     def code_block(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return code_block_html(tokens[idx].content)
+
+    def text(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        return breakable(tokens[idx].content)
+
+    def code_inline(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        return f"<code{self.renderAttrs(tokens[idx])}>{breakable(tokens[idx].content)}</code>"
 
     def image(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         # Outlook for Windows draws an image at its width attribute, in pixels; every other client
@@ -139,15 +146,61 @@ def sections(tree: SyntaxTreeNode) -> tuple[Section, list[Section]]:
     return made[0], made[1:]
 
 
+_LONG_RUN = re.compile(r"\S{24,}")
+_BREAK_AFTER = re.compile(r"(?<=[/.?&=_,:;)\]-])")
+_PIECE = 16
+
+
+def breakable(text: str) -> str:
+    """`text` HTML-escaped, with a <wbr> in each run of 24 or more characters without a space: after
+    its punctuation, and every 16 characters where it has none. A long URL, word or code token
+    then wraps on a phone in Yahoo and the clients that ignore `overflow-wrap` and `word-break`;
+    placeholders stay whole."""
+    out, at = [], 0
+    for run in _LONG_RUN.finditer(text):
+        out.append(escapeHtml(text[at:run.start()]))
+        out.append("<wbr>".join(escapeHtml(piece) for piece in _pieces(run.group())))
+        at = run.end()
+    out.append(escapeHtml(text[at:]))
+    return "".join(out)
+
+
+def _pieces(run: str) -> list[str]:
+    pieces: list[str] = []
+    at = 0
+    for held in placeholders.PATTERN.finditer(run):
+        pieces.extend(_chop(run[at:held.start()]))
+        pieces.append(held.group())
+        at = held.end()
+    pieces.extend(_chop(run[at:]))
+    merged = [""]  # neighbours joined while they fit in 16 characters: fewer <wbr>s
+    for piece in pieces:
+        if len(merged[-1]) + len(piece) <= _PIECE:
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return [piece for piece in merged if piece]
+
+
+def _chop(part: str) -> list[str]:
+    return [chunk[k:k + _PIECE] for chunk in _BREAK_AFTER.split(part) for k in range(0, len(chunk), _PIECE)]
+
+
 def code_block_html(code: str) -> str:
     """A code block that keeps its shape without CSS `white-space`, which the Gmail app (for
     other accounts) and Outlook for Windows ignore: each line ends in <br>, and indentation and
-    runs of spaces are non-breaking, while single spaces still let a long line wrap on a phone."""
+    runs of spaces are non-breaking, while single spaces, and `breakable`'s <wbr> after the
+    indentation and in long tokens, still let a long line wrap on a phone."""
     lines = []
     for line in code.rstrip("\n").split("\n"):
-        escaped = html_lib.escape(line.expandtabs(4), quote=False)
-        lines.append(_SPACES.sub(lambda m: "&nbsp;" * len(m.group(0)), escaped) or "&nbsp;")
+        escaped = breakable(line.expandtabs(4))
+        lines.append(_SPACES.sub(_nonbreaking, escaped) or "&nbsp;")
     return '<div class="code">' + "<br>".join(lines) + "</div>\n"
+
+
+def _nonbreaking(spaces: re.Match[str]) -> str:
+    indentation = spaces.start() == 0 and spaces.end() < len(spaces.string)
+    return "&nbsp;" * len(spaces.group()) + ("<wbr>" if indentation else "")
 
 
 # MJML 4's components: mjml-python passes any other <mj-…> tag through as it is, so a typo
@@ -209,7 +262,7 @@ def mjml_to_html(source: str, origin: str) -> str:
         align_floating_images=False,
         cssutils_logging_level=logging.CRITICAL,
     )
-    out: str = inliner.transform(pretty_print=False)
+    out: str = inliner.transform(pretty_print=False).replace("<wbr></wbr>", "<wbr>")  # lxml knows no void <wbr>
     if not out.lstrip().lower().startswith("<!doctype"):
         out = "<!doctype html>" + out
     return out

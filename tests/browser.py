@@ -60,15 +60,30 @@ MEASURE = """
     if (r.width > 0 && r.height > 0 && r.right > window.innerWidth + 0.5)
       wide.push(e.tagName + ' ' + Math.round(r.right));
   });
+  // Words a line break cut in two: a word whose box is two rectangles.
+  var split = [];
+  Array.prototype.forEach.call(document.querySelectorAll('td, th'), function (cell) {
+    if (cell.querySelector('td, th')) return;  // a layout cell: its inner cells are looked at themselves
+    var walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT), node;
+    while ((node = walker.nextNode())) {
+      var words = /[A-Za-z0-9]+/g, match;
+      while ((match = words.exec(node.data))) {
+        var range = document.createRange();
+        range.setStart(node, match.index); range.setEnd(node, match.index + match[0].length);
+        if (range.getClientRects().length > 1) split.push(match[0]);
+      }
+    }
+  });
   var unsubscribe = document.querySelector('.unsubscribe a');
   var card = document.querySelector('.card > table > tbody > tr > td');
   var text = document.querySelector('.content p');
   parent.postMessage(JSON.stringify({
-    inner: window.innerWidth, scroll: document.documentElement.scrollWidth, cards: cards, wide: wide,
+    inner: window.innerWidth, scroll: document.documentElement.scrollWidth, cards: cards, wide: wide, split: split,
     unsubscribe: unsubscribe ? box(unsubscribe) : null,
     card_background: card ? getComputedStyle(card).backgroundColor : null,
     text_color: text ? getComputedStyle(text).color : null,
-    images: Array.prototype.map.call(document.querySelectorAll('img'), box)}), '*');
+    images: Array.prototype.map.call(document.querySelectorAll('img'), box),
+    tables: Array.prototype.map.call(document.querySelectorAll('.content table'), box)}), '*');
 })();
 </script>
 """

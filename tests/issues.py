@@ -12,7 +12,7 @@ def thirteen_items(path: Path) -> Path:
         items.append(
             f"## {i}. What we learned about pipelines, part {i}\n\n"
             f"[The article](https://example.org/articles/{i}) explains *why* it matters, with `inline code` "
-            f"and a **strong claim**.\n\n![Chart {i}](https://example.org/charts/{i}.png)\n\n"
+            f"and a **strong claim**.\n\n![Chart {i}](https://example.org/charts/{i}.png){{width=1200 height=600}}\n\n"
             "- first point\n- second point\n  1. nested detail\n  2. another\n\n"
             "> A quote from the article that sums it up.\n\n"
             + ("```bash\nfor f in *.csv; do\n  newsletter subscribers import \"$f\" --list weekly\ndone\n```\n"

@@ -1,4 +1,5 @@
 import itertools
+import re
 
 import pytest
 
@@ -58,3 +59,90 @@ def test_dark_mode_turns_cards_and_text_dark_and_light(filled_html, tmp_path):
     assert light["card_background"] == "rgb(255, 255, 255)"
     assert dark["card_background"] == "rgb(22, 27, 34)"
     assert dark["text_color"] == "rgb(230, 237, 243)" != light["text_color"]
+
+
+SEVEN_COLUMNS = """---
+subject: Tables and long lines
+date: 2026-12-01
+preheader: Words stay whole.
+---
+
+## Engines compared
+
+| Engine | Browser | Language | Licence | Released | Maintainer | Platforms |
+| --- | --- | --- | --- | --- | --- | --- |
+| WebKit | Safari | C++ | LGPL | 2001 | Apple | macOS, iOS |
+| Blink | Chromium | C++ | BSD | 2013 | Google | Windows, Linux |
+| Gecko | Firefox | C++ and Rust | MPL | 1997 | Mozilla | Windows, Linux |
+
+## A long line
+
+```python
+        configuration.providers.sendgrid.personalizations.substitutions.unsubscribe_url()
+```
+
+The whole address: https://example.com/a/very/long/path/that/goes/on/and/on/without/any/space/at/all/""" \
+    """0123456789abcdefghijklmnopqrstuvwxyz/0123456789abcdefghijklmnopqrstuvwxyz/0123456789/index.html?q=1
+
+Aword""" + "z" * 120 + """ too.
+"""
+
+
+def filled(cfg, folder, text):
+    path = folder / "issues" / "2026-12-01.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    rendered = render.render(content.parse(path, base_url=cfg.newsletter.base_url), cfg.newsletter,
+                             Templates(cfg.templates_dir))
+    return placeholders.fill(rendered.html, sample_values(cfg.newsletter.base_url, rendered.slug), html_escape=True)
+
+
+@pytest.fixture
+def long_lines(cfg, tmp_path):
+    return filled(cfg, tmp_path, SEVEN_COLUMNS)
+
+
+@pytest.mark.parametrize("width", [650, 1024])
+def test_a_seven_column_table_keeps_its_words_whole_within_its_card(long_lines, tmp_path, width):
+    m = browser.measure(long_lines, width, tmp_path)
+    assert m["split"] == [], m["split"]
+    assert m["scroll"] <= width
+    (table,) = m["tables"]
+    assert table["right"] <= max(card["right"] for card in m["cards"]), (table, m["cards"])
+
+
+def test_long_runs_get_break_opportunities_that_keep_placeholders_whole_and_warn_of_nothing(cfg, tmp_path):
+    path = tmp_path / "issues" / "2026-12-01.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(SEVEN_COLUMNS + "\nYours, %%name|there%%/%%attr.company_name|our_readers_everywhere%%/and/so/on\n")
+    rendered = render.render(content.parse(path, base_url=cfg.newsletter.base_url), cfg.newsletter,
+                             Templates(cfg.templates_dir))
+    assert not [w for w in rendered.warnings if "not supported" in w], rendered.warnings
+    assert "https://example.<wbr>com/a/very/long/<wbr>path/" in rendered.html
+    assert "zzzzzzzzzzzzzzzz<wbr>" in rendered.html and "</wbr>" not in rendered.html
+    assert "%%name|there%%/<wbr>%%attr.company_name|our_readers_everywhere%%<wbr>/and/so/on" in rendered.html
+    assert "\xa0" * 8 + "<wbr>configuration.<wbr>providers.<wbr>" in rendered.html
+    assert "<wbr>" not in rendered.text
+
+
+def test_on_a_phone_a_wide_table_wraps_inside_its_card(long_lines, tmp_path):
+    m = browser.measure(long_lines, 375, tmp_path)
+    assert m["scroll"] <= 375 and m["wide"] == [], m["wide"]
+    (table,) = m["tables"]
+    assert table["right"] <= 375 - 8
+
+
+def without_wrapping(html: str) -> str:
+    """The page as Outlook for Windows and Yahoo read it: no overflow-wrap, word-break or word-wrap."""
+    return re.sub(r"(?:overflow-wrap|word-break|word-wrap)\s*:\s*[^;\"}]+;?", "", html)
+
+
+@pytest.mark.parametrize("strip", [False, True])
+def test_on_a_phone_long_code_lines_urls_and_words_wrap_even_without_the_wrapping_styles(cfg, tmp_path, strip):
+    html = filled(cfg, tmp_path, SEVEN_COLUMNS[:SEVEN_COLUMNS.index("## Engines")] + SEVEN_COLUMNS[
+        SEVEN_COLUMNS.index("## A long line"):])
+    html = without_wrapping(html) if strip else html
+    assert ("overflow-wrap" in html) is not strip
+    m = browser.measure(html, 375, tmp_path)
+    assert m["scroll"] <= 375, m["wide"]
+    assert m["wide"] == [], m["wide"]
