@@ -37,6 +37,8 @@ GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_WARN_CHARS = 78
 IMAGE_WIDTH_PX = 552  # a template that does not size images: 600 px body minus 24 px padding each side
 HEAD_EXTRAS = (
+    # Apple Mail would otherwise scale the message down to fit, making its text tiny.
+    '<meta name="x-apple-disable-message-reformatting">'
     '<meta name="color-scheme" content="light dark">'
     '<meta name="supported-color-schemes" content="light dark">'
     # iOS turns dates, addresses and numbers into blue links unless told not to ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from newsletter import Newsletter
 from newsletter.ledger import Claimed
 from newsletter.providers.base import Envelope, Recipient
-from newsletter.providers.mime import MessageTemplate, build_message, smtp_data
+from newsletter.providers.mime import POLICY, MessageTemplate, build_message, smtp_data
 from newsletter.render import Rendered
 
 from .conftest import ROOT
@@ -118,7 +119,7 @@ def test_a_personal_header_is_written_as_the_email_package_writes_it(sample, nam
     bytes and reads back as the same value."""
     _mailing, template = sample
     value = value.replace("<", "<" + "x" * pad, 1) if pad and "<" in value else value
-    policy = email.policy.SMTP.clone(max_line_length=998)
+    policy = POLICY
     try:
         stored = policy.header_store_parse(name, value)
         expected = policy.fold_binary(*stored), str(stored[1])
@@ -127,3 +128,28 @@ def test_a_personal_header_is_written_as_the_email_package_writes_it(sample, nam
             template._header(name, value, True)
         return
     assert template._header(name, value, True) == expected
+
+
+_ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?[^?]*\?=")
+_SUBJECTS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp"), exclude_characters="%"),
+                    min_size=1, max_size=150).filter(lambda s: s.strip() == s and "  " not in s and not s.isascii())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(subject=_SUBJECTS | st.sampled_from(["Die Pipeline Woche #48: idempotente Übertragung, MJML & die 102-KB-Grenze",
+                                            "日本語のニュースレター第48号 一度だけ送る MJML 102KBの制限について",
+                                            "a" * 200 + "é"]))
+def test_a_subject_that_needs_encoded_words_gets_words_of_at_most_75_characters_one_to_a_line(sample, subject):
+    mailing, _template = sample
+    envelope = dataclasses.replace(mailing.envelope, rendered=dataclasses.replace(mailing.envelope.rendered,
+                                                                                  subject=subject))
+    template = MessageTemplate(envelope)
+    recipient = mailing.recipient(Claimed(7, "reader@example.com", "Reader", "{}"))
+    made = template.data(recipient, date=DATE, message_id="<7.1@example.com>")
+    assert made is not None and made[0] == fresh(template, recipient, DATE, "<7.1@example.com>")
+    head = made[0].split(b"\r\n\r\n", 1)[0].decode("ascii")
+    lines = re.search(r"(?m)^Subject: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*", head).group().split("\r\n")  # type: ignore[union-attr]
+    assert all(len(line) <= 76 for line in lines), lines
+    words = _ENCODED_WORD.findall("\r\n".join(lines))
+    assert words and all(len(word) <= 75 for word in words), words
+    assert email.message_from_bytes(made[0], policy=email.policy.default)["Subject"] == subject

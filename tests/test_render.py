@@ -36,6 +36,7 @@ def test_doctype_title_and_color_scheme(rendered, doc):
     assert doc.findtext(".//title") == rendered.subject
     assert doc.xpath('//meta[@name="color-scheme"]')
     assert doc.xpath('//meta[@name="viewport"]')
+    assert doc.xpath('//meta[@name="x-apple-disable-message-reformatting"]')
 
 
 def test_preheader_present_and_hidden(rendered, doc):

@@ -15,6 +15,7 @@ import re
 import secrets
 import sys
 from collections.abc import Sequence
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -29,10 +30,33 @@ def _header(value: str) -> str:
     return one_line(value).strip()
 
 
-# CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
-# limit: a folded List-Unsubscribe would be turned into an encoded word that clients cannot use.
+class _Policy(email.policy.EmailPolicy):
+    """CRLF line ends (smtplib does not convert bytes), and headers folded only past RFC 5322's hard
+    limit: a folded List-Unsubscribe would be turned into an encoded word that clients cannot use.
+
+    A Subject that needs encoded words is the exception: the email package would write one word as
+    long as the subject on one line (or words of 76 characters where it folds), where RFC 2047
+    allows 75; it gets words of at most 75, one to a line of at most 76."""
+
+    def fold(self, name: str, value: Any) -> str:
+        return _encoded(name, str(value), self.linesep) if _needs_words(name, value) else super().fold(name, value)
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if _needs_words(name, value):
+            return _encoded(name, str(value), self.linesep).encode("ascii")
+        return super().fold_binary(name, value)
+
+
+def _needs_words(name: str, value: Any) -> bool:
+    return name.lower() == "subject" and not str(value).isascii()
+
+
+def _encoded(name: str, text: str, linesep: str) -> str:
+    return f"{name}: {Header(text, 'utf-8', maxlinelen=76, header_name=name).encode(linesep=linesep)}{linesep}"
+
+
 _LONGEST = 998
-POLICY = email.policy.SMTP.clone(max_line_length=_LONGEST)
+POLICY = _Policy(linesep="\r\n", max_line_length=_LONGEST)
 # For an address that is not ASCII (RFC 6532): headers in UTF-8, never an encoded word in an address.
 UTF8_POLICY = email.policy.SMTPUTF8.clone(max_line_length=_LONGEST)
 
