@@ -40,6 +40,15 @@ class NewsletterSettings:
     unsubscribe_mailto: str = ""  # an address that takes unsubscribe mails: added to List-Unsubscribe
     language: str = "en"  # the issues' language (BCP 47): the HTML's lang, for screen readers and translation
 
+    @property
+    def direction(self) -> str:
+        """The whole message's text direction: right to left for a language written so, else each
+        block's own (`auto`)."""
+        return "rtl" if self.language.split("-")[0].lower() in _RTL_LANGUAGES else "auto"
+
+
+_RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ku", "ps", "sd", "syr", "ug", "ur", "yi"})
+
 
 @dataclass(frozen=True)
 class StoreSettings:

@@ -80,6 +80,21 @@ class _EmailHTML(RendererHTML):
     def code_block(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return code_block_html(tokens[idx].content)
 
+    def _open_with(self, tokens, idx, options, env, name, value):  # type: ignore[no-untyped-def]
+        # `tokens` is this render's own list: a changed copy of the token leaves the tree alone.
+        token = tokens[idx] = tokens[idx].copy()
+        token.attrSet(name, value)
+        return self.renderToken(tokens, idx, options, env)
+
+    # Each block takes the direction of its own text, so a Hebrew or Arabic paragraph reads right to left.
+    def paragraph_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        return self._open_with(tokens, idx, options, env, "dir", "auto")
+
+    heading_open = list_item_open = blockquote_open = paragraph_open
+
+    def th_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        return self._open_with(tokens, idx, options, env, "scope", "col")
+
     def text(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return breakable(tokens[idx].content)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -398,3 +399,29 @@ def test_preview_renders_again_when_the_issue_is_saved_and_says_when_the_port_is
                 nl.issues.preview(sample_issue, "127.0.0.1", port)
         finally:
             taken.close()
+
+
+def test_the_title_is_the_messages_one_h1(rendered, doc):
+    (title,) = doc.xpath("//h1")
+    assert title.text_content().strip() == rendered.subject
+
+
+def test_table_header_cells_say_they_head_their_column(doc):
+    headers = doc.xpath("//th")
+    assert headers and all(th.get("scope") == "col" for th in headers)
+
+
+def test_each_block_takes_the_direction_of_its_own_text_and_an_rtl_language_the_whole_message(cfg, tmp_path):
+    path = tmp_path / "issues" / "2026-12-01.md"
+    path.parent.mkdir(exist_ok=True)
+    he = "\u05e9\u05dc\u05d5\u05dd"  # "shalom", in Hebrew letters
+    path.write_text(f"---\nsubject: Shalom\ndate: 2026-12-01\npreheader: Both ways.\n---\n\n{he}, 48.\n\n"
+                    f"An English paragraph.\n\n## {he}\n\n- {he}\n\n> {he}\n", encoding="utf-8")
+    doc = lxml_html.document_fromstring(render_file(cfg, path).html)
+    blocks = doc.xpath("//*[contains(@class, 'content')]//*[self::p or self::li or self::h2 or self::blockquote]")
+    assert len(blocks) == 6 and all(block.get("dir") == "auto" for block in blocks), [b.tag for b in blocks]
+    assert doc.getroottree().getroot().get("dir") == "auto"
+    hebrew = dataclasses.replace(cfg.newsletter, language="he")
+    issue = content.parse(path, base_url=cfg.newsletter.base_url)
+    doc = lxml_html.document_fromstring(render.render(issue, hebrew, Templates(cfg.templates_dir)).html)
+    assert doc.getroottree().getroot().get("dir") == "rtl" and doc.getroottree().getroot().get("lang") == "he"
