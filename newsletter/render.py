@@ -80,7 +80,7 @@ class _EmailHTML(RendererHTML):
     def code_block(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return code_block_html(tokens[idx].content)
 
-    def _open_with(self, tokens, idx, options, env, name, value):  # type: ignore[no-untyped-def]
+    def _open_with(self, tokens: list[Token], idx: int, options: Any, env: Any, name: str, value: str) -> str:
         # `tokens` is this render's own list: a changed copy of the token leaves the tree alone.
         token = tokens[idx] = tokens[idx].copy()
         token.attrSet(name, value)
