@@ -167,8 +167,9 @@ def store_url(request):
     admin = sa.create_engine(POSTGRES.replace("/?", "/postgres?"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        # No connection may sit idle in a transaction: PostgreSQL ends any that does for a second.
-        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '1s'"))
+        # No connection may sit idle in a transaction: PostgreSQL ends any that does for 5 seconds (the
+        # sends and waits of the tests are longer; 1 s also caught the tests' own set-up on a loaded machine).
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '5s'"))
     yield POSTGRES.replace("/?", f"/{name}?")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
