@@ -15,7 +15,7 @@ from .config import Config
 from .content import Issue, load
 from .errors import ContentError
 from .ledger import sent_issues
-from .render import render
+from .render import article, render
 from .store import Store
 from .templates import Templates
 
@@ -28,6 +28,7 @@ class ArchivedIssue:
     preheader: str
     path: Path
     lists: tuple[str, ...]  # the lists it was sent to
+    sent_at: dt.datetime  # when its first send started (UTC)
 
 
 class Archive:
@@ -41,15 +42,17 @@ class Archive:
     def sent(self, store: Store, list_name: str | None = None) -> list[ArchivedIssue]:
         """Issues that have been sent (to `list_name`, or to any list), newest first; unreadable files left out."""
         lists: dict[str, list[str]] = {}
+        started: dict[str, dt.datetime] = {}
         for row in sent_issues(store, list_name):
             lists.setdefault(row["issue"], []).append(row["name"])
+            started[row["issue"]] = min(started.get(row["issue"], row["started_at"]), row["started_at"])
         found: dict[str, ArchivedIssue] = {}
         for path in sorted(self.config.issues_dir.glob("*.md")):
             parsed = self._issue(path)
             if parsed is not None and parsed.slug in lists:
                 subject = placeholders.fill(parsed.subject, placeholders.neutral(), html_escape=False)
                 found[parsed.slug] = ArchivedIssue(parsed.slug, subject, parsed.date, parsed.preheader, path,
-                                                   tuple(sorted(lists[parsed.slug])))
+                                                   tuple(sorted(lists[parsed.slug])), started[parsed.slug])
         return sorted(found.values(), key=lambda a: (a.date, a.slug), reverse=True)
 
     def web_version(self, store: Store, slug: str, list_name: str | None = None) -> str | None:
@@ -72,6 +75,17 @@ class Archive:
                                       subscribe_url=f"{base}/subscribe/{target}").html
         values = placeholders.neutral(view_url=f"{base}/archive/{target}/{slug}")
         return placeholders.fill(self._pages[key], values, html_escape=True)
+
+    def article(self, archived: ArchivedIssue) -> str | None:
+        """The body of an archived issue as a feed carries it, with nobody's data in it; None when its
+        file no longer reads."""
+        key = (archived.path, archived.path.stat().st_mtime, "")
+        if key not in self._pages:
+            parsed = self._issue(archived.path)
+            if parsed is None:
+                return None
+            self._pages[key] = article(parsed)
+        return placeholders.fill(self._pages[key], placeholders.neutral(), html_escape=True)
 
     def _issue(self, path: Path) -> Issue | None:
         key = (path, path.stat().st_mtime)

@@ -152,6 +152,14 @@ class Section:
         return str(self.html())
 
 
+def article(issue: Issue, image_width: int = IMAGE_WIDTH_PX) -> str:
+    """The issue's body alone as HTML, placeholders still in: what a feed reader shows, without the
+    email's document, styles, Outlook's comments, preheader and footer."""
+    if issue.tree is None:
+        raise RenderError(f"{issue.path}: issue was not parsed")
+    return str(Section(tokens=tuple(issue.tree.to_tokens())).html(image_width))
+
+
 def sections(tree: SyntaxTreeNode) -> tuple[Section, list[Section]]:
     """The intro (possibly empty) and the items, split at each top-level `##` heading."""
     groups: list[list[SyntaxTreeNode]] = [[]]

@@ -1,4 +1,5 @@
 import contextlib
+import datetime as dt
 import email
 import email.policy
 import re
@@ -328,6 +329,16 @@ def test_archive_lists_only_sent_issues_without_personal_data(client, web_config
     assert entries[0].find("a:link", ns).get("href") == "https://testserver/archive/2026-12-01"
     full = entries[0].find("a:content", ns)
     assert full.get("type") == "html" and "Hello there," in full.text  # the whole issue, not a summary
+    # The article, not the email document: no doctype, head, styles, Outlook comments or preheader.
+    assert "<h2" in full.text and "Exactly-once is a ledger" in full.text and "%%" not in full.text
+    for email_only in ("<!doctype", "<html", "<style", "<!--[if", "mso-", "Why at-least-once", "Subscribe to get it"):
+        assert email_only not in full.text, email_only
+    assert len(full.text.encode()) < 12_000
+    with Newsletter.from_config(web_config.path) as nl, nl.store.engine.connect() as conn:
+        started = conn.exec_driver_sql("SELECT min(started_at) FROM sends").scalar()
+    started = dt.datetime.fromisoformat(str(started))
+    assert entries[0].find("a:updated", ns).text == f"{started:%Y-%m-%dT%H:%M:%S}Z"
+    assert entries[0].find("a:published", ns).text == f"{started:%Y-%m-%dT%H:%M:%S}Z"
     weekly = ET.fromstring(client.get("/archive/weekly/feed.xml").content)  # noqa: S314 - our own feed
     assert weekly.find("a:entry/a:link", ns).get("href") == "https://testserver/archive/weekly/2026-12-01"
     assert not ET.fromstring(client.get("/archive/daily/feed.xml").content).findall("a:entry", ns)  # noqa: S314

@@ -100,6 +100,10 @@ class Issues(Part):
         it was not sent there."""
         return self._archive.web_version(self.store, slug, list_name)
 
+    def article(self, archived: ArchivedIssue) -> str | None:
+        """An archived issue's body for a feed, with nobody's data in it."""
+        return self._archive.article(archived)
+
     @cached_property
     def _archive(self) -> Archive:
         from ..archive import Archive

@@ -42,12 +42,12 @@ class Archive:
         return HTMLResponse(page)
 
     async def feed(self, request: Request) -> Response:
-        """An Atom feed of every issue sent (to the list the path names), each in full."""
+        """An Atom feed of every issue sent (to the list the path names), each article in full."""
         name = request.path_params.get("list")
         if name is not None and name not in self.nl.config.lists:
             return self.pages.error(request, 404, "There is no such list.")
         issues = await run_in_threadpool(self.nl.issues.archive, name)
-        pages = [await run_in_threadpool(self.nl.issues.web_version, i.slug, name) for i in issues]
+        pages = [await run_in_threadpool(self.nl.issues.article, i) for i in issues]
         return Response(self._atom(issues, pages, name), media_type="application/atom+xml")
 
     def _atom(self, issues: list[ArchivedIssue], pages: list[str | None], list_name: str | None) -> bytes:
@@ -58,8 +58,8 @@ class Archive:
         ET.SubElement(root, "id").text = home
         ET.SubElement(root, "link", href=f"{home}/feed.xml", rel="self")
         ET.SubElement(root, "link", href=home)
-        newest = issues[0].date if issues else dt.date(2000, 1, 1)
-        ET.SubElement(root, "updated").text = f"{newest.isoformat()}T00:00:00Z"
+        newest = max((i.sent_at for i in issues), default=dt.datetime(2000, 1, 1))
+        ET.SubElement(root, "updated").text = _atom_time(newest)
         ET.SubElement(ET.SubElement(root, "author"), "name").text = title
         for issue, page in zip(issues, pages, strict=True):
             link = f"{home}/{issue.slug}"
@@ -67,7 +67,12 @@ class Archive:
             ET.SubElement(entry, "title").text = issue.subject
             ET.SubElement(entry, "id").text = link
             ET.SubElement(entry, "link", href=link)
-            ET.SubElement(entry, "updated").text = f"{issue.date.isoformat()}T00:00:00Z"
+            ET.SubElement(entry, "published").text = ET.SubElement(entry, "updated").text = _atom_time(issue.sent_at)
             ET.SubElement(entry, "summary").text = issue.preheader or issue.subject
             ET.SubElement(entry, "content", type="html").text = page or ""
         return b'<?xml version="1.0" encoding="utf-8"?>\n' + bytes(ET.tostring(root, encoding="utf-8"))
+
+
+def _atom_time(when: dt.datetime) -> str:
+    """A stored time (UTC, without its zone) as Atom writes one."""
+    return f"{when:%Y-%m-%dT%H:%M:%S}Z"
