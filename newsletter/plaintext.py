@@ -1,7 +1,8 @@
 """The plain-text part, written from the Markdown syntax tree rather than by stripping HTML.
 
-Links read as `text (URL)`, lists keep their bullets and numbers, code blocks stay verbatim, and
-prose wraps near 76 columns without ever breaking a URL or a long word.
+Links read as `text (URL)`, lists keep their bullets and numbers, code blocks stay verbatim,
+quotes stay quoted across their paragraphs, a table too wide for the text becomes a list of its
+rows, and prose wraps near 76 columns without ever breaking a URL or a long word.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def _list(node: SyntaxTreeNode, width: int) -> list[str]:
     return out
 
 
-def _table(node: SyntaxTreeNode) -> list[str]:
+def _table(node: SyntaxTreeNode, width: int) -> list[str]:
+    """A table as columns when it fits the width, else each row as a list item of `header: value` lines."""
     rows = [
         [inline(cell.children[0]) if cell.children else "" for cell in row.children]
         for section in node.children
@@ -83,12 +85,24 @@ def _table(node: SyntaxTreeNode) -> list[str]:
     if not rows:
         return []
     widths = [max(len(row[i]) if i < len(row) else 0 for row in rows) for i in range(len(rows[0]))]
+    if sum(widths) + 3 * len(widths) + 1 > width:
+        return _rows(rows[0], rows[1:], width)
 
     def line(row: list[str]) -> str:
         return "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + " |"
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return [line(rows[0]), rule, *(line(row) for row in rows[1:])]
+
+
+def _rows(header: list[str], rows: list[list[str]], width: int) -> list[str]:
+    out: list[str] = []
+    for row in rows:
+        if out:
+            out.append("")
+        for k, (label, value) in enumerate(zip(header, row, strict=False)):
+            out.extend(_indent(_wrap(f"{label}: {value}", width - 4), "- " if k == 0 else "  ", "    "))
+    return out
 
 
 def block(node: SyntaxTreeNode, width: int) -> list[str]:
@@ -103,14 +117,14 @@ def block(node: SyntaxTreeNode, width: int) -> list[str]:
         return lines
     if kind in ("bullet_list", "ordered_list"):
         return _list(node, width)
-    if kind == "blockquote":
-        return _indent(blocks(node.children, width - 2), "> ", "> ")
+    if kind == "blockquote":  # a blank line inside stays quoted, so the quote stays one
+        return [f"> {line}" if line else ">" for line in blocks(node.children, width - 2)]
     if kind in ("fence", "code_block"):  # indented, so it stands apart from prose; never wrapped
         return [f"    {line}".rstrip() for line in node.content.rstrip("\n").split("\n")]
     if kind == "hr":
         return ["-" * 24]
     if kind == "table":
-        return _table(node)
+        return _table(node, width)
     if kind == "inline":
         return _wrap(inline(node), width)
     return _wrap(node.content, width) if node.content else []

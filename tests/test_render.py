@@ -425,3 +425,23 @@ def test_each_block_takes_the_direction_of_its_own_text_and_an_rtl_language_the_
     issue = content.parse(path, base_url=cfg.newsletter.base_url)
     doc = lxml_html.document_fromstring(render.render(issue, hebrew, Templates(cfg.templates_dir)).html)
     assert doc.getroottree().getroot().get("dir") == "rtl" and doc.getroottree().getroot().get("lang") == "he"
+
+
+def test_text_part_lists_a_wide_tables_rows_and_keeps_a_long_quote_quoted(cfg, tmp_path):
+    header = "| Engine | Browser | Language | Licence | Released | Maintainer | Platforms | Notes |"
+    row = ("| WebKit | Safari | C++ | LGPL and BSD | 2001 | Apple | macOS, iOS, iPadOS, visionOS | "
+           "forked from KHTML, which began as part of KDE's Konqueror browser in 1998 |")
+    narrow = "| tool | size |\n| --- | --- |\n| ours | 26 KB |\n"
+    path = tmp_path / "issues" / "2026-12-01.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("---\nsubject: Text\ndate: 2026-12-01\npreheader: Plain.\n---\n\n" + header + "\n"
+                    + "|---" * 8 + "|\n" + row + "\n" + row.replace("WebKit", "Blink") + "\n\n" + narrow + "\n"
+                    "> The first paragraph of a long quote that goes on for a while.\n>\n"
+                    "> Its second paragraph, still quoted.\n", encoding="utf-8")
+    text = render_file(cfg, path).text
+    assert max(len(line) for line in text.splitlines()) <= 76, text
+    assert "- Engine: WebKit\n  Browser: Safari\n  Language: C++\n" in text
+    assert "- Engine: Blink\n" in text and "  Notes: forked from KHTML" in text
+    assert "| tool | size  |\n|------|-------|\n| ours | 26 KB |" in text  # a narrow table stays a table
+    assert ("> The first paragraph of a long quote that goes on for a while.\n>\n"
+            "> Its second paragraph, still quoted.") in text
