@@ -1,5 +1,7 @@
 """Milliseconds per full render (Markdown to final HTML and text, with the compatibility check
-that every render runs), median of repeated runs, and the check's own share.
+that every render runs), median of repeated runs, and the check's own share; then the bytes a
+typical digest item costs (a linked title, a two-line summary, its source) and how many fit under
+Gmail's clip as delivered, with click tracking off and on.
 
     python bench/render.py [--runs 30]
 """
@@ -18,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from newsletter import compat, config, content, render  # noqa: E402
 from newsletter.templates import Templates  # noqa: E402
-from tests.issues import thirteen_items  # noqa: E402
+from tests.issues import thirteen_items, typical_items  # noqa: E402
 
 
 def generated_issue(folder: Path, items: int) -> Path:
@@ -62,6 +64,17 @@ def main() -> None:
             ms, check_ms, size = median_ms(path, cfg, args.runs)
             print(f"{label:>15}: {ms:6.1f} ms per render, of which {check_ms:4.1f} ms the compatibility check "
                   f"(median of {args.runs}), HTML {size / 1024:.1f} KB")
+        for tracking in (False, True):
+            delivered = {n: render.render(content.parse(typical_items(Path(tmp) / f"t{n}.md", n),
+                                                        base_url=cfg.newsletter.base_url),
+                                          cfg.newsletter, Templates(cfg.templates_dir), click_tracking=tracking)
+                         for n in (10, 20)}
+            per_item = (delivered[20].size - delivered[10].size) / 10
+            as_delivered = (delivered[20].delivered - delivered[10].delivered) / 10
+            rest = delivered[10].delivered - 10 * as_delivered
+            print(f"typical item, click tracking {'on' if tracking else 'off'}: {per_item:.0f} bytes rendered, "
+                  f"{as_delivered:.0f} as delivered; {int((render.GMAIL_CLIP_BYTES - rest) / as_delivered)} items fit "
+                  f"under Gmail's clip")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,12 @@ class Config:
         return self.root / self.newsletter.templates
 
     @property
+    def click_tracking(self) -> bool:
+        """Whether the configured provider rewrites links to count clicks, which makes each message larger."""
+        return {"sendgrid": self.sendgrid.click_tracking, "postmark": self.postmark.track_links,
+                "mailgun": self.mailgun.track_clicks}.get(self.provider.backend, False)
+
+    @property
     def issues_dir(self) -> Path:
         return self.root / self.newsletter.issues_dir
 

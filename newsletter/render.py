@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -34,6 +35,11 @@ from .syntax import MARKDOWN
 from .templates import Templates, syntax_error
 
 GMAIL_CLIP_BYTES = 102 * 1024
+CLIP_WARN_BYTES = 85 * 1024  # warned before the clip: a few more lines, or longer names, and Gmail clips
+TRACKED_LINK_BYTES = 350  # a click-tracked link, as SendGrid and Mailgun rewrite one
+# What each placeholder grows to when it is filled (links beyond the base URL): a link with its token.
+_FILLED = MappingProxyType({"unsubscribe_url": 100, "view_url": 40, "name": 20, "email": 30})
+_LINK = re.compile(r'<a\b[^>]*?href="(https?://[^"]*)"[^>]*>')
 SUBJECT_WARN_CHARS = 78
 IMAGE_WIDTH_PX = 552  # a template that does not size images: 600 px body minus 24 px padding each side
 HEAD_EXTRAS = (
@@ -69,6 +75,7 @@ class Rendered:
     size: int
     warnings: tuple[str, ...] = ()
     compatibility: compat.Report | None = None
+    delivered: int = 0  # the HTML's bytes as it arrives: placeholders filled, links tracked if they are
 
 
 class _EmailHTML(RendererHTML):
@@ -264,6 +271,9 @@ def render_template(templates: Templates, name: str, context: Mapping[str, Any])
         raise RenderError(f"{templates.folder / name}: template error: {exc}") from None
 
 
+_MJML_RESETS = '<style type="text/css">\n#outlook a {'
+
+
 def mjml_to_html(source: str, origin: str) -> str:
     """Compile MJML and inline its CSS, keeping the doctype, `@media` rules and `!important`."""
     try:
@@ -271,6 +281,9 @@ def mjml_to_html(source: str, origin: str) -> str:
     except ValueError as exc:
         raise RenderError(f"{origin}: MJML error: {exc}") from None
     compiled = compiled.replace("</head>", HEAD_EXTRAS + "</head>", 1)
+    # MJML's resets (tables' spacing for Outlook, body and image defaults) stay in the <style> block,
+    # which Outlook for Windows reads, instead of being copied onto every table and cell.
+    compiled = compiled.replace(_MJML_RESETS, _MJML_RESETS.replace("<style", '<style data-premailer="ignore"'), 1)
     inliner = premailer.Premailer(
         compiled,
         strip_important=False,
@@ -297,17 +310,35 @@ def _date_label(date: dt.date) -> str:
     return f"{date.day} {date:%B %Y}"
 
 
-def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, subscribe_url: str = "") -> Rendered:
-    """Render `issue` once into HTML and text, with placeholders left for `placeholders.fill`.
+def delivered_size(html: str, base_url: str, click_tracking: bool) -> int:
+    """The bytes of `html` as a recipient gets it: each placeholder filled (a link with its token), and
+    each link but the unsubscribe link rewritten for click tracking when that is on."""
+    size = len(html.encode("utf-8"))
+    for name, extra in _FILLED.items():
+        grows = extra + (len(base_url) if name.endswith("_url") else 0) - len(name) - 4
+        size += html.count(f"%%{name}") * grows
+    if click_tracking:
+        size += sum(max(0, TRACKED_LINK_BYTES - len(link.group(1))) for link in _LINK.finditer(html)
+                    if 'clicktracking="off"' not in link.group(0))
+    return size
 
-    With `subscribe_url`, it is the web version: its footer invites to subscribe instead of
-    naming an address and offering to unsubscribe.
-    """
-    if issue.tree is None:
-        raise RenderError(f"{issue.path}: issue was not parsed")
-    warnings: list[str] = []
-    intro, items = sections(issue.tree)
-    for node in issue.tree.walk():
+
+def _html(templates: Templates, context: Mapping[str, Any], intro: Section, items: list[Section]) -> str:
+    source = render_template(templates, "issue.mjml", {**context, "intro": intro, "items": items})
+    return mjml_to_html(source, str(templates.folder / "issue.mjml"))
+
+
+def _clip_warning(delivered: int, size: int, click_tracking: bool, fit: int | None, items: int) -> str:
+    made = f"{size / 1024:.0f} KB rendered, with its links filled" + (" and click tracking" if click_tracking else "")
+    where = (f"Gmail clips messages over {GMAIL_CLIP_BYTES // 1024} KB" if delivered > GMAIL_CLIP_BYTES
+             else f"near the {GMAIL_CLIP_BYTES // 1024} KB before Gmail clips")
+    return (f"HTML is about {delivered / 1024:.0f} KB as delivered ({made}): {where}"
+            + (f"; about {fit} of its {items} items fit" if fit is not None else ""))
+
+
+def _image_warnings(issue: Issue, tree: SyntaxTreeNode) -> list[str]:
+    warnings = []
+    for node in tree.walk():
         if node.type != "image":
             continue
         line = issue.body_line + (node.parent.map[0] if node.parent and node.parent.map else 0)
@@ -317,6 +348,21 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
             warnings.append(f"{issue.path}:{line}: image {node.attrs.get('src', '')} has no known size, so it is "
                             f"drawn as wide as the column: write {{width=W height=H}} after it, or put the file "
                             f"next to the issue")
+    return warnings
+
+
+def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, subscribe_url: str = "",
+           click_tracking: bool = False) -> Rendered:
+    """Render `issue` once into HTML and text, with placeholders left for `placeholders.fill`.
+
+    With `subscribe_url`, it is the web version: its footer invites to subscribe instead of
+    naming an address and offering to unsubscribe. `click_tracking` (the provider's) counts in
+    the size the message has as delivered, which Gmail's clip goes by.
+    """
+    if issue.tree is None:
+        raise RenderError(f"{issue.path}: issue was not parsed")
+    warnings = _image_warnings(issue, issue.tree)
+    intro, items = sections(issue.tree)
     context = {
         "newsletter": settings,
         "subject": issue.subject,
@@ -326,11 +372,8 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
         "subscribe_url": subscribe_url,
         "preheader_filler": PREHEADER_FILLER if issue.preheader else "",
     }
-    whole = Section(tokens=tuple(issue.tree.to_tokens()))
-    source = render_template(
-        templates, "issue.mjml", {**context, "content": whole, "intro": intro, "items": items}
-    )
-    html = mjml_to_html(source, str(templates.folder / "issue.mjml"))
+    context["content"] = Section(tokens=tuple(issue.tree.to_tokens()))
+    html = _html(templates, context, intro, items)
     body_text = "\n".join(plaintext.blocks(issue.tree.children))
     text = render_template(
         templates,
@@ -338,10 +381,13 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
         {**context, "content": body_text, "wrap": lambda s: "\n".join(plaintext.wrap(s))},
     )
     size = len(html.encode("utf-8"))
-    if size > GMAIL_CLIP_BYTES:
-        warnings.append(
-            f"HTML is {size / 1024:.0f} KB: Gmail clips messages over {GMAIL_CLIP_BYTES // 1024} KB"
-        )
+    delivered = delivered_size(html, settings.base_url, click_tracking)
+    if delivered > CLIP_WARN_BYTES:
+        fit = None
+        if items:  # how many would fit: the bytes of the rest, from the message without its items
+            rest = delivered_size(_html(templates, context, intro, []), settings.base_url, click_tracking)
+            fit = int((GMAIL_CLIP_BYTES - rest) * len(items) / max(1, delivered - rest))
+        warnings.append(_clip_warning(delivered, size, click_tracking, fit, len(items)))
     if len(issue.subject) > SUBJECT_WARN_CHARS:
         warnings.append(f"subject is {len(issue.subject)} characters: many clients cut it near 60")
     if not issue.preheader:
@@ -359,4 +405,5 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
         size=size,
         warnings=tuple(warnings),
         compatibility=compatibility,
+        delivered=delivered,
     )

@@ -25,3 +25,14 @@ def thirteen_items(path: Path) -> Path:
                     "preheader: Thirteen links on sending mail well.\n---\n\nHello %%name|there%%,\n\n"
                     + "\n".join(items), encoding="utf-8")
     return path
+
+
+def typical_items(path: Path, count: int) -> Path:
+    """An issue of `count` typical digest items: a linked title, two lines of summary, the source."""
+    body = "".join(f"## [How team {i} made their pipeline send exactly once](https://example.org/articles/{i})\n\n"
+                   f"A short summary of the article: what they built, what broke, and the one change that fixed "
+                   f"their duplicate sends for good.\n\n*example.org*\n\n" for i in range(1, count + 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("---\nsubject: Digest\ndate: 2026-12-01\npreheader: Many links.\n---\n\nHello %%name|there%%,\n\n"
+                    + body, encoding="utf-8")
+    return path

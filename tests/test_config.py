@@ -77,3 +77,17 @@ def test_store_settings_keep_every_key_when_the_url_is_resolved(tmp_path):
     loaded = config_mod.load(path)
     assert loaded.store.retry_for == 4.5
     assert loaded.store.url == f"sqlite:///{tmp_path / 'newsletter.db'}"
+
+
+@pytest.mark.parametrize(("backend", "section", "key"), [("sendgrid", "sendgrid", "click_tracking"),
+                                                          ("postmark", "postmark", "track_links"),
+                                                          ("mailgun", "mailgun", "track_clicks")])
+def test_click_tracking_is_the_configured_providers(tmp_path, backend, section, key):
+    path = write_config(tmp_path, backend=backend)
+    assert not config_mod.load(path).click_tracking
+    path.write_text(path.read_text().replace(f"[{section}]\n", f"[{section}]\n{key} = true\n", 1)
+                    if f"[{section}]\n" in path.read_text() else path.read_text() + f"\n[{section}]\n{key} = true\n")
+    assert config_mod.load(path).click_tracking
+    (tmp_path / "smtp").mkdir()
+    smtp = write_config(tmp_path / "smtp", backend="smtp")
+    assert not config_mod.load(smtp).click_tracking

@@ -11,6 +11,7 @@ from newsletter.errors import ContentError, RenderError
 from newsletter.templates import Templates
 
 from .conftest import ROOT, write_config
+from .issues import typical_items
 
 
 def render_file(cfg, path):
@@ -445,3 +446,37 @@ def test_text_part_lists_a_wide_tables_rows_and_keeps_a_long_quote_quoted(cfg, t
     assert "| tool | size  |\n|------|-------|\n| ours | 26 KB |" in text  # a narrow table stays a table
     assert ("> The first paragraph of a long quote that goes on for a while.\n>\n"
             "> Its second paragraph, still quoted.") in text
+
+
+def test_a_typical_item_costs_under_a_kilobyte_and_eighty_fit_under_gmails_clip(cfg, tmp_path):
+    sizes = {n: render_file(cfg, typical_items(tmp_path / f"{n}.md", n)).size for n in (10, 20)}
+    per_item = (sizes[20] - sizes[10]) / 10
+    assert per_item <= 1000, per_item
+    assert (render.GMAIL_CLIP_BYTES - (sizes[10] - 10 * per_item)) / per_item >= 80
+
+
+def test_outlook_lays_every_column_out_at_the_cards_width(doc, rendered):
+    widths = set(re.findall(r'-outlook" style="vertical-align:top;width:(\d+)px', rendered.html))
+    assert widths == {"576"}, widths  # 600 px less the sections' 12 px each side
+
+
+@pytest.mark.parametrize("tracking", [False, True])
+def test_the_clip_warning_counts_filled_and_tracked_links_comes_early_and_says_how_many_items_fit(cfg, tmp_path,
+                                                                                                  tracking):
+    def warnings(count):
+        issue = content.parse(typical_items(tmp_path / f"{count}.md", count), base_url=cfg.newsletter.base_url)
+        return [w for w in render.render(issue, cfg.newsletter, Templates(cfg.templates_dir),
+                                         click_tracking=tracking).warnings if "clips" in w]
+
+    assert warnings(20) == []
+    (warning,) = warnings(150 if tracking else 110)
+    fit = int(re.search(r"about (\d+) of its \d+ items fit", warning).group(1))
+    assert "as delivered" in warning and ("click tracking" in warning) is tracking, warning
+    assert 40 <= fit <= 110
+    # The estimate holds: that many items come in under 102 KB, as delivered; a few more do not.
+    def delivered(count):
+        issue = content.parse(typical_items(tmp_path / f"{count}.md", count), base_url=cfg.newsletter.base_url)
+        return render.render(issue, cfg.newsletter, Templates(cfg.templates_dir), click_tracking=tracking).delivered
+    assert delivered(fit) <= render.GMAIL_CLIP_BYTES < delivered(fit + 3)
+    early = warnings(fit - 5)  # over 85 KB as delivered, still under the clip: warned before it happens
+    assert early and "before Gmail clips" in early[0]

@@ -33,7 +33,7 @@ class Issues(Part):
         from ..render import render
 
         parsed = issue if isinstance(issue, Issue) else self.load(issue)
-        return render(parsed, self.config.newsletter, self.templates)
+        return render(parsed, self.config.newsletter, self.templates, click_tracking=self.config.click_tracking)
 
     def write(self, path: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Rendered, Path, Path]:
         """Render and write `<slug>.html` and `<slug>.txt` to `out_dir`, each whole or not at all."""
