@@ -94,10 +94,16 @@ class _EmailHTML(RendererHTML):
         return self.renderToken(tokens, idx, options, env)
 
     # Each block takes the direction of its own text, so a Hebrew or Arabic paragraph reads right to left.
-    def paragraph_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+    def heading_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return self._open_with(tokens, idx, options, env, "dir", "auto")
 
-    heading_open = list_item_open = blockquote_open = paragraph_open
+    list_item_open = blockquote_open = heading_open
+
+    def paragraph_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        if _is_source_line(tokens, idx):  # `*example.org*` alone under a title: small and muted
+            tokens[idx] = tokens[idx].copy()
+            tokens[idx].attrSet("class", "source")
+        return self._open_with(tokens, idx, options, env, "dir", "auto")
 
     def th_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return self._open_with(tokens, idx, options, env, "scope", "col")
@@ -126,6 +132,13 @@ class _EmailHTML(RendererHTML):
         else:
             style = f"display:block;width:100%;max-width:{width}px;height:auto;border:0;"
         return f'<img src="{src}" alt="{html_lib.escape(alt, quote=True)}"{title_attr} {size} style="{style}">'
+
+
+def _is_source_line(tokens: list[Token], idx: int) -> bool:
+    """A paragraph that is one emphasis and nothing else, such as an item's `*medium.com*`."""
+    inline = tokens[idx + 1].children if idx + 1 < len(tokens) and tokens[idx + 1].type == "inline" else None
+    return bool(inline) and inline[0].type == "em_open" and inline[-1].type == "em_close" \
+        and sum(t.type == "em_open" for t in inline) == 1  # type: ignore[index]
 
 
 def _in_sentence(inline: list[Token]) -> bool:
@@ -167,15 +180,25 @@ def article(issue: Issue, image_width: int = IMAGE_WIDTH_PX) -> str:
     return str(Section(tokens=tuple(issue.tree.to_tokens())).html(image_width))
 
 
-def sections(tree: SyntaxTreeNode) -> tuple[Section, list[Section]]:
-    """The intro (possibly empty) and the items, split at each top-level `##` heading."""
+def sections(tree: SyntaxTreeNode) -> tuple[Section, list[Section], Section]:
+    """The intro (possibly empty), the items, split at each top-level `##` heading, and the sign-off:
+    what follows a `---` rule in the last item (possibly empty), the rule itself dropped."""
     groups: list[list[SyntaxTreeNode]] = [[]]
     for node in tree.children:
         if node.type == "heading" and node.tag == "h2":
             groups.append([])
         groups[-1].append(node)
-    made = [Section(tuple(token for node in group for token in node.to_tokens())) for group in groups]
-    return made[0], made[1:]
+    signoff: list[SyntaxTreeNode] = []
+    rules = [k for k, node in enumerate(groups[-1]) if node.type == "hr"]
+    if len(groups) > 1 and rules:
+        signoff = groups[-1][rules[-1] + 1:]
+        groups[-1] = groups[-1][:rules[-1]]
+    made = [_section(group) for group in [*groups, signoff]]
+    return made[0], made[1:-1], made[-1]
+
+
+def _section(nodes: list[SyntaxTreeNode]) -> Section:
+    return Section(tuple(token for node in nodes for token in node.to_tokens()))
 
 
 _LONG_RUN = re.compile(r"\S{24,}")
@@ -227,7 +250,10 @@ def code_block_html(code: str) -> str:
     for line in code.rstrip("\n").split("\n"):
         escaped = breakable(line.expandtabs(4))
         lines.append(_SPACES.sub(_nonbreaking, escaped) or "&nbsp;")
-    return '<div class="code">' + "<br>".join(lines) + "</div>\n"
+    # In a one-cell table: Outlook for Windows keeps a cell's padding and background, not a div's.
+    return ('<table class="code-box" role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0">'
+            '<tr><td class="code-cell" bgcolor="#eef1f4"><div class="code">' + "<br>".join(lines)
+            + "</div></td></tr></table>\n")
 
 
 def _nonbreaking(spaces: re.Match[str]) -> str:
@@ -362,7 +388,7 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
     if issue.tree is None:
         raise RenderError(f"{issue.path}: issue was not parsed")
     warnings = _image_warnings(issue, issue.tree)
-    intro, items = sections(issue.tree)
+    intro, items, signoff = sections(issue.tree)
     context = {
         "newsletter": settings,
         "subject": issue.subject,
@@ -373,6 +399,7 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
         "preheader_filler": PREHEADER_FILLER if issue.preheader else "",
     }
     context["content"] = Section(tokens=tuple(issue.tree.to_tokens()))
+    context["signoff"] = signoff
     html = _html(templates, context, intro, items)
     body_text = "\n".join(plaintext.blocks(issue.tree.children))
     text = render_template(

@@ -74,6 +74,10 @@ MEASURE = """
       }
     }
   });
+  function style(selector, property) {
+    var e = document.querySelector(selector);
+    return e ? getComputedStyle(e)[property] : null;
+  }
   var unsubscribe = document.querySelector('.unsubscribe a');
   var card = document.querySelector('.card > table > tbody > tr > td');
   var text = document.querySelector('.content p');
@@ -82,8 +86,10 @@ MEASURE = """
     unsubscribe: unsubscribe ? box(unsubscribe) : null,
     card_background: card ? getComputedStyle(card).backgroundColor : null,
     text_color: text ? getComputedStyle(text).color : null,
+    cell_border: style('.content table:not([role]) td', 'borderTopColor'),
+    date_color: style('.meta div', 'color'), footer_color: style('.footer div', 'color'),
     images: Array.prototype.map.call(document.querySelectorAll('img'), box),
-    tables: Array.prototype.map.call(document.querySelectorAll('.content table'), box)}), '*');
+    tables: Array.prototype.map.call(document.querySelectorAll('.content table:not([role])'), box)}), '*');
 })();
 </script>
 """

@@ -83,7 +83,7 @@ def test_code_blocks_keep_their_shape_without_white_space_css(doc, sample_issue)
 
 
 def test_table_lists_quote_strikethrough_rendered(doc):
-    rows = doc.xpath("//td[contains(@class,'content')]//table//tr")
+    rows = doc.xpath("//td[contains(@class,'content')]//table[not(@role='presentation')]//tr")
     assert len(rows) == 4
     assert [c.text_content() for c in rows[2].xpath("td")] == ["Builder export", "131 KB", "yes"]
     assert doc.xpath("//ol/li//ul/li")  # nested list
@@ -480,3 +480,33 @@ def test_the_clip_warning_counts_filled_and_tracked_links_comes_early_and_says_h
     assert delivered(fit) <= render.GMAIL_CLIP_BYTES < delivered(fit + 3)
     early = warnings(fit - 5)  # over 85 KB as delivered, still under the clip: warned before it happens
     assert early and "before Gmail clips" in early[0]
+
+
+def test_the_sign_off_after_the_last_rule_stands_in_its_own_block_above_the_footer(doc, rendered):
+    (signoff,) = doc.xpath("//*[contains(concat(' ', @class, ' '), ' signoff ')]")
+    assert "That's all for this week" in signoff.text_content()
+    assert not signoff.xpath("ancestor::*[contains(@class, 'card')]")  # not inside the last item's card
+    html = rendered.html
+    assert html.index("Quick links") < html.index("That's all for this week") < html.index("because you subscribed")
+    last_card = doc.xpath("//table[contains(@class, 'card')]")[-1].text_content()
+    assert "Quick links" in last_card and "That's all" not in last_card
+
+
+def test_item_titles_are_calm_and_a_source_line_is_small_and_muted(cfg, tmp_path):
+    from .issues import typical_items
+
+    doc = lxml_html.document_fromstring(render_file(cfg, typical_items(tmp_path / "2026-12-01.md", 2)).html)
+    title = doc.xpath("//h2/a")[0].get("style").replace(" ", "")
+    assert "text-decoration:none" in title and "color:#0b57d0" in title
+    (source, _) = doc.xpath("//p[em[text()='example.org']]")
+    style = source.get("style").replace(" ", "")
+    assert "font-size:13px" in style and "color:#4b5563" in style
+    body = doc.xpath("//p[starts-with(text(), 'A short summary')]")[0].get("style").replace(" ", "")
+    assert "font-size" not in body  # the summary keeps the card's 16 px
+
+
+def test_a_code_block_sits_in_a_cell_whose_padding_outlook_keeps(doc):
+    for block in doc.xpath("//div[@class='code']"):
+        cell = block.getparent()
+        assert cell.tag == "td" and "padding:12px" in cell.get("style").replace(" ", "") and cell.get("bgcolor")
+        assert cell.xpath("ancestor::table[1]")[0].get("role") == "presentation"

@@ -59,6 +59,10 @@ def test_dark_mode_turns_cards_and_text_dark_and_light(filled_html, tmp_path):
     assert light["card_background"] == "rgb(255, 255, 255)"
     assert dark["card_background"] == "rgb(22, 27, 34)"
     assert dark["text_color"] == "rgb(230, 237, 243)" != light["text_color"]
+    # Table borders and the muted date, label and footer follow into the dark.
+    assert light["cell_border"] == "rgb(208, 215, 222)" and dark["cell_border"] == "rgb(61, 68, 77)"
+    assert light["date_color"] == "rgb(75, 85, 99)"
+    assert dark["date_color"] == "rgb(145, 152, 161)" == dark["footer_color"] != dark["text_color"]
 
 
 SEVEN_COLUMNS = """---
