@@ -67,7 +67,8 @@ class Archive:
             ET.SubElement(entry, "title").text = issue.subject
             ET.SubElement(entry, "id").text = link
             ET.SubElement(entry, "link", href=link)
-            ET.SubElement(entry, "published").text = ET.SubElement(entry, "updated").text = _atom_time(issue.sent_at)
+            for stamp in ("published", "updated"):  # both the time its send started
+                ET.SubElement(entry, stamp).text = _atom_time(issue.sent_at)
             ET.SubElement(entry, "summary").text = issue.preheader or issue.subject
             ET.SubElement(entry, "content", type="html").text = page or ""
         return b'<?xml version="1.0" encoding="utf-8"?>\n' + bytes(ET.tostring(root, encoding="utf-8"))
