@@ -136,9 +136,10 @@ class _EmailHTML(RendererHTML):
 
 def _is_source_line(tokens: list[Token], idx: int) -> bool:
     """A paragraph that is one emphasis and nothing else, such as an item's `*medium.com*`."""
-    inline = tokens[idx + 1].children if idx + 1 < len(tokens) and tokens[idx + 1].type == "inline" else None
+    following = tokens[idx + 1] if idx + 1 < len(tokens) else None
+    inline = (following.children if following is not None and following.type == "inline" else None) or []
     return bool(inline) and inline[0].type == "em_open" and inline[-1].type == "em_close" \
-        and sum(t.type == "em_open" for t in inline) == 1  # type: ignore[index]
+        and sum(t.type == "em_open" for t in inline) == 1
 
 
 def _in_sentence(inline: list[Token]) -> bool:
