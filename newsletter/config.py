@@ -31,6 +31,7 @@ class NewsletterSettings:
     from_name: str = ""
     reply_to: str = ""
     base_url: str = ""
+    website: str = ""  # the operator's own site: the pages after a click link back to it
     postal_address: str = ""
     secret_env: str = "NEWSLETTER_SECRET"  # noqa: S105 - the variable's name, not a secret
     previous_secrets_env: str = ""  # a variable with earlier secrets, comma-separated: they still verify links
@@ -445,8 +446,9 @@ def _check_newsletter(nl: NewsletterSettings, path: Path) -> None:
     for key in ("from_email", "reply_to", "from_name", "name", "unsubscribe_mailto"):
         if any(c in getattr(nl, key) for c in "\r\n"):
             raise ConfigError(f"{path}: [newsletter] {key}: must not contain line breaks")
-    if nl.base_url and urlsplit(nl.base_url).scheme not in ("http", "https"):
-        raise ConfigError(f"{path}: [newsletter] base_url: must start with https:// or http://")
+    for key in ("base_url", "website"):
+        if getattr(nl, key) and urlsplit(getattr(nl, key)).scheme not in ("http", "https"):
+            raise ConfigError(f"{path}: [newsletter] {key}: must start with https:// or http://")
 
 
 def _check_bounces(bounces: BouncesSettings, path: Path) -> None:

@@ -54,6 +54,14 @@ class TokenError(NewsletterError):
     """A signed token is forged, altered, expired, or cannot be made without a secret."""
 
 
+class LinkExpired(TokenError):
+    """A genuine confirmation link past its time; `list_name` is the list it was for."""
+
+    def __init__(self, message: str, list_name: str) -> None:
+        super().__init__(message)
+        self.list_name = list_name
+
+
 class WebhookError(NewsletterError):
     """A provider webhook call that cannot be trusted: bad or missing signature, or too old."""
 

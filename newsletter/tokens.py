@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import TokenError
+from .errors import LinkExpired, TokenError
 
 UNSUBSCRIBE = "unsubscribe"
 CONFIRM = "confirm"
@@ -166,7 +166,7 @@ def make_confirm(secret: bytes, subscriber_id: int, list_name: str, ttl: int, no
 def check_confirm(secret: bytes, token: str, now: float | None = None, previous: Sequence[bytes] = ()) -> Claims:
     claims = Signer(secret, CONFIRM, previous).check(token)
     if int(claims.extra or 0) < (time.time() if now is None else now):
-        raise TokenError("this confirmation link has expired; subscribe again to get a new one")
+        raise LinkExpired("this confirmation link has expired; subscribe again to get a new one", claims.list_name)
     return claims
 
 

@@ -46,6 +46,7 @@ def web_config(tmp_path, monkeypatch, smtp, signer):
     path = write_config(tmp_path, backend="smtp", smtp_port=smtp[0].port, base_url="https://testserver")
     text = path.read_text().replace("[sendgrid]", f'[sendgrid]\nwebhook_public_key = "{signer.public_key}"\n'
                                                   f"webhook_tolerance = 300")
+    text = text.replace("[newsletter]\n", '[newsletter]\nwebsite = "https://example.com/"\n', 1)
     path.write_text(text + '\n[web]\nrate_limit_per_ip = 5\nrate_limit_per_email = 2\n'
                            'allowed_origins = ["https://blog.example.org"]\n')
     runner = CliRunner()
@@ -605,3 +606,40 @@ def test_the_migration_moves_the_issue_out_of_old_unsubscribe_reasons(tmp_path):
     assert upgrade(engine) >= 7
     with engine.connect() as conn:
         assert tuple(conn.execute(sa.text("SELECT issue, reason FROM history")).one()) == ("2026-11-24", None)
+
+
+def test_a_confirmation_link_opened_again_says_it_is_done_and_every_end_page_leads_on(client, web_config, smtp):
+    _controller, inbox = smtp
+    subscribe(client, "twice@example.com")
+    link = confirmation_link(inbox, "twice@example.com")
+    page = client.get(link)
+    done = client.post(link, data={"csrf": csrf(page.text)})
+    assert "You are subscribed" in done.text
+    again = client.get(link)  # the mail opened once more, days later
+    assert again.status_code == 200 and "already subscribed" in again.text
+    assert "Confirm my subscription" not in again.text
+    for end in (done, again):
+        assert 'href="/archive/weekly"' in end.text and 'href="https://example.com/"' in end.text
+
+
+def test_a_damaged_or_expired_confirmation_link_says_what_to_do_without_jargon(client, web_config, clock):
+    with Store(web_config) as store:
+        sid = store.request_subscription("late@example.com", "weekly")[0]
+    token = tokens.make_confirm(SECRET.encode(), sid, "weekly", ttl=3600, now=clock["now"])
+    damaged = client.get(f"/confirm/{token[:-5]}")
+    assert damaged.status_code == 400 and "token" not in damaged.text.lower() and "malformed" not in damaged.text
+    assert "whole link" in damaged.text and 'href="/archive"' in damaged.text
+    clock["now"] += 3601
+    expired = client.get(f"/confirm/{token}")
+    assert expired.status_code == 400 and "expired" in expired.text and "token" not in expired.text.lower()
+    assert 'href="/subscribe/weekly"' in expired.text  # subscribe again, to the same list
+
+
+def test_the_subscribe_page_shows_the_lists_latest_issues(client, web_config, tmp_path):
+    issue = tmp_path / "issues" / "2026-12-01.md"
+    issue.write_text((ROOT / "issues" / "2026-12-01.md").read_text())
+    assert "Latest issues" not in client.get("/subscribe/weekly").text
+    sent = CliRunner().invoke(cli, ["--config", str(web_config.path), "send", str(issue), "--list", "weekly", "--yes"])
+    assert sent.exit_code == 0, sent.output
+    page = client.get("/subscribe/weekly").text
+    assert "Latest issues" in page and 'href="/archive/weekly/2026-12-01"' in page and "The Pipeline Weekly #48" in page

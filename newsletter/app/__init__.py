@@ -18,7 +18,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import CONFIG_ENV, Config, load
+from ..config import CONFIG_ENV, Config, ListSettings, load
 from ..consent import STATUSES
 from ..errors import NewsletterError
 from ..statuses import Delivery, EventKind, Membership
@@ -56,6 +56,7 @@ __all__ = [
     "Issues",
     "LinkedMembership",
     "Links",
+    "ListSettings",
     "Mailing",
     "Membership",
     "Newsletter",

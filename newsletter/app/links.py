@@ -83,9 +83,9 @@ class Links(Part):
         declared = self.config.list(claims.list_name)
         return declared, self.store.confirm(claims.subscriber_id, claims.list_name)
 
-    def confirmation_list(self, token: str, *, now: float | None = None) -> ListSettings:
-        """The list a confirmation link is for, checking the link without acting on it."""
-        return self.config.list(self._confirm_claims(token, now).list_name)
+    def confirmation_target(self, token: str, *, now: float | None = None) -> LinkedMembership | None:
+        """What a confirmation link points at, checking it without acting on it; None when gone."""
+        return self._linked(self._confirm_claims(token, now))
 
     def unsubscribe_target(self, token: str) -> LinkedMembership | None:
         """What an unsubscribe link points at, without acting (mail scanners fetch links); None when gone."""

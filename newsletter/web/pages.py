@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from ..app import Newsletter
+from ..app import ListSettings, Newsletter
 from .security import CSRF_COOKIE
 
 
@@ -29,8 +29,12 @@ class Pages:
                                 secure=self.secure_cookie)
         return response
 
-    def error(self, request: Request, status: int, message: str) -> Response:
-        return self.page(request, "message.html", {"title": "Something is wrong", "message": message}, status)
+    def error(self, request: Request, status: int, message: str, list_: ListSettings | None = None,
+              action: tuple[str, str] | None = None) -> Response:
+        """A page saying what went wrong, with what to do next (`action`: its label and address)."""
+        return self.page(request, "message.html", {"title": "Something is wrong", "message": message, "list": list_,
+                                                   "action": action}, status)
 
-    def message(self, request: Request, title: str, message: str) -> Response:
-        return self.page(request, "message.html", {"title": title, "message": message})
+    def message(self, request: Request, title: str, message: str, list_: ListSettings | None = None) -> Response:
+        """An end page: it leads on to the list's archive (or the whole archive) and the operator's site."""
+        return self.page(request, "message.html", {"title": title, "message": message, "list": list_})

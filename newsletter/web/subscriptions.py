@@ -10,12 +10,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..app import Membership, Newsletter, SubscribeRequest
-from ..errors import FieldError, InputError, NewsletterError, TokenError, UnknownListError
+from ..app import LinkedMembership, Membership, Newsletter, SubscribeRequest
+from ..errors import FieldError, InputError, LinkExpired, NewsletterError, TokenError, UnknownListError
 from .pages import Pages
 from .security import BAD_FORM, HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask, read_form
 
 log = logging.getLogger("newsletter.web")
+LATEST = 5  # past issues the subscribe page shows
 
 
 class Subscriptions:
@@ -32,9 +33,10 @@ class Subscriptions:
         except UnknownListError:
             return self.pages.error(request, 404, "There is no such list.")
         csrf = csrf_for(request)
-        if request.method != "POST":  # GET and HEAD only show
-            return self.pages.page(request, "subscribe.html", {"list": declared, "error": "", "email": "", "name": ""},
-                                   csrf=csrf)
+        if request.method != "POST":  # GET and HEAD only show, with the list's latest issues
+            latest = (await run_in_threadpool(self.nl.issues.archive, name))[:LATEST]
+            return self.pages.page(request, "subscribe.html", {"list": declared, "error": "", "email": "", "name": "",
+                                                               "latest": latest}, csrf=csrf)
         form = await read_form(request)
         if form is None:
             return self.pages.error(request, 400, BAD_FORM)
@@ -79,14 +81,38 @@ class Subscriptions:
         except NewsletterError as exc:
             log.error("confirmation mail to subscriber %s failed: %s", subscription.subscriber_id, exc)
 
-    async def confirm(self, request: Request) -> Response:
-        token = request.path_params["token"]
+    def _bad_link(self, request: Request, exc: TokenError) -> Response:
+        """What a confirmation link that cannot be used says, in words a reader knows, and what to do next."""
+        if isinstance(exc, LinkExpired) and exc.list_name in self.nl.config.lists:
+            declared = self.nl.config.lists[exc.list_name]
+            return self.pages.error(
+                request, 400, f"This confirmation link has expired: links work for "
+                f"{self.nl.config.web.confirm_ttl // 3600} hours. Subscribe again to get a new one.",
+                declared, ("Subscribe again", f"/subscribe/{declared.name}"))
+        return self.pages.error(request, 400, "This confirmation link is incomplete or damaged. Open the whole link "
+                                              "from the email (some mail programs break a long link across lines), "
+                                              "or subscribe again.")
+
+    async def _confirmation(self, request: Request, token: str) -> LinkedMembership | Response:
+        """The membership a confirmation link is for, or the page that says why it cannot be used."""
         try:
-            declared = self.nl.links.confirmation_list(token, now=self.clock())
+            found = await run_in_threadpool(lambda: self.nl.links.confirmation_target(token, now=self.clock()))
         except TokenError as exc:
-            return self.pages.error(request, 400, f"This confirmation link does not work: {exc}.")
+            return self._bad_link(request, exc)
         except UnknownListError:
             return self.pages.error(request, 404, "There is no such list.")
+        return found if found is not None else self.pages.error(request, 404, "This subscription no longer exists.")
+
+    async def confirm(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        found = await self._confirmation(request, token)
+        if isinstance(found, Response):
+            return found
+        declared = found.list
+        if found.status == Membership.ACTIVE:  # the link opened again: nothing is left to do
+            return self.pages.message(request, "You are already subscribed",
+                                      f"{mask(found.email)} gets {declared.title} already: nothing more to do.",
+                                      declared)
         csrf = csrf_for(request)
         if request.method != "POST":  # GET and HEAD only show
             return self.pages.page(request, "confirm.html", {"list": declared, "token": token}, csrf=csrf)
@@ -99,14 +125,14 @@ class Subscriptions:
         try:
             _list, status = await run_in_threadpool(lambda: self.nl.links.confirm(token, now=self.clock()))
         except TokenError as exc:  # expired between the page and the button
-            return self.pages.error(request, 400, f"This confirmation link does not work: {exc}.")
+            return self._bad_link(request, exc)
         if status is None:
             return self.pages.error(request, 404, "This subscription no longer exists.")
         if status != Membership.ACTIVE:
             return self.pages.message(request, "Not confirmed",
-                                      f"This address cannot be subscribed to {declared.title}.")
+                                      f"This address cannot be subscribed to {declared.title}.", declared)
         return self.pages.message(request, "You are subscribed",
-                                  f"Thank you: {declared.title} will reach you from the next issue.")
+                                  f"Thank you: {declared.title} will reach you from the next issue.", declared)
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -133,4 +159,4 @@ class Subscriptions:
         return self.pages.message(
             request, "You are unsubscribed",
             f"{mask(found.email)} will get no more {found.list.title}. It takes effect at once, "
-            f"including for an issue being sent right now.")
+            f"including for an issue being sent right now.", found.list)
