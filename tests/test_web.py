@@ -643,3 +643,22 @@ def test_the_subscribe_page_shows_the_lists_latest_issues(client, web_config, tm
     assert sent.exit_code == 0, sent.output
     page = client.get("/subscribe/weekly").text
     assert "Latest issues" in page and 'href="/archive/weekly/2026-12-01"' in page and "The Pipeline Weekly #48" in page
+
+
+def test_an_unsubscribe_can_be_undone_from_its_page_by_confirming_again(client, web_config, smtp):
+    _controller, inbox = smtp
+    token = unsubscribe_token(web_config, "alan@example.com")
+    page = client.get(f"/unsubscribe/{token}")
+    done = client.post(f"/unsubscribe/{token}", data={"csrf": csrf(page.text)})
+    assert "You are unsubscribed" in done.text and "Undo" in done.text
+    assert status(web_config, "alan@example.com") == "unsubscribed"
+    assert client.post(f"/unsubscribe/{token}", data={"undo": "1", "csrf": "forged"}).status_code == 403
+    undone = client.post(f"/unsubscribe/{token}", data={"undo": "1", "csrf": csrf(done.text)})
+    assert undone.status_code == 200 and "Check your inbox" in undone.text
+    assert status(web_config, "alan@example.com") == "unconfirmed"  # back only once they confirm, by mail
+    link = confirmation_link(inbox, "alan@example.com")
+    confirm_page = client.get(link)
+    client.post(link, data={"csrf": csrf(confirm_page.text)})
+    assert status(web_config, "alan@example.com") == "active"
+    later = client.get(f"/unsubscribe/{token}")  # the unsubscribe link still works after coming back
+    assert "Stop sending" in later.text

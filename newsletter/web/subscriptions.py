@@ -155,8 +155,17 @@ class Subscriptions:
         one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: sent without cookies
         if not one_click and not csrf_ok(request, form):
             return self.pages.error(request, 403, "The form expired. Please open the unsubscribe link again.")
+        if form.get("undo") and not one_click:
+            return await self._undo(request, found)
         await run_in_threadpool(lambda: self.nl.links.unsubscribe(token, source="one-click" if one_click else "web"))
-        return self.pages.message(
-            request, "You are unsubscribed",
-            f"{mask(found.email)} will get no more {found.list.title}. It takes effect at once, "
-            f"including for an issue being sent right now.", found.list)
+        return self.pages.page(request, "unsubscribe.html", {"list": found.list, "email": mask(found.email),
+                                                             "token": token, "done": True, "just_now": True},
+                               csrf=csrf_for(request))
+
+    async def _undo(self, request: Request, found: LinkedMembership) -> Response:
+        """An unsubscribe taken back: a subscribe request like the form's, so they are back once they
+        confirm from the mail it sends (a leaver never returns without their own confirmation)."""
+        subscription = await run_in_threadpool(self.nl.links.subscribe, found.email, found.list.name)
+        if subscription.should_mail and self.per_email.allow(subscription.address_key):
+            await run_in_threadpool(self._mail_confirmation, subscription)
+        return self._check_inbox(request, mask(found.email), found.list.title)
