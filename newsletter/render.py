@@ -87,26 +87,25 @@ class _EmailHTML(RendererHTML):
     def code_block(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return code_block_html(tokens[idx].content)
 
-    def _open_with(self, tokens: list[Token], idx: int, options: Any, env: Any, name: str, value: str) -> str:
+    def _open_with(self, tokens: list[Token], idx: int, options: Any, env: Any, **attrs: str) -> str:
         # `tokens` is this render's own list: a changed copy of the token leaves the issue's tree alone.
         token = tokens[idx] = tokens[idx].copy()
-        token.attrSet(name, value)
+        for name, value in attrs.items():
+            token.attrSet(name, value)
         return self.renderToken(tokens, idx, options, env)
 
     # Each block takes the direction of its own text, so a Hebrew or Arabic paragraph reads right to left.
     def heading_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
-        return self._open_with(tokens, idx, options, env, "dir", "auto")
+        return self._open_with(tokens, idx, options, env, dir="auto")
 
     list_item_open = blockquote_open = heading_open
 
     def paragraph_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
-        if _is_source_line(tokens, idx):  # `*example.org*` alone under a title: small and muted
-            tokens[idx] = tokens[idx].copy()
-            tokens[idx].attrSet("class", "source")
-        return self._open_with(tokens, idx, options, env, "dir", "auto")
+        source = {"class": "source"} if _is_source_line(tokens, idx) else {}  # `*example.org*`: small, muted
+        return self._open_with(tokens, idx, options, env, **source, dir="auto")
 
     def th_open(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
-        return self._open_with(tokens, idx, options, env, "scope", "col")
+        return self._open_with(tokens, idx, options, env, scope="col")
 
     def text(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
         return breakable(tokens[idx].content)
@@ -173,12 +172,16 @@ class Section:
         return str(self.html())
 
 
+def _tree(issue: Issue) -> SyntaxTreeNode:
+    if issue.tree is None:
+        raise RenderError(f"{issue.path}: issue was not parsed")
+    return issue.tree
+
+
 def article(issue: Issue, image_width: int = IMAGE_WIDTH_PX) -> str:
     """The issue's body alone as HTML, placeholders still in: what a feed reader shows, without the
     email's document, styles, Outlook's comments, preheader and footer."""
-    if issue.tree is None:
-        raise RenderError(f"{issue.path}: issue was not parsed")
-    return str(Section(tokens=tuple(issue.tree.to_tokens())).html(image_width))
+    return str(_section(_tree(issue).children).html(image_width))
 
 
 def sections(tree: SyntaxTreeNode) -> tuple[Section, list[Section], Section]:
@@ -386,10 +389,9 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
     naming an address and offering to unsubscribe. `click_tracking` (the provider's) counts in
     the size the message has as delivered, which Gmail's clip goes by.
     """
-    if issue.tree is None:
-        raise RenderError(f"{issue.path}: issue was not parsed")
-    warnings = _image_warnings(issue, issue.tree)
-    intro, items, signoff = sections(issue.tree)
+    tree = _tree(issue)
+    warnings = _image_warnings(issue, tree)
+    intro, items, signoff = sections(tree)
     context = {
         "newsletter": settings,
         "subject": issue.subject,
@@ -398,11 +400,11 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
         "slug": issue.slug,
         "subscribe_url": subscribe_url,
         "preheader_filler": PREHEADER_FILLER if issue.preheader else "",
+        "content": _section(tree.children),
+        "signoff": signoff,
     }
-    context["content"] = Section(tokens=tuple(issue.tree.to_tokens()))
-    context["signoff"] = signoff
     html = _html(templates, context, intro, items)
-    body_text = "\n".join(plaintext.blocks(issue.tree.children))
+    body_text = "\n".join(plaintext.blocks(tree.children))
     text = render_template(
         templates,
         "issue.txt",
