@@ -12,11 +12,27 @@ from . import browser
 pytestmark = pytest.mark.browser
 
 
+def rendered_file(cfg, path):
+    return render.render(content.parse(path, base_url=cfg.newsletter.base_url), cfg.newsletter,
+                         Templates(cfg.templates_dir))
+
+
+def filled_file(cfg, path):
+    """The issue at `path` as a preview shows it: sample values in its placeholders."""
+    rendered = rendered_file(cfg, path)
+    return placeholders.fill(rendered.html, sample_values(cfg.newsletter.base_url, rendered.slug), html_escape=True)
+
+
+def write_issue(folder, text):
+    path = folder / "issues" / "2026-12-01.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def filled_html(cfg, sample_issue):
-    issue = content.parse(sample_issue, base_url=cfg.newsletter.base_url)
-    rendered = render.render(issue, cfg.newsletter, Templates(cfg.templates_dir))
-    return placeholders.fill(rendered.html, sample_values(cfg.newsletter.base_url, rendered.slug), html_escape=True)
+    return filled_file(cfg, sample_issue)
 
 
 def test_on_a_phone_cards_fill_the_screen_nothing_overflows_and_unsubscribe_is_finger_sized(filled_html, tmp_path):
@@ -93,12 +109,7 @@ Aword""" + "z" * 120 + """ too.
 
 
 def filled(cfg, folder, text):
-    path = folder / "issues" / "2026-12-01.md"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    rendered = render.render(content.parse(path, base_url=cfg.newsletter.base_url), cfg.newsletter,
-                             Templates(cfg.templates_dir))
-    return placeholders.fill(rendered.html, sample_values(cfg.newsletter.base_url, rendered.slug), html_escape=True)
+    return filled_file(cfg, write_issue(folder, text))
 
 
 @pytest.fixture
@@ -116,11 +127,8 @@ def test_a_seven_column_table_keeps_its_words_whole_within_its_card(long_lines, 
 
 
 def test_long_runs_get_break_opportunities_that_keep_placeholders_whole_and_warn_of_nothing(cfg, tmp_path):
-    path = tmp_path / "issues" / "2026-12-01.md"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(SEVEN_COLUMNS + "\nYours, %%name|there%%/%%attr.company_name|our_readers_everywhere%%/and/so/on\n")
-    rendered = render.render(content.parse(path, base_url=cfg.newsletter.base_url), cfg.newsletter,
-                             Templates(cfg.templates_dir))
+    rendered = rendered_file(cfg, write_issue(tmp_path, SEVEN_COLUMNS + "\nYours, %%name|there%%/"
+                                                      "%%attr.company_name|our_readers_everywhere%%/and/so/on\n"))
     assert not [w for w in rendered.warnings if "not supported" in w], rendered.warnings
     assert "https://example.<wbr>com/a/very/long/<wbr>path/" in rendered.html
     assert "zzzzzzzzzzzzzzzz<wbr>" in rendered.html and "</wbr>" not in rendered.html
