@@ -58,10 +58,26 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """A mail of a list's welcome sequence: an issue file, sent this many days after a member joined."""
+
+    issue: str
+    days: int
+
+
+@dataclass(frozen=True)
 class ListSettings:
     title: str
     description: str = ""
+    public: bool = False  # offered on the preference page to members of other lists
+    welcome: str = ""  # an issue file sent once to each member who joins by confirming
+    sequence: tuple[FollowUp, ...] = ()  # more of them, each some days after joining
     name: str = field(default="", metadata={"from_file": False})  # the table's name, set by `load`
+
+    @property
+    def onboarding(self) -> tuple[FollowUp, ...]:
+        """The welcome mail (day 0) and the sequence after it: what a member who joins is enrolled in."""
+        return ((FollowUp(self.welcome, 0),) if self.welcome else ()) + self.sequence
 
 
 @dataclass(frozen=True)
@@ -240,6 +256,12 @@ class Config:
     def issues_dir(self) -> Path:
         return self.root / self.newsletter.issues_dir
 
+    @property
+    def welcome_files(self) -> frozenset[Path]:
+        """Every list's welcome and sequence files: mailed to members as they join, never as an issue."""
+        return frozenset((self.root / step.issue).resolve() for declared in self.lists.values()
+                         for step in declared.onboarding)
+
     def list(self, name: str) -> ListSettings:
         """The declared list `name`, or an error naming the lists that exist."""
         try:
@@ -318,12 +340,26 @@ def _build(cls: type, table: Any, section: str, path: Path) -> Any:
     for name, f in fields.items():
         if name in table and dataclasses.is_dataclass(hints[name]):  # a sub-table, e.g. [bounces.mailbox]
             values[name] = _build(hints[name], table[name], f"{section}.{name}", path)
+        elif name in table and (tables := _tables_of(hints[name])):  # an array of tables, e.g. a list's sequence
+            values[name] = _array_of(tables, table[name], f"{section}.{name}", path)
         elif name in table:
             choices = _CHOICES.get((section.split(".")[0], name))
             values[name] = _value(table[name], hints[name], f"{where} {name}", choices)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where} {name}: required key missing")
     return cls(**values)
+
+
+def _tables_of(want: Any) -> type | None:
+    """The dataclass of a `tuple[SomeSettings, ...]` field, else None."""
+    args = typing.get_args(want) if typing.get_origin(want) is tuple else ()
+    return args[0] if args and dataclasses.is_dataclass(args[0]) else None  # type: ignore[return-value]
+
+
+def _array_of(cls: type, value: Any, section: str, path: Path) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: [{section}]: expected an array of tables, got {value!r}")
+    return tuple(_build(cls, item, f"{section}[{index}]", path) for index, item in enumerate(value))
 
 
 def _value(value: Any, want: Any, where: str, choices: tuple[str, ...] | None) -> Any:
@@ -426,8 +462,27 @@ def _check_sections(data: dict[str, Any], path: Path) -> None:
 def _lists(table: Any, path: Path) -> dict[str, ListSettings]:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [lists] must hold one table per list, e.g. [lists.weekly]")
-    return {name: dataclasses.replace(_build(ListSettings, settings, f"lists.{name}", path), name=name)
-            for name, settings in table.items()}
+    found = {name: dataclasses.replace(_build(ListSettings, settings, f"lists.{name}", path), name=name)
+             for name, settings in table.items()}
+    for declared in found.values():
+        _check_onboarding(declared, path)
+    return found
+
+
+def _check_onboarding(declared: ListSettings, path: Path) -> None:
+    """A list's welcome and sequence files exist, in order of their days, each mail once."""
+    where = f"{path}: [lists.{declared.name}]"
+    for index, step in enumerate(declared.sequence):
+        if step.days <= 0 or (index and step.days <= declared.sequence[index - 1].days):
+            raise ConfigError(f"{where} sequence[{index}] days: {step.days} must be more than the mail before's")
+    files = [("welcome", declared.welcome)] if declared.welcome else []
+    files += [(f"sequence[{index}] issue", step.issue) for index, step in enumerate(declared.sequence)]
+    for key, issue in files:
+        if not (path.parent / issue).is_file():
+            raise ConfigError(f"{where} {key}: {issue}: no such file (relative to {path.name}'s folder)")
+    issues = [step.issue for step in declared.onboarding]
+    if len(set(issues)) != len(issues):
+        raise ConfigError(f"{where} sequence: each mail may be in it once")
 
 
 def _segments(table: Any, lists: dict[str, ListSettings], path: Path) -> dict[str, SegmentSettings]:

@@ -160,8 +160,10 @@ class Ledger:
     """The ledger rows of one (issue, list) send; the operations a send makes wait out a short outage."""
 
     def __init__(self, store: Store, issue: str, list_name: str, *, create: bool = True,
-                 clock: Callable[[], dt.datetime] = now, segment: tuple[str, Any] | None = None) -> None:
+                 clock: Callable[[], dt.datetime] = now, segment: tuple[str, Any] | None = None,
+                 enrolled: bool = False) -> None:
         self.store, self.issue, self.list_name = store, issue, list_name
+        self.enrolled = enrolled  # a welcome mail: its rows come from members joining, never from the list
         self.segment = segment  # (its text, its compiled condition): who of the list a new send is fixed to
         self.now = clock  # this host's clock (a test moves it to play a host whose clock jumped)
         self.list_id = store.list_id(list_name, create=create)
@@ -260,6 +262,8 @@ class Ledger:
         them). The loser's insert hits the primary key and is rolled back; it then tries again,
         now seeing the winner's rows, and adds only the people they do not cover.
         """
+        if self.enrolled:
+            return False
         for attempt in range(3):
             try:
                 return self._start(subject, events)
@@ -700,10 +704,12 @@ def settle_unknown(conn: Connection, issue: str, subscriber_id: int, kind: str, 
 
 
 def sent_issues(store: Store, list_name: str | None = None) -> list[dict[str, Any]]:
-    """Sends that have started, newest first: issue slug, list, subject, counts, times."""
+    """Issues whose send has started (welcome mails are not issues), newest first: issue slug, list,
+    subject, counts, times."""
     query = (sa.select(sends.c.issue, lists.c.name, sends.c.subject, sends.c.recipients, sends.c.started_at,
                        sends.c.finished_at)
-             .join(lists, lists.c.id == sends.c.list_id).order_by(sends.c.started_at.desc()))
+             .join(lists, lists.c.id == sends.c.list_id).where(sends.c.kind.is_(None))
+             .order_by(sends.c.started_at.desc()))
     if list_name:
         query = query.where(lists.c.name == list_name)
     with store.engine.connect() as conn:

@@ -134,9 +134,13 @@ def _hour(at: dt.datetime, start: dt.datetime) -> int | None:
     return hour if 0 <= hour < TIMELINE_HOURS else None
 
 
-def sends_of(store: Store, issue: str | None = None, list_name: str | None = None) -> list[tuple[str, str]]:
-    """(issue, list) of every send, newest first; narrowed to an issue and/or a list."""
+def sends_of(store: Store, issue: str | None = None, list_name: str | None = None, *,
+             welcome: bool = True) -> list[tuple[str, str]]:
+    """(issue, list) of every send, newest first; narrowed to an issue and/or a list, and to issues
+    (no welcome mails) without `welcome`."""
     query = sa.select(sends.c.issue, lists.c.name).join(lists, lists.c.id == sends.c.list_id)
+    if not welcome:
+        query = query.where(sends.c.kind.is_(None))
     if issue is not None:
         query = query.where(sends.c.issue == issue)
     if list_name is not None:

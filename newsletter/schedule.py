@@ -232,7 +232,10 @@ class _WeeklyRule:
         self.grace = dt.timedelta(seconds=config.schedule.misfire_grace)
         self.issues: list[tuple[Path, Issue | ContentError]] = []
         read = load if bodies else heading
+        welcome = config.welcome_files
         for path in sorted(config.issues_dir.glob("*.md")):
+            if path.resolve() in welcome:
+                continue
             try:
                 self.issues.append((path, read(path, config.newsletter)))
             except ContentError as exc:

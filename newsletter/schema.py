@@ -85,7 +85,11 @@ sends = sa.Table(
     sa.Column("finished_at", sa.DateTime, nullable=True),
     sa.Column("events", sa.Boolean, nullable=True),  # whether its provider reports delivery events
     sa.Column("segment", sa.Text, nullable=True),  # the segments whose members it was fixed to ("; " between)
+    # None: an issue, its recipients fixed when it starts; WELCOME: a welcome mail, whose rows are
+    # added as members join (`welcome.enrol`)
+    sa.Column("kind", sa.String(20), nullable=True),
 )
+WELCOME = "welcome"
 
 # A delivery's states: pending → in_flight → sent | failed | unknown | skipped (see `ledger`).
 PENDING, IN_FLIGHT, SENT = Delivery.PENDING, Delivery.IN_FLIGHT, Delivery.SENT
@@ -208,6 +212,11 @@ def _send_segment(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE sends ADD COLUMN segment {sa.Text().compile(conn.dialect)}"))
 
 
+def _send_kind(conn: Connection) -> None:
+    if "kind" not in {c["name"] for c in sa.inspect(conn).get_columns("sends")}:
+        conn.execute(sa.text(f"ALTER TABLE sends ADD COLUMN kind {sa.String(20).compile(conn.dialect)}"))
+
+
 def _event_index(conn: Connection) -> None:
     index = next(i for i in events.indexes if i.name == "ix_events_subscriber_kind")
     if index.name not in {i["name"] for i in sa.inspect(conn).get_indexes("events")}:
@@ -235,6 +244,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (10, "subscribers' tags", _creates(tags)),
     (11, "sends remember the segments they were fixed to", _send_segment),
     (12, "events by subscriber and kind, for segments' engagement fields", _event_index),
+    (13, "sends say whether they are welcome mails, whose rows are added as members join", _send_kind),
 )
 
 

@@ -147,8 +147,11 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
          max_rate: float | None = None, resend_unknown: bool = False,
          progress: Callable[[int, int], None] | None = None, stop: StopToken = None,
          sleep: Callable[[float], None] | None = None, lease: float = 60.0,
-         concurrency: int | None = None, segment: str = "") -> SendReport:
+         concurrency: int | None = None, segment: str = "", enrolled: bool = False) -> SendReport:
     """Send (or continue sending) the mailing to its list as one worker. See the module docstring.
+
+    `enrolled`: a welcome mail, sent to the members enrolled in it as they joined (`welcome`), never
+    to the list as a whole.
 
     Up to `concurrency` batches (default: the provider's `max_in_flight`) are with the provider
     at once. `stop` is looked at before each claim and during every wait: once it is set, the
@@ -156,7 +159,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     processes sending the same issue to the same list share the work through the ledger.
     """
     provider.check(mailing.envelope)  # a message that can never be sent stops here, before any claim
-    ledger = Ledger(store, mailing.rendered.slug, mailing.list_name, segment=audience(segment))
+    ledger = Ledger(store, mailing.rendered.slug, mailing.list_name, segment=audience(segment), enrolled=enrolled)
     report = SendReport(mailing.rendered.slug, mailing.list_name, {})
     report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
     ledger.start(mailing.rendered.subject, events=provider.reports_events)

@@ -146,6 +146,15 @@ def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
         executemany(conn, table.insert(), rows)
 
 
+def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """Insert one row unless its key is taken (ON CONFLICT DO NOTHING, on SQLite and PostgreSQL alike):
+    True when it was inserted. Two transactions inserting the same key at once never fail."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return bool(conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount)
+
+
 def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, Any]]) -> None:
     """Run a Core statement for many rows through the driver's executemany (see `Prepared`)."""
     if not rows:

@@ -12,7 +12,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ from .schema import (
     upgrade,
 )
 from .sql import InQueries, make_engine, new_id, now, transient
+from .welcome import Mail, enrol
 
 if TYPE_CHECKING:
     from .tokens import Claims
@@ -342,17 +343,20 @@ class Store:
         """Apply a consent action to one membership; True when its status changed. `issue`: the issue
         whose link asked for it, kept in the history (the report counts it for that issue)."""
         with self.write() as conn:
-            list_id = self.list_id(list_name, conn)
-            row = conn.execute(
-                sa.select(memberships.c.status, subscribers.c.email_key)
-                .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
-            ).first()
-            if row is None:
-                return False
-            decision = consent.decide(action, str(row.status), suppressed=self.is_suppressed(row.email_key, conn))
-            self._apply(conn, subscriber_id, list_id, str(row.status), decision, source, reason, issue)
-            return decision.changed
+            return self._change(conn, subscriber_id, self.list_id(list_name, conn), action, source, reason, issue)
+
+    def _change(self, conn: Connection, subscriber_id: int, list_id: int, action: str, source: str,
+                reason: str | None = None, issue: str | None = None) -> bool:
+        row = conn.execute(
+            sa.select(memberships.c.status, subscribers.c.email_key)
+            .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+            .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
+        ).first()
+        if row is None:
+            return False
+        decision = consent.decide(action, str(row.status), suppressed=self.is_suppressed(row.email_key, conn))
+        self._apply(conn, subscriber_id, list_id, str(row.status), decision, source, reason, issue)
+        return decision.changed
 
     def unsubscribe(self, email: str, list_name: str | None, source: str = "cli") -> list[str]:
         """Unsubscribe from one list, or from every list when `list_name` is None; returns the lists changed."""
@@ -481,9 +485,16 @@ class Store:
             self._apply(conn, subscriber_id, list_id, current, decision, source)
             return subscriber_id, not decision.kept_out and decision.status == consent.UNCONFIRMED
 
-    def confirm(self, subscriber_id: int, list_name: str, source: str = "web confirm") -> str | None:
-        """Activate an unconfirmed membership; returns the status after, None when there is none."""
-        self.change(subscriber_id, list_name, consent.CONFIRM, source)
+    def confirm(self, subscriber_id: int, list_name: str, source: str = "web confirm",
+                welcome: Sequence[Mail] = ()) -> str | None:
+        """Activate an unconfirmed membership; returns the status after, None when there is none.
+
+        A member who joins so is enrolled in the list's `welcome` mails in the same transaction, so
+        no crash between the two can leave them out (see `newsletter.welcome`)."""
+        with self.write() as conn:
+            list_id = self.list_id(list_name, conn)
+            if self._change(conn, subscriber_id, list_id, consent.CONFIRM, source) and welcome:
+                enrol(conn, subscriber_id, list_id, welcome, now())
         found = self.membership(subscriber_id, list_name)
         return found[1] if found else None
 

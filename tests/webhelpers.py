@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -43,6 +47,36 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+
+
+class Served:
+    """`newsletter serve` in its own process on 127.0.0.1, as an operator runs it."""
+
+    def __init__(self, config: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "newsletter.cli", "--config", str(config), "serve", "--port", str(self.port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+    def __enter__(self) -> Served:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                probe.request("GET", "/healthz")
+                if probe.getresponse().status == 200:
+                    return self
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"newsletter serve did not start: {self.process.communicate()[1]}")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.output = self.process.communicate(timeout=30)
 
 
 class WebhookSigner:

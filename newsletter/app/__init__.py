@@ -2,8 +2,8 @@
 
 It holds the config, the store (opened on first use) and the provider factory, and one part per
 domain, each in its own module: `issues`, `subscribers`, `sends`, `schedule`, `links`,
-`webhooks` and `bounces`. It keeps no process-wide state: stopping a send is a token passed in, and several
-`Newsletter` objects can live side by side in one process.
+`webhooks`, `bounces` and `welcome`. It keeps no process-wide state: stopping a send is a token
+passed in, and several `Newsletter` objects can live side by side in one process.
 
     from newsletter import Newsletter
 
@@ -29,6 +29,7 @@ from .schedule import DueRun, Schedule, ScheduledRun, Timetable
 from .sends import Sends, SendStatus
 from .subscribers import Subscribers
 from .webhooks import Webhooks
+from .welcome import Welcome, WelcomeRun
 
 # Each operation imports the modules it needs when it runs, so that a command starts quickly
 # and `send` never loads the web app or the scheduler (or `serve` the CSV code).
@@ -70,6 +71,8 @@ __all__ = [
     "Subscribers",
     "Timetable",
     "Webhooks",
+    "Welcome",
+    "WelcomeRun",
     "init_project",
 ]
 
@@ -104,7 +107,7 @@ def _create_provider(config: Config, *, dry_run: bool = False) -> Provider:
 
 class Newsletter:
     """One newsletter, as `config.toml` describes it: issues, subscribers, sends, schedule, links, webhooks,
-    bounces."""
+    bounces, welcome mails."""
 
     def __init__(self, config: Config, *, provider_factory: ProviderFactory | None = None) -> None:
         self.config = config
@@ -118,6 +121,7 @@ class Newsletter:
         self.links = Links(self)
         self.webhooks = Webhooks(self)
         self.bounces = Bounces(self)
+        self.welcome = Welcome(self)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, *,

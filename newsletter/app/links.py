@@ -81,7 +81,8 @@ class Links(Part):
         """
         claims = self._confirm_claims(token, now)
         declared = self.config.list(claims.list_name)
-        return declared, self.store.confirm(claims.subscriber_id, claims.list_name)
+        return declared, self.store.confirm(claims.subscriber_id, claims.list_name,
+                                            welcome=self._nl.welcome.mails(claims.list_name))
 
     def confirmation_target(self, token: str, *, now: float | None = None) -> LinkedMembership | None:
         """What a confirmation link points at, checking it without acting on it; None when gone."""

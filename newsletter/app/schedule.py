@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from ..send import SendReport
 
 
+WELCOME_EVERY = 60  # seconds between the scheduler's passes over the welcome mails
+
+
 @dataclass(frozen=True)
 class DueRun:
     """What `due` did: the report of the send it ran, if any, and a line for the log."""
@@ -55,7 +58,8 @@ class Schedule(Part):
 
         Pins come first and leave the job store once their send has no pending rows (or was
         missed), so cron and a running scheduler agree; the ledger makes a send that both start
-        happen once. Drafts are never sent from here. Quiet when nothing is due or missed.
+        happen once. Drafts are never sent from here. Then every list's welcome mails whose day
+        has come. Quiet when nothing is due or missed.
         """
         from .. import schedule
 
@@ -80,6 +84,10 @@ class Schedule(Part):
                 schedule.pin_done(self.config, self.store, item.pin.job_id)
             if run.exit_code:
                 break  # the provider or a stop token said no: the rest waits for the next run
+        else:
+            welcomed = self._nl.welcome.send_due(stop=stop)  # anything the web app left, on every list
+            lines.append(welcomed.line)
+            exit_code = max(exit_code, welcomed.exit_code)
         return DueRun(last, "\n".join(line for line in lines if line), exit_code)
 
     def _send_if_not_draft(self, path: Path, list_name: str, stop: StopToken) -> DueRun:
@@ -129,8 +137,11 @@ class Schedule(Part):
         def runner(list_: str, issue_path: Path | None) -> str:
             return self.due(list_, issue_path=issue_path, stop=stop).line
 
-        chores: tuple[schedule.Chore, ...] = ()
+        chores: list[schedule.Chore] = []
         box = self.config.bounces.mailbox
         if box.host:
-            chores = (schedule.Chore("bounce mailbox", box.every, lambda: self._nl.bounces.fetch().line),)
-        schedule.run_scheduler(self.config, self.store, name, runner, stop, chores)
+            chores.append(schedule.Chore("bounce mailbox", box.every, lambda: self._nl.bounces.fetch().line))
+        if any(declared.onboarding for declared in self.config.lists.values()):
+            chores.append(schedule.Chore("welcome mails", WELCOME_EVERY,
+                                         lambda: self._nl.welcome.send_due(stop=stop).line))
+        schedule.run_scheduler(self.config, self.store, name, runner, stop, tuple(chores))

@@ -140,14 +140,14 @@ class Sends(Part):
 
     def report(self, issue: str | os.PathLike[str] | None = None, list_name: str | None = None, *,
                every: bool = False) -> list[IssueReport]:
-        """Reports of sends: of one issue (file or slug; each list it went to, or `list_name`), of the
-        newest send when no issue is given, or of every send with `every`."""
+        """Reports of sends: of one issue or welcome mail (file or slug; each list it went to, or
+        `list_name`), of the newest issue's send when none is given, or of every send with `every`."""
         from ..report import build, sends_of
 
         slug = self._nl.issues.slug(issue) if issue is not None else None
         if list_name is not None:
             self.config.list(list_name)  # an unknown list: its one-line error
-        found = sends_of(self.store, slug, list_name)
+        found = sends_of(self.store, slug, list_name, welcome=issue is not None or every)
         if not found:
             raise self._no_send(slug, list_name)
         if issue is None and not every:

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from ..app import Newsletter
 from .archive import Archive
+from .background import Welcomer
 from .pages import Pages
 from .security import BodyLimit, SecurityHeaders
 from .subscriptions import Subscriptions
@@ -33,8 +34,9 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
     """The ASGI app for one newsletter; `clock` (seconds since the epoch) is for tests."""
     nl.config.secret()  # links cannot be checked without it: fail at start-up, not at the first click
     nl.issues.check_templates()  # a broken template: one line now, not a 500 at the first request
-    pages = Pages(nl)
-    subscriptions, webhooks, archive = Subscriptions(nl, pages, clock), Webhooks(nl, clock), Archive(nl, pages)
+    pages, welcomer = Pages(nl), Welcomer(nl)
+    subscriptions = Subscriptions(nl, pages, clock, welcomer)
+    webhooks, archive = Webhooks(nl, clock), Archive(nl, pages)
 
     web = nl.config.web
 
@@ -47,7 +49,9 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        welcomer.wake()  # whatever an earlier process left
         yield
+        welcomer.stop()
         nl.close()
 
     app = Starlette(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +11,7 @@ from starlette.responses import Response
 
 from ..app import LinkedMembership, Membership, Newsletter, SubscribeRequest
 from ..errors import FieldError, InputError, LinkExpired, NewsletterError, TokenError, UnknownListError
+from .background import Welcomer
 from .pages import Pages
 from .security import BAD_FORM, HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask, read_form
 
@@ -20,8 +20,8 @@ LATEST = 5  # past issues the subscribe page shows
 
 
 class Subscriptions:
-    def __init__(self, nl: Newsletter, pages: Pages, clock: Callable[[], float] = time.time) -> None:
-        self.nl, self.pages, self.clock = nl, pages, clock
+    def __init__(self, nl: Newsletter, pages: Pages, clock: Callable[[], float], welcomer: Welcomer) -> None:
+        self.nl, self.pages, self.clock, self.welcomer = nl, pages, clock, welcomer
         web = nl.config.web
         self.per_ip = RateLimiter(web.rate_limit_per_ip, web.rate_limit_window)
         self.per_email = RateLimiter(web.rate_limit_per_email, web.rate_limit_window)
@@ -131,8 +131,10 @@ class Subscriptions:
         if status != Membership.ACTIVE:
             return self.pages.message(request, "Not confirmed",
                                       f"This address cannot be subscribed to {declared.title}.", declared)
+        self.welcomer.wake()
+        welcome = "a welcome mail is on its way, and " if declared.welcome else ""
         return self.pages.message(request, "You are subscribed",
-                                  f"Thank you: {declared.title} will reach you from the next issue.", declared)
+                                  f"Thank you: {welcome}{declared.title} will reach you from the next issue.", declared)
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
