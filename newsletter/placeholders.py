@@ -1,4 +1,5 @@
-"""Per-recipient placeholders: `%%name%%`, `%%email%%`, `%%unsubscribe_url%%`, `%%view_url%%`, `%%attr.KEY%%`.
+"""Per-recipient placeholders: `%%name%%`, `%%email%%`, `%%unsubscribe_url%%`, `%%preferences_url%%`,
+`%%view_url%%`, `%%attr.KEY%%`.
 
 An issue is rendered once with these left in; `fill` puts one recipient's values in. The `%%…%%`
 form was chosen because it survives Markdown, MJML, premailer and lxml's URL escaping of `href`
@@ -15,7 +16,7 @@ from types import MappingProxyType
 # Group 1 is the placeholder's spec: its name, and after a "|" the text used when the value is
 # empty (`%%name|there%%`). The spec is also the key a provider substitutes.
 PATTERN = re.compile(r"%%([A-Za-z0-9_]+(?:\.[A-Za-z0-9_-]+)?(?:\|[^%|\r\n]{0,60})?)%%")
-FIXED = ("name", "email", "unsubscribe_url", "view_url")
+FIXED = ("name", "email", "unsubscribe_url", "preferences_url", "view_url")
 
 # Values shown by `preview` and in test copies sent without a real subscriber.
 SAMPLE_VALUES: Mapping[str, str] = MappingProxyType({
@@ -34,7 +35,7 @@ def one_line(value: str) -> str:
 def neutral(view_url: str = "") -> dict[str, str]:
     """Values that are nobody's: a subject shown to all, or an issue's web version. Personal
     placeholders give way to their defaults or nothing."""
-    return {"name": "", "email": "", "unsubscribe_url": "", "view_url": view_url}
+    return {"name": "", "email": "", "unsubscribe_url": "", "preferences_url": "", "view_url": view_url}
 
 
 def is_known(spec: str) -> bool:
@@ -107,10 +108,12 @@ def fill(template: str, values: Mapping[str, str], *, html_escape: bool, only: b
 
 
 def recipient_values(
-    email: str, name: str, attributes: Mapping[str, object], unsubscribe_url: str, view_url: str
+    email: str, name: str, attributes: Mapping[str, object], unsubscribe_url: str, view_url: str,
+    preferences_url: str = "",
 ) -> dict[str, str]:
     """The placeholder values of one recipient, every one a string."""
-    values = {"name": name or "", "email": email, "unsubscribe_url": unsubscribe_url, "view_url": view_url}
+    values = {"name": name or "", "email": email, "unsubscribe_url": unsubscribe_url, "view_url": view_url,
+              "preferences_url": preferences_url}
     if attributes:
         values.update({f"attr.{key}": "" if val is None else str(val) for key, val in attributes.items()})
     return values

@@ -24,6 +24,7 @@ def sample_values(base_url: str, slug: str) -> dict[str, str]:
     return {
         **placeholders.SAMPLE_VALUES,
         "unsubscribe_url": f"{base}/unsubscribe/preview-token",
+        "preferences_url": f"{base}/preferences/preview-token",
         "view_url": f"{base}/archive/{slug}",
     }
 

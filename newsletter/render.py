@@ -38,7 +38,7 @@ GMAIL_CLIP_BYTES = 102 * 1024
 CLIP_WARN_BYTES = 85 * 1024  # warned before the clip: a few more lines, or longer names, and Gmail clips
 TRACKED_LINK_BYTES = 350  # a click-tracked link, as SendGrid and Mailgun rewrite one
 # What each placeholder grows to when it is filled (links beyond the base URL): a link with its token.
-_FILLED = MappingProxyType({"unsubscribe_url": 100, "view_url": 40, "name": 20, "email": 30})
+_FILLED = MappingProxyType({"unsubscribe_url": 100, "preferences_url": 100, "view_url": 40, "name": 20, "email": 30})
 _LINK = re.compile(r'<a\b[^>]*?href="(https?://[^"]*)"[^>]*>')
 SUBJECT_WARN_CHARS = 78
 IMAGE_WIDTH_PX = 552  # a template that does not size images: 600 px body minus 24 px padding each side
@@ -416,7 +416,8 @@ def render(issue: Issue, settings: NewsletterSettings, templates: Templates, *, 
         fit = None
         if items:  # how many would fit: the bytes of the rest, from the message without its items
             rest = delivered_size(_html(templates, context, intro, []), settings.base_url, click_tracking)
-            fit = int((GMAIL_CLIP_BYTES - rest) * len(items) / max(1, delivered - rest))
+            # Items differ in size: one fewer than the average says, so that "fit" is kept to.
+            fit = max(0, int((GMAIL_CLIP_BYTES - rest) * len(items) / max(1, delivered - rest)) - 1)
         warnings.append(_clip_warning(delivered, size, click_tracking, fit, len(items)))
     if len(issue.subject) > SUBJECT_WARN_CHARS:
         warnings.append(f"subject is {len(issue.subject)} characters: many clients cut it near 60")

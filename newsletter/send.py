@@ -71,6 +71,7 @@ class Mailing:
         )
         self.rendered = rendered
         self._uses_attributes = any("%%attr." in part for part in (rendered.html, rendered.text, rendered.subject))
+        self._uses_preferences = any("%%preferences_url" in part for part in (rendered.html, rendered.text))
         bounces = config.bounces
         feedback = ":".join(part.replace(":", "-") for part in
                             (rendered.slug, list_name, "newsletter", from_email.rpartition("@")[2]))
@@ -87,17 +88,19 @@ class Mailing:
         """Each claimed row's recipient: values, signed unsubscribe link, return path."""
         base, slug, view_url = f"{self.base_url}/unsubscribe/", self.rendered.slug, self.view_url
         if self._signer is not None:
-            links = [base + token for token in self._signer.make_tagged(
-                [(c.subscriber_id, c.email) for c in claimed], self.list_name, slug)]
+            signed = self._signer.make_tagged([(c.subscriber_id, c.email) for c in claimed], self.list_name, slug)
         else:
-            links = [base + "dry-run"] * len(claimed)
+            signed = ["dry-run"] * len(claimed)
+        # The preference page takes the same token as the unsubscribe link: one signature per recipient.
+        preferences = f"{self.base_url}/preferences/" if self._uses_preferences else ""
         attributes, verp, values = self._uses_attributes, self._return_path, placeholders.recipient_values
         make = Recipient._make
         return [make((
             c.subscriber_id, c.email, c.name,
-            values(c.email, c.name, c.attributes if attributes else {}, url, view_url),
+            values(c.email, c.name, c.attributes if attributes else {}, url, view_url,
+                   preferences + token if preferences else ""),
             url, {"subscriber": str(c.subscriber_id)}, verp.make(slug, c.subscriber_id) if verp else "",
-        )) for c, url in zip(claimed, links, strict=True)]
+        )) for c, token, url in zip(claimed, signed, [base + token for token in signed], strict=True)]
 
     def recipient(self, claimed: Claimed) -> Recipient:
         return self.recipients([claimed])[0]

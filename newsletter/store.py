@@ -238,6 +238,14 @@ class Store:
                 _log(conn, found.id, None, None, "untagged" if remove else "tagged", source, ", ".join(changed), now())
             return changed
 
+    def rename(self, subscriber_id: int, name: str) -> bool:
+        """Set the name a person is greeted by (cleaned by `fields.name`); True when it changed."""
+        name = fields.name(name)
+        with self.write() as conn:
+            return bool(conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id,
+                                                                subscribers.c.name != name)
+                                     .values(name=name, updated_at=now())).rowcount)
+
     def get(self, email: str) -> Subscriber:
         found = self.find(email)
         if found is None:

@@ -144,3 +144,23 @@ def webdriver(tmp_path: Path, width: int = 390, height: int = 900):
     options.add_argument(f"--window-size={width},{height}")
     options.add_argument(f"--user-data-dir={tmp_path / 'selenium-profile'}")
     return wd.Chrome(service=Service(driver_path), options=options)
+
+
+def heading_becomes(driver, text: str) -> None:
+    """Wait for the page after a click: a click returns before the next page has loaded.
+
+    The heading is read in one script call: finding the element and then asking for its text is
+    two calls, and a page replaced between them fails with "Node with given id does not belong to
+    the document", which is no stale-element error that a wait could ignore.
+    """
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 20).until(lambda d: text in d.execute_script(
+        "const h = document.querySelector('h1'); return h ? h.textContent : '';"))
+
+
+def text_appears(driver, text: str) -> None:
+    """Wait until the page (the one after a click, once loaded) says `text`, read in one script call."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 20).until(lambda d: text in d.execute_script("return document.body.textContent"))

@@ -55,8 +55,10 @@ def test_send_delivers_each_recipient_once_with_personal_values(sg_run, sg_confi
         assert claimed == (args["subscriber"], "weekly", "2026-12-01")
         assert p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert p["substitutions"]["%%unsubscribe_url%%"] == url[1:-1]
+        # The preference page takes the same token.
+        assert p["substitutions"]["%%preferences_url%%"] == url[1:-1].replace("/unsubscribe/", "/preferences/")
         # No value in this request needs HTML escaping, so both parts share one key per placeholder.
-        assert set(p["substitutions"]) == {"%%name|there%%", "%%email%%", "%%unsubscribe_url%%"}
+        assert set(p["substitutions"]) == {"%%name|there%%", "%%email%%", "%%unsubscribe_url%%", "%%preferences_url%%"}
     ada = next(p for p in body["personalizations"] if p["to"][0]["email"] == "ada@example.com")
     assert ada["to"][0]["name"] == "Ada Lovelace" and ada["substitutions"]["%%name|there%%"] == "Ada Lovelace"
     assert "%%name|there%%" in body["content"][1]["value"] and "%%name|there%%" in body["content"][0]["value"]

@@ -5,7 +5,6 @@ import re
 import pytest
 from click.testing import CliRunner
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from newsletter import Newsletter, config as config_mod
 from newsletter.cli import cli
@@ -13,21 +12,11 @@ from newsletter.store import Store
 from newsletter.web import create_app
 
 from . import browser, smtp_server
+from .browser import heading_becomes
 from .conftest import ROOT, SECRET, write_config
 from .webhelpers import LiveServer
 
 pytestmark = pytest.mark.browser
-
-
-def heading_becomes(driver, text: str) -> None:
-    """Wait for the page after a click: a click returns before the next page has loaded.
-
-    The heading is read in one script call: finding the element and then asking for its text is
-    two calls, and a page replaced between them fails with "Node with given id does not belong to
-    the document", which is no stale-element error that a wait could ignore.
-    """
-    WebDriverWait(driver, 20).until(lambda d: text in d.execute_script(
-        "const h = document.querySelector('h1'); return h ? h.textContent : '';"))
 
 
 def membership(cfg, address):

@@ -24,7 +24,7 @@ from ..errors import NewsletterError
 from ..statuses import Delivery, EventKind, Membership
 from .bounces import Bounces
 from .issues import Issues
-from .links import LinkedMembership, Links, SubscribeRequest
+from .links import LinkedMembership, Links, Preferences, PreferencesSaved, SubscribeRequest
 from .schedule import DueRun, Schedule, ScheduledRun, Timetable
 from .sends import Sends, SendStatus
 from .subscribers import Subscribers
@@ -61,6 +61,8 @@ __all__ = [
     "Mailing",
     "Membership",
     "Newsletter",
+    "Preferences",
+    "PreferencesSaved",
     "Report",
     "Schedule",
     "ScheduledRun",

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 
 from .. import consent
 from ..errors import InputError
+from ..statuses import Membership
 from .part import Part
+
+PREFERENCES = "preferences"  # the source of every change made on the preference page
 
 if TYPE_CHECKING:  # tokens is imported where a link is checked: cron's `send --due` needs none
     from .. import tokens
@@ -38,6 +41,26 @@ class LinkedMembership:
     list: ListSettings
     email: str
     status: str
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What the preference page shows one person: their name, and each list on offer with their status
+    on it (None: not a member). The lists on offer are the public ones and any they are on."""
+
+    email: str
+    name: str
+    lists: list[tuple[ListSettings, str | None]]
+
+
+@dataclass(frozen=True)
+class PreferencesSaved:
+    """What a save of the preference page did: lists left at once, subscribe requests waiting for the
+    person's confirmation (one mail each), whether the name changed."""
+
+    left: list[str]
+    requested: list[SubscribeRequest]
+    renamed: bool
 
 
 class Links(Part):
@@ -99,6 +122,44 @@ class Links(Part):
         self.store.change(claims.subscriber_id, claims.list_name, consent.UNSUBSCRIBE, source,
                           issue=claims.extra or None)
         return self._linked(claims)
+
+    def preferences(self, token: str) -> Preferences | None:
+        """What the preference page of an issue's link shows; None when its person is gone. The link is
+        the issue's unsubscribe token: whoever may leave from it may also choose what they get."""
+        found = self.unsubscribe_target(token)
+        if found is None:
+            return None
+        person = self.store.get(found.email)
+        offered = [declared for declared in self.config.lists.values()
+                   if declared.public or declared.name in person.memberships]
+        return Preferences(person.email, person.name,
+                           [(declared, person.memberships.get(declared.name, (None,))[0]) for declared in offered])
+
+    def save_preferences(self, token: str, lists: set[str], name: str | None = None) -> PreferencesSaved | None:
+        """Apply the preference page: leave the lists not in `lists` at once, ask to join the ones in it
+        (a confirmation by mail, as any subscribe request: `send_confirmation` each of `requested`),
+        and set the name when given. Every change goes through the consent rules, with source
+        "preferences". None when the link's person is gone; FieldError for a name that cannot be."""
+        shown = self.preferences(token)
+        if shown is None:
+            return None
+        from .. import addresses
+
+        person = self.store.get(shown.email)
+        renamed = name is not None and self.store.rename(person.id, name)
+        key = addresses.normalize(person.email).key
+        left, requested = [], []
+        for declared, status in shown.lists:
+            wanted = declared.name in lists
+            if not wanted and status in (Membership.ACTIVE, Membership.UNCONFIRMED):
+                self.store.change(person.id, declared.name, consent.UNSUBSCRIBE, PREFERENCES)
+                left.append(declared.name)
+            elif wanted and status != Membership.ACTIVE:
+                subscriber_id, mail = self.store.request_subscription(person.email, declared.name, source=PREFERENCES)
+                if mail and subscriber_id is not None:
+                    requested.append(SubscribeRequest(subscriber_id, person.email, key, declared.name,
+                                                      name if name is not None else person.name, True))
+        return PreferencesSaved(left, requested, renamed)
 
     def _linked(self, claims: tokens.Claims) -> LinkedMembership | None:
         declared = self.config.list(claims.list_name)

@@ -59,6 +59,7 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
             Route("/subscribe/{list}", subscriptions.subscribe, methods=["GET", "POST"]),
             Route("/confirm/{token}", subscriptions.confirm, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", subscriptions.unsubscribe, methods=["GET", "POST"]),
+            Route("/preferences/{token}", subscriptions.preferences, methods=["GET", "POST"]),
             Route("/webhooks/{provider}", webhooks.receive, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/archive", archive.index),

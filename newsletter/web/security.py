@@ -28,7 +28,7 @@ SECURITY_HEADERS = MappingProxyType({
 })
 
 
-_TOKEN_PATH = re.compile(r"/(confirm|unsubscribe)/[^/?#\s\"]+")
+_TOKEN_PATH = re.compile(r"/(confirm|unsubscribe|preferences)/[^/?#\s\"]+")
 
 
 class RedactTokens(logging.Filter):

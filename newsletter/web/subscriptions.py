@@ -1,4 +1,5 @@
-"""Subscribe (double opt-in), confirm and unsubscribe: every state change is a POST behind a check."""
+"""Subscribe (double opt-in), confirm, unsubscribe and the preference page: every state change is a POST
+behind a check."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..app import LinkedMembership, Membership, Newsletter, SubscribeRequest
+from ..app import LinkedMembership, Membership, Newsletter, PreferencesSaved, SubscribeRequest
 from ..errors import FieldError, InputError, LinkExpired, NewsletterError, TokenError, UnknownListError
 from .background import Welcomer
 from .pages import Pages
@@ -171,3 +172,53 @@ class Subscriptions:
         if subscription.should_mail and self.per_email.allow(subscription.address_key):
             await run_in_threadpool(self._mail_confirmation, subscription)
         return self._check_inbox(request, mask(found.email), found.list.title)
+
+    async def preferences(self, request: Request) -> Response:
+        """The person's lists and name, from the link in any issue's footer (the unsubscribe token)."""
+        token = request.path_params["token"]
+        try:
+            shown = await run_in_threadpool(self.nl.links.preferences, token)
+        except TokenError:
+            return self.pages.error(request, 400, "This link is incomplete or damaged. Open the whole link from the "
+                                                  "newest email.")
+        if shown is None:
+            return self.pages.error(request, 404, "This subscription does not exist (any more).")
+        csrf = csrf_for(request)
+        context = {"email": mask(shown.email), "name": shown.name, "lists": shown.lists, "token": token}
+        if request.method != "POST":
+            return self.pages.page(request, "preferences.html", context, csrf=csrf)
+        form = await read_form(request)
+        if form is None:
+            return self.pages.error(request, 400, BAD_FORM)
+        if not csrf_ok(request, form):
+            return self.pages.page(request, "preferences.html", {**context, "error": "The form expired. Please "
+                                   "make your choice again."}, 403, csrf=csrf)
+        leave_all = form.get("leave") == "all"
+        wanted = set() if leave_all else {str(v) for v in form.getlist("list")}
+        name = None if leave_all else str(form.get("name", ""))
+        try:
+            saved = await run_in_threadpool(self.nl.links.save_preferences, token, wanted, name)
+        except FieldError as exc:
+            return self.pages.page(request, "preferences.html", {**context, "error": f"Please check your name: {exc}."},
+                                   400, csrf=csrf)
+        if saved is None:
+            return self.pages.error(request, 404, "This subscription does not exist (any more).")
+        for subscription in saved.requested:
+            if self.per_email.allow(subscription.address_key):
+                await run_in_threadpool(self._mail_confirmation, subscription)
+        shown = await run_in_threadpool(self.nl.links.preferences, token) or shown
+        return self.pages.page(request, "preferences.html",
+                               {**context, "name": shown.name, "lists": shown.lists, "saved": self._said(saved)},
+                               csrf=csrf)
+
+    def _said(self, saved: PreferencesSaved) -> str:
+        titles = self.nl.config.lists
+        parts = []
+        if saved.left:
+            parts.append("You left " + ", ".join(titles[n].title for n in saved.left) + ": it takes effect at once.")
+        if saved.requested:
+            parts.append("To join " + ", ".join(titles[r.list_name].title for r in saved.requested)
+                         + ", open the link in the mail we just sent you.")
+        if saved.renamed:
+            parts.append("Your name is saved.")
+        return " ".join(parts) or "Nothing changed."
