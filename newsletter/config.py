@@ -218,6 +218,8 @@ class WebSettings:
     max_webhook_bytes: int = 5 * 1024 * 1024  # a provider's event batch
     allowed_origins: tuple[str, ...] = ()  # sites whose pages may post the subscribe form (no CSRF cookie)
     trusted_proxies: tuple[str, ...] = ("127.0.0.1",)  # whose X-Forwarded-For / -Proto are believed ("*": all)
+    proof_of_work: bool = False  # the subscribe form makes the browser solve a challenge first (ALTCHA)
+    proof_of_work_difficulty: int = 100_000  # the largest number the browser may have to try (about 0.2 s on a phone)
 
 @dataclass(frozen=True)
 class Config:

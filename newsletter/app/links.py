@@ -70,7 +70,9 @@ class Links(Part):
         """The HTML form to paste on another site (`web/embed.html`), and what keeps it from working yet."""
         declared = self.config.list(list_name)
         action = f"{self.config.require_base_url().rstrip('/')}/subscribe/{list_name}"
-        html = self._nl.issues.templates.web.get_template("embed.html").render(action=action, list=declared)
+        html = self._nl.issues.templates.web.get_template("embed.html").render(
+            action=action, list=declared, base=self.config.require_base_url().rstrip("/"),
+            proof_of_work=self.config.web.proof_of_work)
         notes = [] if self.config.web.allowed_origins else [
             f"{self.config.path}: [web] allowed_origins is empty: add the origin of the site that shows this form "
             f"(such as https://www.example.org), or the form's posts are refused"]

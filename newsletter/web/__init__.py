@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..app import Newsletter
+from . import challenge
 from .archive import Archive
 from .background import Welcomer
 from .pages import Pages
@@ -34,11 +35,12 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
     """The ASGI app for one newsletter; `clock` (seconds since the epoch) is for tests."""
     nl.config.secret()  # links cannot be checked without it: fail at start-up, not at the first click
     nl.issues.check_templates()  # a broken template: one line now, not a 500 at the first request
-    pages, welcomer = Pages(nl), Welcomer(nl)
-    subscriptions = Subscriptions(nl, pages, clock, welcomer)
-    webhooks, archive = Webhooks(nl, clock), Archive(nl, pages)
-
     web = nl.config.web
+    pages, welcomer = Pages(nl), Welcomer(nl)
+    proof = (challenge.ProofOfWork(nl.config.secret(), web.proof_of_work_difficulty, web.allowed_origins, clock)
+             if web.proof_of_work else None)
+    subscriptions = Subscriptions(nl, pages, clock, welcomer, proof)
+    webhooks, archive = Webhooks(nl, clock), Archive(nl, pages)
 
     def limits(path: str) -> int:
         return web.max_webhook_bytes if path.startswith("/webhooks/") else web.max_form_bytes
@@ -54,8 +56,11 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
         welcomer.stop()
         nl.close()
 
+    checks = [] if proof is None else [Route("/challenge", proof.serve_challenge),
+                                       Route("/static/{name}", challenge.static)]
     app = Starlette(
         routes=[
+            *checks,
             Route("/subscribe/{list}", subscriptions.subscribe, methods=["GET", "POST"]),
             Route("/confirm/{token}", subscriptions.confirm, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", subscriptions.unsubscribe, methods=["GET", "POST"]),
@@ -68,7 +73,7 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
             Route("/archive/{list}/feed.xml", archive.feed),
             Route("/archive/{list}/{slug}", archive.issue),
         ],
-        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit, limit_for=limits)],
+        middleware=[Middleware(SecurityHeaders, scripts=web.proof_of_work), Middleware(BodyLimit, limit_for=limits)],
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # a redirect built from the Host header could point anywhere

@@ -22,7 +22,8 @@ class Pages:
     def page(self, request: Request, name: str, context: dict[str, Any], status: int = 200,
              csrf: str | None = None) -> Response:
         response = self.templates.TemplateResponse(
-            request, name, {"newsletter": self.nl.config.newsletter, "csrf": csrf or "", **context},
+            request, name, {"newsletter": self.nl.config.newsletter, "csrf": csrf or "",
+                            "proof_of_work": self.nl.config.web.proof_of_work, **context},
             status_code=status)
         if csrf:
             response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/",

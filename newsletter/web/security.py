@@ -23,7 +23,7 @@ SECURITY_HEADERS = MappingProxyType({
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",  # tokens are in our URLs: never pass them on
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "Content-Security-Policy": "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src https: data:; "
                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
 })
 
@@ -141,11 +141,20 @@ async def _too_large(send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Request body too large"})
 
 
-class SecurityHeaders:
-    """ASGI middleware adding SECURITY_HEADERS to every HTTP response."""
+# What the proof-of-work widget needs besides ([web] proof_of_work): its script, worker and styles, and
+# its fetch of the challenge, all from this server.
+_SCRIPTS = "; script-src 'self'; worker-src 'self'; connect-src 'self'"
 
-    def __init__(self, app: Any) -> None:
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every HTTP response (with `scripts`, the CSP lets this
+    server's own scripts run: the proof-of-work widget's)."""
+
+    def __init__(self, app: Any, scripts: bool = False) -> None:
         self.app = app
+        policy = SECURITY_HEADERS["Content-Security-Policy"] + (_SCRIPTS if scripts else "")
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in
+                        {**SECURITY_HEADERS, "Content-Security-Policy": policy}.items()]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -154,8 +163,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []),
-                                      *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..app import LinkedMembership, Membership, Newsletter, PreferencesSaved, SubscribeRequest
+from ..app import LinkedMembership, ListSettings, Membership, Newsletter, PreferencesSaved, SubscribeRequest
 from ..errors import FieldError, InputError, LinkExpired, NewsletterError, TokenError, UnknownListError
 from .background import Welcomer
+from .challenge import ProofOfWork
 from .pages import Pages
 from .security import BAD_FORM, HONEYPOT, RateLimiter, csrf_for, csrf_ok, mask, read_form
 
@@ -21,8 +23,9 @@ LATEST = 5  # past issues the subscribe page shows
 
 
 class Subscriptions:
-    def __init__(self, nl: Newsletter, pages: Pages, clock: Callable[[], float], welcomer: Welcomer) -> None:
-        self.nl, self.pages, self.clock, self.welcomer = nl, pages, clock, welcomer
+    def __init__(self, nl: Newsletter, pages: Pages, clock: Callable[[], float], welcomer: Welcomer,
+                 proof: ProofOfWork | None = None) -> None:
+        self.nl, self.pages, self.clock, self.welcomer, self.proof = nl, pages, clock, welcomer, proof
         web = nl.config.web
         self.per_ip = RateLimiter(web.rate_limit_per_ip, web.rate_limit_window)
         self.per_email = RateLimiter(web.rate_limit_per_email, web.rate_limit_window)
@@ -45,8 +48,12 @@ class Subscriptions:
         # checked against [web] allowed_origins, stands in for the CSRF token.
         embedded = request.headers.get("origin", "") in self.nl.config.web.allowed_origins
         if not embedded and not csrf_ok(request, form):
-            return self.pages.page(request, "subscribe.html", {"list": declared, "email": "", "name": "",
-                                   "error": "The form expired. Please send it again."}, 403, csrf=csrf)
+            return self._again(request, declared, "", "", "The form expired. Please send it again.", 403, csrf)
+        return await self._request(request, declared, form, csrf)
+
+    async def _request(self, request: Request, declared: ListSettings, form: Any, csrf: str) -> Response:
+        """A subscribe form sent with its CSRF token (or from an allowed origin): a subscribe request,
+        unless it comes too often, from a robot, or with an address or name that cannot be."""
         client = request.client.host if request.client else "unknown"
         if not self.per_ip.allow(client):
             return self.pages.error(request, 429, "Too many requests from your address. Please try again later.")
@@ -54,17 +61,29 @@ class Subscriptions:
         if form.get(HONEYPOT):  # people never see the field; form-filling robots do
             log.info("subscribe form with the hidden field filled in, from %s: ignored", client)
             return self._check_inbox(request, email, declared.title)
+        if not self._proved(form):
+            return self._again(request, declared, email, person, "Your browser did not finish its check that you "
+                               "are a person (it needs JavaScript, and takes a moment). Please send the form again.",
+                               400, csrf)
         try:
-            subscription = await run_in_threadpool(self.nl.links.subscribe, email, name, person)
+            subscription = await run_in_threadpool(self.nl.links.subscribe, email, declared.name, person)
         except FieldError as exc:
-            return self.pages.page(request, "subscribe.html", {"list": declared, "email": email, "name": person,
-                                   "error": f"Please check your name: {exc}."}, 400, csrf=csrf)
+            return self._again(request, declared, email, person, f"Please check your name: {exc}.", 400, csrf)
         except InputError:
-            return self.pages.page(request, "subscribe.html", {"list": declared, "email": email, "name": person,
-                                   "error": "That does not look like an email address."}, 400, csrf=csrf)
+            return self._again(request, declared, email, person, "That does not look like an email address.", 400, csrf)
         if subscription.should_mail and self.per_email.allow(subscription.address_key):
             await run_in_threadpool(self._mail_confirmation, subscription)
         return self._check_inbox(request, email, declared.title)
+
+    def _again(self, request: Request, declared: ListSettings, email: str, name: str, error: str, status: int,
+               csrf: str) -> Response:
+        """The subscribe form again, filled in as it was sent, saying what to change."""
+        return self.pages.page(request, "subscribe.html", {"list": declared, "email": email, "name": name,
+                                                           "error": error}, status, csrf=csrf)
+
+    def _proved(self, form: Any) -> bool:
+        """The form carries an answer to a proof-of-work challenge of ours, when [web] proof_of_work asks for one."""
+        return self.proof is None or self.proof.solved(str(form.get("altcha", "")))
 
     def _check_inbox(self, request: Request, email: str, title: str) -> Response:
         # The same answer whatever happened, so the form tells nobody who is subscribed.
