@@ -126,6 +126,16 @@ def run(config_path: Path):
 
 
 @pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) on loopback: (its controller, the inbox of what it received)."""
+    from . import smtp_server
+
+    controller, inbox = smtp_server.start()
+    yield controller, inbox
+    controller.stop()
+
+
+@pytest.fixture
 def sendgrid_server():
     from .fake_sendgrid import FakeSendGrid
 

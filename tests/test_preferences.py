@@ -12,17 +12,9 @@ from newsletter import Newsletter, config as config_mod
 from newsletter.cli import cli
 from newsletter.web import create_app
 
-from . import smtp_server
 from .conftest import ROOT, SECRET, write_config
 
 SAMPLE_ISSUE = ROOT / "issues" / "2026-12-01.md"
-
-
-@pytest.fixture
-def smtp():
-    controller, inbox = smtp_server.start()
-    yield controller, inbox
-    controller.stop()
 
 
 @pytest.fixture

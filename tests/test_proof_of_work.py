@@ -24,13 +24,6 @@ from .conftest import SECRET, write_config
 from .webhelpers import Served
 
 
-@pytest.fixture
-def smtp():
-    controller, inbox = smtp_server.start()
-    yield controller, inbox
-    controller.stop()
-
-
 def pow_config(tmp_path, smtp_port: int, base_url: str = "https://testserver", on: bool = True):
     return write_config(tmp_path, backend="smtp", smtp_port=smtp_port, base_url=base_url,
                         extra=f'\n[web]\nproof_of_work = {"true" if on else "false"}\nproof_of_work_difficulty = 5000\n'

@@ -29,13 +29,6 @@ SAMPLE = ROOT / "subscribers" / "sample.csv"
 
 
 @pytest.fixture
-def smtp():
-    controller, inbox = smtp_server.start()
-    yield controller, inbox
-    controller.stop()
-
-
-@pytest.fixture
 def signer():
     return WebhookSigner()
 

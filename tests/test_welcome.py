@@ -45,13 +45,6 @@ The archive has every past issue.
 """
 
 
-@pytest.fixture
-def smtp():
-    controller, inbox = smtp_server.start()
-    yield controller, inbox
-    controller.stop()
-
-
 def welcome_config(tmp_path, smtp_port: int, *, sequence: str = "", url: str = "sqlite:///newsletter.db",
                    base_url: str = "https://testserver"):
     path = write_config(tmp_path, backend="smtp", smtp_port=smtp_port, base_url=base_url)
