@@ -36,6 +36,7 @@ from .schema import (
     SENT,
     SKIPPED,
     UNKNOWN,
+    WELCOME,
     deliveries,
     lists,
     memberships,
@@ -294,6 +295,17 @@ class Ledger:
                 conn.execute(sends.update().where(*self._send).values(  # not finished while these wait
                     recipients=started.recipients + count, segment=f"{started.segment}; {text}", finished_at=None))
             return True
+
+    def welcome(self) -> bool:
+        """Whether this send is a welcome mail, whose rows are added as members join (`welcome.enrol`)."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(sa.select(sends.c.kind).where(*self._send)).scalar() == WELCOME
+
+    def later(self) -> int:
+        """Pending rows whose time has not come: deferred ones, a welcome sequence's later mails."""
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                *self._where, deliveries.c.state == PENDING, deliveries.c.retry_after > self.now())).scalar() or 0)
 
     def segments(self) -> str:
         """The segments this send was fixed to ("; " between), or "" for the whole list."""

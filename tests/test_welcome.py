@@ -124,6 +124,10 @@ def test_a_sequence_mail_waits_for_its_day(tmp_path, monkeypatch, smtp):
         assert welcomes(inbox, "reader@example.com", "Three things") == 0
         assert nl.sends.status("tips", "weekly").counts["pending"] == 1  # waiting for its day
         assert nl.welcome.send_due().reports == []
+        shown = CliRunner().invoke(cli, ["--config", str(path), "status", "tips", "--list", "weekly"])
+        assert shown.exit_code == 0, shown.output
+        assert "tips to weekly (a welcome mail: members are added as they join)" in shown.output
+        assert "pending 1 (1 of them waiting for their time)" in shown.output
 
         with nl.store.engine.begin() as conn:  # three days pass
             conn.execute(deliveries.update().where(deliveries.c.issue == "tips")

@@ -37,6 +37,8 @@ class SendStatus:
     workers: list[dict[str, Any]]  # processes sending it now: id, host, pid, sent, started_at, heartbeat_at
     holders: list[Holder] = field(default_factory=list)  # who holds the rows in flight, and whether it is gone
     segment: str = ""  # the segments the send was fixed to; "" for the whole list
+    welcome: bool = False  # a welcome mail: its rows are added as members join
+    later: int = 0  # pending rows whose time has not come (deferred, or a welcome mail's day)
 
 
 class Sends(Part):
@@ -130,7 +132,7 @@ class Sends(Part):
         return SendStatus(slug, name, True, ledger.counts(),
                           ledger.problems(limit=None if every_problem else PROBLEMS_KEPT),
                           events.issue_counts(self.store, slug), ledger.live_workers(lease), ledger.holders(lease),
-                          ledger.segments())
+                          ledger.segments(), ledger.welcome(), ledger.later())
 
     def problems_csv(self, status: SendStatus, out: TextIO) -> int:
         """A send's failed and unknown rows as CSV, formulas neutralised; returns the rows written."""

@@ -361,7 +361,10 @@ def status_command(state: State, issue: str, list_name: str | None, as_json: boo
         return
     counts = status.counts
     segment = f" (segment {status.segment})" if status.segment else ""
-    out.print(f"{status.issue} to {status.list_name}{segment}: " + ", ".join(f"{s} {n:,}" for s, n in counts.items()),
+    kind = " (a welcome mail: members are added as they join)" if status.welcome else ""
+    later = f" ({status.later:,} of them waiting for their time)" if status.later else ""
+    out.print(f"{status.issue} to {status.list_name}{segment}{kind}: "
+              + ", ".join(f"{s} {n:,}" + (later if s == Delivery.PENDING else "") for s, n in counts.items()),
               markup=False)
     out.print("provider events: " + ", ".join(f"{kind} {n:,}" for kind, n in status.events.items()))
     _sender_side(status)
