@@ -39,15 +39,17 @@ class Archive:
         self._issues: dict[tuple[Path, float], Issue] = {}
         self._pages: dict[tuple[Path, float, str], str] = {}
 
-    def sent(self, store: Store, list_name: str | None = None) -> list[ArchivedIssue]:
-        """Issues that have been sent (to `list_name`, or to any list), newest first; unreadable files left out."""
+    def sent(self, store: Store, list_name: str | None = None, *, welcome: bool = False) -> list[ArchivedIssue]:
+        """Issues that have been sent (to `list_name`, or to any list), newest first; unreadable files left out.
+        With `welcome`, welcome mails too: their web versions are there for the link they carry, unlisted."""
         lists: dict[str, list[str]] = {}
         started: dict[str, dt.datetime] = {}
-        for row in sent_issues(store, list_name):
+        for row in sent_issues(store, list_name, welcome=welcome):
             lists.setdefault(row["issue"], []).append(row["name"])
             started[row["issue"]] = min(started.get(row["issue"], row["started_at"]), row["started_at"])
         found: dict[str, ArchivedIssue] = {}
-        for path in sorted(self.config.issues_dir.glob("*.md")):
+        files = set(self.config.issues_dir.glob("*.md")) | (set(self.config.welcome_files) if welcome else set())
+        for path in sorted(files):
             parsed = self._issue(path)
             if parsed is not None and parsed.slug in lists:
                 subject = placeholders.fill(parsed.subject, placeholders.neutral(), html_escape=False)
@@ -61,7 +63,7 @@ class Archive:
         Personal placeholders give way to their defaults or nothing, never anyone's data, and the
         footer invites to subscribe to the list instead of offering to unsubscribe.
         """
-        archived = next((a for a in self.sent(store, list_name) if a.slug == slug), None)
+        archived = next((a for a in self.sent(store, list_name, welcome=True) if a.slug == slug), None)
         if archived is None:
             return None
         target = list_name or archived.lists[0]

@@ -715,13 +715,14 @@ def settle_unknown(conn: Connection, issue: str, subscriber_id: int, kind: str, 
     ).values(**values)).rowcount)
 
 
-def sent_issues(store: Store, list_name: str | None = None) -> list[dict[str, Any]]:
-    """Issues whose send has started (welcome mails are not issues), newest first: issue slug, list,
+def sent_issues(store: Store, list_name: str | None = None, *, welcome: bool = False) -> list[dict[str, Any]]:
+    """Issues whose send has started (and welcome mails, with `welcome`), newest first: issue slug, list,
     subject, counts, times."""
     query = (sa.select(sends.c.issue, lists.c.name, sends.c.subject, sends.c.recipients, sends.c.started_at,
                        sends.c.finished_at)
-             .join(lists, lists.c.id == sends.c.list_id).where(sends.c.kind.is_(None))
-             .order_by(sends.c.started_at.desc()))
+             .join(lists, lists.c.id == sends.c.list_id).order_by(sends.c.started_at.desc()))
+    if not welcome:
+        query = query.where(sends.c.kind.is_(None))
     if list_name:
         query = query.where(lists.c.name == list_name)
     with store.engine.connect() as conn:

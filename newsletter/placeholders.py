@@ -107,13 +107,26 @@ def fill(template: str, values: Mapping[str, str], *, html_escape: bool, only: b
     return PATTERN.sub(value, template)
 
 
+TOKEN = "link_token"  # noqa: S105 - the placeholder of a signed link token, in the links `link_tokens` writes
+_LINKS = (("%%unsubscribe_url%%", "/unsubscribe/"), ("%%preferences_url%%", "/preferences/"))
+
+
+def link_tokens(text: str, base_url: str, *, html_escape: bool) -> str:
+    """`text` with its unsubscribe and preference links written out but for the token: every recipient's
+    links are the same but for it."""
+    base = clean(base_url, html_escape=html_escape)
+    for spec, path in _LINKS:
+        text = text.replace(spec, f"{base}{path}%%{TOKEN}%%")
+    return text
+
+
 def recipient_values(
     email: str, name: str, attributes: Mapping[str, object], unsubscribe_url: str, view_url: str,
-    preferences_url: str = "",
+    preferences_url: str = "", token: str = "",
 ) -> dict[str, str]:
     """The placeholder values of one recipient, every one a string."""
     values = {"name": name or "", "email": email, "unsubscribe_url": unsubscribe_url, "view_url": view_url,
-              "preferences_url": preferences_url}
+              "preferences_url": preferences_url, TOKEN: token}
     if attributes:
         values.update({f"attr.{key}": "" if val is None else str(val) for key, val in attributes.items()})
     return values

@@ -62,16 +62,19 @@ class Mailing:
             from_name, from_email = parseaddr(from_header)
         host = urlsplit(self.base_url).hostname or "localhost"
         self.view_url = f"{self.base_url}/archive/{rendered.slug}"
-        # The view-in-browser link is the same for everyone: fill it once, not per recipient.
+        # The view-in-browser link is the same for everyone: fill it once, not per recipient. The
+        # unsubscribe and preference links differ only by their token: each recipient carries the token
+        # alone, once however many links use it (a provider that substitutes sends it once).
         shared = {"view_url": self.view_url}
         rendered = replace(
             rendered,
-            html=placeholders.fill(rendered.html, shared, html_escape=True, only=True),
-            text=placeholders.fill(rendered.text, shared, html_escape=False, only=True),
+            html=placeholders.link_tokens(placeholders.fill(rendered.html, shared, html_escape=True, only=True),
+                                          self.base_url, html_escape=True),
+            text=placeholders.link_tokens(placeholders.fill(rendered.text, shared, html_escape=False, only=True),
+                                          self.base_url, html_escape=False),
         )
         self.rendered = rendered
         self._uses_attributes = any("%%attr." in part for part in (rendered.html, rendered.text, rendered.subject))
-        self._uses_preferences = any("%%preferences_url" in part for part in (rendered.html, rendered.text))
         bounces = config.bounces
         feedback = ":".join(part.replace(":", "-") for part in
                             (rendered.slug, list_name, "newsletter", from_email.rpartition("@")[2]))
@@ -92,13 +95,12 @@ class Mailing:
         else:
             signed = ["dry-run"] * len(claimed)
         # The preference page takes the same token as the unsubscribe link: one signature per recipient.
-        preferences = f"{self.base_url}/preferences/" if self._uses_preferences else ""
+        preferences = f"{self.base_url}/preferences/"
         attributes, verp, values = self._uses_attributes, self._return_path, placeholders.recipient_values
         make = Recipient._make
         return [make((
             c.subscriber_id, c.email, c.name,
-            values(c.email, c.name, c.attributes if attributes else {}, url, view_url,
-                   preferences + token if preferences else ""),
+            values(c.email, c.name, c.attributes if attributes else {}, url, view_url, preferences + token, token),
             url, {"subscriber": str(c.subscriber_id)}, verp.make(slug, c.subscriber_id) if verp else "",
         )) for c, token, url in zip(claimed, signed, [base + token for token in signed], strict=True)]
 

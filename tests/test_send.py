@@ -54,14 +54,16 @@ def test_send_delivers_each_recipient_once_with_personal_values(sg_run, sg_confi
         claimed = (str(claims.subscriber_id), claims.list_name, claims.extra)
         assert claimed == (args["subscriber"], "weekly", "2026-12-01")
         assert p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert p["substitutions"]["%%unsubscribe_url%%"] == url[1:-1]
-        # The preference page takes the same token.
-        assert p["substitutions"]["%%preferences_url%%"] == url[1:-1].replace("/unsubscribe/", "/preferences/")
+        # Both links are written out in the content but for the token, which the preference page shares.
+        assert p["substitutions"]["%%link_token%%"] == url[1:-1].rsplit("/", 1)[1]
         # No value in this request needs HTML escaping, so both parts share one key per placeholder.
-        assert set(p["substitutions"]) == {"%%name|there%%", "%%email%%", "%%unsubscribe_url%%", "%%preferences_url%%"}
+        assert set(p["substitutions"]) == {"%%name|there%%", "%%email%%", "%%link_token%%"}
     ada = next(p for p in body["personalizations"] if p["to"][0]["email"] == "ada@example.com")
     assert ada["to"][0]["name"] == "Ada Lovelace" and ada["substitutions"]["%%name|there%%"] == "Ada Lovelace"
     assert "%%name|there%%" in body["content"][1]["value"] and "%%name|there%%" in body["content"][0]["value"]
+    for part in body["content"]:
+        assert "https://news.example.com/unsubscribe/%%link_token%%" in part["value"]
+        assert "https://news.example.com/preferences/%%link_token%%" in part["value"]
     assert states(sg_config)["sent"] == 12
     # A second run continues where the first stopped: nothing is left, nothing is sent again.
     again = sg_run("send", issue, "--list", "weekly", "--yes")
@@ -298,7 +300,8 @@ def test_tracking_is_decided_in_every_request_and_spares_the_unsubscribe_link(sg
     assert body["tracking_settings"] == {"click_tracking": {"enable": False, "enable_text": False},
                                          "open_tracking": {"enable": False}}
     html = body["content"][1]["value"]
-    assert '<a href="%%unsubscribe_url%%" clicktracking="off"' in html  # even when click tracking is on
+    for path in ("unsubscribe", "preferences"):  # even when click tracking is on
+        assert f'<a href="https://news.example.com/{path}/%%link_token%%" clicktracking="off"' in html
     sg_config.write_text(sg_config.read_text().replace("[sendgrid]", "[sendgrid]\nopen_tracking = true\n"
                                                                      "click_tracking = true"))
     assert sg_run("send", issue, "--list", "weekly", "--to", "me@example.com").exit_code == 0

@@ -147,6 +147,8 @@ def test_welcome_mails_are_not_issues(nl, smtp, tmp_path):
     assert [item.path.name for item in nl.schedule.plan("weekly", now=dt.datetime(
         2026, 1, 5, 9, 30, tzinfo=dt.UTC)).due] == []  # welcome.md is dated that Monday, and is no issue
     assert nl.issues.archive("weekly") == []
+    page = nl.issues.web_version("welcome", "weekly")  # the mail's "view in your browser" link works, unlisted
+    assert page is not None and "Glad you are here" in page and "friend" in page
     with pytest.raises(Exception, match="no send yet"):
         nl.sends.report()
     (report,) = nl.sends.report("welcome")
