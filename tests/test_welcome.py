@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from newsletter import Newsletter, config as config_mod, tokens
 from newsletter.cli import cli
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, ContentError
 from newsletter.schema import deliveries
 from newsletter.web import create_app
 
@@ -264,3 +264,11 @@ def test_100_concurrent_confirmations_while_cron_runs_give_one_welcome_each(tmp_
             assert got == (states[ids[address]] == "sent"), (address, states[ids[address]])
         else:
             assert got == 1 and states[ids[address]] == "sent", address
+
+
+def test_a_broken_welcome_file_stops_the_web_app_from_starting(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    path = welcome_config(tmp_path, 25)
+    (tmp_path / "issues" / "welcome.md").write_text("---\nsubject: Hi\n---\nno date\n")
+    with pytest.raises(ContentError, match=r"welcome\.md"):
+        create_app(Newsletter(config_mod.load(path)))

@@ -46,6 +46,12 @@ class Welcome(Part):
             mails.append(Mail(issue.slug, issue.subject, step.days))
         return mails
 
+    def check(self) -> None:
+        """Read every list's welcome files now: one broken is a one-line ContentError before the web app
+        takes a confirmation, not an error at the first one."""
+        for name in self.config.lists:
+            self.mails(name)
+
     def due(self, list_name: str, *, now: dt.datetime | None = None) -> list[tuple[str, Mail]]:
         """(file, mail) of each of the list's welcome mails with a member whose day has come."""
         from .. import welcome

@@ -35,6 +35,7 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
     """The ASGI app for one newsletter; `clock` (seconds since the epoch) is for tests."""
     nl.config.secret()  # links cannot be checked without it: fail at start-up, not at the first click
     nl.issues.check_templates()  # a broken template: one line now, not a 500 at the first request
+    nl.welcome.check()  # and so for a broken welcome mail
     web = nl.config.web
     pages, welcomer = Pages(nl), Welcomer(nl)
     proof = (challenge.ProofOfWork(nl.config.secret(), web.proof_of_work_difficulty, web.allowed_origins, clock)
