@@ -238,6 +238,7 @@ class Config:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
     segments: dict[str, SegmentSettings] = field(default_factory=dict)
+    found_by: str = ""  # why this file is the one in use (`locate`)
 
     @property
     def root(self) -> Path:
@@ -417,10 +418,40 @@ def _resolve_store_url(url: str, root: Path) -> str:
     return url
 
 
+def xdg_home(variable: str, default: str) -> Path:
+    """An XDG base directory: the variable's value when it is an absolute path (the spec ignores a
+    relative one), else its default under the home folder."""
+    value = os.environ.get(variable, "")
+    return Path(value) if value and os.path.isabs(value) else Path.home() / default  # noqa: PTH117
+
+
+def locate(path: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """Which config file is used, and why: `path` (--config), else $NEWSLETTER_CONFIG, else
+    ./config.toml, else $XDG_CONFIG_HOME/newsletter/config.toml (~/.config by default). When none
+    exists, ./config.toml, said so."""
+    if path:
+        return Path(path), "given by --config"
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]), f"named by ${CONFIG_ENV}"
+    if Path(DEFAULT_CONFIG).is_file():
+        return Path(DEFAULT_CONFIG), "found in the working folder"
+    xdg = xdg_home("XDG_CONFIG_HOME", ".config") / "newsletter" / DEFAULT_CONFIG
+    if xdg.is_file():
+        return xdg, XDG_FOUND
+    return Path(DEFAULT_CONFIG), (f"none found: not given by --config or ${CONFIG_ENV}, not in the working folder, "
+                                  f"not at {xdg}")
+
+
+XDG_FOUND = "found in the user's config folder ($XDG_CONFIG_HOME/newsletter, ~/.config/newsletter by default)"
+
+
 def load(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load the config at `path`, else at $NEWSLETTER_CONFIG, else ./config.toml."""
-    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-    data = _read_toml(chosen)
+    """Load the config that `locate` finds."""
+    chosen, why = locate(path)
+    data = _read_toml(chosen, why)
+    if why == XDG_FOUND and "url" not in data.get("store", {}):  # the user's own: their data goes under XDG too
+        data.setdefault("store", {})["url"] = "sqlite:///" + str(
+            xdg_home("XDG_DATA_HOME", ".local/share") / "newsletter" / "newsletter.db")
     path_ = Path(os.path.abspath(chosen))  # noqa: PTH100 - not resolve(): a symlinked config keeps its folder
     _check_sections(data, path_)
     sections = {name: _build(cls, data.get(name, {}), name, path_) for name, cls in _SECTIONS.items()}
@@ -431,15 +462,16 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     _check_bounces(sections["bounces"], path_)
     _check_keys(sections, path_)
     store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
-    return Config(path=path_, lists=lists, segments=segments, **{**sections, "store": store})
+    return Config(path=path_, lists=lists, segments=segments, found_by=why, **{**sections, "store": store})
 
 
-def _read_toml(chosen: Path) -> dict[str, Any]:
+def _read_toml(chosen: Path, why: str) -> dict[str, Any]:
     try:
         raw = chosen.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"{chosen}: config file not found; pass --config PATH or set {CONFIG_ENV}"
+            f"{chosen}: config file not found ({why}); pass --config PATH, set {CONFIG_ENV}, or run "
+            f"`newsletter init`"
         ) from None
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read config file: {exc.strerror}") from None

@@ -18,7 +18,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import CONFIG_ENV, Config, ListSettings, load
+from ..config import CONFIG_ENV, Config, ListSettings, load, locate as locate_config
 from ..consent import STATUSES
 from ..errors import NewsletterError
 from ..statuses import Delivery, EventKind, Membership
@@ -76,6 +76,7 @@ __all__ = [
     "Welcome",
     "WelcomeRun",
     "init_project",
+    "locate_config",
 ]
 
 # Names that live with their module, loaded when first asked for: `send` must not import the

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from .. import __version__
-from ..app import CONFIG_ENV, Newsletter
-from ..errors import NewsletterError
+from ..app import Newsletter, locate_config
+from ..errors import ConfigError, NewsletterError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -170,14 +170,30 @@ def stop_on_signals(*, quiet: bool = False) -> Iterator[Stop]:
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    envvar=CONFIG_ENV,
-    help="Configuration file (default: $NEWSLETTER_CONFIG, else ./config.toml).",
+    help="Configuration file (default: $NEWSLETTER_CONFIG, else ./config.toml, else "
+         "$XDG_CONFIG_HOME/newsletter/config.toml; `newsletter config path` says which).",
 )
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Render weekly Markdown issues to email, keep subscriber lists, and send each issue once."""
     ctx.obj = State(ctx, config_path)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Where the configuration comes from."""
+
+
+@config_group.command("path")
+@pass_state
+def config_path_command(state: State) -> None:
+    """Which config file is in use, and why (the first of --config, $NEWSLETTER_CONFIG, ./config.toml,
+    $XDG_CONFIG_HOME/newsletter/config.toml); exits 2 when there is none."""
+    path, why = locate_config(state.config_path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no config file ({why})")
+    out.print(f"{path.absolute()}  ({why})", markup=False)
 
 
 @cli.command()
