@@ -222,6 +222,14 @@ class WebSettings:
     proof_of_work_difficulty: int = 100_000  # the largest number the browser may have to try (about 0.2 s on a phone)
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = False  # `serve` answers /metrics (to a bearer token only)
+    token_env: str = "NEWSLETTER_METRICS_TOKEN"  # noqa: S105 - the variable holding the scraper's bearer token
+    pushgateway: str = ""  # e.g. "http://127.0.0.1:9091": `send` and `bounces fetch` push their figures there
+    job: str = "newsletter"  # the Pushgateway's job label
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
@@ -237,6 +245,7 @@ class Config:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     segments: dict[str, SegmentSettings] = field(default_factory=dict)
     found_by: str = ""  # why this file is the one in use (`locate`)
 
@@ -320,6 +329,7 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "smtp": SmtpSettings,
     "schedule": ScheduleSettings,
     "web": WebSettings,
+    "metrics": MetricsSettings,
 })
 _REQUIRED_SECTIONS = ("newsletter",)
 _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
@@ -460,6 +470,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     _check_newsletter(sections["newsletter"], path_)
     _check_origins(sections["web"].allowed_origins, path_)
     _check_bounces(sections["bounces"], path_)
+    _check_metrics(sections["metrics"], path_)
     _check_keys(sections, path_)
     store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
     return Config(path=path_, lists=lists, segments=segments, found_by=why, **{**sections, "store": store})
@@ -559,3 +570,13 @@ def _check_origins(origins: tuple[str, ...], path: Path) -> None:
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
             raise ConfigError(f"{path}: [web] allowed_origins: {origin!r} is not an origin "
                               f"(scheme and host only, such as https://www.example.org)")
+
+
+def _check_metrics(metrics: MetricsSettings, path: Path) -> None:
+    parts = urlsplit(metrics.pushgateway)
+    if metrics.pushgateway and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise ConfigError(f"{path}: [metrics] pushgateway: {metrics.pushgateway!r} is not an http(s) address "
+                          f"(such as http://127.0.0.1:9091)")
+    if metrics.enabled and not metrics.token_env:
+        raise ConfigError(f"{path}: [metrics] token_env: name the environment variable holding the bearer token "
+                          f"that /metrics asks for")

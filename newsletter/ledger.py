@@ -727,3 +727,19 @@ def sent_issues(store: Store, list_name: str | None = None, *, welcome: bool = F
         query = query.where(lists.c.name == list_name)
     with store.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def oldest_pending(store: Store) -> float | None:
+    """Since when (a Unix time) the oldest row that may go now has waited, over the sends not finished;
+    None when none waits. A row deferred or a welcome mail's later step counts from its time."""
+    since = sa.func.coalesce(deliveries.c.retry_after, deliveries.c.updated_at)
+    query = (sa.select(sa.func.min(since)).select_from(deliveries)
+             .join(sends, sa.and_(sends.c.issue == deliveries.c.issue, sends.c.list_id == deliveries.c.list_id))
+             .where(sends.c.finished_at.is_(None), deliveries.c.state == PENDING, since <= now()))
+    with store.engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    if found is None:
+        return None
+    if isinstance(found, str):  # SQLite's MIN over a COALESCE comes back as text
+        found = dt.datetime.fromisoformat(found)
+    return float(found.replace(tzinfo=dt.UTC).timestamp())

@@ -3,7 +3,8 @@
 The dispatcher asks `admit(n)` before it claims a batch; a provider that is told to slow down
 (SendGrid's 429, a back-off after a 5xx, an SMTP 421) calls `pause(seconds)`, which holds back
 every batch, and `sleep(seconds)` for its own retries. Every wait checks the stop token at
-least ten times a second, so SIGTERM during a long 429 wait ends it within a second.
+least ten times a second, so SIGTERM during a long 429 wait ends it within a second. Its `meter`
+hears of each request to the provider and each pause, for the metrics.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 StopCheck = Callable[[], bool]
 StopToken = StopCheck | threading.Event | None  # what callers pass: a callable, an Event, or None for "never"
@@ -26,11 +28,28 @@ def stop_check(stop: StopToken) -> StopCheck:
     return stop
 
 
+class Meter(Protocol):
+    """Hears what a send's provider calls did: `metrics.ProviderMeter`, or nothing."""
+
+    def request(self, status: str, seconds: float) -> None: ...
+
+    def throttled(self, seconds: float) -> None: ...
+
+
+class _Deaf:
+    def request(self, status: str, seconds: float) -> None:
+        pass
+
+    def throttled(self, seconds: float) -> None:
+        pass
+
+
 class Pacer:
     def __init__(self, *, max_rate: float | None = None, stop: StopCheck = lambda: False,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None, meter: Meter | None = None) -> None:
         self.max_rate = max_rate
+        self.meter: Meter = meter or _Deaf()
         self._should_stop = stop
         self._clock = clock
         self._sleep = sleep  # a test's stand-in for real waiting: time then moves on by what it was given
@@ -74,6 +93,7 @@ class Pacer:
 
     def pause(self, seconds: float) -> None:
         """Hold back every batch of this send for `seconds` from now (the longest pause wins)."""
+        self.meter.throttled(seconds)
         with self._lock:
             self._resume_at = max(self._resume_at, self._now() + seconds)
 

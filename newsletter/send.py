@@ -28,7 +28,7 @@ from .config import Config
 from .errors import ProviderError, StoreUnavailable, TokenError
 from .files import atomic_write
 from .ledger import Claimed, LeaseLost, Ledger
-from .pacing import Pacer, StopToken, stop_check
+from .pacing import Meter, Pacer, StopToken, stop_check
 from .providers.base import Envelope, Provider, Recipient, Result
 from .render import Rendered
 from .schema import FAILED, IN_FLIGHT, PENDING, SENT, SKIPPED, UNKNOWN
@@ -152,7 +152,8 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
          max_rate: float | None = None, resend_unknown: bool = False,
          progress: Callable[[int, int], None] | None = None, stop: StopToken = None,
          sleep: Callable[[float], None] | None = None, lease: float = 60.0,
-         concurrency: int | None = None, segment: str = "", enrolled: bool = False) -> SendReport:
+         concurrency: int | None = None, segment: str = "", enrolled: bool = False,
+         meter: Meter | None = None) -> SendReport:
     """Send (or continue sending) the mailing to its list as one worker. See the module docstring.
 
     `enrolled`: a welcome mail, sent to the members enrolled in it as they joined (`welcome`), never
@@ -161,7 +162,8 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     Up to `concurrency` batches (default: the provider's `max_in_flight`) are with the provider
     at once. `stop` is looked at before each claim and during every wait: once it is set, the
     batches with the provider finish and are recorded, and the rest stays pending. Other
-    processes sending the same issue to the same list share the work through the ledger.
+    processes sending the same issue to the same list share the work through the ledger. `meter`
+    hears of every provider request and throttle wait (the metrics).
     """
     provider.check(mailing.envelope)  # a message that can never be sent stops here, before any claim
     ledger = Ledger(store, mailing.rendered.slug, mailing.list_name, segment=audience(segment), enrolled=enrolled)
@@ -169,7 +171,7 @@ def send(store: Store, mailing: Mailing, provider: Provider, *, limit: int | Non
     report.recovered = ledger.recover(lease, resend_unknown=resend_unknown)
     ledger.start(mailing.rendered.subject, events=provider.reports_events)
     dispatch = _Dispatch(ledger, mailing, provider, report, stop_check(stop), limit=limit, max_rate=max_rate,
-                         progress=progress, sleep=sleep, lease=lease, concurrency=concurrency)
+                         progress=progress, sleep=sleep, lease=lease, concurrency=concurrency, meter=meter)
     return dispatch.run()
 
 
@@ -185,13 +187,14 @@ class _Dispatch:
     def __init__(self, ledger: Ledger, mailing: Mailing, provider: Provider, report: SendReport,
                  should_stop: Callable[[], bool], *, limit: int | None, max_rate: float | None,
                  progress: Callable[[int, int], None] | None, sleep: Callable[[float], None] | None, lease: float,
-                 concurrency: int | None) -> None:
+                 concurrency: int | None, meter: Meter | None) -> None:
         self.ledger, self.mailing, self.provider, self.report = ledger, mailing, provider, report
         self.limit, self.progress, self.lease = limit, progress, lease
         self.worker = ledger.register()
         self.beat = _Heartbeat(ledger, self.worker, lease, report)
         # Every wait, and every provider call of every batch, stops as soon as the lease may be gone.
-        self.pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or not self.beat.holds(), sleep=sleep)
+        self.pacer = Pacer(max_rate=max_rate, stop=lambda: should_stop() or not self.beat.holds(), sleep=sleep,
+                           meter=meter)
         self.total = ledger.counts()[PENDING]
         self.slots = max(1, concurrency or provider.max_in_flight)
         self.finished: queue.Queue[_Returned] = queue.Queue()

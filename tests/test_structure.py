@@ -189,7 +189,8 @@ def test_the_front_door_holds_the_config_the_store_the_provider_and_its_parts(cf
                        "__exit__"}, methods
     nl = Newsletter(cfg)
     parts = {name for name, value in vars(nl).items() if isinstance(value, Part)}
-    assert parts == {"issues", "subscribers", "sends", "schedule", "links", "webhooks", "bounces", "welcome"}
+    assert parts == {"issues", "subscribers", "sends", "schedule", "links", "webhooks", "bounces", "welcome",
+                     "monitoring"}
     assert nl._store is None  # making the parts opened no database
 
 

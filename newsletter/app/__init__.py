@@ -2,7 +2,7 @@
 
 It holds the config, the store (opened on first use) and the provider factory, and one part per
 domain, each in its own module: `issues`, `subscribers`, `sends`, `schedule`, `links`,
-`webhooks`, `bounces` and `welcome`. It keeps no process-wide state: stopping a send is a token
+`webhooks`, `bounces`, `welcome` and `monitoring`. It keeps no process-wide state: stopping a send is a token
 passed in, and several `Newsletter` objects can live side by side in one process.
 
     from newsletter import Newsletter
@@ -25,6 +25,7 @@ from ..statuses import Delivery, EventKind, Membership
 from .bounces import Bounces
 from .issues import Issues
 from .links import LinkedMembership, Links, Preferences, PreferencesSaved, SubscribeRequest
+from .monitoring import Monitoring
 from .schedule import DueRun, Schedule, ScheduledRun, Timetable
 from .sends import Sends, SendStatus
 from .subscribers import Subscribers
@@ -60,6 +61,7 @@ __all__ = [
     "ListSettings",
     "Mailing",
     "Membership",
+    "Monitoring",
     "Newsletter",
     "Preferences",
     "PreferencesSaved",
@@ -110,7 +112,7 @@ def _create_provider(config: Config, *, dry_run: bool = False) -> Provider:
 
 class Newsletter:
     """One newsletter, as `config.toml` describes it: issues, subscribers, sends, schedule, links, webhooks,
-    bounces, welcome mails."""
+    bounces, welcome mails, metrics."""
 
     def __init__(self, config: Config, *, provider_factory: ProviderFactory | None = None) -> None:
         self.config = config
@@ -125,6 +127,7 @@ class Newsletter:
         self.webhooks = Webhooks(self)
         self.bounces = Bounces(self)
         self.welcome = Welcome(self)
+        self.monitoring = Monitoring(self)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, *,

@@ -29,9 +29,17 @@ class Bounces(Part):
             mailbox = mailboxes.open_mailbox(box, os.environ.get(box.password_env, ""))
         paths = (tokens.ReturnPath(settings.verp_address, self.config.secret(), self.config.previous_secrets())
                  if settings.verp_address else None)
+        metrics = self._nl.monitoring.metrics
         try:
             with self.store.lock(f"bounces {mailbox.name}", f"another `bounces fetch` is reading {mailbox.name}; "
                                                             f"it runs one at a time per mailbox"):
-                return bounce_loop.fetch(self.store, mailbox, settings, paths)
+                report = bounce_loop.fetch(self.store, mailbox, settings, paths)
+        except BaseException:
+            metrics.mailbox_runs.labels("error").inc()
+            raise
         finally:
             mailbox.close()
+        metrics.mailbox_runs.labels("read").inc()
+        for kind, count in report.classes.items():
+            metrics.mailbox_messages.labels(kind).inc(count)
+        return report

@@ -85,6 +85,7 @@ class Links(Part):
         address = addresses.normalize(email)
         person = fields.name(name)
         subscriber_id, should_mail = self.store.request_subscription(address.email, list_name, person)
+        self._count(list_name, "subscribe")
         return SubscribeRequest(subscriber_id, address.email, address.key, list_name, person,
                                 should_mail and subscriber_id is not None)
 
@@ -106,8 +107,10 @@ class Links(Part):
         """
         claims = self._confirm_claims(token, now)
         declared = self.config.list(claims.list_name)
-        return declared, self.store.confirm(claims.subscriber_id, claims.list_name,
-                                            welcome=self._nl.welcome.mails(claims.list_name))
+        status = self.store.confirm(claims.subscriber_id, claims.list_name,
+                                    welcome=self._nl.welcome.mails(claims.list_name))
+        self._count(claims.list_name, "confirm")
+        return declared, status
 
     def confirmation_target(self, token: str, *, now: float | None = None) -> LinkedMembership | None:
         """What a confirmation link points at, checking it without acting on it; None when gone."""
@@ -123,6 +126,7 @@ class Links(Part):
         self.config.list(claims.list_name)  # a list no longer declared: its one-line error, nothing changed
         self.store.change(claims.subscriber_id, claims.list_name, consent.UNSUBSCRIBE, source,
                           issue=claims.extra or None)
+        self._count(claims.list_name, "unsubscribe")
         return self._linked(claims)
 
     def preferences(self, token: str) -> Preferences | None:
@@ -155,13 +159,18 @@ class Links(Part):
             wanted = declared.name in lists
             if not wanted and status in (Membership.ACTIVE, Membership.UNCONFIRMED):
                 self.store.change(person.id, declared.name, consent.UNSUBSCRIBE, PREFERENCES)
+                self._count(declared.name, "unsubscribe")
                 left.append(declared.name)
             elif wanted and status != Membership.ACTIVE:
                 subscriber_id, mail = self.store.request_subscription(person.email, declared.name, source=PREFERENCES)
+                self._count(declared.name, "subscribe")
                 if mail and subscriber_id is not None:
                     requested.append(SubscribeRequest(subscriber_id, person.email, key, declared.name,
                                                       name if name is not None else person.name, True))
         return PreferencesSaved(left, requested, renamed)
+
+    def _count(self, list_name: str, action: str) -> None:
+        self._nl.monitoring.metrics.subscriptions.labels(list_name, action).inc()
 
     def _linked(self, claims: tokens.Claims) -> LinkedMembership | None:
         declared = self.config.list(claims.list_name)

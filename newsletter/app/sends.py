@@ -98,13 +98,26 @@ class Sends(Part):
         `stop` (a callable or an Event) ends the send after the batch with the provider; the
         rest stays pending for the next call.
         """
+        list_name, where = self.segment(list_name, segment)
+        return self.deliver(self.mailing(issue, list_name), limit=limit, max_rate=max_rate,
+                            resend_unknown=resend_unknown, progress=progress, stop=stop, segment=where)
+
+    def deliver(self, mailing: Mailing, **options: Any) -> SendReport:
+        """`send.send` of the mailing through the configured provider, counted in `nl.metrics`: the one
+        place an issue or a welcome mail is sent from."""
         from ..send import send
 
-        list_name, where = self.segment(list_name, segment)
-        mailing = self.mailing(issue, list_name)
-        with closing(self._nl.provider()) as provider:
-            return send(self.store, mailing, provider, limit=limit, max_rate=max_rate, resend_unknown=resend_unknown,
-                        progress=progress, stop=stop, lease=self.config.send.lease, segment=where)
+        metrics, backend = self._nl.monitoring.metrics, self.config.provider.backend
+        outcome = "error"
+        try:
+            with closing(self._nl.provider()) as provider:
+                report = send(self.store, mailing, provider, lease=self.config.send.lease,
+                              meter=metrics.meter(backend), **options)
+            outcome = {0: "complete", 1: "problems"}.get(report.exit_code, "pending")
+            metrics.delivered(mailing.list_name, backend, report.this_run)
+            return report
+        finally:
+            metrics.send_ended(mailing.list_name, outcome)
 
     def test_copy(self, issue: IssueRef, address: str, list_name: str | None = None) -> Result:
         """One copy marked [TEST] to `address`, with that subscriber's values; not recorded."""

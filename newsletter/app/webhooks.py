@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ..errors import UnknownProviderError
+from ..errors import UnknownProviderError, WebhookError
 from .part import Part
 
 if TYPE_CHECKING:
@@ -35,5 +35,13 @@ class Webhooks(Part):
         receiver = self.receivers.get(provider)
         if receiver is None:
             raise UnknownProviderError(f"no webhook for {provider!r}; there are: {', '.join(sorted(self.receivers))}")
-        return events.receive(self.store, receiver, body, headers, time.time() if now is None else now)
+        metrics = self._nl.monitoring.metrics
+        try:
+            received, kinds = events.receive(self.store, receiver, body, headers, time.time() if now is None else now)
+        except WebhookError:
+            metrics.signature_failures.labels(provider).inc()
+            raise
+        for kind, count in kinds.items():
+            metrics.webhook_events.labels(provider, kind).inc(count)
+        return received, kinds
 

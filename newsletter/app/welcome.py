@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -73,12 +72,8 @@ class Welcome(Part):
         run = WelcomeRun()
         for name in [list_name] if list_name else list(self.config.lists):
             for path, _mail in self.due(name):
-                from ..send import send  # here: cron's minute mostly finds nobody waiting, and needs no provider
-
                 mailing = self._nl.sends.mailing(self.config.root / path, name)
-                with closing(self._nl.provider()) as provider:
-                    report = send(self.store, mailing, provider, stop=stop, lease=self.config.send.lease,
-                                  enrolled=True)
+                report = self._nl.sends.deliver(mailing, stop=stop, enrolled=True)
                 run.reports.append(report)
                 if report.stopped:
                     return run

@@ -109,6 +109,24 @@ class State:
 pass_state = click.make_pass_decorator(State)
 F = TypeVar("F", bound=Callable[..., Any])
 
+metrics_file_option = click.option(
+    "--metrics-file", type=click.Path(dir_okay=False), metavar="PATH",
+    help="When done, however it ends, write this run's figures here for node_exporter's textfile collector "
+         "(PATH.prom, written whole); they also go to [metrics] pushgateway when one is set.")
+
+
+def publish_metrics(state: State, path: str | None) -> None:
+    """At the end of the command, however it ends: its figures to `path` and to the Pushgateway."""
+    nl = state.nl
+    if path is None and not nl.config.metrics.pushgateway:
+        return
+
+    def publish() -> None:
+        for problem in nl.monitoring.publish(path):
+            click.echo(f"warning: {problem}", err=True)
+
+    state.ctx.call_on_close(publish)  # before nl's own close, which was registered first
+
 
 class Stop:
     """The stop token of a command: asked as `stop()`, set by SIGTERM or SIGINT, remembering which came first.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .base import State, cli, pass_state
+from .base import State, cli, metrics_file_option, pass_state, publish_metrics
 
 
 @cli.group("bounces")
@@ -13,13 +13,15 @@ def bounces_group() -> None:
 
 
 @bounces_group.command("fetch")
+@metrics_file_option
 @click.pass_context
 @pass_state
-def fetch_command(state: State, ctx: click.Context) -> None:
+def fetch_command(state: State, ctx: click.Context, metrics_file: str | None) -> None:
     """Read every waiting message once: hard bounces and complaints suppress, soft bounces count toward
     [bounces] soft_limit, out-of-office replies are ignored, and what no rule understands is moved to
     the unparsed folder for a person. Quiet when there is nothing; exits 1 when mail was refused
     because of the sender's own setup (DMARC, authentication, a blocklisted IP): fix that first."""
+    publish_metrics(state, metrics_file)
     report = state.nl.bounces.fetch()
     if report.summary:
         click.echo(report.summary)

@@ -17,10 +17,12 @@ from .base import (
     err,
     json_option,
     list_option,
+    metrics_file_option,
     out,
     pass_state,
     print_compatibility,
     print_json,
+    publish_metrics,
     settled_heap,
     show_time,
     stop_on_signals,
@@ -161,13 +163,16 @@ class _Progress:
 @click.option("--workers", default="1", metavar="N|auto",
               help="Send as N processes sharing the work through the ledger (auto: one per core), for a send that "
                    "one core cannot keep up with; --max-rate is shared among them.")
+@metrics_file_option
 @pass_state
 def send_command(state: State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
                  out_dir: str | None, limit: int | None, to_addresses: tuple[str, ...], yes: bool,
                  max_rate: float | None, resend_unknown: bool, as_json: bool, compat_table: bool, segment: str,
-                 workers: str) -> None:
+                 workers: str, metrics_file: str | None) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
+    if not dry_run:
+        publish_metrics(state, metrics_file)
     list_name, segment = nl.sends.segment(list_name, segment)
     if due:
         if issue or to_addresses:

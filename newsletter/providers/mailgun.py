@@ -126,7 +126,7 @@ class MailgunProvider:
             raise ProviderAuthError(f"Mailgun refused the API key ({status}: {said}); check "
                                     f"{self.settings.api_key_env} and [mailgun] domain")
         if status == 429 or status >= 500:
-            raise Retry(f"{status}: {said or 'no message'}")
+            raise Retry(f"{status}: {said or 'no message'}", status=status)
         if status in (400, 413):
             raise ProviderRejected(f"Mailgun refused the request: {said or status}; nothing was marked failed")
         if status == 200:

@@ -130,7 +130,7 @@ class PostmarkProvider:
             return ProviderAuthError(f"Postmark refused the server token ({status}: {said}); check "
                                      f"{self.settings.server_token_env}")
         if status == 429 or status >= 500:
-            return Retry(f"{status}: {said or 'no message'}")
+            return Retry(f"{status}: {said or 'no message'}", status=status)
         if status == 422:
             return ProviderRejected(f"Postmark refused the request: {said} (ErrorCode {code}); nothing was marked "
                                     f"failed")

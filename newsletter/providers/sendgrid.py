@@ -244,7 +244,7 @@ class SendGridProvider:
         A 429 or a back-off pauses every batch of the send (through `pacer`), not only this one.
         """
         return with_retries(lambda: self._attempt(body), pacer, provider="SendGrid", tries=self.settings.max_retries,
-                            base=self.settings.retry_backoff)
+                            base=self.settings.retry_backoff, ok=202)
 
     def _attempt(self, body: str) -> str:
         try:
@@ -280,9 +280,9 @@ class SendGridProvider:
             wait = None
             if reset and str(reset).isdigit():
                 wait = min(MAX_RATE_LIMIT_WAIT, max(0.0, int(reset) - time.time()) + 0.05)
-            return Retry("429 rate limited", wait)
+            return Retry("429 rate limited", wait, status=429)
         if status >= 500 or status == 408:  # 408: the request timed out on the way in, nothing taken
-            return Retry(f"{status}: {detail}")
+            return Retry(f"{status}: {detail}", status=status)
         return ProviderError(f"SendGrid answered {status}: {detail}")
 
     def _after_sending(self, exc: Exception) -> MaybeSent:

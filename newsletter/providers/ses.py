@@ -334,7 +334,7 @@ class SesProvider:
         if "quota" in said.lower() and (status == 429 or "Throttl" in code or code == "LimitExceededException"):
             return self._quota_used_up()
         if status == 429 or status >= 500 or "Throttl" in code:
-            return Retry(f"{status} {code}: {said}")
+            return Retry(f"{status} {code}: {said}", status=status)
         if code in _AUTH_CODES or status in (401, 403):
             return ProviderAuthError(f"SES refused the credentials ({code}: {said}); check the AWS credentials "
                                      f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and [ses] region "

@@ -17,6 +17,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 
 from ..config import SmtpSettings
@@ -35,16 +36,17 @@ def _text(reply: bytes | str) -> str:
 class _Answer(Exception):
     """How one SMTP transaction ended, when it did not end in 250."""
 
-    def __init__(self, kind: str, message: str, *, reconnect: bool = False) -> None:
+    def __init__(self, kind: str, message: str, *, reconnect: bool = False, code: str = "none") -> None:
         super().__init__(message)
         self.kind, self.message, self.reconnect = kind, message, reconnect  # kind: temporary | permanent | unknown
+        self.code = code  # the server's reply code; "none" when the connection was lost
 
 
 def _classify(step: str, code: int, reply: bytes | str) -> _Answer:
     text = f"{code} {_text(reply)} (at {step})"
     if 400 <= code < 500:
-        return _Answer("temporary", text, reconnect=code == 421)
-    return _Answer("permanent", text)
+        return _Answer("temporary", text, reconnect=code == 421, code=str(code))
+    return _Answer("permanent", text, code=str(code))
 
 
 class SmtpProvider:
@@ -182,17 +184,21 @@ class SmtpProvider:
             data, message_id = self._message(envelope, recipient)
         except Exception as exc:  # noqa: BLE001 - one recipient's message, never the batch
             return Result(recipient.key, "failed", error=f"cannot build the message: {exc}")
+        started = time.monotonic()
         try:
             if not self._transaction(conn, recipient.return_path or envelope.from_email, recipient.email, data, utf8,
                                      pacer):
                 return None
         except (smtplib.SMTPException, UnicodeError, ValueError) as exc:  # anything else about this one message
+            pacer.meter.request("refused", time.monotonic() - started)
             self._reset(conn)
             return Result(recipient.key, "failed", error=f"{type(exc).__name__}: {exc}")
         except _Answer as answer:
+            pacer.meter.request(answer.code, time.monotonic() - started)
             if answer.kind == "temporary":
                 raise
             return Result(recipient.key, "unknown" if answer.kind == "unknown" else "failed", error=answer.message)
+        pacer.meter.request("250", time.monotonic() - started)
         return Result(recipient.key, "sent", message_id=message_id)
 
     def _message(self, envelope: Envelope, recipient: Recipient) -> tuple[bytes, str]:

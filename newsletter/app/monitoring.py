@@ -1,0 +1,73 @@
+"""`nl.monitoring`: the newsletter's figures for Prometheus, shown to a scraper or written by a cron run."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError, NewsletterError
+from .part import Part
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
+    from . import Newsletter
+
+
+class Monitoring(Part):
+    def __init__(self, nl: Newsletter) -> None:
+        super().__init__(nl)
+        self._metrics: Metrics | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def metrics(self) -> Metrics:
+        """The figures, counted from when this newsletter was opened; the age of the oldest pending row
+        is read from the store each time they are shown."""
+        from ..ledger import oldest_pending
+        from ..metrics import Metrics
+
+        with self._lock:
+            if self._metrics is None:
+                self._metrics = Metrics()
+                self._metrics.watch_pending(lambda: oldest_pending(self.store))
+            return self._metrics
+
+    def allowed(self, authorization: str) -> bool:
+        """Whether an Authorization header may read /metrics: `[metrics] enabled` and the bearer token of
+        `[metrics] token_env`, compared in constant time. ConfigError when that variable is not set."""
+        settings = self.config.metrics
+        if not settings.enabled:
+            return False
+        token = os.environ.get(settings.token_env, "")
+        if not token:
+            raise ConfigError(f"{self.config.path}: [metrics] enabled, but environment variable {settings.token_env} "
+                              f"is not set (the bearer token /metrics asks for)")
+        scheme, _, given = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+    def scrape(self, authorization: str) -> tuple[bytes, str] | None:
+        """The figures and their content type for a scraper that `allowed`; None for anyone else."""
+        from ..metrics import CONTENT_TYPE
+
+        return (self.metrics.text(), CONTENT_TYPE) if self.allowed(authorization) else None
+
+    def publish(self, textfile: str | os.PathLike[str] | None = None) -> list[str]:
+        """What a run from cron leaves for Prometheus: the figures written to `textfile` (node_exporter's
+        textfile collector, written whole) and pushed to `[metrics] pushgateway` when one is set.
+        Returns the one-line errors of what could not be done; a failure here never changes a send."""
+        problems: list[str] = []
+        if textfile is not None:
+            try:
+                self.metrics.write_textfile(textfile)
+            except (OSError, NewsletterError) as exc:
+                problems.append(f"metrics file {Path(textfile)}: {exc}")
+        gateway = self.config.metrics.pushgateway
+        if gateway:
+            try:
+                self.metrics.push(gateway, self.config.metrics.job)
+            except (OSError, NewsletterError) as exc:
+                problems.append(f"[metrics] pushgateway {gateway}: {exc}")
+        return problems

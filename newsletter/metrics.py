@@ -1,0 +1,128 @@
+"""One newsletter's figures for Prometheus, in a registry of its own (never the process-wide default).
+
+Names follow Prometheus's conventions: a unit in the name, `_total` on counters. Labels are only
+what is bounded by the config (a list, a provider, an outcome, a status code, an event type):
+never an address, a subscriber or an issue slug. `serve` shows them at `/metrics`; a `send` from
+cron, which ends before anything could scrape it, writes them for node_exporter's textfile
+collector or pushes them to a Pushgateway.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST as CONTENT_TYPE,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    push_to_gateway,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter"]
+
+# Seconds: from a loopback answer to a provider on a bad day (its timeouts are 30 s by default).
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _Oldest(Collector):
+    """The age of the oldest pending row, read from the store when scraped (or written)."""
+
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("newsletter_oldest_pending_age_seconds",
+                                   "Age of the oldest delivery row still waiting to be sent (0: none waits)")
+        try:
+            oldest = self._read()
+        except Exception:  # noqa: BLE001 - a store that is away leaves this one out, not every figure
+            return
+        family.add_metric([], 0.0 if oldest is None else max(0.0, time.time() - oldest))
+        yield family
+
+
+class ProviderMeter:
+    """What a send's pacer reports of one provider: each request's status and time, each throttle wait."""
+
+    def __init__(self, metrics: Metrics, provider: str) -> None:
+        self._metrics, self._provider = metrics, provider
+
+    def request(self, status: str, seconds: float) -> None:
+        self._metrics.provider_requests.labels(self._provider, status).inc()
+        self._metrics.provider_latency.labels(self._provider).observe(seconds)
+
+    def throttled(self, seconds: float) -> None:
+        self._metrics.throttles.labels(self._provider).inc()
+        self._metrics.throttle_wait.labels(self._provider).inc(max(0.0, seconds))
+
+
+class Metrics:
+    """Every figure the newsletter keeps, counted from when this object was made."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.deliveries = Counter("newsletter_deliveries", "Deliveries by outcome (sent, failed, unknown, deferred, "
+                                  "skipped)", ["list", "provider", "outcome"], registry=registry)
+        self.provider_requests = Counter("newsletter_provider_requests", "Requests to the provider by the status "
+                                         "it answered (an HTTP or SMTP code; none: no answer)",
+                                         ["provider", "status"], registry=registry)
+        self.provider_latency = Histogram("newsletter_provider_request_duration_seconds", "Time of one request to "
+                                          "the provider", ["provider"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.throttles = Counter("newsletter_provider_throttles", "Times the provider said to slow down or a "
+                                 "request is tried again later", ["provider"], registry=registry)
+        self.throttle_wait = Counter("newsletter_provider_throttle_wait_seconds", "Seconds every batch was held "
+                                     "back for it", ["provider"], registry=registry)
+        self.webhook_events = Counter("newsletter_webhook_events", "Provider events received, by type",
+                                      ["provider", "type"], registry=registry)
+        self.signature_failures = Counter("newsletter_webhook_signature_failures", "Webhook calls refused for a "
+                                          "wrong signature or time", ["provider"], registry=registry)
+        self.subscriptions = Counter("newsletter_subscription_changes", "Subscribe requests, confirmations and "
+                                     "unsubscribes", ["list", "action"], registry=registry)
+        self.mailbox_runs = Counter("newsletter_bounce_mailbox_runs", "Reads of the bounce mailbox",
+                                    ["outcome"], registry=registry)
+        self.mailbox_messages = Counter("newsletter_bounce_mailbox_messages", "Messages read from the bounce "
+                                        "mailbox, by class", ["class"], registry=registry)
+        self.send_runs = Counter("newsletter_send_runs", "Send runs by how they ended (complete, problems, "
+                                 "pending, error)", ["list", "outcome"], registry=registry)
+        self.last_send = Gauge("newsletter_send_last_end_timestamp_seconds", "When a send run to the list last "
+                               "ended", ["list"], registry=registry)
+
+    def meter(self, provider: str) -> ProviderMeter:
+        return ProviderMeter(self, provider)
+
+    def watch_pending(self, oldest: Callable[[], float | None]) -> None:
+        """Report the age of the oldest pending row, `oldest()` being its time (None: nothing pending)."""
+        self.registry.register(_Oldest(oldest))
+
+    def delivered(self, list_name: str, provider: str, outcomes: Mapping[str, int]) -> None:
+        for outcome, count in outcomes.items():
+            if count:
+                self.deliveries.labels(list_name, provider, outcome).inc(count)
+
+    def send_ended(self, list_name: str, outcome: str) -> None:
+        self.send_runs.labels(list_name, outcome).inc()
+        self.last_send.labels(list_name).set_to_current_time()
+
+    def text(self) -> bytes:
+        """The figures in Prometheus's text format, as `/metrics` answers."""
+        return generate_latest(self.registry)
+
+    def write_textfile(self, path: str | os.PathLike[str]) -> Path:
+        """The figures for node_exporter's textfile collector, written whole or not at all."""
+        from .files import atomic_write
+
+        target = Path(path)
+        atomic_write(target, self.text())
+        return target
+
+    def push(self, gateway: str, job: str, timeout: float = 10.0) -> None:
+        """The figures to a Pushgateway, replacing what this job pushed last."""
+        push_to_gateway(gateway, job=job, registry=self.registry, timeout=timeout)
