@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import signal
 import threading
@@ -24,7 +25,10 @@ if TYPE_CHECKING:
 
 class _Console:
     """A rich Console made at its first use: cron's `send --due` that finds nothing due prints nothing,
-    and importing rich would be a good part of its start."""
+    and importing rich would be a good part of its start. Under `--log-format json` each print is one
+    JSON log line instead (`logs`)."""
+
+    json = False  # set for the command by --log-format
 
     def __init__(self, *, stderr: bool) -> None:
         self._stderr = stderr
@@ -45,6 +49,18 @@ class _Console:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._made(), name)
 
+    def print(self, *objects: Any, **options: Any) -> None:
+        if not _Console.json:
+            self._made().print(*objects, **options)
+            return
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=160, highlight=False, soft_wrap=True, no_color=True).print(*objects, **options)
+        emit(buffer.getvalue().rstrip("\n"), stderr=self._stderr)
+
     def __enter__(self) -> Console:  # rich's live displays hold their console as a context
         return self._made().__enter__()
 
@@ -54,6 +70,22 @@ class _Console:
 
 err = cast("Console", _Console(stderr=True))
 out = cast("Console", _Console(stderr=False))
+
+
+def json_logs() -> bool:
+    """Whether this command writes JSON log lines (no progress bar, no colours)."""
+    return _Console.json
+
+
+def emit(text: str, *, stderr: bool = False, **fields: Any) -> None:
+    """One line of the command's own: as it is, or under --log-format json as a JSON line with `fields`
+    (issue, list, counts) and no address or link token in it."""
+    if not _Console.json:
+        click.echo(text, err=stderr)
+        return
+    from . import logs
+
+    click.echo(logs.line(logs.level_of(text, stderr=stderr), text, **fields), err=stderr)
 
 
 @contextmanager
@@ -77,22 +109,22 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except NewsletterError as exc:
-            click.echo(f"error: {exc}", err=True)
+            emit(f"error: {exc}", stderr=True)
             ctx.exit(exc.exit_code)
         except Exception as exc:
             state = ctx.find_object(State)
             known = state.explain(exc) if state is not None else None
             if known is None:
                 raise
-            click.echo(f"error: {known}", err=True)
+            emit(f"error: {known}", stderr=True)
             ctx.exit(known.exit_code)
 
 
 class State:
     """The newsletter of `--config`, opened on first use and closed when the command ends."""
 
-    def __init__(self, ctx: click.Context, config_path: str | None) -> None:
-        self.ctx, self.config_path = ctx, config_path
+    def __init__(self, ctx: click.Context, config_path: str | None, log_format: str = "human") -> None:
+        self.ctx, self.config_path, self.log_format = ctx, config_path, log_format
         self._newsletter: Newsletter | None = None
 
     def explain(self, exc: Exception) -> NewsletterError | None:
@@ -123,7 +155,7 @@ def publish_metrics(state: State, path: str | None) -> None:
 
     def publish() -> None:
         for problem in nl.monitoring.publish(path):
-            click.echo(f"warning: {problem}", err=True)
+            emit(f"warning: {problem}", stderr=True)
 
     state.ctx.call_on_close(publish)  # before nl's own close, which was registered first
 
@@ -169,8 +201,8 @@ def stop_on_signals(*, quiet: bool = False) -> Iterator[Stop]:
     def announce() -> None:
         while not done.wait(0.05):
             if stop.signum is not None:
-                click.echo(f"received {signal.Signals(stop.signum).name}: finishing the batch in flight, "
-                           f"then stopping", err=True)
+                emit(f"received {signal.Signals(stop.signum).name}: finishing the batch in flight, then stopping",
+                     stderr=True)
                 return
 
     if not quiet:
@@ -191,11 +223,21 @@ def stop_on_signals(*, quiet: bool = False) -> Iterator[Stop]:
     help="Configuration file (default: $NEWSLETTER_CONFIG, else ./config.toml, else "
          "$XDG_CONFIG_HOME/newsletter/config.toml; `newsletter config path` says which).",
 )
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True,
+              envvar="NEWSLETTER_LOG_FORMAT",
+              help="json: each line the command and its loggers write is one JSON object (time, level, event, issue, "
+                   "list, counts), with no address or link token in it; $NEWSLETTER_LOG_FORMAT sets it too.")
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, log_format: str) -> None:
     """Render weekly Markdown issues to email, keep subscriber lists, and send each issue once."""
-    ctx.obj = State(ctx, config_path)
+    ctx.obj = State(ctx, config_path, log_format)
+    if log_format == "json":
+        from . import logs
+
+        ctx.call_on_close(functools.partial(setattr, _Console, "json", False))  # runs last: after every other line
+        ctx.call_on_close(logs.use_json())
+        _Console.json = True
 
 
 @cli.group("config")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .base import State, cli, metrics_file_option, pass_state, publish_metrics
+from .base import State, cli, emit, metrics_file_option, pass_state, publish_metrics
 
 
 @cli.group("bounces")
@@ -24,7 +24,7 @@ def fetch_command(state: State, ctx: click.Context, metrics_file: str | None) ->
     publish_metrics(state, metrics_file)
     report = state.nl.bounces.fetch()
     if report.summary:
-        click.echo(report.summary)
+        emit(report.summary, counts=dict(report.classes))
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        emit(f"warning: {warning}", stderr=True)
     ctx.exit(report.exit_code)

@@ -14,7 +14,9 @@ from .base import (
     Stop,
     cli,
     compat_option,
+    emit,
     err,
+    json_logs,
     json_option,
     list_option,
     metrics_file_option,
@@ -67,11 +69,13 @@ def _print_send(report: SendReport, resume: str, signal_name: str) -> None:
                   + (f" ({c[Delivery.SENT]:,} already sent)" if c[Delivery.SENT] else ""))
     else:
         rate = run[Delivery.SENT] / report.duration if report.duration > 0 else 0.0
-        out.print(f"{report.issue} to {report.list_name}: this run sent {run[Delivery.SENT]:,}, "
-                  f"failed {run[Delivery.FAILED]:,}, unknown {run[Delivery.UNKNOWN]:,}, "
-                  f"skipped {run[Delivery.SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)")
-        out.print(f"in total: sent {c[Delivery.SENT]:,}, failed {c[Delivery.FAILED]:,}, "
-                  f"unknown {c[Delivery.UNKNOWN]:,}, skipped {c[Delivery.SKIPPED]:,}, pending {c[Delivery.PENDING]:,}")
+        emit(f"{report.issue} to {report.list_name}: this run sent {run[Delivery.SENT]:,}, "
+             f"failed {run[Delivery.FAILED]:,}, unknown {run[Delivery.UNKNOWN]:,}, "
+             f"skipped {run[Delivery.SKIPPED]:,} in {report.duration:.1f} s ({rate:,.0f}/s)",
+             issue=report.issue, list=report.list_name, counts=dict(run))
+        emit(f"in total: sent {c[Delivery.SENT]:,}, failed {c[Delivery.FAILED]:,}, "
+             f"unknown {c[Delivery.UNKNOWN]:,}, skipped {c[Delivery.SKIPPED]:,}, pending {c[Delivery.PENDING]:,}",
+             issue=report.issue, list=report.list_name, counts=dict(c))
         if run["deferred"]:
             out.print(f"deferred {run['deferred']:,}: the server refused them for now (4xx); they stay pending and "
                       f"the next run tries them again")
@@ -116,8 +120,9 @@ class _Progress:
         self._time = time.monotonic
         self._last = 0.0
         self.label = label
+        bar = err.is_terminal and not json_logs()
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                            TimeRemainingColumn(), console=err, transient=True) if err.is_terminal else None
+                            TimeRemainingColumn(), console=err, transient=True) if bar else None
         self.task: Any = None
 
     def __enter__(self):  # type: ignore[no-untyped-def]
@@ -136,7 +141,7 @@ class _Progress:
             self.bar.update(self.task, completed=done)
         elif self._time() - self._last >= 5 or done >= total:
             self._last = self._time()
-            click.echo(f"{self.label}: {done:,}/{total:,}", err=True)
+            emit(f"{self.label}: {done:,}/{total:,}", stderr=True)
 
 
 @cli.command("send")
@@ -261,7 +266,9 @@ def _send_due(nl: Newsletter, list_name: str | None, dry_run: bool, out_dir: str
     with settled_heap(), stop_on_signals() as stop:
         run = nl.schedule.due(list_name, stop=stop)
     if run.line:
-        out.print(run.line, markup=False)
+        done = run.report
+        emit(run.line, issue=done.issue if done else None, list=done.list_name if done else None,
+             counts=dict(done.counts) if done else None)
     pending = run.report.counts.get(Delivery.PENDING, 0) if run.report else 0
     if stop.signum and pending:
         out.print(f"stopped by {signal.Signals(stop.signum).name} with {pending:,} pending: the next "

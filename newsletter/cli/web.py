@@ -40,6 +40,10 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str | None, l
     logging_config = copy.deepcopy(LOGGING_CONFIG)
     logging_config.setdefault("filters", {})["redact"] = {"()": "newsletter.web.security.RedactTokens"}
     logging_config["handlers"]["access"]["filters"] = ["redact"]
+    if state.log_format == "json":
+        from .logs import uvicorn_config
+
+        logging_config = uvicorn_config(logging_config)
     trusted = forwarded_allow_ips or ",".join(state.nl.config.web.trusted_proxies)
     uvicorn.run("newsletter.web:app", factory=True, host=host, port=port, proxy_headers=True,
                 forwarded_allow_ips=trusted, log_level=log_level, log_config=logging_config)
