@@ -230,6 +230,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    email: str = ""  # the operator's address: alerts go there through the configured provider
+    webhook_url: str = ""  # a JSON POST ({"text": ...}, as Slack's incoming webhooks take) to this address
+    webhook_url_env: str = ""  # or the variable that holds it (a Slack webhook's address is a secret)
+    failure_rate: float = 0.02  # a send run that ends with more of its rows failed or unknown than this
+    stalled_minutes: int = 30  # a send with rows pending and no progress for this long
+    sender_bounces: int = 10  # this many sender-side refusals (DMARC, a blocklist…) within sender_window_minutes
+    sender_window_minutes: int = 60
+    signature_failures: int = 5  # webhook calls refused for their signature within an hour, per provider
+    timeout: float = 10.0  # seconds the webhook may take to answer
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     newsletter: NewsletterSettings
@@ -246,6 +259,7 @@ class Config:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     web: WebSettings = field(default_factory=WebSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     segments: dict[str, SegmentSettings] = field(default_factory=dict)
     found_by: str = ""  # why this file is the one in use (`locate`)
 
@@ -330,6 +344,7 @@ _SECTIONS: Mapping[str, type] = MappingProxyType({
     "schedule": ScheduleSettings,
     "web": WebSettings,
     "metrics": MetricsSettings,
+    "alerts": AlertSettings,
 })
 _REQUIRED_SECTIONS = ("newsletter",)
 _CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
@@ -471,6 +486,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     _check_origins(sections["web"].allowed_origins, path_)
     _check_bounces(sections["bounces"], path_)
     _check_metrics(sections["metrics"], path_)
+    _check_alerts(sections["alerts"], path_)
     _check_keys(sections, path_)
     store = dataclasses.replace(sections["store"], url=_resolve_store_url(sections["store"].url, path_.parent))
     return Config(path=path_, lists=lists, segments=segments, found_by=why, **{**sections, "store": store})
@@ -580,3 +596,19 @@ def _check_metrics(metrics: MetricsSettings, path: Path) -> None:
     if metrics.enabled and not metrics.token_env:
         raise ConfigError(f"{path}: [metrics] token_env: name the environment variable holding the bearer token "
                           f"that /metrics asks for")
+
+
+def _check_alerts(alerts: AlertSettings, path: Path) -> None:
+    where = f"{path}: [alerts]"
+    if alerts.webhook_url and alerts.webhook_url_env:
+        raise ConfigError(f"{where} webhook_url and webhook_url_env: give one of them")
+    parts = urlsplit(alerts.webhook_url)
+    if alerts.webhook_url and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise ConfigError(f"{where} webhook_url: {alerts.webhook_url!r} is not an http(s) address")
+    if alerts.email and ("@" not in alerts.email or any(c in alerts.email for c in "\r\n ,")):
+        raise ConfigError(f"{where} email: {alerts.email!r} is not one address")
+    if not 0 <= alerts.failure_rate < 1:
+        raise ConfigError(f"{where} failure_rate: {alerts.failure_rate} is not a share between 0 and 1 (0.02 is 2%)")
+    for name in ("stalled_minutes", "sender_bounces", "sender_window_minutes", "signature_failures"):
+        if getattr(alerts, name) < 1:
+            raise ConfigError(f"{where} {name}: must be at least 1")

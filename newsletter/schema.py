@@ -168,6 +168,19 @@ mailbox_messages = sa.Table(
     sa.Index("ix_mailbox_messages_key", "mailbox", "message_key"),
 )
 
+# Incidents the operator was alerted to: one row per thing that went wrong (`alerts`), so that
+# each is said once however many runs see it, and again only after it was over and came back.
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("key", sa.String(300), primary_key=True),  # what went wrong, e.g. "send-failures:2026-12-07:weekly"
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("opened_at", sa.DateTime, nullable=False),
+    sa.Column("resolved_at", sa.DateTime, nullable=True),  # over; it opens again (a new incident) if it comes back
+    sa.Column("mailed_at", sa.DateTime, nullable=True),  # taken by the process that mails it; NULL again on failure
+    sa.Column("posted_at", sa.DateTime, nullable=True),  # the same for the webhook
+)
+
 
 def _leases(conn: Connection) -> None:
     """Workers with leases; deliveries remember their worker, claim and retry time."""
@@ -245,6 +258,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (11, "sends remember the segments they were fixed to", _send_segment),
     (12, "events by subscriber and kind, for segments' engagement fields", _event_index),
     (13, "sends say whether they are welcome mails, whose rows are added as members join", _send_kind),
+    (14, "incidents the operator was alerted to", _creates(alerts)),
 )
 
 

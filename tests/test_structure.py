@@ -190,7 +190,7 @@ def test_the_front_door_holds_the_config_the_store_the_provider_and_its_parts(cf
     nl = Newsletter(cfg)
     parts = {name for name, value in vars(nl).items() if isinstance(value, Part)}
     assert parts == {"issues", "subscribers", "sends", "schedule", "links", "webhooks", "bounces", "welcome",
-                     "monitoring"}
+                     "monitoring", "alerts"}
     assert nl._store is None  # making the parts opened no database
 
 

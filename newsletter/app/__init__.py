@@ -2,7 +2,7 @@
 
 It holds the config, the store (opened on first use) and the provider factory, and one part per
 domain, each in its own module: `issues`, `subscribers`, `sends`, `schedule`, `links`,
-`webhooks`, `bounces`, `welcome` and `monitoring`. It keeps no process-wide state: stopping a send is a token
+`webhooks`, `bounces`, `welcome`, `monitoring` and `alerts`. It keeps no process-wide state: stopping a send is a token
 passed in, and several `Newsletter` objects can live side by side in one process.
 
     from newsletter import Newsletter
@@ -22,6 +22,7 @@ from ..config import CONFIG_ENV, Config, ListSettings, load, locate as locate_co
 from ..consent import STATUSES
 from ..errors import NewsletterError
 from ..statuses import Delivery, EventKind, Membership
+from .alerts import Alerts
 from .bounces import Bounces
 from .issues import Issues
 from .links import LinkedMembership, Links, Preferences, PreferencesSaved, SubscribeRequest
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIG_ENV",
     "STATUSES",
+    "Alerts",
     "ArchivedIssue",
     "Bounces",
     "Delivery",
@@ -112,7 +114,7 @@ def _create_provider(config: Config, *, dry_run: bool = False) -> Provider:
 
 class Newsletter:
     """One newsletter, as `config.toml` describes it: issues, subscribers, sends, schedule, links, webhooks,
-    bounces, welcome mails, metrics."""
+    bounces, welcome mails, metrics, alerts."""
 
     def __init__(self, config: Config, *, provider_factory: ProviderFactory | None = None) -> None:
         self.config = config
@@ -128,6 +130,7 @@ class Newsletter:
         self.bounces = Bounces(self)
         self.welcome = Welcome(self)
         self.monitoring = Monitoring(self)
+        self.alerts = Alerts(self)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, *,

@@ -42,4 +42,6 @@ class Bounces(Part):
         metrics.mailbox_runs.labels("read").inc()
         for kind, count in report.classes.items():
             metrics.mailbox_messages.labels(kind).inc(count)
+        if report.sender_side:
+            self._nl.alerts.sender_wave()
         return report

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 WELCOME_EVERY = 60  # seconds between the scheduler's passes over the welcome mails
+ALERTS_EVERY = 60  # seconds between the scheduler's looks for stalled sends and waves of refusals
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ class Schedule(Part):
         for passed in plan.missed:
             if passed.pin is not None:
                 schedule.pin_done(self.config, self.store, passed.pin.job_id)
-            lines.append(f"MISSED: {passed.pin.job_id if passed.pin else passed.path} ({passed.why}): not sent")
+            what = passed.pin.job_id if passed.pin else str(passed.path)
+            lines.append(f"MISSED: {what} ({passed.why}): not sent")
+            self._nl.alerts.missed(name, passed.pin.job_id if passed.pin else passed.slug, passed.why)
             exit_code = 1
         for item in plan.due:
             run = self._send_if_not_draft(item.path, name, stop)
@@ -88,6 +91,7 @@ class Schedule(Part):
             welcomed = self._nl.welcome.send_due(stop=stop)  # anything the web app left, on every list
             lines.append(welcomed.line)
             exit_code = max(exit_code, welcomed.exit_code)
+        self._nl.alerts.watch()
         return DueRun(last, "\n".join(line for line in lines if line), exit_code)
 
     def _send_if_not_draft(self, path: Path, list_name: str, stop: StopToken) -> DueRun:
@@ -144,4 +148,10 @@ class Schedule(Part):
         if any(declared.onboarding for declared in self.config.lists.values()):
             chores.append(schedule.Chore("welcome mails", WELCOME_EVERY,
                                          lambda: self._nl.welcome.send_due(stop=stop).line))
+        if self._nl.alerts.configured:
+            chores.append(schedule.Chore("alerts", ALERTS_EVERY, self._watch))
         schedule.run_scheduler(self.config, self.store, name, runner, stop, tuple(chores))
+
+    def _watch(self) -> str:
+        self._nl.alerts.watch()
+        return ""

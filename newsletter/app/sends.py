@@ -103,21 +103,24 @@ class Sends(Part):
                             resend_unknown=resend_unknown, progress=progress, stop=stop, segment=where)
 
     def deliver(self, mailing: Mailing, **options: Any) -> SendReport:
-        """`send.send` of the mailing through the configured provider, counted in `nl.metrics`: the one
-        place an issue or a welcome mail is sent from."""
+        """`send.send` of the mailing through the configured provider, counted in `nl.monitoring` and
+        watched by `nl.alerts`: the one place an issue or a welcome mail is sent from."""
         from ..send import send
 
         metrics, backend = self._nl.monitoring.metrics, self.config.provider.backend
-        outcome = "error"
+        issue, list_name = mailing.rendered.slug, mailing.list_name
         try:
             with closing(self._nl.provider()) as provider:
                 report = send(self.store, mailing, provider, lease=self.config.send.lease,
                               meter=metrics.meter(backend), **options)
-            outcome = {0: "complete", 1: "problems"}.get(report.exit_code, "pending")
-            metrics.delivered(mailing.list_name, backend, report.this_run)
-            return report
-        finally:
-            metrics.send_ended(mailing.list_name, outcome)
+        except BaseException as exc:
+            metrics.send_ended(list_name, "error")
+            self._nl.alerts.after_send(issue, list_name, None, exc)
+            raise
+        metrics.delivered(list_name, backend, report.this_run)
+        metrics.send_ended(list_name, {0: "complete", 1: "problems"}.get(report.exit_code, "pending"))
+        self._nl.alerts.after_send(issue, list_name, report, None)
+        return report
 
     def test_copy(self, issue: IssueRef, address: str, list_name: str | None = None) -> Result:
         """One copy marked [TEST] to `address`, with that subscriber's values; not recorded."""

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..errors import UnknownProviderError, WebhookError
+from ..statuses import EventKind
 from .part import Part
 
 if TYPE_CHECKING:
@@ -35,13 +36,17 @@ class Webhooks(Part):
         receiver = self.receivers.get(provider)
         if receiver is None:
             raise UnknownProviderError(f"no webhook for {provider!r}; there are: {', '.join(sorted(self.receivers))}")
-        metrics = self._nl.monitoring.metrics
+        metrics, alerts = self._nl.monitoring.metrics, self._nl.alerts
         try:
             received, kinds = events.receive(self.store, receiver, body, headers, time.time() if now is None else now)
         except WebhookError:
             metrics.signature_failures.labels(provider).inc()
+            alerts.signature_failure(provider)
             raise
+        alerts.signature_ok(provider)
         for kind, count in kinds.items():
             metrics.webhook_events.labels(provider, kind).inc(count)
+        if kinds.get(EventKind.BLOCKED):
+            alerts.sender_wave()
         return received, kinds
 

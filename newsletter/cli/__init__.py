@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import bounces, issues, schedule, sends, subscribers, web  # noqa: F401 - each registers its commands
+from . import alerts, bounces, issues, schedule, sends, subscribers, web  # noqa: F401 - each registers its commands
 from .base import Stop, cli, stop_on_signals
 
 __all__ = ["Stop", "cli", "main", "stop_on_signals"]
