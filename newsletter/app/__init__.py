@@ -22,6 +22,7 @@ from ..config import CONFIG_ENV, Config, ListSettings, load, locate as locate_co
 from ..consent import STATUSES
 from ..errors import NewsletterError
 from ..statuses import Delivery, EventKind, Membership
+from ..systemd import ENVIRONMENT_FILE
 from .alerts import Alerts
 from .bounces import Bounces
 from .issues import Issues
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_ENV",
+    "ENVIRONMENT_FILE",
     "STATUSES",
     "Alerts",
     "ArchivedIssue",

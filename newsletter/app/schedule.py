@@ -132,6 +132,14 @@ class Schedule(Part):
                 runs.append(ScheduledRun(job.id, job.name, job.next_run.astimezone(tz) if job.next_run else None))
         return Timetable(runs, plan)
 
+    def write_systemd(self, command: list[str], folder: str | os.PathLike[str] | None = None) -> list[Path]:
+        """The systemd units for this project (cron's way, the scheduler's, the web app's, the bounce
+        mailbox's), written into `folder` (default: `systemd/` beside the config); `command` runs
+        newsletter. Refuses, writing nothing, if one is there already."""
+        from .. import systemd
+
+        return systemd.write(self.config, command, folder if folder is not None else self.config.root / "systemd")
+
     def run(self, list_name: str | None = None, *, stop: StopToken) -> None:
         """Run the weekly schedule and pinned sends until `stop` says so (blocks)."""
         from .. import schedule

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from .. import __version__
-from ..app import Newsletter, locate_config
+from ..app import ENVIRONMENT_FILE, Newsletter, locate_config
 from ..errors import ConfigError, NewsletterError
 
 if TYPE_CHECKING:
@@ -257,9 +257,17 @@ def config_path_command(state: State) -> None:
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(file_okay=False), default=".")
-def init(folder: str) -> None:
+@click.argument("folder", type=click.Path(file_okay=False), required=False)
+@click.option("--systemd", "units", is_flag=True,
+              help="Instead: write the systemd units of the project in use (a timer for `send --due`, or the "
+                   "scheduler; the web app; the bounce mailbox) into FOLDER (default: systemd/ beside its config).")
+@pass_state
+def init(state: State, folder: str | None, units: bool) -> None:
     """Write a new project into FOLDER (default: here): config, templates, a sample issue and list."""
+    if units:
+        _write_units(state, folder)
+        return
+    folder = folder or "."
     from ..app import init_project  # its templates need Jinja2, which most commands never load
 
     written = init_project(folder)
@@ -274,6 +282,23 @@ def init(folder: str) -> None:
               "--dry-run\n"
               "the sample issue is a draft (draft: true), so `send --due` and the scheduler never send it; "
               "remove that line from an issue when it is ready to go at its slot", markup=False)
+
+
+def _write_units(state: State, folder: str | None) -> None:
+    import sys
+
+    started = Path(sys.argv[0])
+    # The command as it was started: the installed script, else this Python running the package.
+    command = ([str(started.absolute())] if started.name == "newsletter" and started.is_file()
+               else [sys.executable, "-m", "newsletter.cli"])
+    written = state.nl.schedule.write_systemd(command, folder)
+    out.print(f"wrote {len(written)} units into {written[0].parent}:", markup=False)
+    for path in written:
+        out.print(f"  {path.name}", markup=False)
+    out.print(f"next: put the secrets in {ENVIRONMENT_FILE} (mode 600), copy the units to /etc/systemd/system/, "
+              f"`systemctl daemon-reload`, then enable one way of sending: `systemctl enable --now "
+              f"newsletter-due.timer` (cron's) or `newsletter-scheduler.service`, not both; and "
+              f"`newsletter-web.service` for the web app", markup=False)
 
 
 def warn(warnings: tuple[str, ...] | list[str]) -> None:
