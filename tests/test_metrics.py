@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -19,7 +23,7 @@ from newsletter.app import Newsletter
 from newsletter.errors import ConfigError
 from newsletter.web import create_app
 
-from .conftest import ROOT, SECRET, ready_sample, write_config
+from .conftest import ROOT, SECRET, ready_sample, wait_for, write_config
 from .smtp_server import free_port
 from .webhelpers import Served, WebhookSigner
 
@@ -252,3 +256,19 @@ def test_smtp_requests_are_counted_by_reply_code(tmp_path, monkeypatch, smtp):
     assert value(found, "newsletter_provider_requests_total", provider="smtp", status="250") == 12
     assert value(found, "newsletter_provider_requests_total", provider="smtp", status="451") == 12
     assert value(found, "newsletter_deliveries_total", list="weekly", provider="smtp", outcome="sent") == 12
+
+
+def test_the_scheduler_pushes_its_figures_while_it_runs(tmp_path):
+    gateway = _Gateway()
+    path = write_config(tmp_path, f'\n[schedule]\ncron = "0 9 1 1 *"\nlist = "weekly"\n'
+                                  f'\n[metrics]\npushgateway = "{gateway.url}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter.cli", "--config", str(path), "scheduler"],
+                            env={**os.environ, "NEWSLETTER_SECRET": SECRET}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: "/metrics/job/newsletter" in gateway.pushed, 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        gateway.server.shutdown()
+    assert ("newsletter_oldest_pending_age_seconds", ()) in samples(gateway.pushed["/metrics/job/newsletter"].decode())

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 WELCOME_EVERY = 60  # seconds between the scheduler's passes over the welcome mails
-ALERTS_EVERY = 60  # seconds between the scheduler's looks for stalled sends and waves of refusals
+ALERTS_EVERY = 60  # seconds between the scheduler's looks for stalled sends and refusals, and its pushes
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,8 @@ class Schedule(Part):
                                          lambda: self._nl.welcome.send_due(stop=stop).line))
         if self._nl.alerts.configured:
             chores.append(schedule.Chore("alerts", ALERTS_EVERY, self._watch))
+        if self.config.metrics.pushgateway:  # a long run's figures reach Prometheus while it runs
+            chores.append(schedule.Chore("metrics", ALERTS_EVERY, lambda: "; ".join(self._nl.monitoring.publish())))
         schedule.run_scheduler(self.config, self.store, name, runner, stop, tuple(chores))
 
     def _watch(self) -> str:
