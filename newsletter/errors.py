@@ -85,9 +85,10 @@ class ProviderError(SendError):
     that they are recorded and never sent again.
     """
 
-    def __init__(self, message: str, partial: list[Any] | None = None) -> None:
+    def __init__(self, message: str, partial: list[Any] | None = None, *, status: int | str = "") -> None:
         super().__init__(message)
         self.partial: list[Any] = partial or []  # the providers' Results
+        self.status = str(status)  # the provider's answer (an HTTP code), for the metrics; "" when none
 
 
 class ProviderRejected(ProviderError):

@@ -91,7 +91,7 @@ def test_a_failing_send_still_writes_its_metrics_file(sg_run, sendgrid_server, t
     assert result.exit_code != 0
     found = samples(target.read_text())
     assert value(found, "newsletter_send_runs_total", list="weekly", outcome="error") == 1
-    assert value(found, "newsletter_provider_requests_total", provider="sendgrid", status="refused") == 1
+    assert value(found, "newsletter_provider_requests_total", provider="sendgrid", status="401") == 1
 
 
 def test_a_metrics_file_that_cannot_be_written_is_a_warning_not_a_failed_send(sg_run, sendgrid_server, tmp_path):

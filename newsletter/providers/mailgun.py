@@ -124,14 +124,15 @@ class MailgunProvider:
             return str(data["id"]).strip("<>")
         if status in (401, 403):
             raise ProviderAuthError(f"Mailgun refused the API key ({status}: {said}); check "
-                                    f"{self.settings.api_key_env} and [mailgun] domain")
+                                    f"{self.settings.api_key_env} and [mailgun] domain", status=status)
         if status == 429 or status >= 500:
             raise Retry(f"{status}: {said or 'no message'}", status=status)
         if status in (400, 413):
-            raise ProviderRejected(f"Mailgun refused the request: {said or status}; nothing was marked failed")
+            raise ProviderRejected(f"Mailgun refused the request: {said or status}; nothing was marked failed",
+                                   status=status)
         if status == 200:
             raise MaybeSent("Mailgun answered 200 without a message id")
-        raise ProviderError(f"Mailgun answered {status}: {said or 'no message'}")
+        raise ProviderError(f"Mailgun answered {status}: {said or 'no message'}", status=status)
 
     def _http_post(self, fields: list[tuple[str, str]], timeout: float) -> Answer:
         # multipart/form-data: a repeated `to` and large bodies, as Mailgun documents its form.

@@ -128,15 +128,15 @@ class PostmarkProvider:
         code = data.get("ErrorCode") if isinstance(data, dict) else None
         if status == 401 or code == 10:
             return ProviderAuthError(f"Postmark refused the server token ({status}: {said}); check "
-                                     f"{self.settings.server_token_env}")
+                                     f"{self.settings.server_token_env}", status=status)
         if status == 429 or status >= 500:
             return Retry(f"{status}: {said or 'no message'}", status=status)
         if status == 422:
             return ProviderRejected(f"Postmark refused the request: {said} (ErrorCode {code}); nothing was marked "
-                                    f"failed")
+                                    f"failed", status=status)
         if status == 200:
             return MaybeSent("Postmark answered 200 without a result per message")
-        return ProviderError(f"Postmark answered {status}: {said or 'no message'}")
+        return ProviderError(f"Postmark answered {status}: {said or 'no message'}", status=status)
 
     def _http_post(self, body: bytes, timeout: float) -> Answer:
         return answer(self._http.get().post("/email/batch", content=body, timeout=timeout))

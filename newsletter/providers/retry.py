@@ -46,7 +46,7 @@ def with_retries(call: Callable[[], T], pacer: Pacer, *, provider: str, tries: i
     None when the send is stopping. ProviderUnavailable once `tries` are used up: the batch stays pending.
 
     Each call's time and answer go to the pacer's meter: `ok` on success, else the exception's `status`
-    (a refusal that is not worth trying again counts as "refused")."""
+    (its HTTP code; "none" for no answer; "refused" when it has none)."""
     last = ""
     for attempt in range(tries):
         if not pacer.wait():
@@ -61,8 +61,8 @@ def with_retries(call: Callable[[], T], pacer: Pacer, *, provider: str, tries: i
             status = again.status
             last = again.message
             pacer.pause(again.wait if again.wait is not None else backoff(base, attempt))
-        except MaybeSent as lost:
-            status = lost.status
+        except Exception as refused:
+            status = getattr(refused, "status", "") or "refused"  # MaybeSent's "none", a refusal's HTTP code
             raise
         finally:
             pacer.meter.request(status, time.monotonic() - started)

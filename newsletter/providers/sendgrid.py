@@ -40,12 +40,14 @@ _PERSONALIZATION = re.compile(r"^personalizations\.(\d+)")
 
 
 class _BadRequest(Exception):
+    status = "400"  # for the metrics
+
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
 
 
 class _TooLarge(Exception):
-    pass
+    status = "413"
 
 
 def _message(body: Any) -> list[dict[str, Any]]:
@@ -270,7 +272,7 @@ class SendGridProvider:
         detail = "; ".join(str(e.get("message", "")) for e in errors) or str(exc.reason)
         if status in (401, 403):
             return ProviderAuthError(
-                f"SendGrid refused the API key ({status}: {detail}); check {self.settings.api_key_env}")
+                f"SendGrid refused the API key ({status}: {detail}); check {self.settings.api_key_env}", status=status)
         if status == 400:
             return _BadRequest(errors)
         if status == 413:
@@ -283,7 +285,7 @@ class SendGridProvider:
             return Retry("429 rate limited", wait, status=429)
         if status >= 500 or status == 408:  # 408: the request timed out on the way in, nothing taken
             return Retry(f"{status}: {detail}", status=status)
-        return ProviderError(f"SendGrid answered {status}: {detail}")
+        return ProviderError(f"SendGrid answered {status}: {detail}", status=status)
 
     def _after_sending(self, exc: Exception) -> MaybeSent:
         """A failure once the whole request was written (urllib reports failures to write as URLError):

@@ -338,8 +338,8 @@ class SesProvider:
         if code in _AUTH_CODES or status in (401, 403):
             return ProviderAuthError(f"SES refused the credentials ({code}: {said}); check the AWS credentials "
                                      f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and [ses] region "
-                                     f"{self.settings.region}")
-        return ProviderRejected(f"SES refused the request: {code}: {said}; nothing was marked failed")
+                                     f"{self.settings.region}", status=status)
+        return ProviderRejected(f"SES refused the request: {code}: {said}; nothing was marked failed", status=status)
 
     def close(self) -> None:
         with self._lock:
