@@ -245,3 +245,21 @@ def test_bad_alert_settings_are_one_line_errors(tmp_path, extra, message):
     path = write_config(tmp_path, f"\n[alerts]\n{extra}\n")
     with pytest.raises(ConfigError, match=message):
         config_mod.load(path)
+
+
+def test_signature_failures_are_over_an_hour_later_and_a_new_wave_alerts_again(tmp_path, monkeypatch, smtp,
+                                                                              receiver):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    controller, _inbox = smtp
+    path = _config(tmp_path, controller.port, receiver, "signature_failures = 2\n")
+    start = time.time()
+    with Newsletter(config_mod.load(path)) as nl:
+        for n in range(3):
+            nl.alerts.signature_failure("postmark", at=start + n)
+        nl.alerts.signature_ok("postmark", at=start + 60)
+        assert nl.alerts.open() == ["signatures:postmark"] and len(receiver.posts) == 1
+        nl.alerts.signature_ok("postmark", at=start + 3700)
+        assert nl.alerts.open() == []
+        for n in range(2):
+            nl.alerts.signature_failure("postmark", at=start + 4000 + n)
+    assert len(receiver.posts) == 2

@@ -125,8 +125,14 @@ class Alerts(Part):
                              f"password changed, update the config; otherwise someone is posting forged events."))
 
     def signature_ok(self, provider: str, at: float | None = None) -> None:
+        """A verified call: once the refused ones of the hour are under the threshold, that incident is over
+        (looked at only after this process saw refusals: a verified call costs no write otherwise)."""
+        if provider not in self._refused:
+            return
         if self._recent(provider, time.time() if at is None else at, add=False) < self.config.alerts.signature_failures:
             self._resolve(f"signatures:{provider}")
+            if not self._refused[provider]:
+                del self._refused[provider]
 
     def deliver(self) -> list[str]:
         """Send every open incident not yet delivered on each channel; the one-line problems of those that
