@@ -54,8 +54,10 @@ def use_json() -> Callable[[], None]:
     before, level = root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    logging.captureWarnings(True)  # a library's warning is a JSON line too, not raw text on stderr
 
     def restore() -> None:
+        logging.captureWarnings(False)
         root.handlers[:] = before
         root.setLevel(level)
 
