@@ -20,11 +20,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     generate_latest,
     push_to_gateway,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from . import __version__
 
 __all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter"]
 
@@ -32,21 +35,33 @@ __all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter"]
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class _Oldest(Collector):
-    """The age of the oldest pending row, read from the store when scraped (or written)."""
+class _FromStore(Collector):
+    """Figures read from the store each time they are scraped (or written): the age of the oldest
+    pending row and each list's members. A store that is away leaves these out, not every figure."""
 
-    def __init__(self, read: Callable[[], float | None]) -> None:
-        self._read = read
+    def __init__(self, oldest: Callable[[], float | None], counts: Callable[[], Mapping[str, Mapping[str, int]]]
+                 ) -> None:
+        self._oldest, self._counts = oldest, counts
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily("newsletter_oldest_pending_age_seconds",
-                                   "Age of the oldest delivery row still waiting to be sent (0: none waits)")
         try:
-            oldest = self._read()
-        except Exception:  # noqa: BLE001 - a store that is away leaves this one out, not every figure
+            oldest, counts = self._oldest(), self._counts()
+        except Exception:  # noqa: BLE001 - whatever the store's driver raises, the other figures still go out
             return
-        family.add_metric([], 0.0 if oldest is None else max(0.0, time.time() - oldest))
-        yield family
+        age = GaugeMetricFamily("newsletter_oldest_pending_age_seconds",
+                                "Age of the oldest delivery row still waiting to be sent (0: none waits)")
+        age.add_metric([], 0.0 if oldest is None else max(0.0, time.time() - oldest))
+        members = GaugeMetricFamily("newsletter_list_members", "Members of each list by status",
+                                    labels=["list", "status"])
+        suppressed = GaugeMetricFamily("newsletter_list_members_suppressed", "Active members whose address "
+                                       "is suppressed, so never mailed", labels=["list"])
+        for list_name, by_status in counts.items():
+            for status, count in by_status.items():
+                if status == "suppressed":
+                    suppressed.add_metric([list_name], count)
+                else:
+                    members.add_metric([list_name, status], count)
+        yield from (age, members, suppressed)
 
 
 class ProviderMeter:
@@ -92,15 +107,18 @@ class Metrics:
                                         "mailbox, by class", ["class"], registry=registry)
         self.send_runs = Counter("newsletter_send_runs", "Send runs by how they ended (complete, problems, "
                                  "pending, error)", ["list", "outcome"], registry=registry)
+        Info("newsletter_build", "The running version", registry=registry).info({"version": __version__})
         self.last_send = Gauge("newsletter_send_last_end_timestamp_seconds", "When a send run to the list last "
                                "ended", ["list"], registry=registry)
 
     def meter(self, provider: str) -> ProviderMeter:
         return ProviderMeter(self, provider)
 
-    def watch_pending(self, oldest: Callable[[], float | None]) -> None:
-        """Report the age of the oldest pending row, `oldest()` being its time (None: nothing pending)."""
-        self.registry.register(_Oldest(oldest))
+    def watch_store(self, oldest: Callable[[], float | None],
+                    counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        """Report what the store holds when shown: `oldest()` is the time of the oldest pending row (None:
+        nothing pending), `counts()` each list's members by status, with `suppressed` among them."""
+        self.registry.register(_FromStore(oldest, counts))
 
     def delivered(self, list_name: str, provider: str, outcomes: Mapping[str, int]) -> None:
         for outcome, count in outcomes.items():

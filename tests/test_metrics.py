@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import newsletter
 from newsletter import config as config_mod
 from newsletter.app import Newsletter
 from newsletter.errors import ConfigError
@@ -65,6 +66,10 @@ def test_the_metrics_file_of_a_send_holds_its_counts(sg_run, sendgrid_server, tm
                                                                                                     abs=60)
     assert ("newsletter_oldest_pending_age_seconds", ()) in found
     assert value(found, "newsletter_oldest_pending_age_seconds") == 0
+    assert value(found, "newsletter_list_members", list="weekly", status="active") == 12
+    assert value(found, "newsletter_list_members", list="weekly", status="unsubscribed") == 0
+    assert value(found, "newsletter_list_members_suppressed", list="weekly") == 0
+    assert value(found, "newsletter_build_info", version=newsletter.__version__) == 1
     # Labels are bounded: no address, no subscriber, no issue slug.
     assert "@" not in text and issue.stem not in text
     assert not list(target.parent.glob(".*"))  # written whole: no temporary file left beside it
@@ -203,6 +208,9 @@ def test_metrics_of_a_running_serve_answer_only_its_token(tmp_path, monkeypatch,
     found = samples(after)
     assert value(samples(before), "newsletter_subscription_changes_total", list="weekly", action="subscribe") == 0
     assert value(found, "newsletter_subscription_changes_total", list="weekly", action="subscribe") == 1
+    # The members' gauges are read from the store at each scrape: the request is one more unconfirmed member.
+    assert value(found, "newsletter_list_members", list="weekly", status="unconfirmed") == value(
+        samples(before), "newsletter_list_members", list="weekly", status="unconfirmed") + 1
     assert value(found, "newsletter_webhook_events_total", provider="sendgrid", type="delivered") == 1
     assert value(found, "newsletter_webhook_signature_failures_total", provider="sendgrid") == 1
     assert ("newsletter_oldest_pending_age_seconds", ()) in found

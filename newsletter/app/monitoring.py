@@ -25,14 +25,14 @@ class Monitoring(Part):
     @property
     def metrics(self) -> Metrics:
         """The figures, counted from when this newsletter was opened; the age of the oldest pending row
-        is read from the store each time they are shown."""
+        and each list's members are read from the store each time they are shown."""
         from ..ledger import oldest_pending
         from ..metrics import Metrics
 
         with self._lock:
             if self._metrics is None:
                 self._metrics = Metrics()
-                self._metrics.watch_pending(lambda: oldest_pending(self.store))
+                self._metrics.watch_store(lambda: oldest_pending(self.store), self.store.list_counts)
             return self._metrics
 
     def allowed(self, authorization: str) -> bool:
