@@ -715,6 +715,14 @@ def settle_unknown(conn: Connection, issue: str, subscriber_id: int, kind: str, 
     ).values(**values)).rowcount)
 
 
+def last_finished(store: Store) -> dict[str, float]:
+    """Per list, when (a Unix time) its newest finished send of an issue ended; lists with none are left out."""
+    query = (sa.select(lists.c.name, sa.func.max(sends.c.finished_at)).join(lists, lists.c.id == sends.c.list_id)
+             .where(sends.c.kind.is_(None), sends.c.finished_at.is_not(None)).group_by(lists.c.name))
+    with store.engine.connect() as conn:
+        return {name: _unix(at) for name, at in conn.execute(query)}
+
+
 def sent_issues(store: Store, list_name: str | None = None, *, welcome: bool = False) -> list[dict[str, Any]]:
     """Issues whose send has started (and welcome mails, with `welcome`), newest first: issue slug, list,
     subject, counts, times."""
@@ -738,8 +746,11 @@ def oldest_pending(store: Store) -> float | None:
              .where(sends.c.finished_at.is_(None), deliveries.c.state == PENDING, since <= now()))
     with store.engine.connect() as conn:
         found = conn.execute(query).scalar()
-    if found is None:
-        return None
-    if isinstance(found, str):  # SQLite's MIN over a COALESCE comes back as text
-        found = dt.datetime.fromisoformat(found)
-    return float(found.replace(tzinfo=dt.UTC).timestamp())
+    return None if found is None else _unix(found)
+
+
+def _unix(at: dt.datetime | str) -> float:
+    """A stored UTC time as a Unix time. SQLite's MIN or MAX over a column comes back as text."""
+    if isinstance(at, str):
+        at = dt.datetime.fromisoformat(at)
+    return float(at.replace(tzinfo=dt.UTC).timestamp())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import (
@@ -29,39 +30,52 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 
-__all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter"]
+__all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter", "StoreFigures"]
 
 # Seconds: from a loopback answer to a provider on a bad day (its timeouts are 30 s by default).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class _FromStore(Collector):
-    """Figures read from the store each time they are scraped (or written): the age of the oldest
-    pending row and each list's members. A store that is away leaves these out, not every figure."""
+@dataclass(frozen=True)
+class StoreFigures:
+    """What the store holds, read each time the figures are shown: it is the same whichever process
+    shows them, so a cron run's file keeps it when that run itself did nothing."""
 
-    def __init__(self, oldest: Callable[[], float | None], counts: Callable[[], Mapping[str, Mapping[str, int]]]
-                 ) -> None:
-        self._oldest, self._counts = oldest, counts
+    oldest_pending: float | None  # the Unix time of the oldest row that may go now; None: none waits
+    members: Mapping[str, Mapping[str, int]]  # list -> status -> count, with "suppressed" among them
+    last_finished: Mapping[str, float]  # list -> the Unix time its newest finished issue send ended
+
+
+class _FromStore(Collector):
+    """The store's figures as gauges. A store that is away leaves these out, not every figure."""
+
+    def __init__(self, read: Callable[[], StoreFigures]) -> None:
+        self._read = read
 
     def collect(self) -> Iterable[Metric]:
         try:
-            oldest, counts = self._oldest(), self._counts()
+            figures = self._read()
         except Exception:  # noqa: BLE001 - whatever the store's driver raises, the other figures still go out
             return
         age = GaugeMetricFamily("newsletter_oldest_pending_age_seconds",
                                 "Age of the oldest delivery row still waiting to be sent (0: none waits)")
+        oldest = figures.oldest_pending
         age.add_metric([], 0.0 if oldest is None else max(0.0, time.time() - oldest))
         members = GaugeMetricFamily("newsletter_list_members", "Members of each list by status",
                                     labels=["list", "status"])
         suppressed = GaugeMetricFamily("newsletter_list_members_suppressed", "Active members whose address "
                                        "is suppressed, so never mailed", labels=["list"])
-        for list_name, by_status in counts.items():
+        for list_name, by_status in figures.members.items():
             for status, count in by_status.items():
                 if status == "suppressed":
                     suppressed.add_metric([list_name], count)
                 else:
                     members.add_metric([list_name, status], count)
-        yield from (age, members, suppressed)
+        finished = GaugeMetricFamily("newsletter_send_last_finished_timestamp_seconds", "When the newest "
+                                     "finished send of an issue to the list ended", labels=["list"])
+        for list_name, at in figures.last_finished.items():
+            finished.add_metric([list_name], at)
+        yield from (age, members, suppressed, finished)
 
 
 class ProviderMeter:
@@ -114,11 +128,9 @@ class Metrics:
     def meter(self, provider: str) -> ProviderMeter:
         return ProviderMeter(self, provider)
 
-    def watch_store(self, oldest: Callable[[], float | None],
-                    counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
-        """Report what the store holds when shown: `oldest()` is the time of the oldest pending row (None:
-        nothing pending), `counts()` each list's members by status, with `suppressed` among them."""
-        self.registry.register(_FromStore(oldest, counts))
+    def watch_store(self, read: Callable[[], StoreFigures]) -> None:
+        """Report what the store holds, `read()` each time the figures are shown."""
+        self.registry.register(_FromStore(read))
 
     def delivered(self, list_name: str, provider: str, outcomes: Mapping[str, int]) -> None:
         for outcome, count in outcomes.items():

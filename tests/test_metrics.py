@@ -70,9 +70,18 @@ def test_the_metrics_file_of_a_send_holds_its_counts(sg_run, sendgrid_server, tm
     assert value(found, "newsletter_list_members", list="weekly", status="unsubscribed") == 0
     assert value(found, "newsletter_list_members_suppressed", list="weekly") == 0
     assert value(found, "newsletter_build_info", version=newsletter.__version__) == 1
+    finished = value(found, "newsletter_send_last_finished_timestamp_seconds", list="weekly")
+    assert finished == pytest.approx(time.time(), abs=60)
     # Labels are bounded: no address, no subscriber, no issue slug.
     assert "@" not in text and issue.stem not in text
     assert not list(target.parent.glob(".*"))  # written whole: no temporary file left beside it
+    # The next cron minute sends nothing and its file replaces this one: what the store knows stays in it.
+    result = sg_run("send", "--due", "--list", "weekly", "--metrics-file", target)
+    assert result.exit_code == 0, result.output
+    later = samples(target.read_text())
+    assert value(later, "newsletter_send_last_finished_timestamp_seconds", list="weekly") == finished
+    assert value(later, "newsletter_list_members", list="weekly", status="active") == 12
+    assert ("newsletter_send_runs_total", (("list", "weekly"), ("outcome", "complete"))) not in later
 
 
 def test_a_send_stopped_with_rows_pending_says_so_and_how_long_they_waited(sg_run, tmp_path):
@@ -84,6 +93,8 @@ def test_a_send_stopped_with_rows_pending_says_so_and_how_long_they_waited(sg_ru
     assert value(found, "newsletter_deliveries_total", list="weekly", provider="sendgrid", outcome="sent") == 4
     assert value(found, "newsletter_send_runs_total", list="weekly", outcome="pending") == 1
     assert ("newsletter_oldest_pending_age_seconds", ()) in found  # 8 rows wait, from when the send started
+    assert value(found, "newsletter_oldest_pending_age_seconds") > 0
+    assert not any(name == "newsletter_send_last_finished_timestamp_seconds" for name, _ in found)
 
 
 def test_a_failing_send_still_writes_its_metrics_file(sg_run, sendgrid_server, tmp_path):

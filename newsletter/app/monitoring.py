@@ -12,7 +12,7 @@ from ..errors import ConfigError, NewsletterError
 from .part import Part
 
 if TYPE_CHECKING:
-    from ..metrics import Metrics
+    from ..metrics import Metrics, StoreFigures
     from . import Newsletter
 
 
@@ -24,16 +24,21 @@ class Monitoring(Part):
 
     @property
     def metrics(self) -> Metrics:
-        """The figures, counted from when this newsletter was opened; the age of the oldest pending row
-        and each list's members are read from the store each time they are shown."""
-        from ..ledger import oldest_pending
+        """The figures, counted from when this newsletter was opened; what the store holds (the oldest
+        pending row, each list's members, its last finished send) is read each time they are shown."""
         from ..metrics import Metrics
 
         with self._lock:
             if self._metrics is None:
                 self._metrics = Metrics()
-                self._metrics.watch_store(lambda: oldest_pending(self.store), self.store.list_counts)
+                self._metrics.watch_store(self._store_figures)
             return self._metrics
+
+    def _store_figures(self) -> StoreFigures:
+        from ..ledger import last_finished, oldest_pending
+        from ..metrics import StoreFigures
+
+        return StoreFigures(oldest_pending(self.store), self.store.list_counts(), last_finished(self.store))
 
     def allowed(self, authorization: str) -> bool:
         """Whether an Authorization header may read /metrics: `[metrics] enabled` and the bearer token of
