@@ -121,6 +121,10 @@ class Metrics:
                                         "mailbox, by class", ["class"], registry=registry)
         self.send_runs = Counter("newsletter_send_runs", "Send runs by how they ended (complete, problems, "
                                  "pending, error)", ["list", "outcome"], registry=registry)
+        self.http_requests = Counter("newsletter_http_requests", "Requests to the web app by its route's pattern, "
+                                     "method and status", ["route", "method", "status"], registry=registry)
+        self.http_latency = Histogram("newsletter_http_request_duration_seconds", "Time the web app took to answer "
+                                      "one request", ["route"], registry=registry)
         Info("newsletter_build", "The running version", registry=registry).info({"version": __version__})
         self.last_send = Gauge("newsletter_send_last_end_timestamp_seconds", "When a send run to the list last "
                                "ended", ["list"], registry=registry)
@@ -140,6 +144,11 @@ class Metrics:
     def send_ended(self, list_name: str, outcome: str) -> None:
         self.send_runs.labels(list_name, outcome).inc()
         self.last_send.labels(list_name).set_to_current_time()
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request to the web app: `route` is its pattern (`/unsubscribe/{token}`), never the path sent."""
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_latency.labels(route).observe(seconds)
 
     def text(self) -> bytes:
         """The figures in Prometheus's text format, as `/metrics` answers."""

@@ -215,6 +215,12 @@ def test_metrics_of_a_running_serve_answer_only_its_token(tmp_path, monkeypatch,
         assert _post(server.url, "/webhooks/sendgrid", events, signer.headers(events)) == 200
         forged = WebhookSigner().headers(events)
         assert _post(server.url, "/webhooks/sendgrid", events, forged) in (401, 403)
+        assert _get(server.url, "/wp-login.php")[0] == 404
+        assert _get(server.url, "/unsubscribe/not-a-real-token")[0] == 400
+        assert _post(server.url, "/healthz", b"", {}) == 405
+        brew = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        brew.request("BREW", "/healthz")
+        assert brew.getresponse().status == 405
         status, after = _get(server.url, "/metrics", TOKEN)
     found = samples(after)
     assert value(samples(before), "newsletter_subscription_changes_total", list="weekly", action="subscribe") == 0
@@ -225,6 +231,18 @@ def test_metrics_of_a_running_serve_answer_only_its_token(tmp_path, monkeypatch,
     assert value(found, "newsletter_webhook_events_total", provider="sendgrid", type="delivered") == 1
     assert value(found, "newsletter_webhook_signature_failures_total", provider="sendgrid") == 1
     assert ("newsletter_oldest_pending_age_seconds", ()) in found
+    # Requests by route (its pattern, never the path a client sent), method and status.
+    requests = {labels: v for (name, labels), v in found.items() if name == "newsletter_http_requests_total"}
+    assert value(found, "newsletter_http_requests_total", route="/webhooks/{provider}", method="POST",
+                 status="200") == 1
+    assert value(found, "newsletter_http_requests_total", route="/metrics", method="GET", status="401") == 2
+    assert value(found, "newsletter_http_requests_total", route="other", method="GET", status="404") == 1
+    assert value(found, "newsletter_http_requests_total", route="/unsubscribe/{token}", method="GET",
+                 status="400") == 1
+    assert value(found, "newsletter_http_requests_total", route="/healthz", method="POST", status="405") == 1
+    assert value(found, "newsletter_http_requests_total", route="/healthz", method="other", status="405") == 1
+    assert value(found, "newsletter_http_request_duration_seconds_count", route="/subscribe/{list}") >= 2
+    assert not any("wp-login" in str(labels) or "not-a-real-token" in str(labels) for labels in requests)
     assert "@" not in after and TOKEN not in after
 
 

@@ -67,6 +67,12 @@ CASES: dict[str, tuple[list[tuple[str, str]], int, dict[str, str], int]] = {
                                ('newsletter_send_last_finished_timestamp_seconds{job="node", list="daily"}',
                                 "0+60x11700")],
                               11650, {"job": "node", "list": "weekly"}, 11560),
+    # Unsubscribes fail from minute 11 on: firing from 16; the 404s of other paths are not errors.
+    "NewsletterWebErrors": ([('newsletter_http_requests_total{job="newsletter", route="/unsubscribe/{token}", '
+                              'method="POST", status="500"}', "0x10 1+1x30"),
+                             ('newsletter_http_requests_total{job="newsletter", route="other", method="GET", '
+                              'status="404"}', "0+5x40")],
+                            25, {"route": "/unsubscribe/{token}"}, 14),
     # A day of 1,000 active members, then 900: weekly fires; monthly, losing 2 %, does not.
     "NewsletterMembersFalling": ([('newsletter_list_members{job="newsletter", list="weekly", status="active"}',
                                    "1000x1500 900x60"),

@@ -1,0 +1,51 @@
+"""ASGI middleware: each request to the web app counted by its route's pattern, method and status, and timed.
+
+Labels stay bounded whatever clients send: a path that matches no route is `other`, and so is a
+method that is not HTTP's usual set. A token in a path never becomes a label.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Match, Route
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetrics:
+    def __init__(self, app: Any, routes: Sequence[BaseRoute], answered: Callable[[str, str, int, float], None]) -> None:
+        self.app, self.routes, self.answered = app, routes, answered
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500  # an exception that escapes is answered with a 500
+
+        async def noted(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noted)
+        finally:
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.answered(self._route(scope), method, status, time.perf_counter() - started)
+
+    def _route(self, scope: Any) -> str:
+        """The pattern of the route the router picks: the first full match, else the first whose path
+        matched but not its method (answered 405)."""
+        partial = "other"
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if isinstance(route, Route):
+                if match == Match.FULL:
+                    return route.path
+                if match == Match.PARTIAL and partial == "other":
+                    partial = route.path
+        return partial
