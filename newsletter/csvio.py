@@ -299,10 +299,11 @@ def import_csv(store: Store, path: str | Path, list_name: str, *, status: str = 
     path = Path(path)
     if status not in (ACTIVE, UNCONFIRMED):
         raise InputError(f"import status must be {ACTIVE} or {UNCONFIRMED}, not {status!r}")
-    list_id = store.list_id(list_name)
+    store.config.list(list_name)  # an unknown list is the first error
     _check_file(path, delimiter)
     if strict:
         _check_every_row(path, delimiter, email_column)
+    list_id = store.list_id(list_name)  # only now: an import refused whole writes nothing, not even the list's row
     run = _Import(store, list_id, status, source or f"import {path.name}", chunk_rows, progress)
     rejects = _Rejects(Path(rejects_path) if rejects_path else path.with_name(path.stem + ".rejects.csv"))
     try:
