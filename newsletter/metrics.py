@@ -155,13 +155,32 @@ class Metrics:
         return generate_latest(self.registry)
 
     def write_textfile(self, path: str | os.PathLike[str]) -> Path:
-        """The figures for node_exporter's textfile collector, written whole or not at all."""
+        """The figures for node_exporter's textfile collector, written whole or not at all. Each series
+        carries `file` (the file's name): node_exporter reads every file in its folder as one, and a
+        series that two files both hold (two runs' files side by side) is an error there."""
         from .files import atomic_write
 
         target = Path(path)
-        atomic_write(target, self.text())
+        labelled = CollectorRegistry()
+        labelled.register(_Labelled(self.registry, {"file": target.name}))
+        atomic_write(target, generate_latest(labelled))
         return target
 
-    def push(self, gateway: str, job: str, timeout: float = 10.0) -> None:
-        """The figures to a Pushgateway, replacing what this job pushed last."""
-        push_to_gateway(gateway, job=job, registry=self.registry, timeout=timeout)
+    def push(self, gateway: str, job: str, command: str, timeout: float = 10.0) -> None:
+        """The figures to a Pushgateway, replacing what this job's `command` (send, bounces, scheduler)
+        pushed last: the Pushgateway's grouping key keeps each command's figures apart."""
+        push_to_gateway(gateway, job=job, grouping_key={"command": command}, registry=self.registry,
+                        timeout=timeout)
+
+
+class _Labelled(Collector):
+    """Every series of `registry`, with `labels` added."""
+
+    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
+        self._registry, self._labels = registry, dict(labels)
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():
+            copy = Metric(family.name, family.documentation, family.type, family.unit)
+            copy.samples = [sample._replace(labels={**sample.labels, **self._labels}) for sample in family.samples]
+            yield copy

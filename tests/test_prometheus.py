@@ -16,13 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import ROOT, SECRET, write_config
+from .conftest import ROOT, SECRET, ready_sample, write_config
 from .smtp_server import free_port
 from .webhelpers import Served
 
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMTOOL is None or PROMETHEUS is None,
-                                reason="Debian's prometheus package is not installed (.ci/run installs it)")
+NODE_EXPORTER = shutil.which("prometheus-node-exporter")
+pytestmark = pytest.mark.skipif(PROMTOOL is None or PROMETHEUS is None or NODE_EXPORTER is None,
+                                reason="Debian's prometheus and prometheus-node-exporter packages are not installed "
+                                       "(.ci/run installs them)")
 TOKEN = "scrape-token-for-tests"
 
 
@@ -175,3 +177,49 @@ def _wait_for_both_scraped(base: str, prometheus: subprocess.Popen[str]) -> dict
         if time.monotonic() > deadline:
             raise AssertionError(f"Prometheus did not scrape both jobs in 60 s: {targets}")
         time.sleep(0.25)
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def test_node_exporter_reads_the_files_of_two_runs_side_by_side(sg_run, tmp_path):
+    """Cron's `send --due` and a send by hand, each with its own file in node_exporter's folder: it
+    must read both whole (a series in two files is an error there, and one of them is dropped)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    folder = tmp_path / "textfile"
+    issue = ready_sample(tmp_path)
+    assert sg_run("subscribers", "import", ROOT / "subscribers" / "sample.csv", "--list", "weekly").exit_code == 0
+    assert sg_run("send", issue, "--list", "weekly", "--yes", "--metrics-file", folder / "by-hand.prom").exit_code == 0
+    due = sg_run("send", "--due", "--list", "weekly", "--metrics-file", folder / "newsletter.prom")
+    assert due.exit_code == 0, due.output
+    port = free_port()
+    exporter = subprocess.Popen([NODE_EXPORTER, "--collector.disable-defaults", "--collector.textfile",
+                                 f"--collector.textfile.directory={folder}", f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                first = _scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except OSError:
+                if time.monotonic() > deadline or exporter.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        second = _scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        exporter.terminate()
+        log = exporter.communicate(timeout=30)[1]
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for family in text_string_to_metric_families(second) for s in family.samples}
+    assert "was collected before" not in log and "error gathering" not in log, log[-2000:]
+    assert found[("promhttp_metric_handler_errors_total", (("cause", "gathering"),))] == 0
+    assert found[("node_textfile_scrape_error", ())] == 0
+    by_hand = [labels for (name, labels), v in found.items()
+               if name == "newsletter_deliveries_total" and v == 12]
+    assert by_hand, first[-3000:]
+    members = [labels for name, labels in found if name == "newsletter_list_members"]
+    assert len(members) == len(set(members)) > 0

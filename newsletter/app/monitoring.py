@@ -59,10 +59,11 @@ class Monitoring(Part):
 
         return (self.metrics.text(), CONTENT_TYPE) if self.allowed(authorization) else None
 
-    def publish(self, textfile: str | os.PathLike[str] | None = None) -> list[str]:
+    def publish(self, command: str, textfile: str | os.PathLike[str] | None = None) -> list[str]:
         """What a run from cron leaves for Prometheus: the figures written to `textfile` (node_exporter's
-        textfile collector, written whole) and pushed to `[metrics] pushgateway` when one is set.
-        Returns the one-line errors of what could not be done; a failure here never changes a send."""
+        textfile collector, written whole) and pushed to `[metrics] pushgateway` when one is set, as
+        `command`'s (send, bounces, scheduler). Returns the one-line errors of what could not be done;
+        a failure here never changes a send."""
         problems: list[str] = []
         if textfile is not None:
             try:
@@ -72,7 +73,7 @@ class Monitoring(Part):
         gateway = self.config.metrics.pushgateway
         if gateway:
             try:
-                self.metrics.push(gateway, self.config.metrics.job)
+                self.metrics.push(gateway, self.config.metrics.job, command)
             except (OSError, NewsletterError) as exc:
                 problems.append(f"[metrics] pushgateway {gateway}: {exc}")
         return problems

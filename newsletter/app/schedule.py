@@ -159,7 +159,8 @@ class Schedule(Part):
         if self._nl.alerts.configured:
             chores.append(schedule.Chore("alerts", ALERTS_EVERY, self._watch))
         if self.config.metrics.pushgateway:  # a long run's figures reach Prometheus while it runs
-            chores.append(schedule.Chore("metrics", ALERTS_EVERY, lambda: "; ".join(self._nl.monitoring.publish())))
+            chores.append(schedule.Chore("metrics", ALERTS_EVERY,
+                                         lambda: "; ".join(self._nl.monitoring.publish("scheduler"))))
         schedule.run_scheduler(self.config, self.store, name, runner, stop, tuple(chores))
 
     def _watch(self) -> str:

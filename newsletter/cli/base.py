@@ -147,14 +147,15 @@ metrics_file_option = click.option(
          "(PATH.prom, written whole); they also go to [metrics] pushgateway when one is set.")
 
 
-def publish_metrics(state: State, path: str | None) -> None:
-    """At the end of the command, however it ends: its figures to `path` and to the Pushgateway."""
+def publish_metrics(state: State, path: str | None, command: str) -> None:
+    """At the end of the command, however it ends: its figures to `path` and to the Pushgateway, as
+    `command`'s (the Pushgateway's grouping key: send, bounces)."""
     nl = state.nl
     if path is None and not nl.config.metrics.pushgateway:
         return
 
     def publish() -> None:
-        for problem in nl.monitoring.publish(path):
+        for problem in nl.monitoring.publish(command, path):
             emit(f"warning: {problem}", stderr=True)
 
     state.ctx.call_on_close(publish)  # before nl's own close, which was registered first

@@ -21,7 +21,7 @@ def fetch_command(state: State, ctx: click.Context, metrics_file: str | None) ->
     [bounces] soft_limit, out-of-office replies are ignored, and what no rule understands is moved to
     the unparsed folder for a person. Quiet when there is nothing; exits 1 when mail was refused
     because of the sender's own setup (DMARC, authentication, a blocklisted IP): fix that first."""
-    publish_metrics(state, metrics_file)
+    publish_metrics(state, metrics_file, "bounces")
     report = state.nl.bounces.fetch()
     if report.summary:
         emit(report.summary, counts=dict(report.classes))

@@ -177,7 +177,7 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
     if not dry_run:
-        publish_metrics(state, metrics_file)
+        publish_metrics(state, metrics_file, "send")
     list_name, segment = nl.sends.segment(list_name, segment)
     if due:
         if issue or to_addresses:
