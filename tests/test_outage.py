@@ -197,7 +197,10 @@ def test_a_store_that_stays_away_ends_the_send_in_one_line_and_nobody_is_mailed_
     unknown = unknown_addresses(config)
     assert max(received.values()) == 1  # nobody twice
     assert set(received) | unknown == {f"o{i}@example.com" for i in range(N)}  # nobody skipped
-    assert unknown <= set(received)  # what is in doubt really went out: the results were only not written
+    # What is in doubt went out (its results were only not written), but for one batch at most: a
+    # claim PostgreSQL committed as it shut down without telling the worker, which so never handed
+    # those rows over and, with the store gone until it exits, cannot put them back (see the README).
+    assert len(unknown - set(received)) <= 50
 
 
 def mount_tmpfs(folder: Path, size: str) -> None:
