@@ -339,3 +339,22 @@ def test_the_scheduler_pushes_its_figures_while_it_runs(tmp_path, pushgateway):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert ("newsletter_oldest_pending_age_seconds", ()) in pushgateway.groups()[("newsletter", "scheduler")]
+
+
+def test_a_store_that_is_away_leaves_out_its_figures_and_no_other(tmp_path, monkeypatch):
+    """A scrape while the database is down still answers, with every counter: only what is read from
+    the store is missing."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('url = "sqlite:///newsletter.db"',
+                                             f'url = "sqlite:///{blocker}/newsletter.db"\nretry_for = 0.1'))
+    with Newsletter(config_mod.load(path)) as nl:
+        metrics = nl.monitoring.metrics
+        metrics.delivered("weekly", "sendgrid", {"sent": 3})
+        found = samples(metrics.text().decode())
+    assert value(found, "newsletter_deliveries_total", list="weekly", provider="sendgrid", outcome="sent") == 3
+    assert value(found, "newsletter_build_info", version=newsletter.__version__) == 1
+    assert not any(name.startswith(("newsletter_list_members", "newsletter_oldest_pending"))
+                   for name, _labels in found)
