@@ -69,23 +69,22 @@ def create_app(nl: Newsletter, *, clock: Callable[[], float] = time.time) -> Sta
     if nl.config.metrics.enabled:
         nl.monitoring.allowed("")  # its token's variable unset: one line now, not a 500 at the first scrape
         optional.append(Route("/metrics", metrics))
-    routes = [
-        *optional,
-        Route("/subscribe/{list}", subscriptions.subscribe, methods=["GET", "POST"]),
-        Route("/confirm/{token}", subscriptions.confirm, methods=["GET", "POST"]),
-        Route("/unsubscribe/{token}", subscriptions.unsubscribe, methods=["GET", "POST"]),
-        Route("/preferences/{token}", subscriptions.preferences, methods=["GET", "POST"]),
-        Route("/webhooks/{provider}", webhooks.receive, methods=["POST"]),
-        Route("/healthz", healthz),
-        Route("/archive", archive.index),
-        Route("/archive/feed.xml", archive.feed),
-        Route("/archive/{list}", archive.index),  # a list's archive, or (for links in sent mail) an issue
-        Route("/archive/{list}/feed.xml", archive.feed),
-        Route("/archive/{list}/{slug}", archive.issue),
-    ]
     app = Starlette(
-        routes=routes,
-        middleware=[Middleware(RequestMetrics, routes=routes, answered=nl.monitoring.metrics.answered),
+        routes=[
+            *optional,
+            Route("/subscribe/{list}", subscriptions.subscribe, methods=["GET", "POST"]),
+            Route("/confirm/{token}", subscriptions.confirm, methods=["GET", "POST"]),
+            Route("/unsubscribe/{token}", subscriptions.unsubscribe, methods=["GET", "POST"]),
+            Route("/preferences/{token}", subscriptions.preferences, methods=["GET", "POST"]),
+            Route("/webhooks/{provider}", webhooks.receive, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/archive", archive.index),
+            Route("/archive/feed.xml", archive.feed),
+            Route("/archive/{list}", archive.index),  # a list's archive, or (for links in sent mail) an issue
+            Route("/archive/{list}/feed.xml", archive.feed),
+            Route("/archive/{list}/{slug}", archive.issue),
+        ],
+        middleware=[Middleware(RequestMetrics, answered=nl.monitoring.metrics.answered),
                     Middleware(SecurityHeaders, scripts=web.proof_of_work), Middleware(BodyLimit, limit_for=limits)],
         lifespan=lifespan,
     )

@@ -7,17 +7,17 @@ method that is not HTTP's usual set. A token in a path never becomes a label.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import Route
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestMetrics:
-    def __init__(self, app: Any, routes: Sequence[BaseRoute], answered: Callable[[str, str, int, float], None]) -> None:
-        self.app, self.routes, self.answered = app, routes, answered
+    def __init__(self, app: Any, answered: Callable[[str, str, int, float], None]) -> None:
+        self.app, self.answered = app, answered
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -34,18 +34,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, noted)
         finally:
+            # The route the router picked (a full match, else one whose method did not match: a 405).
+            route = scope.get("route")
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.answered(self._route(scope), method, status, time.perf_counter() - started)
-
-    def _route(self, scope: Any) -> str:
-        """The pattern of the route the router picks: the first full match, else the first whose path
-        matched but not its method (answered 405)."""
-        partial = "other"
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if isinstance(route, Route):
-                if match == Match.FULL:
-                    return route.path
-                if match == Match.PARTIAL and partial == "other":
-                    partial = route.path
-        return partial
+            self.answered(route.path if isinstance(route, Route) else "other", method, status,
+                          time.perf_counter() - started)
