@@ -25,7 +25,7 @@ from newsletter.web import create_app
 
 from .conftest import ROOT, SECRET, ready_sample, wait_for, write_config
 from .smtp_server import free_port
-from .webhelpers import Served, WebhookSigner
+from .webhelpers import Daemon, Served, WebhookSigner
 
 SAMPLE = ROOT / "subscribers" / "sample.csv"
 TOKEN = "scrape-token-for-tests"
@@ -131,36 +131,23 @@ def test_a_metrics_file_that_cannot_be_written_is_a_warning_not_a_failed_send(sg
 PUSHGATEWAY = shutil.which("prometheus-pushgateway")
 
 
-class _Pushgateway:
-    """Debian's Pushgateway on loopback, started for the test."""
+class _Pushgateway(Daemon):
+    """Debian's Pushgateway on loopback, started for the test, keeping pushes in memory only (Debian's
+    default keeps them in /var/lib)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{self.port}",
-                                         "--persistence.file="],  # Debian's default keeps pushes in /var/lib
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        assert wait_for(self._ready, 30), "the Pushgateway did not start"
-
-    def _ready(self) -> bool:
-        try:
-            return _get(self.url, "/-/ready")[0] == 200
-        except OSError:
-            return False
+        port = free_port()
+        super().__init__([str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="], port)
 
     def groups(self) -> dict[tuple[str, str], dict]:
         """What it holds of ours, by (job, command): each group's samples without those labels."""
         held: dict[tuple[str, str], dict] = {}
-        for (name, labels), v in samples(_get(self.url, "/metrics")[1]).items():
+        for (name, labels), v in samples(self.get("/metrics")).items():
             named = dict(labels)
             if name.startswith("newsletter_") and "job" in named:
                 rest = tuple(pair for pair in labels if pair[0] not in ("job", "command", "instance"))
                 held.setdefault((named["job"], named.get("command", "")), {})[(name, rest)] = v
         return held
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.communicate(timeout=30)
 
 
 @pytest.fixture

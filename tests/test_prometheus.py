@@ -18,7 +18,7 @@ import yaml
 
 from .conftest import ROOT, SECRET, ready_sample, write_config
 from .smtp_server import free_port
-from .webhelpers import Served
+from .webhelpers import Daemon, Served
 
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
 NODE_EXPORTER = shutil.which("prometheus-node-exporter")
@@ -110,10 +110,8 @@ def test_each_rule_fires_when_it_should_and_not_before(tmp_path):
     assert "SUCCESS" in result.stdout
 
 
-def _query(base: str, path: str, **params: str) -> Any:
-    url = f"{base}{path}?{urllib.parse.urlencode(params)}" if params else f"{base}{path}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)["data"]
+def _query(prometheus: Daemon, path: str, **params: str) -> Any:
+    return json.loads(prometheus.get(f"{path}?{urllib.parse.urlencode(params)}" if params else path))["data"]
 
 
 def _prometheus_config(tmp_path: Path, serve_port: int, rules: Path) -> Path:
@@ -141,20 +139,16 @@ def test_prometheus_scrapes_a_running_serve_with_the_readmes_config(tmp_path, mo
                                      base_url=f"http://127.0.0.1:{serve_port}")
     rules, _ = _rules(tmp_path)
     config = _prometheus_config(tmp_path, serve_port, rules)
-    base = f"http://127.0.0.1:{prometheus_port}"
     with Served(newsletter_config, serve_port):
-        prometheus = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prometheus_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        prometheus = Daemon([str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{prometheus_port}"], prometheus_port)
         try:
-            targets = _wait_for_both_scraped(base, prometheus)
-            members = _query(base, "/api/v1/query", query='newsletter_list_members{job="newsletter"}')["result"]
-            rule_health = [rule["health"] for group in _query(base, "/api/v1/rules")["groups"]
+            targets = _wait_for_both_scraped(prometheus)
+            members = _query(prometheus, "/api/v1/query", query='newsletter_list_members{job="newsletter"}')["result"]
+            rule_health = [rule["health"] for group in _query(prometheus, "/api/v1/rules")["groups"]
                            for rule in group["rules"]]
         finally:
-            prometheus.terminate()
-            prometheus.wait(timeout=30)
+            prometheus.stop()
     assert targets["newsletter"]["health"] == "up", targets["newsletter"]
     assert targets["wrong-token"]["health"] == "down"
     assert "401" in targets["wrong-token"]["lastError"]
@@ -162,26 +156,15 @@ def test_prometheus_scrapes_a_running_serve_with_the_readmes_config(tmp_path, mo
     assert rule_health and set(rule_health) == {"ok"}
 
 
-def _wait_for_both_scraped(base: str, prometheus: subprocess.Popen[str]) -> dict[str, dict[str, Any]]:
+def _wait_for_both_scraped(prometheus: Daemon) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + 60
     while True:
-        if prometheus.poll() is not None:
-            raise RuntimeError(f"prometheus stopped: {prometheus.communicate()[1][-2000:]}")
-        try:
-            active = _query(base, "/api/v1/targets")["activeTargets"]
-        except OSError:
-            active = []
-        targets = {t["labels"]["job"]: t for t in active}
+        targets = {t["labels"]["job"]: t for t in _query(prometheus, "/api/v1/targets")["activeTargets"]}
         if len(targets) == 2 and all(t["health"] != "unknown" for t in targets.values()):
             return targets
         if time.monotonic() > deadline:
             raise AssertionError(f"Prometheus did not scrape both jobs in 60 s: {targets}")
         time.sleep(0.25)
-
-
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
 
 
 def test_node_exporter_reads_the_files_of_two_runs_side_by_side(sg_run, tmp_path):
@@ -196,23 +179,13 @@ def test_node_exporter_reads_the_files_of_two_runs_side_by_side(sg_run, tmp_path
     due = sg_run("send", "--due", "--list", "weekly", "--metrics-file", folder / "newsletter.prom")
     assert due.exit_code == 0, due.output
     port = free_port()
-    exporter = subprocess.Popen([NODE_EXPORTER, "--collector.disable-defaults", "--collector.textfile",
-                                 f"--collector.textfile.directory={folder}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    exporter = Daemon([str(NODE_EXPORTER), "--collector.disable-defaults", "--collector.textfile",
+                       f"--collector.textfile.directory={folder}", f"--web.listen-address=127.0.0.1:{port}"],
+                      port, ready_path="/metrics")  # its first scrape: the second shows the first one's errors
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                first = _scrape(f"http://127.0.0.1:{port}/metrics")
-                break
-            except OSError:
-                if time.monotonic() > deadline or exporter.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        second = _scrape(f"http://127.0.0.1:{port}/metrics")
+        second = exporter.get("/metrics")
     finally:
-        exporter.terminate()
-        log = exporter.communicate(timeout=30)[1]
+        log = exporter.stop()
     found = {(s.name, tuple(sorted(s.labels.items()))): s.value
              for family in text_string_to_metric_families(second) for s in family.samples}
     assert "was collected before" not in log and "error gathering" not in log, log[-2000:]
@@ -220,6 +193,6 @@ def test_node_exporter_reads_the_files_of_two_runs_side_by_side(sg_run, tmp_path
     assert found[("node_textfile_scrape_error", ())] == 0
     by_hand = [labels for (name, labels), v in found.items()
                if name == "newsletter_deliveries_total" and v == 12]
-    assert by_hand, first[-3000:]
+    assert by_hand, second[-3000:]
     members = [labels for name, labels in found if name == "newsletter_list_members"]
     assert len(members) == len(set(members)) > 0

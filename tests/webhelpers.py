@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -47,6 +48,37 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+
+
+class Daemon:
+    """A server program (Debian's Pushgateway, node_exporter, Prometheus) on 127.0.0.1, started for a
+    test and ready once `ready_path` answers 200."""
+
+    def __init__(self, argv: list[str], port: int, ready_path: str = "/-/ready") -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not self._answers(ready_path):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"{argv[0]} did not start: {self.process.communicate()[1][-2000:]}")
+            time.sleep(0.1)
+
+    def _answers(self, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return str(response.read().decode())
+
+    def stop(self) -> str:
+        """Stop it; what it wrote on stderr."""
+        self.process.terminate()
+        return str(self.process.communicate(timeout=30)[1])
 
 
 class Served:
