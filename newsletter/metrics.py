@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 
-__all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter", "StoreFigures"]
+__all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter", "StoreFigures", "push", "write_textfile"]
 
 # Seconds: from a loopback answer to a provider on a bad day (its timeouts are 30 s by default).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -154,33 +154,43 @@ class Metrics:
         """The figures in Prometheus's text format, as `/metrics` answers."""
         return generate_latest(self.registry)
 
-    def write_textfile(self, path: str | os.PathLike[str]) -> Path:
-        """The figures for node_exporter's textfile collector, written whole or not at all. Each series
-        carries `file` (the file's name): node_exporter reads every file in its folder as one, and a
-        series that two files both hold (two runs' files side by side) is an error there."""
-        from .files import atomic_write
-
-        target = Path(path)
-        labelled = CollectorRegistry()
-        labelled.register(_Labelled(self.registry, {"file": target.name}))
-        atomic_write(target, generate_latest(labelled))
-        return target
-
-    def push(self, gateway: str, job: str, command: str, timeout: float = 10.0) -> None:
-        """The figures to a Pushgateway, replacing what this job's `command` (send, bounces, scheduler)
-        pushed last: the Pushgateway's grouping key keeps each command's figures apart."""
-        push_to_gateway(gateway, job=job, grouping_key={"command": command}, registry=self.registry,
-                        timeout=timeout)
+    def snapshot(self) -> list[Metric]:
+        """The figures as they are now, the store's read once: what a run writes and pushes alike."""
+        return list(self.registry.collect())
 
 
-class _Labelled(Collector):
-    """Every series of `registry`, with `labels` added."""
+def write_textfile(path: str | os.PathLike[str], figures: list[Metric]) -> Path:
+    """Figures (a `Metrics.snapshot`) for node_exporter's textfile collector, written whole or not at
+    all. Each series carries `file` (the file's name): node_exporter reads every file in its folder
+    as one, and a series that two files both hold (two runs' files side by side) is an error there."""
+    from .files import atomic_write
 
-    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
-        self._registry, self._labels = registry, dict(labels)
+    target = Path(path)
+    atomic_write(target, generate_latest(_registry_of(figures, {"file": target.name})))
+    return target
+
+
+def push(gateway: str, job: str, command: str, figures: list[Metric], timeout: float = 10.0) -> None:
+    """Figures (a `Metrics.snapshot`) to a Pushgateway, replacing what this job's `command` (send,
+    bounces, scheduler) pushed last: the Pushgateway's grouping key keeps each command's apart."""
+    push_to_gateway(gateway, job=job, grouping_key={"command": command}, registry=_registry_of(figures),
+                    timeout=timeout)
+
+
+class _Fixed(Collector):
+    """Families already collected, each series with `labels` added."""
+
+    def __init__(self, families: list[Metric], labels: Mapping[str, str]) -> None:
+        self._families, self._labels = families, dict(labels)
 
     def collect(self) -> Iterable[Metric]:
-        for family in self._registry.collect():
+        for family in self._families:
             copy = Metric(family.name, family.documentation, family.type, family.unit)
             copy.samples = [sample._replace(labels={**sample.labels, **self._labels}) for sample in family.samples]
             yield copy
+
+
+def _registry_of(families: list[Metric], labels: Mapping[str, str] | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(_Fixed(families, labels or {}))
+    return registry

@@ -64,16 +64,19 @@ class Monitoring(Part):
         textfile collector, written whole) and pushed to `[metrics] pushgateway` when one is set, as
         `command`'s (send, bounces, scheduler). Returns the one-line errors of what could not be done;
         a failure here never changes a send."""
+        from ..metrics import push, write_textfile
+
         problems: list[str] = []
+        gateway = self.config.metrics.pushgateway
+        figures = self.metrics.snapshot()  # the store read once, for the file and the push alike
         if textfile is not None:
             try:
-                self.metrics.write_textfile(textfile)
+                write_textfile(textfile, figures)
             except (OSError, NewsletterError) as exc:
                 problems.append(f"metrics file {Path(textfile)}: {exc}")
-        gateway = self.config.metrics.pushgateway
         if gateway:
             try:
-                self.metrics.push(gateway, self.config.metrics.job, command)
+                push(gateway, self.config.metrics.job, command, figures)
             except (OSError, NewsletterError) as exc:
                 problems.append(f"[metrics] pushgateway {gateway}: {exc}")
         return problems
