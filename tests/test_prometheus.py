@@ -18,6 +18,7 @@ import yaml
 
 from .conftest import ROOT, SECRET, ready_sample, write_config
 from .smtp_server import free_port
+from .test_metrics import samples
 from .webhelpers import Daemon, Served
 
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
@@ -170,8 +171,6 @@ def _wait_for_both_scraped(prometheus: Daemon) -> dict[str, dict[str, Any]]:
 def test_node_exporter_reads_the_files_of_two_runs_side_by_side(sg_run, tmp_path):
     """Cron's `send --due` and a send by hand, each with its own file in node_exporter's folder: it
     must read both whole (a series in two files is an error there, and one of them is dropped)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     folder = tmp_path / "textfile"
     issue = ready_sample(tmp_path)
     assert sg_run("subscribers", "import", ROOT / "subscribers" / "sample.csv", "--list", "weekly").exit_code == 0
@@ -186,8 +185,7 @@ def test_node_exporter_reads_the_files_of_two_runs_side_by_side(sg_run, tmp_path
         second = exporter.get("/metrics")
     finally:
         log = exporter.stop()
-    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
-             for family in text_string_to_metric_families(second) for s in family.samples}
+    found = samples(second)
     assert "was collected before" not in log and "error gathering" not in log, log[-2000:]
     assert found[("promhttp_metric_handler_errors_total", (("cause", "gathering"),))] == 0
     assert found[("node_textfile_scrape_error", ())] == 0
