@@ -262,9 +262,15 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
 )
 
 
+# The transaction-level advisory lock that upgrades on PostgreSQL take one after another.
+UPGRADE_LOCK = int.from_bytes(b"nl-schem", "big", signed=True)
+
+
 def upgrade(engine: Engine) -> int:
     """Bring the schema to the newest version; returns the version."""
-    with engine.execution_options(write=True).begin() as conn:
+    with engine.execution_options(write=True).begin() as conn:  # SQLite: BEGIN IMMEDIATE, one writer
+        if conn.dialect.name == "postgresql":  # programs started together on a new database: one creates it
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(UPGRADE_LOCK)))
         schema_version.create(conn, checkfirst=True)
         current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
         newest = MIGRATIONS[-1][0]

@@ -67,6 +67,31 @@ def test_import_send_and_lock_on_postgresql(pg_config, sendgrid_server):
     assert run("subscribers", "import", SAMPLE, "--list", "weekly").output.count("kept out 2") == 1
 
 
+def test_programs_opening_a_new_database_at_once_create_its_schema_once(pg_config):
+    """Two programs started together on an empty database (a scheduler and a cron send, say) each
+    began creating the tables, and the second died of PostgreSQL's duplicate-key error."""
+    import threading
+
+    engines = [sa.create_engine(pg_config.store.url) for _ in range(6)]
+    start, failures = threading.Barrier(len(engines)), []
+
+    def open_store(engine: sa.Engine) -> None:
+        start.wait()
+        try:
+            Store(pg_config, engine).close()
+        except Exception as exc:  # noqa: BLE001 - the test reports every one
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_store, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with Store(pg_config) as store, store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 1
+
+
 def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_second_scheduler(pg_config):
     import signal
     import subprocess
@@ -86,8 +111,12 @@ def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_secon
 
     first = scheduler()
     try:
+        assert first.stderr is not None
+        started = ""  # holding the lock: a slow start must not let the second scheduler take it first
+        while "scheduler started" not in started and first.poll() is None:
+            started += first.stderr.readline()
         time.sleep(4)  # idle well past the timeout
-        assert first.poll() is None, first.communicate()
+        assert first.poll() is None, started + first.communicate()[1]
         second = scheduler()
         out, err = second.communicate(timeout=60)
         assert second.returncode != 0 and "another `newsletter scheduler` is running" in err, out + err
@@ -95,7 +124,7 @@ def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_secon
         out, err = first.communicate(timeout=60)
     finally:
         first.kill()
-    assert first.returncode == 0, err
+    assert first.returncode == 0, started + err
     assert "Traceback" not in err
 
 
