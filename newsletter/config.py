@@ -467,6 +467,12 @@ def locate(path: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
                                   f"not at {xdg}")
 
 
+def missing(chosen: Path, why: str) -> ConfigError:
+    """The error for a config file that is not there, saying what to do."""
+    return ConfigError(f"{chosen}: config file not found ({why}); pass --config PATH, set ${CONFIG_ENV}, or run "
+                       f"`newsletter init`")
+
+
 XDG_FOUND = "found in the user's config folder ($XDG_CONFIG_HOME/newsletter, ~/.config/newsletter by default)"
 
 
@@ -496,10 +502,7 @@ def _read_toml(chosen: Path, why: str) -> dict[str, Any]:
     try:
         raw = chosen.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(
-            f"{chosen}: config file not found ({why}); pass --config PATH, set {CONFIG_ENV}, or run "
-            f"`newsletter init`"
-        ) from None
+        raise missing(chosen, why) from None
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read config file: {exc.strerror}") from None
     try:

@@ -72,7 +72,8 @@ def test_config_path_says_which_file_and_why(places, monkeypatch):
     runner = CliRunner()
     missing = runner.invoke(cli, ["config", "path"])
     assert missing.exit_code == 2
-    assert "no config file (none found" in missing.output and str(home / ".config/newsletter") in missing.output
+    assert "config file not found (none found" in missing.output and str(home / ".config/newsletter") in missing.output
+    assert "`newsletter init`" in missing.output  # what to do about it
     write(home / ".config" / "newsletter", "mine")
     found = runner.invoke(cli, ["config", "path"])
     assert found.exit_code == 0 and found.output.startswith(str(home / ".config/newsletter/config.toml"))

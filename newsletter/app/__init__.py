@@ -18,7 +18,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import CONFIG_ENV, Config, ListSettings, load, locate as locate_config
+from ..config import CONFIG_ENV, Config, ListSettings, load, locate as locate_config, missing as missing_config
 from ..consent import STATUSES
 from ..errors import NewsletterError
 from ..statuses import Delivery, EventKind, Membership
@@ -83,6 +83,7 @@ __all__ = [
     "WelcomeRun",
     "init_project",
     "locate_config",
+    "missing_config",
 ]
 
 # Names that live with their module, loaded when first asked for: `send` must not import the

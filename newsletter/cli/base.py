@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from .. import __version__
-from ..app import ENVIRONMENT_FILE, Newsletter, locate_config
-from ..errors import ConfigError, NewsletterError
+from ..app import ENVIRONMENT_FILE, Newsletter, locate_config, missing_config
+from ..errors import NewsletterError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -253,7 +253,7 @@ def config_path_command(state: State) -> None:
     $XDG_CONFIG_HOME/newsletter/config.toml); exits 2 when there is none."""
     path, why = locate_config(state.config_path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no config file ({why})")
+        raise missing_config(path, why)
     out.print(f"{path.absolute()}  ({why})", markup=False)
 
 
