@@ -39,7 +39,7 @@ from .schema import (
     tags,
     upgrade,
 )
-from .sql import InQueries, make_engine, new_id, now, transient
+from .sql import InQueries, insert_new, make_engine, now, transient
 from .welcome import Mail, enrol
 
 if TYPE_CHECKING:
@@ -142,12 +142,12 @@ class Store:
             with self.engine.connect() as c:
                 return int(c.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar() or 0)
         with self._conn(conn) as c:
-            found = c.execute(sa.select(lists.c.id).where(lists.c.name == name)).scalar()
-            if found is None:
-                found = new_id(c.execute(
-                    lists.insert().values(name=name, title=declared.title, description=declared.description,
-                                          created_at=now())
-                ))
+            find = sa.select(lists.c.id).where(lists.c.name == name)
+            found = c.execute(find).scalar()
+            if found is None:  # another program's first use at the same time may win: its row is the one
+                insert_new(c, lists, {"name": name, "title": declared.title, "description": declared.description,
+                                      "created_at": now()})
+                found = c.execute(find).scalar_one()
         self._list_ids[name] = int(found)
         return self._list_ids[name]
 
@@ -222,6 +222,7 @@ class Store:
         their history. FieldError for a tag that is not one (see `fields.tags`)."""
         wanted = fields.tags(given)
         with self.write() as conn:
+            self._hold(conn, addresses.normalize(email).key)
             found = self.find(email, conn)
             if found is None:
                 raise StoreError(f"no subscriber with address {email.strip()!r}")
@@ -271,21 +272,16 @@ class Store:
                 attributes: dict[str, str], status: str, source: str, action: str) -> str:
         """One `add`: store or update the person, then apply the consent action to the membership."""
         stamp = now()
+        row = self._hold(conn, address.key)
         suppressed = self.is_suppressed(address.key, conn)
-        row = conn.execute(
-            sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes)
-            .where(subscribers.c.email_key == address.key)
-        ).first()
         if row is None and suppressed:
             return f"kept out ({kept_out_reason(True, None)})"  # a suppressed (perhaps erased) address is not stored
         details_changed = False
+        added = row is None and self._store_person(conn, address, name, json.dumps(attributes), stamp)
         if row is None:
-            subscriber_id = new_id(conn.execute(
-                subscribers.insert().values(email=address.email, email_key=address.key, name=name,
-                                            attributes=json.dumps(attributes), created_at=stamp, updated_at=stamp)
-            ))
-        else:
-            subscriber_id = row.id
+            row = self._held(conn, address.key)
+        subscriber_id = row.id
+        if not added:
             merged_name, merged_attrs = merge(row.name, json.loads(row.attributes), name, attributes)
             if (merged_name, merged_attrs) != (row.name, json.loads(row.attributes)):
                 conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
@@ -299,6 +295,29 @@ class Store:
         if decision.kept_out:
             outcome += f" ({kept_out_reason(suppressed, left_at)})"
         return outcome
+
+    @staticmethod
+    def _hold(conn: Connection, key: str) -> sa.Row[Any] | None:
+        """The person with this address key (id, name, attributes), their row locked until the transaction
+        ends, so that changes about one person run one after another and each decides from what the one
+        before it wrote (PostgreSQL: FOR UPDATE; SQLite's write transactions already run one at a time)."""
+        return conn.execute(sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes)
+                            .where(subscribers.c.email_key == key).with_for_update()).first()
+
+    def _held(self, conn: Connection, key: str) -> sa.Row[Any]:
+        """`_hold` for a person who is stored."""
+        row = self._hold(conn, key)
+        if row is None:
+            raise StoreError(f"the subscriber {key!r} just stored is not in the store")
+        return row
+
+    @staticmethod
+    def _store_person(conn: Connection, address: addresses.Address, name: str, attributes: str,
+                      stamp: dt.datetime) -> bool:
+        """Store a new person; False when another transaction stored the address first (theirs is kept:
+        two programs adding one address at once both end with the one row)."""
+        return insert_new(conn, subscribers, {"email": address.email, "email_key": address.key, "name": name,
+                                              "attributes": attributes, "created_at": stamp, "updated_at": stamp})
 
     def is_suppressed(self, key: str, conn: Connection) -> bool:
         return conn.execute(
@@ -356,6 +375,7 @@ class Store:
 
     def _change(self, conn: Connection, subscriber_id: int, list_id: int, action: str, source: str,
                 reason: str | None = None, issue: str | None = None) -> bool:
+        conn.execute(sa.select(subscribers.c.id).where(subscribers.c.id == subscriber_id).with_for_update())
         row = conn.execute(
             sa.select(memberships.c.status, subscribers.c.email_key)
             .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
@@ -381,16 +401,14 @@ class Store:
         """Suppress an address on every list, known or not; True when it was not suppressed yet."""
         address = addresses.normalize(email)
         with self._conn(conn) as c:
-            if self.is_suppressed(address.key, c):
-                return False
-            c.execute(suppressions.insert().values(email_hash=address.hash, email_key=address.key,
-                                                   reason=fields.clip(reason, fields.REASON) or "suppressed",
-                                                   source=fields.clip(source, fields.SOURCE),
-                                                   created_at=now()))
-            found = c.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
-            if found is not None:
-                self.apply_to_memberships(c, found, consent.SUPPRESS, source)
-                _log(c, found, None, None, SUPPRESSED, source, reason, now())
+            person = self._hold(c, address.key)
+            if not insert_new(c, suppressions, {"email_hash": address.hash, "email_key": address.key,
+                                                "reason": fields.clip(reason, fields.REASON) or "suppressed",
+                                                "source": fields.clip(source, fields.SOURCE), "created_at": now()}):
+                return False  # suppressed already, perhaps by another route at this moment (a webhook, the mailbox)
+            if person is not None:
+                self.apply_to_memberships(c, person.id, consent.SUPPRESS, source)
+                _log(c, person.id, None, None, SUPPRESSED, source, reason, now())
             return True
 
     def unsuppress(self, email: str, reason: str, source: str = "cli") -> None:
@@ -445,7 +463,7 @@ class Store:
         """
         address = addresses.normalize(email)
         with self.write() as conn:
-            row = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).first()
+            row = self._hold(conn, address.key)
             if row is None and not self.is_suppressed(address.key, conn):
                 raise StoreError(f"no subscriber with address {email.strip()!r}")
             if row is not None:
@@ -460,11 +478,9 @@ class Store:
                 conn.execute(tags.delete().where(tags.c.subscriber_id == row.id))
                 conn.execute(subscribers.update().where(subscribers.c.id == row.id).values(
                     email=ERASED, email_key=f"erased:{row.id}", name="", attributes="{}", updated_at=now()))
-            if not self.is_suppressed(address.key, conn):
-                conn.execute(suppressions.insert().values(email_hash=address.hash, email_key=None,
-                                                          reason="erased on request", source=source,
-                                                          created_at=now()))
-            else:
+            if not insert_new(conn, suppressions, {"email_hash": address.hash, "email_key": None,
+                                                   "reason": "erased on request", "source": source,
+                                                   "created_at": now()}):
                 conn.execute(suppressions.update().where(suppressions.c.email_hash == address.hash)
                              .values(email_key=None))
 
@@ -479,16 +495,14 @@ class Store:
         address = addresses.normalize(email)
         with self.write() as conn:
             list_id = self.list_id(list_name, conn)
+            row = self._hold(conn, address.key)
             suppressed = self.is_suppressed(address.key, conn)
-            subscriber_id = conn.execute(
-                sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
-            if subscriber_id is None:
+            if row is None:
                 if suppressed:
                     return None, False
-                stamp = now()
-                subscriber_id = new_id(conn.execute(subscribers.insert().values(
-                    email=address.email, email_key=address.key, name=fields.name(name), attributes="{}",
-                    created_at=stamp, updated_at=stamp)))
+                self._store_person(conn, address, fields.name(name), "{}", now())
+                row = self._held(conn, address.key)
+            subscriber_id = row.id
             current, _left = self._membership(conn, subscriber_id, list_id)
             decision = consent.decide(consent.REQUEST, current, suppressed=suppressed)
             self._apply(conn, subscriber_id, list_id, current, decision, source)

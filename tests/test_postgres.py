@@ -67,29 +67,93 @@ def test_import_send_and_lock_on_postgresql(pg_config, sendgrid_server):
     assert run("subscribers", "import", SAMPLE, "--list", "weekly").output.count("kept out 2") == 1
 
 
-def test_programs_opening_a_new_database_at_once_create_its_schema_once(pg_config):
-    """Two programs started together on an empty database (a scheduler and a cron send, say) each
-    began creating the tables, and the second died of PostgreSQL's duplicate-key error."""
+def _at_once(count: int, call) -> list[Exception]:
+    """`call(i)` in `count` threads released together; the exceptions they raised."""
     import threading
 
-    engines = [sa.create_engine(pg_config.store.url) for _ in range(6)]
-    start, failures = threading.Barrier(len(engines)), []
+    start, failures = threading.Barrier(count), []
 
-    def open_store(engine: sa.Engine) -> None:
+    def run(i: int) -> None:
         start.wait()
         try:
-            Store(pg_config, engine).close()
+            call(i)
         except Exception as exc:  # noqa: BLE001 - the test reports every one
             failures.append(exc)
 
-    threads = [threading.Thread(target=open_store, args=(engine,)) for engine in engines]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert failures == []
+    return failures
+
+
+def test_programs_opening_a_new_database_at_once_create_its_schema_once(pg_config):
+    """Two programs started together on an empty database (a scheduler and a cron send, say) each
+    began creating the tables, and the second died of PostgreSQL's duplicate-key error."""
+    engines = [sa.create_engine(pg_config.store.url) for _ in range(6)]
+    assert _at_once(len(engines), lambda i: Store(pg_config, engines[i]).close()) == []
     with Store(pg_config) as store, store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 1
+
+
+def test_programs_using_a_list_for_the_first_time_at_once_share_its_row(pg_config):
+    """Two programs' first use of a list (an import while the web app takes a subscribe, say): both
+    found no row, both inserted one, and the second failed on the unique name."""
+    stores = [Store(pg_config) for _ in range(6)]
+    ids: list[int] = []
+    failures = _at_once(len(stores), lambda i: ids.append(stores[i].list_id("weekly")))
+    for store in stores:
+        store.close()
+    assert failures == [] and len(ids) == len(stores) and len(set(ids)) == 1
+
+
+def test_one_address_subscribing_several_times_at_once_is_stored_once(pg_config):
+    """A form sent twice at once (a double click, a retrying proxy) or an add while the form is sent:
+    both found no such person, both inserted one, and the second failed on the unique address."""
+    stores = [Store(pg_config) for _ in range(6)]
+    stores[0].list_id("weekly")
+
+    def subscribe(i: int) -> None:
+        if i % 2:
+            stores[i].request_subscription("Ada@Example.com", "weekly", source="web")
+        else:
+            stores[i].add("ada@example.com", "weekly", source="cli")
+
+    try:
+        assert _at_once(len(stores), subscribe) == []
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM subscribers")).scalar() == 1
+            assert conn.execute(sa.text("SELECT count(*) FROM memberships")).scalar() == 1
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_confirmation_while_the_person_unsubscribes_does_not_bring_them_back(pg_config):
+    """Each change of a membership decides from its current state: a confirmation that read the state
+    before an unsubscribe committed must not then write `active` over it."""
+    import threading
+    import time
+
+    from newsletter import consent
+
+    first, second = Store(pg_config), Store(pg_config)
+    try:
+        subscriber_id, _mail = first.request_subscription("ada@example.com", "weekly")
+        assert subscriber_id is not None
+        confirmed: list[object] = []
+        with first.write() as conn:  # the unsubscribe, not committed yet
+            first._change(conn, subscriber_id, first.list_id("weekly", conn), consent.UNSUBSCRIBE, "web")
+            clicker = threading.Thread(target=lambda: confirmed.append(second.confirm(subscriber_id, "weekly")))
+            clicker.start()
+            time.sleep(0.5)  # the confirmation is under way: it waits for the unsubscribe, or reads around it
+        clicker.join()
+        assert first.membership(subscriber_id, "weekly") == ("ada@example.com", "unsubscribed")
+        assert confirmed == ["unsubscribed"]
+    finally:
+        first.close()
+        second.close()
 
 
 def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_second_scheduler(pg_config):
