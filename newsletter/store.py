@@ -297,14 +297,14 @@ class Store:
         return outcome
 
     @staticmethod
-    def _hold(conn: Connection, key: str) -> sa.Row[Any] | None:
+    def _hold(conn: Connection, key: str) -> Any:  # a Row or None (Row's generic form differs in 2.0 and 2.1)
         """The person with this address key (id, name, attributes), their row locked until the transaction
         ends, so that changes about one person run one after another and each decides from what the one
         before it wrote (PostgreSQL: FOR UPDATE; SQLite's write transactions already run one at a time)."""
         return conn.execute(sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes)
                             .where(subscribers.c.email_key == key).with_for_update()).first()
 
-    def _held(self, conn: Connection, key: str) -> sa.Row[Any]:
+    def _held(self, conn: Connection, key: str) -> Any:
         """`_hold` for a person who is stored."""
         row = self._hold(conn, key)
         if row is None:
