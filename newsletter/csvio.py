@@ -9,6 +9,7 @@ reads, with spreadsheet formulas neutralised.
 from __future__ import annotations
 
 import codecs
+import copy
 import csv
 import datetime as dt
 import json
@@ -51,6 +52,7 @@ STATUS_VALUES = MappingProxyType({
 # What an export writes before the attributes; import reads them back (the times are for people).
 EXPORT_COLUMNS = ("email", "name", "status", "subscribed_at", "status_changed_at", "source", "tags")
 CHUNK_ROWS = 5000
+CHUNK_TRIES = 3  # a chunk that meets another program's new rows of the same addresses runs again
 
 
 def neutralise(cell: str) -> str:
@@ -376,8 +378,20 @@ class _Import:
             self.progress(self.report.read)
 
     def _import_chunk(self) -> None:
-        with self.store.write() as conn:
-            _Chunk(conn, self.store, self.list_id, self.status, self.source, self.report).run(self.chunk)
+        for attempt in range(1, CHUNK_TRIES + 1):
+            report = copy.deepcopy(self.report)  # what the chunk counts, kept only when it commits
+            try:
+                with self.store.write() as conn:
+                    _Chunk(conn, self.store, self.list_id, self.status, self.source, report).run(self.chunk)
+            except sa.exc.IntegrityError:
+                if attempt == CHUNK_TRIES:
+                    raise
+                # Another program stored one of these addresses (or memberships) meanwhile; run again,
+                # the chunk finds it stored and decides from what it holds.
+                log.info("another program stored some of this chunk's addresses meanwhile; importing it again")
+                continue
+            self.report = report
+            break
         self.report.kept += len(self.chunk)
         self.chunk = []
         self.chunks += 1
@@ -518,21 +532,33 @@ class _Chunk:
     def _memberships(self, merged: dict[str, _Row], ids: dict[str, int], known: list[int], suppressed: set[str],
                      newly: list[str], changed: set[str]) -> None:
         """Each row's membership decided by the consent rules from its current state, counted, and written."""
-        current = {sid: (state, left) for sid, state, left in self.store.select_in(
-            self.conn, "memberships of ids",
-            lambda v: sa.select(memberships.c.subscriber_id, memberships.c.status, memberships.c.left_at)
-            .where(memberships.c.list_id == sa.bindparam("list_id"), memberships.c.subscriber_id.in_(v)),
-            known, list_id=self.list_id)} if known else {}  # the people just added have no membership yet
+        current = self._current(known)  # the people just added have no membership yet
+
+        def now_of(key: str) -> tuple[str | None, Any]:
+            subscriber_id = ids.get(key)
+            return current.get(subscriber_id, (None, None)) if subscriber_id is not None else (None, None)
+
+        def decide(key: str) -> consent.Decision:
+            return self._decide(merged[key].status or self.status, *now_of(key), key in suppressed)
+
+        decisions = {key: decide(key) for key in merged if key not in newly}
+        # The memberships to change are locked and read again: a change another program made since
+        # (an unsubscribe from the web) is what they are decided from. Those kept as they are stay unlocked.
+        changing = [ids[k] for k, d in decisions.items() if d.changed and now_of(k)[0] is not None]
+        fresh = self._current(changing, lock=True)
+        for key in [k for k in decisions if ids.get(k) in fresh and fresh[ids[k]] != current[ids[k]]]:
+            current[ids[key]] = fresh[ids[key]]
+            decisions[key] = decide(key)
         to_insert: list[dict[str, Any]] = []
         to_update: list[dict[str, Any]] = []
         for key, row in merged.items():
             subscriber_id = ids.get(key)
-            state, left = current.get(subscriber_id, (None, None)) if subscriber_id is not None else (None, None)
+            state, left = now_of(key)
             if key in newly:
                 if subscriber_id is not None:
                     self._change(subscriber_id, None, None, SUPPRESSED)
                 continue
-            decision = self._decide(row.status or self.status, state, key in suppressed, left)
+            decision = decisions[key]
             self._count(decision, state, row, key in suppressed, key in changed, _as_datetime(left))
             if not decision.changed:
                 continue
@@ -553,8 +579,20 @@ class _Chunk:
             [{**row, "b_list": self.list_id, "b_at": self.stamp, "b_source": self.source} for row in to_update],
         )
 
+    def _current(self, ids: list[int], *, lock: bool = False) -> dict[int, tuple[str | None, Any]]:
+        """(status, left_at) of these people's memberships of the list; with `lock`, locked until the chunk
+        commits (PostgreSQL's FOR UPDATE; SQLite's write transactions run one at a time)."""
+        def query(values: list[sa.BindParameter[Any]]) -> sa.Select[Any]:
+            select = sa.select(memberships.c.subscriber_id, memberships.c.status, memberships.c.left_at).where(
+                memberships.c.list_id == sa.bindparam("list_id"), memberships.c.subscriber_id.in_(values))
+            return select.with_for_update() if lock else select
+
+        rows = self.store.select_in(self.conn, "memberships to change" if lock else "memberships of ids", query, ids,
+                                    list_id=self.list_id) if ids else []
+        return {sid: (state, left) for sid, state, left in rows}
+
     @staticmethod
-    def _decide(wanted: str, state: str | None, suppressed: bool, left: Any) -> consent.Decision:
+    def _decide(wanted: str, state: str | None, left: Any, suppressed: bool) -> consent.Decision:
         if wanted in LEFT_ACTIONS:  # a row that left in the tool it comes from
             if state is None:
                 return consent.Decision(wanted, True, False)

@@ -156,6 +156,66 @@ def test_a_confirmation_while_the_person_unsubscribes_does_not_bring_them_back(p
         second.close()
 
 
+def test_an_import_while_another_program_stores_one_of_its_addresses_imports_every_row(pg_config, tmp_path):
+    """The web app stored an address of the file while the import ran: the chunk's insert of that
+    address failed on the unique key and the import ended in a traceback."""
+    import threading
+    import time
+
+    from newsletter.csvio import import_csv
+    from newsletter.schema import subscribers
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("email\nada@example.com\ngrace@example.com\n")
+    first, second = Store(pg_config), Store(pg_config)
+    reports: list[object] = []
+    try:
+        second.list_id("weekly")
+        with first.write() as conn:  # another program's new person, not committed yet
+            conn.execute(subscribers.insert().values(email="ada@example.com", email_key="ada@example.com", name="",
+                                                     attributes="{}", created_at=sa.func.now(),
+                                                     updated_at=sa.func.now()))
+            importer = threading.Thread(target=lambda: reports.append(import_csv(second, rows, "weekly")))
+            importer.start()
+            time.sleep(0.5)  # the import is under way, waiting on that address
+        importer.join()
+        assert len(reports) == 1, "the import failed"
+        assert second.get("ada@example.com").memberships["weekly"][0] == "active"
+        assert second.get("grace@example.com").memberships["weekly"][0] == "active"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_import_while_a_member_unsubscribes_does_not_bring_them_back(pg_config, tmp_path):
+    """The import read an unconfirmed membership, the person unsubscribed, and the import then wrote
+    `active` (what importing an unconfirmed member as active does) over the unsubscribe."""
+    import threading
+    import time
+
+    from newsletter import consent
+    from newsletter.csvio import import_csv
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("email\nada@example.com\ngrace@example.com\n")
+    first, second = Store(pg_config), Store(pg_config)
+    reports: list[object] = []
+    try:
+        subscriber_id, _mail = first.request_subscription("ada@example.com", "weekly")
+        with first.write() as conn:  # the unsubscribe, not committed yet
+            first._change(conn, subscriber_id, first.list_id("weekly", conn), consent.UNSUBSCRIBE, "web")
+            importer = threading.Thread(target=lambda: reports.append(import_csv(second, rows, "weekly")))
+            importer.start()
+            time.sleep(0.5)
+        importer.join()
+        assert len(reports) == 1, "the import failed"
+        assert first.membership(subscriber_id, "weekly") == ("ada@example.com", "unsubscribed")
+        assert second.get("grace@example.com").memberships["weekly"][0] == "active"
+    finally:
+        first.close()
+        second.close()
+
+
 def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_second_scheduler(pg_config):
     import signal
     import subprocess
