@@ -17,7 +17,7 @@ from . import addresses, consent
 from .errors import InputError
 from .ledger import settle_unknown
 from .schema import events, lists, subscribers
-from .sql import now
+from .sql import insert_new, now
 from .store import Store
 from .webhooks.base import KINDS, Receiver, TrackingEvent
 
@@ -45,9 +45,6 @@ def _apply(store: Store, conn: Connection, batch: Iterable[TrackingEvent], sourc
         if event.kind not in KINDS:
             counts["ignored"] += 1
             continue
-        if conn.execute(sa.select(events.c.event_key).where(events.c.event_key == event.key)).first():
-            counts["duplicate"] += 1
-            continue
         try:
             address = addresses.normalize(event.email)
         except InputError:
@@ -57,11 +54,14 @@ def _apply(store: Store, conn: Connection, batch: Iterable[TrackingEvent], sourc
         found = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == address.key)).scalar()
         if subscriber_id is None or found != subscriber_id:
             subscriber_id = found  # trust the address we store over an id in custom args
-        conn.execute(events.insert().values(
-            event_key=event.key, kind=event.kind, email=address.email, issue=event.issue or None,
-            list_name=event.list_name or None, subscriber_id=subscriber_id, message_id=event.message_id or None,
-            reason=event.reason or None, occurred_at=event.timestamp, received_at=now(), machine=event.machine,
-        ))
+        if not insert_new(conn, events, {  # a replay, perhaps one arriving while the first is being stored
+            "event_key": event.key, "kind": event.kind, "email": address.email, "issue": event.issue or None,
+            "list_name": event.list_name or None, "subscriber_id": subscriber_id,
+            "message_id": event.message_id or None, "reason": event.reason or None, "occurred_at": event.timestamp,
+            "received_at": now(), "machine": event.machine,
+        }):
+            counts["duplicate"] += 1
+            continue
         counts[event.kind] += 1
         if event.issue and subscriber_id is not None:
             settle_unknown(conn, event.issue, subscriber_id, event.kind, source=source, at=event.timestamp,

@@ -152,7 +152,9 @@ def insert_new(conn: Connection, table: sa.Table, values: dict[str, Any]) -> boo
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return bool(conn.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount)
+    # RETURNING, not rowcount: SQLAlchemy does not keep an INSERT's rowcount for psycopg (it reads -1).
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return conn.execute(statement).first() is not None
 
 
 def executemany(conn: Connection, statement: sa.ClauseElement, rows: list[dict[str, Any]]) -> None:

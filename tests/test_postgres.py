@@ -17,6 +17,7 @@ from newsletter.ledger import Ledger
 from newsletter.store import Store
 
 from .conftest import ROOT, SECRET, write_config
+from .test_store import insert_new_tells_a_taken_key
 
 SERVER = os.environ.get("NEWSLETTER_TEST_POSTGRES", "")
 pytestmark = pytest.mark.skipif(
@@ -65,6 +66,11 @@ def test_import_send_and_lock_on_postgresql(pg_config, sendgrid_server):
         assert (counts["sent"], counts["skipped"], counts["pending"]) == (10, 2, 0)
         assert store.find("ken@example.com") is None
     assert run("subscribers", "import", SAMPLE, "--list", "weekly").output.count("kept out 2") == 1
+
+
+def test_inserting_a_row_whose_key_is_taken_says_so(pg_config):
+    with Store(pg_config) as store:
+        insert_new_tells_a_taken_key(store)
 
 
 def _at_once(count: int, call) -> list[Exception]:
@@ -211,6 +217,36 @@ def test_an_import_while_a_member_unsubscribes_does_not_bring_them_back(pg_confi
         assert len(reports) == 1, "the import failed"
         assert first.membership(subscriber_id, "weekly") == ("ada@example.com", "unsubscribed")
         assert second.get("grace@example.com").memberships["weekly"][0] == "active"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_one_event_delivered_twice_at_once_is_stored_and_acted_on_once(pg_config):
+    """A provider retries a webhook call that is still being answered (or two `serve` processes get
+    the same event): both found the event new, and the second failed on its unique key."""
+    import datetime as dt
+    import threading
+    import time
+
+    from newsletter import events
+    from newsletter.webhooks.base import TrackingEvent
+
+    bounce = TrackingEvent(kind="bounced", email="ada@example.com", timestamp=dt.datetime(2026, 12, 1, 9),
+                           event_id="evt-1", reason="550 no such user")
+    first, second = Store(pg_config), Store(pg_config)
+    counts: list[object] = []
+    try:
+        first.add("ada@example.com", "weekly")
+        with first.write() as conn:
+            assert events.apply(first, [bounce], "sendgrid webhook", conn)["bounced"] == 1
+            retry = threading.Thread(target=lambda: counts.append(events.apply(second, [bounce], "sendgrid webhook")))
+            retry.start()
+            time.sleep(0.5)
+        retry.join()
+        assert counts == [{"duplicate": 1}], "the retry failed"
+        ada = second.get("ada@example.com")
+        assert ada.suppressed and ada.memberships["weekly"][0] == "bounced"
     finally:
         first.close()
         second.close()

@@ -343,3 +343,25 @@ def test_killed_import_leaves_whole_chunks_and_rerun_completes(tmp_path, config_
     assert f"added {rows - subs}," in result.stdout and f"already present {subs}" in result.stdout
     with Store(cfg) as s:
         assert s.list_counts()["weekly"]["active"] == rows
+
+
+def test_inserting_a_row_whose_key_is_taken_says_so(store):
+    insert_new_tells_a_taken_key(store)  # tests/test_postgres.py runs it on PostgreSQL
+
+
+def insert_new_tells_a_taken_key(store: Store) -> None:
+    """`insert_new` read the INSERT's rowcount, which SQLAlchemy does not keep for psycopg (-1): a taken
+    key read as inserted, so a suppression was acted on twice and a welcome mail counted twice."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from newsletter.schema import events
+    from newsletter.sql import insert_new
+
+    row = {"event_key": "evt-1", "kind": "bounced", "email": "ada@example.com",
+           "occurred_at": dt.datetime(2026, 12, 1), "received_at": dt.datetime(2026, 12, 1)}
+    with store.write() as conn:
+        assert insert_new(conn, events, row) is True
+        assert insert_new(conn, events, {**row, "kind": "complained"}) is False
+        assert conn.execute(sa.select(events.c.kind)).scalars().all() == ["bounced"]
