@@ -73,6 +73,17 @@ def test_inserting_a_row_whose_key_is_taken_says_so(pg_config):
         insert_new_tells_a_taken_key(store)
 
 
+def test_an_incident_is_alerted_once_on_postgresql_too(pg_config):
+    """With a taken key read as inserted, every cron run on PostgreSQL opened the same incident again
+    and alerted the operator once per run."""
+    from newsletter.alerts import Alert, open_incident, resolve
+
+    failures = Alert("send-failures:2026-12-01:weekly", "3 failed", "3 recipients failed")
+    with Store(pg_config) as store:
+        assert [open_incident(store, failures) for _ in range(3)] == [True, False, False]
+        assert resolve(store, failures.key) and open_incident(store, failures)  # over, then back: a new one
+
+
 def _at_once(count: int, call) -> list[Exception]:
     """`call(i)` in `count` threads released together; the exceptions they raised."""
     import threading
