@@ -286,7 +286,8 @@ class Ledger:
                     sa.literal(PENDING), sa.literal(0), sa.literal(stamp, sa.DateTime),
                 ),
             )
-            count = conn.execute(insert).rowcount
+            # Kept by request: SQLAlchemy keeps only an UPDATE's or DELETE's rowcount (psycopg's read -1).
+            count = conn.execute(insert.execution_options(preserve_rowcount=True)).rowcount
             text = self.segment[0] if self.segment else None
             if started is None:
                 conn.execute(sends.insert().values(issue=self.issue, list_id=self.list_id, subject=subject,

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from newsletter import config as config_mod
 from newsletter.cli import cli
-from newsletter.ledger import Ledger
+from newsletter.ledger import Ledger, sent_issues
 from newsletter.store import Store
 
 from .conftest import ROOT, SECRET, write_config
@@ -64,6 +64,7 @@ def test_import_send_and_lock_on_postgresql(pg_config, sendgrid_server):
     with Store(pg_config) as store:
         counts = Ledger(store, "2026-12-01", "weekly").counts()
         assert (counts["sent"], counts["skipped"], counts["pending"]) == (10, 2, 0)
+        assert [s["recipients"] for s in sent_issues(store)] == [12]  # an INSERT's rowcount: -1 on psycopg
         assert store.find("ken@example.com") is None
     assert run("subscribers", "import", SAMPLE, "--list", "weekly").output.count("kept out 2") == 1
 
