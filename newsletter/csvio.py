@@ -82,6 +82,12 @@ class ImportReport:
     suppressed: int = 0  # addresses a status column put on the suppression list
     kept: int = 0  # rows in chunks already committed
 
+    def counts(self) -> dict[str, int]:
+        """What `summary` says, as numbers (a JSON log line's counts)."""
+        counts = {"read": self.read, "added": self.added, "updated": self.updated, "present": self.present,
+                  "kept_out": self.kept_out, "rejected": self.rejected}
+        return counts | {name: n for name, n in (("suppressed", self.suppressed), ("duplicates", self.duplicates)) if n}
+
     def summary(self) -> str:
         return (f"rows read {self.read}, added {self.added}, updated {self.updated}, already present "
                 f"{self.present}, kept out {self.kept_out}, rejected {self.rejected}"

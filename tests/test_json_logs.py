@@ -73,6 +73,23 @@ def test_a_whole_send_in_json_names_nobody(tmp_path, monkeypatch, smtp):
     assert summary["counts"]["sent"] == 2 and summary["counts"]["failed"] == 1
     assert any(r["level"] == "error" and "[address]" in r["event"] for r in records)  # the failure, said without who
     assert any(r["level"] == "error" and r["event"].startswith("error:") for r in records)  # the bad address
+    imported = next(r for r in records if r["event"].startswith("rows read 3"))
+    assert imported["list"] == "weekly" and imported["counts"] == {
+        "read": 3, "added": 3, "updated": 0, "present": 0, "kept_out": 0, "rejected": 0}
+
+
+def test_a_dry_run_in_json_says_its_issue_list_and_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    path = write_config(tmp_path)
+    runner = CliRunner()
+    runner.invoke(cli, ["--config", str(path), "subscribers", "add", "ada@example.com", "--list", "weekly"])
+    issue = ready_sample(tmp_path)
+    result = runner.invoke(cli, ["--log-format", "json", "--config", str(path), "send", str(issue), "--list",
+                                 "weekly", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    heading = next(r for r in _lines(result.output) if r["event"].startswith("Dry run of"))
+    assert heading["issue"] == issue.stem and heading["list"] == "weekly"
+    assert heading["counts"]["recipients"] == 1 and heading["counts"]["batches"] == 1
 
 
 def test_the_default_stays_human(tmp_path, monkeypatch):

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 PROBLEMS_SHOWN = 50  # failed and unknown rows `status` prints; --csv and --json list all
 
 def print_dry_run(report: DryRunReport, compat_table: bool = False) -> None:
-    out.print(f"Dry run of {report.issue} to list {report.list_name}: nothing was sent or recorded.")
+    emit(f"Dry run of {report.issue} to list {report.list_name}: nothing was sent or recorded.", issue=report.issue,
+         list=report.list_name, counts={"recipients": report.recipients, "batches": report.batches,
+                                        "already_sent": report.already_sent, **report.skipped_reasons})
     out.print(f"  recipients:   {report.recipients:,} in {report.batches:,} batches of up to {report.batch_size:,}")
     if report.already_sent:
         out.print(f"  already sent: {report.already_sent:,}")

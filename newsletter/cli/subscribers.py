@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..app import STATUSES
-from .base import State, cli, err, json_option, out, pass_state, print_json, settled_heap
+from .base import State, cli, emit, err, json_option, out, pass_state, print_json, settled_heap
 
 
 @cli.group()
@@ -45,7 +45,7 @@ def subscribers_import(state: State, file: str, list_name: str, status: str, str
             report = state.nl.subscribers.import_csv(file, list_name, status=status, strict=strict,
                                                      rejects_path=rejects_path, progress=show, delimiter=separator,
                                                      email_column=email_column)
-    out.print(report.summary())
+    emit(report.summary(), list=list_name, counts=report.counts())
     for line, reason in report.reject_samples:
         err.print(f"{file}:{line}: rejected: {reason}", markup=False)
     for line, reason in report.kept_out_samples:
