@@ -34,6 +34,10 @@ __all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter", "StoreFigures", "push", "
 
 # Seconds: from a loopback answer to a provider on a bad day (its timeouts are 30 s by default).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Label values known in advance (see `Metrics.start_at_zero`).
+DELIVERY_OUTCOMES = ("sent", "failed", "unknown", "skipped", "deferred")  # a send run's counts
+SEND_OUTCOMES = ("complete", "problems", "pending", "error")  # how a send run ended
+SUBSCRIPTION_ACTIONS = ("subscribe", "confirm", "unsubscribe")
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,17 @@ class Metrics:
         Info("newsletter_build", "The running version", registry=registry).info({"version": __version__})
         self.last_send = Gauge("newsletter_send_last_end_timestamp_seconds", "When a send run to the list last "
                                "ended", ["list"], registry=registry)
+
+    def start_at_zero(self, lists: Iterable[str], provider: str) -> None:
+        """The series whose label values are known in advance, there at 0 before anything happens: a
+        counter that first appears at 1 shows no increase to rate() or increase() (Prometheus's advice)."""
+        for name in lists:
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(name, provider, outcome)
+            for outcome in SEND_OUTCOMES:
+                self.send_runs.labels(name, outcome)
+            for action in SUBSCRIPTION_ACTIONS:
+                self.subscriptions.labels(name, action)
 
     def meter(self, provider: str) -> ProviderMeter:
         return ProviderMeter(self, provider)

@@ -88,7 +88,22 @@ def test_the_metrics_file_of_a_send_holds_its_counts(sg_run, sendgrid_server, tm
     later = file_samples(target)
     assert value(later, "newsletter_send_last_finished_timestamp_seconds", list="weekly") == finished
     assert value(later, "newsletter_list_members", list="weekly", status="active") == 12
-    assert ("newsletter_send_runs_total", (("list", "weekly"), ("outcome", "complete"))) not in later
+    assert later[("newsletter_send_runs_total", (("list", "weekly"), ("outcome", "complete")))] == 0  # per run
+
+
+def test_series_a_rule_would_read_are_there_at_zero_before_anything_happens(sg_run, tmp_path):
+    """A counter that first appears at 1 shows no increase to rate() or increase(): the first failed
+    send or confirmation would be missed. Label values known in advance start at 0."""
+    target = tmp_path / "newsletter.prom"
+    assert sg_run("send", "--due", "--list", "weekly", "--metrics-file", target).exit_code == 0
+    found = file_samples(target)
+    for outcome in ("sent", "failed", "unknown", "skipped", "deferred"):
+        key = ("newsletter_deliveries_total", (("list", "weekly"), ("outcome", outcome), ("provider", "sendgrid")))
+        assert found[key] == 0
+    for outcome in ("complete", "problems", "pending", "error"):
+        assert found[("newsletter_send_runs_total", (("list", "weekly"), ("outcome", outcome)))] == 0
+    for action in ("subscribe", "confirm", "unsubscribe"):
+        assert found[("newsletter_subscription_changes_total", (("action", action), ("list", "weekly")))] == 0
 
 
 def test_a_send_stopped_with_rows_pending_says_so_and_how_long_they_waited(sg_run, tmp_path):

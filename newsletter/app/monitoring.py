@@ -31,6 +31,7 @@ class Monitoring(Part):
         with self._lock:
             if self._metrics is None:
                 self._metrics = Metrics()
+                self._metrics.start_at_zero(sorted(self.config.lists), self.config.provider.backend)
                 self._metrics.watch_store(self._store_figures)
             return self._metrics
 
