@@ -67,7 +67,8 @@ def write(config: Config, command: list[str], folder: str | os.PathLike[str]) ->
     made = units(config, command)
     for name in made:
         if (target / name).exists() or (target / name).is_symlink():
-            raise InputError(f"{target / name}: already exists; remove it or choose another folder (--out)")
+            raise InputError(f"{target / name}: already exists; remove it, or write the units into another "
+                             f"folder with `newsletter init --systemd FOLDER`")
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in made.items():

@@ -75,5 +75,6 @@ def test_units_already_there_are_never_overwritten(tmp_path, monkeypatch):
     (out / "newsletter-web.service").write_text("mine")
     result = CliRunner().invoke(cli, ["--config", str(config), "init", "--systemd", str(out)])
     assert result.exit_code == 2 and "newsletter-web.service: already exists" in result.output
+    assert "`newsletter init --systemd FOLDER`" in result.output and "--out" not in result.output  # no such option
     assert sorted(p.name for p in out.iterdir()) == ["newsletter-web.service"]
     assert (out / "newsletter-web.service").read_text() == "mine"
