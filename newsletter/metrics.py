@@ -30,7 +30,8 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 
-__all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter", "StoreFigures", "push", "write_textfile"]
+__all__ = ["CONTENT_TYPE", "Metrics", "ProviderMeter", "StoreFigures", "combine", "exposition", "push",
+           "write_textfile"]
 
 # Seconds: from a loopback answer to a provider on a bad day (its timeouts are 30 s by default).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -190,6 +191,41 @@ def push(gateway: str, job: str, command: str, figures: list[Metric], timeout: f
     bounces, scheduler) pushed last: the Pushgateway's grouping key keeps each command's apart."""
     push_to_gateway(gateway, job=job, grouping_key={"command": command}, registry=_registry_of(figures),
                     timeout=timeout)
+
+
+def exposition(figures: list[Metric]) -> bytes:
+    """Figures in Prometheus's text format, as they are: what one process of a send hands the first
+    (see `combine`)."""
+    return generate_latest(_registry_of(figures))
+
+
+def combine(figures: list[Metric], others: Iterable[str]) -> list[Metric]:
+    """This process's figures with those of the other processes of the same run (`send --workers`, each
+    its `exposition`) added in: counters and histograms summed, every other series (the gauges: times,
+    what the store holds) its largest value, and a series' creation time its earliest."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    kept = {f.name: Metric(f.name, f.documentation, f.type, f.unit) for f in figures}
+    series: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {
+        f.name: {(x.name, tuple(sorted(x.labels.items()))): x.value for x in f.samples} for f in figures}
+    owner = {x.name: f.name for f in figures for x in f.samples}  # an info's family is named apart from its sample
+    for text in others:
+        for family in text_string_to_metric_families(text):
+            summed = family.type in ("counter", "histogram", "summary")
+            for x in family.samples:
+                name = owner.setdefault(x.name, family.name)
+                kept.setdefault(name, Metric(family.name, family.documentation, family.type, family.unit))
+                values, key = series.setdefault(name, {}), (x.name, tuple(sorted(x.labels.items())))
+                if key not in values:
+                    values[key] = x.value
+                elif x.name.endswith("_created"):
+                    values[key] = min(values[key], x.value)
+                else:
+                    values[key] = values[key] + x.value if summed else max(values[key], x.value)
+    for name, family in kept.items():
+        for (sample, labels), number in series.get(name, {}).items():
+            family.add_sample(sample, dict(labels), number)
+    return list(kept.values())
 
 
 class _Fixed(Collector):

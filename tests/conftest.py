@@ -184,3 +184,15 @@ def store_url(request):
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def pushgateway():
+    """Debian's Pushgateway, started for the test (see `webhelpers.Pushgateway`)."""
+    from .webhelpers import PUSHGATEWAY, Pushgateway
+
+    if PUSHGATEWAY is None:
+        pytest.skip("Debian's prometheus-pushgateway is not installed (.ci/run installs it)")
+    gateway = Pushgateway()
+    yield gateway
+    gateway.stop()

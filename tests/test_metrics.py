@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import newsletter
 from newsletter import config as config_mod
@@ -25,16 +23,10 @@ from newsletter.web import create_app
 
 from .conftest import ROOT, SECRET, ready_sample, wait_for, write_config
 from .smtp_server import free_port
-from .webhelpers import Daemon, Served, WebhookSigner
+from .webhelpers import Served, WebhookSigner, samples
 
 SAMPLE = ROOT / "subscribers" / "sample.csv"
 TOKEN = "scrape-token-for-tests"
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a Prometheus text exposition, parsed by prometheus_client's own parser."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def file_samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -141,37 +133,6 @@ def test_a_metrics_file_that_cannot_be_written_is_a_warning_not_a_failed_send(sg
     assert result.exit_code == 0
     assert "warning: metrics file" in result.output and "newsletter.prom" in result.output
     assert len(sendgrid_server.received) == 12
-
-
-PUSHGATEWAY = shutil.which("prometheus-pushgateway")
-
-
-class _Pushgateway(Daemon):
-    """Debian's Pushgateway on loopback, started for the test, keeping pushes in memory only (Debian's
-    default keeps them in /var/lib)."""
-
-    def __init__(self) -> None:
-        port = free_port()
-        super().__init__([str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="], port)
-
-    def groups(self) -> dict[tuple[str, str], dict]:
-        """What it holds of ours, by (job, command): each group's samples without those labels."""
-        held: dict[tuple[str, str], dict] = {}
-        for (name, labels), v in samples(self.get("/metrics")).items():
-            named = dict(labels)
-            if name.startswith("newsletter_") and "job" in named:
-                rest = tuple(pair for pair in labels if pair[0] not in ("job", "command", "instance"))
-                held.setdefault((named["job"], named.get("command", "")), {})[(name, rest)] = v
-        return held
-
-
-@pytest.fixture
-def pushgateway():
-    if PUSHGATEWAY is None:
-        pytest.skip("Debian's prometheus-pushgateway is not installed (.ci/run installs it)")
-    gateway = _Pushgateway()
-    yield gateway
-    gateway.stop()
 
 
 def test_each_command_pushes_its_own_group_to_the_pushgateway(sg_config, sg_run, tmp_path, pushgateway):
@@ -360,3 +321,32 @@ def test_a_store_that_is_away_leaves_out_its_figures_and_no_other(tmp_path, monk
     assert value(found, "newsletter_build_info", version=newsletter.__version__) == 1
     assert not any(name.startswith(("newsletter_list_members", "newsletter_oldest_pending"))
                    for name, _labels in found)
+
+
+def test_the_figures_of_several_processes_of_one_run_combine_into_one():
+    """What `send --workers` publishes: counters and histograms summed, a gauge its largest value, a
+    series' creation its earliest, and every series once (an info's family is named apart from it)."""
+    from newsletter.metrics import Metrics, combine, exposition
+
+    first, second = Metrics(), Metrics()
+    for figures, sent, latency, ended in ((first, 5, 0.2, 100.0), (second, 7, 3.0, 200.0)):
+        figures.delivered("weekly", "sendgrid", {"sent": sent, "failed": 0})
+        figures.provider_latency.labels("sendgrid").observe(latency)
+        figures.last_send.labels("weekly").set(ended)
+    second.webhook_events.labels("sendgrid", "bounced").inc()  # a series only the other process has
+    text = exposition(combine(first.snapshot(), [exposition(second.snapshot()).decode()])).decode()
+    found = samples(text)
+    assert value(found, "newsletter_deliveries_total", list="weekly", provider="sendgrid", outcome="sent") == 12
+    assert value(found, "newsletter_provider_request_duration_seconds_count", provider="sendgrid") == 2
+    assert value(found, "newsletter_provider_request_duration_seconds_bucket", provider="sendgrid", le="0.25") == 1
+    assert value(found, "newsletter_provider_request_duration_seconds_sum", provider="sendgrid") == pytest.approx(3.2)
+    assert value(found, "newsletter_send_last_end_timestamp_seconds", list="weekly") == 200
+    assert value(found, "newsletter_webhook_events_total", provider="sendgrid", type="bounced") == 1
+    assert value(found, "newsletter_build_info", version=newsletter.__version__) == 1
+    created = [v for (name, labels), v in found.items() if name == "newsletter_deliveries_created"
+               and ("outcome", "sent") in labels]
+    mine = samples(first.text().decode())
+    assert created == [value(mine, "newsletter_deliveries_created", list="weekly", provider="sendgrid",
+                             outcome="sent")]  # the earlier of the two
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert len(types) == len(set(types))

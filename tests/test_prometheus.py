@@ -18,8 +18,7 @@ import yaml
 
 from .conftest import ROOT, SECRET, ready_sample, write_config
 from .smtp_server import free_port
-from .test_metrics import samples
-from .webhelpers import Daemon, Served
+from .webhelpers import Daemon, Served, samples
 
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
 NODE_EXPORTER = shutil.which("prometheus-node-exporter")

@@ -13,6 +13,7 @@ import pytest
 from newsletter import Newsletter
 
 from .conftest import ROOT, SECRET, wait_for, write_config
+from .test_metrics import file_samples, value
 
 ISSUE = ROOT / "issues" / "2026-12-01.md"
 
@@ -145,7 +146,8 @@ def test_one_issue_to_two_overlapping_lists_at_once_reaches_each_person_once(sto
         assert len(received) == 301 and set(received.values()) == {1}
 
 
-def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shared, sendgrid_server, tmp_path):
+def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shared, sendgrid_server, tmp_path,
+                                                                            pushgateway):
     from click.testing import CliRunner
 
     from newsletter.cli import cli
@@ -153,9 +155,11 @@ def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shar
     n = 2000  # 40 batches, 6 s for one process: the others start well before the work runs out
     with Newsletter.from_config(shared) as nl:
         nl.subscribers.import_csv(people(tmp_path, n), "weekly")
+    shared.write_text(shared.read_text() + f'\n[metrics]\npushgateway = "{pushgateway.url}"\n')
     sendgrid_server.latency = 0.3
+    figures = tmp_path / "textfile" / "newsletter.prom"
     result = CliRunner().invoke(cli, ["--config", str(shared), "send", str(ISSUE), "--list", "weekly", "--yes",
-                                      "--workers", "3"])
+                                      "--workers", "3", "--metrics-file", str(figures)])
     assert result.exit_code == 0, result.output
     assert "in total: sent 2,000" in result.output and "3 worker processes shared the send" in result.output
     received = collections.Counter(sendgrid_server.received)
@@ -163,6 +167,14 @@ def test_send_workers_starts_the_other_processes_and_reports_the_whole_send(shar
     with Newsletter.from_config(shared) as nl, nl.store.engine.connect() as conn:
         busy = conn.exec_driver_sql("SELECT count(*) FROM workers WHERE sent > 0").scalar()
     assert busy >= 2  # the work really was shared
+    # The figures are the whole send's, every process's counts added up, in the file and the push alike.
+    pushed = pushgateway.groups()[("newsletter", "send")]
+    for found in (file_samples(figures), pushed):
+        assert value(found, "newsletter_deliveries_total", list="weekly", provider="sendgrid", outcome="sent") == n
+        assert value(found, "newsletter_provider_requests_total", provider="sendgrid", status="202") == n / 50
+        assert value(found, "newsletter_provider_request_duration_seconds_count", provider="sendgrid") == n / 50
+        assert value(found, "newsletter_send_runs_total", list="weekly", outcome="complete") == 3
+    assert sorted(p.name for p in figures.parent.iterdir()) == ["newsletter.prom"]  # nothing of the others left
 
 
 def test_a_signal_to_the_first_process_of_send_workers_stops_them_all(shared, sendgrid_server, tmp_path):

@@ -8,6 +8,7 @@ import datetime as dt
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -80,6 +81,36 @@ class Daemon:
         self.process.terminate()
         return str(self.process.communicate(timeout=30)[1])
 
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, parsed by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+PUSHGATEWAY = shutil.which("prometheus-pushgateway")
+
+
+class Pushgateway(Daemon):
+    """Debian's Pushgateway on loopback, started for the test, keeping pushes in memory only (Debian's
+    default keeps them in /var/lib)."""
+
+    def __init__(self) -> None:
+        port = free_port()
+        super().__init__([str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="], port)
+
+    def groups(self) -> dict[tuple[str, str], dict]:
+        """What it holds of ours, by (job, command): each group's samples without those labels."""
+        held: dict[tuple[str, str], dict] = {}
+        for (name, labels), v in samples(self.get("/metrics")).items():
+            named = dict(labels)
+            if name.startswith("newsletter_") and "job" in named:
+                rest = tuple(pair for pair in labels if pair[0] not in ("job", "command", "instance"))
+                held.setdefault((named["job"], named.get("command", "")), {})[(name, rest)] = v
+        return held
 
 class Served:
     """`newsletter serve` in its own process on 127.0.0.1, as an operator runs it."""

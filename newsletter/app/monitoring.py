@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,14 @@ class Monitoring(Part):
                 self._metrics.watch_store(self._store_figures)
             return self._metrics
 
+    def share(self, path: str | os.PathLike[str]) -> None:
+        """This process's figures, left in `path` (written whole) for the first process of the same run to
+        add to its own (`send --workers`: only that one writes the metrics file and pushes)."""
+        from ..files import atomic_write
+        from ..metrics import exposition
+
+        atomic_write(Path(path), exposition(self.metrics.snapshot()))
+
     def _store_figures(self) -> StoreFigures:
         from ..ledger import last_finished, oldest_pending
         from ..metrics import StoreFigures
@@ -60,16 +69,20 @@ class Monitoring(Part):
 
         return (self.metrics.text(), CONTENT_TYPE) if self.allowed(authorization) else None
 
-    def publish(self, command: str, textfile: str | os.PathLike[str] | None = None) -> list[str]:
+    def publish(self, command: str, textfile: str | os.PathLike[str] | None = None,
+                others: Sequence[str] = ()) -> list[str]:
         """What a run from cron leaves for Prometheus: the figures written to `textfile` (node_exporter's
         textfile collector, written whole) and pushed to `[metrics] pushgateway` when one is set, as
-        `command`'s (send, bounces, scheduler). Returns the one-line errors of what could not be done;
-        a failure here never changes a send."""
-        from ..metrics import push, write_textfile
+        `command`'s (send, bounces, scheduler), with `others` (the `share` of each other process of the
+        same run) added in. Returns the one-line errors of what could not be done; a failure here never
+        changes a send."""
+        from ..metrics import combine, push, write_textfile
 
         problems: list[str] = []
         gateway = self.config.metrics.pushgateway
         figures = self.metrics.snapshot()  # the store read once, for the file and the push alike
+        if others:
+            figures = combine(figures, others)
         if textfile is not None:
             try:
                 write_textfile(textfile, figures)

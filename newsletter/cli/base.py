@@ -126,6 +126,7 @@ class State:
     def __init__(self, ctx: click.Context, config_path: str | None, log_format: str = "human") -> None:
         self.ctx, self.config_path, self.log_format = ctx, config_path, log_format
         self._newsletter: Newsletter | None = None
+        self.shared_figures: list[str] = []  # the other processes' figures of this run (send --workers)
 
     def explain(self, exc: Exception) -> NewsletterError | None:
         return self._newsletter.explain(exc) if self._newsletter is not None else None
@@ -141,21 +142,28 @@ class State:
 pass_state = click.make_pass_decorator(State)
 F = TypeVar("F", bound=Callable[..., Any])
 
+# A process of `send --workers` started by the first: it leaves its figures for the first to publish.
+share_figures_option = click.option("--share-figures", type=click.Path(dir_okay=False), hidden=True)
+
 metrics_file_option = click.option(
     "--metrics-file", type=click.Path(dir_okay=False), metavar="PATH",
     help="When done, however it ends, write this run's figures here for node_exporter's textfile collector "
          "(PATH.prom, written whole); they also go to [metrics] pushgateway when one is set.")
 
 
-def publish_metrics(state: State, path: str | None, command: str) -> None:
+def publish_metrics(state: State, path: str | None, command: str, share: str | None = None) -> None:
     """At the end of the command, however it ends: its figures to `path` and to the Pushgateway, as
-    `command`'s (the Pushgateway's grouping key: send, bounces)."""
+    `command`'s (the Pushgateway's grouping key: send, bounces), with the other processes' of the same
+    run added in. A process that one of `send --workers` started leaves them in `share` for it instead."""
     nl = state.nl
+    if share:
+        state.ctx.call_on_close(lambda: nl.monitoring.share(share))
+        return
     if path is None and not nl.config.metrics.pushgateway:
         return
 
     def publish() -> None:
-        for problem in nl.monitoring.publish(command, path):
+        for problem in nl.monitoring.publish(command, path, state.shared_figures):
             emit(f"warning: {problem}", stderr=True)
 
     state.ctx.call_on_close(publish)  # before nl's own close, which was registered first

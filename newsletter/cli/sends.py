@@ -26,6 +26,7 @@ from .base import (
     print_json,
     publish_metrics,
     settled_heap,
+    share_figures_option,
     show_time,
     stop_on_signals,
     warn,
@@ -171,15 +172,16 @@ class _Progress:
               help="Send as N processes sharing the work through the ledger (auto: one per core), for a send that "
                    "one core cannot keep up with; --max-rate is shared among them.")
 @metrics_file_option
+@share_figures_option
 @pass_state
 def send_command(state: State, issue: str | None, list_name: str | None, due: bool, dry_run: bool,
                  out_dir: str | None, limit: int | None, to_addresses: tuple[str, ...], yes: bool,
                  max_rate: float | None, resend_unknown: bool, as_json: bool, compat_table: bool, segment: str,
-                 workers: str, metrics_file: str | None) -> None:
+                 workers: str, metrics_file: str | None, share_figures: str | None) -> None:
     """Send ISSUE to a list, continuing where an earlier run stopped; never twice to anyone."""
     nl = state.nl
     if not dry_run:
-        publish_metrics(state, metrics_file, "send")
+        publish_metrics(state, metrics_file, "send", share_figures)
     list_name, segment = nl.sends.segment(list_name, segment)
     if due:
         if issue or to_addresses:
@@ -204,15 +206,18 @@ def send_command(state: State, issue: str | None, list_name: str | None, due: bo
         _send_test_copies(nl, mailing, to_addresses)
     if not yes:
         _confirm(nl, mailing, segment)
-    _send(nl, mailing, issue, name, limit, max_rate, resend_unknown, segment, processes)
+    _send(state, mailing, issue, name, limit, max_rate, resend_unknown, segment, processes)
 
 
-def _send(nl: Newsletter, mailing: Mailing, issue: str, name: str, limit: int | None, max_rate: float | None,
+def _send(state: State, mailing: Mailing, issue: str, name: str, limit: int | None, max_rate: float | None,
           resend_unknown: bool, segment: str, processes: int) -> None:
     """The send itself (with `processes` - 1 others beside this one), its report, and the exit."""
+    nl = state.nl
     share = max_rate / processes if max_rate else None
     with settled_heap(), stop_on_signals() as stop, _Progress(f"sending {mailing.rendered.slug}") as progress:
         helpers = _helpers(nl, issue, name, segment, resend_unknown, share, processes - 1, stop)
+        if helpers is not None:
+            state.shared_figures = helpers.figures  # filled as they end: theirs go into this one's metrics
         try:
             report = nl.sends.send(mailing, limit=limit, max_rate=share, resend_unknown=resend_unknown,
                                    progress=progress, stop=stop, segment=segment)

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 import click
@@ -38,11 +39,15 @@ class Helpers:
 
     def __init__(self, arguments: list[str], number: int) -> None:
         command = [sys.executable, "-m", "newsletter.cli", *arguments]
-        # Each one's stderr, read when it has exited (closed in `wait`).
+        # Each one's stderr, and the figures it leaves for this one's metrics, read when it has exited.
         self._logs: list[IO[bytes]] = [tempfile.TemporaryFile() for _ in range(number)]  # noqa: SIM115
-        self._procs = [subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603
-                                        stderr=log) for log in self._logs]
+        self._folder = tempfile.TemporaryDirectory(prefix="newsletter-workers-")
+        self._shares = [Path(self._folder.name) / f"worker-{i}.prom" for i in range(2, number + 2)]
+        self._procs = [subprocess.Popen([*command, "--share-figures", str(share)], stdin=subprocess.DEVNULL,  # noqa: S603
+                                        stdout=subprocess.DEVNULL, stderr=log)
+                       for log, share in zip(self._logs, self._shares, strict=True)]
         self._done = threading.Event()
+        self.figures: list[str] = []  # what each left of its figures (see `Monitoring.share`), once they ended
 
     def forward(self, stopped: Callable[[], int | None]) -> None:
         """From a thread: pass this process's stop signal on to the others as soon as it comes."""
@@ -66,6 +71,8 @@ class Helpers:
             lines = log.read().decode(errors="replace").strip().splitlines()
             log.close()
             results.append((code, lines[-1] if lines and code not in (0, 1, 3) else ""))
+        self.figures.extend(share.read_text() for share in self._shares if share.is_file())
+        self._folder.cleanup()
         self._done.set()
         return results
 
