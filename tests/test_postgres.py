@@ -148,120 +148,102 @@ def test_one_address_subscribing_several_times_at_once_is_stored_once(pg_config)
             store.close()
 
 
-def test_a_confirmation_while_the_person_unsubscribes_does_not_bring_them_back(pg_config):
-    """Each change of a membership decides from its current state: a confirmation that read the state
-    before an unsubscribe committed must not then write `active` over it."""
+def _while_uncommitted(store: Store, change, call) -> list:
+    """`call()` in another thread while `change(conn)` is written in a transaction of `store` that commits
+    only half a second later; what `call` returned, or nothing when it raised (its thread reports that)."""
     import threading
     import time
 
+    returned: list = []
+    with store.write() as conn:
+        change(conn)
+        other = threading.Thread(target=lambda: returned.append(call()))
+        other.start()
+        time.sleep(0.5)  # the call is under way: it waits for the change, or reads around it
+    other.join()
+    return returned
+
+
+def test_a_confirmation_while_the_person_unsubscribes_does_not_bring_them_back(pg_config):
+    """Each change of a membership decides from its current state: a confirmation that read the state
+    before an unsubscribe committed must not then write `active` over it."""
     from newsletter import consent
 
-    first, second = Store(pg_config), Store(pg_config)
-    try:
+    with Store(pg_config) as first, Store(pg_config) as second:
         subscriber_id, _mail = first.request_subscription("ada@example.com", "weekly")
         assert subscriber_id is not None
-        confirmed: list[object] = []
-        with first.write() as conn:  # the unsubscribe, not committed yet
+
+        def unsubscribe(conn: sa.Connection) -> None:
             first._change(conn, subscriber_id, first.list_id("weekly", conn), consent.UNSUBSCRIBE, "web")
-            clicker = threading.Thread(target=lambda: confirmed.append(second.confirm(subscriber_id, "weekly")))
-            clicker.start()
-            time.sleep(0.5)  # the confirmation is under way: it waits for the unsubscribe, or reads around it
-        clicker.join()
+
+        assert _while_uncommitted(first, unsubscribe, lambda: second.confirm(subscriber_id, "weekly")) == [
+            "unsubscribed"]
         assert first.membership(subscriber_id, "weekly") == ("ada@example.com", "unsubscribed")
-        assert confirmed == ["unsubscribed"]
-    finally:
-        first.close()
-        second.close()
 
 
 def test_an_import_while_another_program_stores_one_of_its_addresses_imports_every_row(pg_config, tmp_path):
     """The web app stored an address of the file while the import ran: the chunk's insert of that
     address failed on the unique key and the import ended in a traceback."""
-    import threading
-    import time
-
     from newsletter.csvio import import_csv
     from newsletter.schema import subscribers
 
     rows = tmp_path / "rows.csv"
     rows.write_text("email\nada@example.com\ngrace@example.com\n")
-    first, second = Store(pg_config), Store(pg_config)
-    reports: list[object] = []
-    try:
+    with Store(pg_config) as first, Store(pg_config) as second:
         second.list_id("weekly")
-        with first.write() as conn:  # another program's new person, not committed yet
+
+        def store_ada(conn: sa.Connection) -> None:  # another program's new person
             conn.execute(subscribers.insert().values(email="ada@example.com", email_key="ada@example.com", name="",
                                                      attributes="{}", created_at=sa.func.now(),
                                                      updated_at=sa.func.now()))
-            importer = threading.Thread(target=lambda: reports.append(import_csv(second, rows, "weekly")))
-            importer.start()
-            time.sleep(0.5)  # the import is under way, waiting on that address
-        importer.join()
-        assert len(reports) == 1, "the import failed"
+
+        assert len(_while_uncommitted(first, store_ada, lambda: import_csv(second, rows, "weekly"))) == 1, (
+            "the import failed")
         assert second.get("ada@example.com").memberships["weekly"][0] == "active"
         assert second.get("grace@example.com").memberships["weekly"][0] == "active"
-    finally:
-        first.close()
-        second.close()
 
 
 def test_an_import_while_a_member_unsubscribes_does_not_bring_them_back(pg_config, tmp_path):
     """The import read an unconfirmed membership, the person unsubscribed, and the import then wrote
     `active` (what importing an unconfirmed member as active does) over the unsubscribe."""
-    import threading
-    import time
-
     from newsletter import consent
     from newsletter.csvio import import_csv
 
     rows = tmp_path / "rows.csv"
     rows.write_text("email\nada@example.com\ngrace@example.com\n")
-    first, second = Store(pg_config), Store(pg_config)
-    reports: list[object] = []
-    try:
+    with Store(pg_config) as first, Store(pg_config) as second:
         subscriber_id, _mail = first.request_subscription("ada@example.com", "weekly")
-        with first.write() as conn:  # the unsubscribe, not committed yet
+        assert subscriber_id is not None
+
+        def unsubscribe(conn: sa.Connection) -> None:
             first._change(conn, subscriber_id, first.list_id("weekly", conn), consent.UNSUBSCRIBE, "web")
-            importer = threading.Thread(target=lambda: reports.append(import_csv(second, rows, "weekly")))
-            importer.start()
-            time.sleep(0.5)
-        importer.join()
-        assert len(reports) == 1, "the import failed"
+
+        assert len(_while_uncommitted(first, unsubscribe, lambda: import_csv(second, rows, "weekly"))) == 1, (
+            "the import failed")
         assert first.membership(subscriber_id, "weekly") == ("ada@example.com", "unsubscribed")
         assert second.get("grace@example.com").memberships["weekly"][0] == "active"
-    finally:
-        first.close()
-        second.close()
 
 
 def test_one_event_delivered_twice_at_once_is_stored_and_acted_on_once(pg_config):
     """A provider retries a webhook call that is still being answered (or two `serve` processes get
     the same event): both found the event new, and the second failed on its unique key."""
     import datetime as dt
-    import threading
-    import time
 
     from newsletter import events
     from newsletter.webhooks.base import TrackingEvent
 
     bounce = TrackingEvent(kind="bounced", email="ada@example.com", timestamp=dt.datetime(2026, 12, 1, 9),
                            event_id="evt-1", reason="550 no such user")
-    first, second = Store(pg_config), Store(pg_config)
-    counts: list[object] = []
-    try:
+    with Store(pg_config) as first, Store(pg_config) as second:
         first.add("ada@example.com", "weekly")
-        with first.write() as conn:
+
+        def receive(conn: sa.Connection) -> None:
             assert events.apply(first, [bounce], "sendgrid webhook", conn)["bounced"] == 1
-            retry = threading.Thread(target=lambda: counts.append(events.apply(second, [bounce], "sendgrid webhook")))
-            retry.start()
-            time.sleep(0.5)
-        retry.join()
-        assert counts == [{"duplicate": 1}], "the retry failed"
+
+        retried = _while_uncommitted(first, receive, lambda: events.apply(second, [bounce], "sendgrid webhook"))
+        assert retried == [{"duplicate": 1}], "the retry failed"
         ada = second.get("ada@example.com")
         assert ada.suppressed and ada.memberships["weekly"][0] == "bounced"
-    finally:
-        first.close()
-        second.close()
 
 
 def test_the_scheduler_lock_survives_an_idle_session_timeout_and_refuses_a_second_scheduler(pg_config):
