@@ -276,10 +276,9 @@ class Store:
         suppressed = self.is_suppressed(address.key, conn)
         if row is None and suppressed:
             return f"kept out ({kept_out_reason(True, None)})"  # a suppressed (perhaps erased) address is not stored
-        details_changed = False
-        added = row is None and self._store_person(conn, address, name, json.dumps(attributes), stamp)
+        details_changed, added = False, False
         if row is None:
-            row = self._held(conn, address.key)
+            row, added = self._store_person(conn, address, name, json.dumps(attributes), stamp)
         subscriber_id = row.id
         if not added:
             merged_name, merged_attrs = merge(row.name, json.loads(row.attributes), name, attributes)
@@ -304,20 +303,16 @@ class Store:
         return conn.execute(sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.attributes)
                             .where(subscribers.c.email_key == key).with_for_update()).first()
 
-    def _held(self, conn: Connection, key: str) -> Any:
-        """`_hold` for a person who is stored."""
-        row = self._hold(conn, key)
+    def _store_person(self, conn: Connection, address: addresses.Address, name: str, attributes: str,
+                      stamp: dt.datetime) -> tuple[Any, bool]:
+        """Store a new person and `_hold` their row; with False when another transaction stored the address
+        first (theirs is kept: two programs adding one address at once both end with the one row)."""
+        added = insert_new(conn, subscribers, {"email": address.email, "email_key": address.key, "name": name,
+                                               "attributes": attributes, "created_at": stamp, "updated_at": stamp})
+        row = self._hold(conn, address.key)
         if row is None:
-            raise StoreError(f"the subscriber {key!r} just stored is not in the store")
-        return row
-
-    @staticmethod
-    def _store_person(conn: Connection, address: addresses.Address, name: str, attributes: str,
-                      stamp: dt.datetime) -> bool:
-        """Store a new person; False when another transaction stored the address first (theirs is kept:
-        two programs adding one address at once both end with the one row)."""
-        return insert_new(conn, subscribers, {"email": address.email, "email_key": address.key, "name": name,
-                                              "attributes": attributes, "created_at": stamp, "updated_at": stamp})
+            raise StoreError(f"the subscriber {address.email!r} just stored is not in the store")
+        return row, added
 
     def is_suppressed(self, key: str, conn: Connection) -> bool:
         return conn.execute(
@@ -500,8 +495,7 @@ class Store:
             if row is None:
                 if suppressed:
                     return None, False
-                self._store_person(conn, address, fields.name(name), "{}", now())
-                row = self._held(conn, address.key)
+                row, _added = self._store_person(conn, address, fields.name(name), "{}", now())
             subscriber_id = row.id
             current, _left = self._membership(conn, subscriber_id, list_id)
             decision = consent.decide(consent.REQUEST, current, suppressed=suppressed)
