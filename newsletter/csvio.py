@@ -550,11 +550,11 @@ class _Chunk:
         decisions = {key: decide(key) for key in merged if key not in newly}
         # The memberships to change are locked and read again: a change another program made since
         # (an unsubscribe from the web) is what they are decided from. Those kept as they are stay unlocked.
-        changing = [ids[k] for k, d in decisions.items() if d.changed and now_of(k)[0] is not None]
-        fresh = self._current(changing, lock=True)
-        for key in [k for k in decisions if ids.get(k) in fresh and fresh[ids[k]] != current[ids[k]]]:
-            current[ids[key]] = fresh[ids[key]]
-            decisions[key] = decide(key)
+        changing = {ids[k]: k for k, d in decisions.items() if d.changed and ids.get(k) in current}
+        for locked, fresh in self._current(list(changing), lock=True).items():
+            if fresh != current[locked]:
+                current[locked] = fresh
+                decisions[changing[locked]] = decide(changing[locked])
         to_insert: list[dict[str, Any]] = []
         to_update: list[dict[str, Any]] = []
         for key, row in merged.items():
